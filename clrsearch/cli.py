@@ -1,0 +1,59 @@
+"""What every entry point shares: a one-line error for bad input and exit status 2."""
+
+import argparse
+import functools
+import sys
+
+from .errors import UsageError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def entry_point(main):
+    """Wrap ``main(argv=None)`` so that a :class:`UsageError` becomes one line and exit 2."""
+
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        try:
+            return main(argv)
+        except UsageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def positive_int(text):
+    """``argparse`` type: an integer >= 1."""
+    value = _parse(int, text, "an integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return value
+
+
+def non_negative_float(text):
+    """``argparse`` type: a finite float >= 0."""
+    value = _parse(float, text, "a number")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
+def positive_float(text):
+    """``argparse`` type: a finite float > 0."""
+    value = _parse(float, text, "a number")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+    return value
+
+
+def _parse(kind, text, what):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
