@@ -1,0 +1,244 @@
+"""Figures of the study, each returned as a ``matplotlib.figure.Figure``.
+
+Figures are built with ``matplotlib.figure.Figure`` directly, so no pyplot state
+and no GUI backend are involved; saving or logging them is the caller's job
+(``fig.savefig(path)``). Accuracies come in as fractions in [0, 1] and are drawn
+in percent.
+
+- ``learning_curves``: cost, loss and accuracy on the training and validation sets;
+- ``eta_curve``: the learning rate per update step;
+- ``confusion_matrix``: 10x10 counts with the accuracy in the title;
+- ``lambda_search``: lambda against mean validation accuracy with ±3σ error bars;
+- ``class_distribution``: class counts per split or batch;
+- ``lr_range``: the LR range test (Smith 2015) with the chosen eta_min, eta_max.
+"""
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix as _confusion_counts
+
+TRAIN_COLOR = "tab:blue"
+VAL_COLOR = "tab:orange"
+BEST_COLOR = "tab:red"
+
+_X_LABELS = {"step": "update step", "epoch": "epoch"}
+_PANELS = (  # (metric suffix, panel title, y label, scale to display units)
+    ("cost", "cost J = L + λ‖W‖²", "cost", 1.0),
+    ("loss", "loss L (cross-entropy)", "loss", 1.0),
+    ("accuracy", "accuracy", "accuracy (%)", 100.0),
+)
+
+
+def learning_curves(history, member: int = 0, x: str = "step", title: str | None = None) -> Figure:
+    """Cost, loss and accuracy on the training and validation sets, side by side.
+
+    Parameters
+    ----------
+    history : object with attributes
+        ``steps`` (P,) int, update step of each evaluation point;
+        ``epochs`` (P,) float, the same points in epochs;
+        ``metrics`` dict of (P, K) arrays under ``"train_cost"``, ``"train_loss"``,
+        ``"train_accuracy"``, ``"val_cost"``, ``"val_loss"``, ``"val_accuracy"``;
+        NaN marks points after a member stopped and is left as a gap.
+    member : int, column of the population to draw
+    x : ``"step"`` or ``"epoch"``, the horizontal axis
+    title : str, optional figure title
+
+    Returns
+    -------
+    Figure with three axes: cost, loss, accuracy (%).
+    """
+    if x not in _X_LABELS:
+        raise ValueError(f"x must be 'step' or 'epoch', got {x!r}")
+    xs = np.asarray(history.steps if x == "step" else history.epochs)  # (P,)
+    fig = Figure(figsize=(15.0, 4.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, (name, panel_title, y_label, scale) in zip(axes, _PANELS):
+        for split, label, color in (("train", "training", TRAIN_COLOR), ("val", "validation", VAL_COLOR)):
+            ys = np.asarray(history.metrics[f"{split}_{name}"], dtype=float)[:, member] * scale  # (P,)
+            ax.plot(xs, ys, color=color, label=label, marker="." if xs.size <= 40 else None)
+        if xs.size > 1:  # the whole run, so that a member that stopped early shows as a gap
+            pad = 0.02 * (xs.max() - xs.min())
+            ax.set_xlim(xs.min() - pad, xs.max() + pad)
+        ax.set_title(panel_title)
+        ax.set_xlabel(_X_LABELS[x])
+        ax.set_ylabel(y_label)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(title if title is not None else "learning curves")
+    return fig
+
+
+def eta_curve(eta, title: str | None = None) -> Figure:
+    """Learning rate of every update step.
+
+    Parameters
+    ----------
+    eta : (T,) float, eta_t for t = 0 .. T-1
+    title : str, optional
+
+    Returns
+    -------
+    Figure with one axes.
+    """
+    eta = np.asarray(eta, dtype=float)  # (T,)
+    fig = Figure(figsize=(7.0, 4.0), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(np.arange(eta.size), eta, color=TRAIN_COLOR)
+    ax.set_xlabel("update step")
+    ax.set_ylabel("learning rate η")
+    ax.set_xlim(0, max(eta.size - 1, 1))
+    ax.set_ylim(bottom=0)
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title if title is not None else "cyclical learning rate")
+    return fig
+
+
+def confusion_matrix(y_true, y_pred, class_names, title: str | None = None) -> Figure:
+    """Heat map of counts: true class (rows) against predicted class (columns).
+
+    Parameters
+    ----------
+    y_true, y_pred : (N,) int labels in 0 .. C-1
+    class_names : sequence of C str
+    title : str, optional; the accuracy in percent is appended to it
+
+    Returns
+    -------
+    Figure with two axes: the matrix and its colour bar.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    n_classes = len(class_names)
+    counts = _confusion_counts(y_true, y_pred, labels=np.arange(n_classes))  # (C, C)
+    accuracy = 100.0 * np.trace(counts) / max(counts.sum(), 1)
+
+    size = max(6.4, 0.62 * n_classes + 1.8)
+    fig = Figure(figsize=(size + 1.0, size), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(counts.max(), 1))
+    fig.colorbar(image, ax=ax, label="images", shrink=0.85)
+    dark = counts > 0.5 * counts.max()  # white text where the cell is dark
+    for i in range(n_classes):
+        for j in range(n_classes):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=9,
+                    color="white" if dark[i, j] else "black")
+    ticks = np.arange(n_classes)
+    ax.set_xticks(ticks, labels=class_names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(ticks, labels=class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    prefix = "test" if title is None else f"{title}:"
+    ax.set_title(f"{prefix} accuracy {accuracy:.2f}%")
+    return fig
+
+
+def lambda_search(lams, means, stds, log_x: bool = True, best_lam=None, title: str | None = None) -> Figure:
+    """Mean validation accuracy of each lambda with ±3σ error bars.
+
+    Parameters
+    ----------
+    lams : (L,) float >= 0, L2 strengths, in any order
+    means, stds : (L,) float, mean and standard deviation of the final validation
+        accuracy over the repeated runs of each lambda, as fractions
+    log_x : bool, log lambda axis; falls back to linear when a lambda is <= 0
+    best_lam : float, optional, the lambda to highlight; default the highest mean
+    title : str, optional
+
+    Returns
+    -------
+    Figure with one axes.
+    """
+    lams, means, stds = (np.asarray(a, dtype=float) for a in (lams, means, stds))
+    order = np.argsort(lams)
+    lams, means, stds = lams[order], 100.0 * means[order], 100.0 * stds[order]  # (L,), percent
+    best = int(np.argmax(means)) if best_lam is None else int(np.argmin(np.abs(lams - best_lam)))
+
+    fig = Figure(figsize=(7.0, 4.8), layout="constrained")
+    ax = fig.subplots()
+    ax.errorbar(lams, means, yerr=3.0 * stds, fmt="o-", color=TRAIN_COLOR, ecolor="tab:gray",
+                capsize=4, markersize=5, linewidth=1.2, label="mean ± 3σ")
+    ax.plot(lams[best], means[best], marker="*", markersize=16, color=BEST_COLOR, linestyle="none",
+            label=f"best λ = {lams[best]:.3g} ({means[best]:.2f}%)", zorder=3)
+    if log_x and np.all(lams > 0):
+        ax.set_xscale("log")
+    ax.set_xlabel("λ (L2 strength)")
+    ax.set_ylabel("mean validation accuracy (%)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, which="minor", alpha=0.1)
+    ax.legend(loc="best")
+    ax.set_title(title if title is not None else "λ search: mean validation accuracy ± 3σ")
+    return fig
+
+
+def class_distribution(labels_by_split: dict[str, np.ndarray], class_names) -> Figure:
+    """Grouped bars: how many images of each class every split or batch holds.
+
+    Parameters
+    ----------
+    labels_by_split : dict of name -> (N_s,) int labels in 0 .. C-1
+    class_names : sequence of C str
+
+    Returns
+    -------
+    Figure with one axes.
+    """
+    n_classes, n_splits = len(class_names), len(labels_by_split)
+    width = 0.84 / max(n_splits, 1)
+    fig = Figure(figsize=(min(14.0, max(9.0, 0.25 * n_classes * n_splits)), 4.8), layout="constrained")
+    ax = fig.subplots()
+    centres = np.arange(n_classes)
+    top = 0
+    for s, (name, labels) in enumerate(labels_by_split.items()):
+        counts = np.bincount(np.asarray(labels, dtype=int), minlength=n_classes)[:n_classes]  # (C,)
+        top = max(top, counts.max(initial=0))
+        ax.bar(centres + (s - (n_splits - 1) / 2) * width, counts, width=width, label=f"{name} (n={counts.sum()})")
+    ax.set_xticks(centres, labels=class_names, rotation=30, ha="right", rotation_mode="anchor")
+    ax.set_xlabel("class")
+    ax.set_ylabel("images")
+    ax.set_ylim(0, 1.25 * max(top, 1))  # room for the legend above the bars
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="upper center", ncols=min(n_splits, 4), fontsize=9)
+    ax.set_title("class distribution per split")
+    return fig
+
+
+def lr_range(etas, accuracies, losses=None, suggestion=None) -> Figure:
+    """LR range test: validation accuracy (and loss) after short runs at each eta.
+
+    Parameters
+    ----------
+    etas : (E,) float > 0, learning rates tried
+    accuracies : (E,) float, validation accuracy as a fraction
+    losses : (E,) float, optional, validation loss, drawn on a second y axis
+    suggestion : (eta_min, eta_max), optional, the chosen bounds, shaded
+
+    Returns
+    -------
+    Figure with one axes, or two when ``losses`` is given.
+    """
+    etas = np.asarray(etas, dtype=float)
+    order = np.argsort(etas)
+    etas, accuracies = etas[order], 100.0 * np.asarray(accuracies, dtype=float)[order]  # (E,)
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.subplots()
+    handles = ax.plot(etas, accuracies, "o-", color=TRAIN_COLOR, markersize=4, label="validation accuracy")
+    if np.all(etas > 0) and etas.max() >= 100 * etas.min():
+        ax.set_xscale("log")
+    ax.set_xlabel("learning rate η")
+    ax.set_ylabel("validation accuracy (%)", color=TRAIN_COLOR)
+    ax.grid(True, which="major", alpha=0.3)
+    if losses is not None:
+        loss_ax = ax.twinx()
+        handles += loss_ax.plot(etas, np.asarray(losses, dtype=float)[order], "s--", color=VAL_COLOR,
+                                markersize=3, label="validation loss")
+        loss_ax.set_ylabel("validation loss", color=VAL_COLOR)
+    if suggestion is not None:
+        eta_min, eta_max = suggestion
+        handles.append(ax.axvspan(eta_min, eta_max, color="tab:green", alpha=0.15,
+                                  label=f"η range [{eta_min:.2g}, {eta_max:.2g}]"))
+        for bound in (eta_min, eta_max):
+            ax.axvline(bound, color="tab:green", linestyle=":", linewidth=1.2)
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))  # clear of both y axes
+    ax.set_title("LR range test")
+    return fig
