@@ -1,0 +1,121 @@
+"""Configurations as frozen dataclasses: every default written once, with its unit.
+
+Variants are made with ``dataclasses.replace`` and logged with ``asdict``.
+Invalid values raise :class:`UsageError` when the config is built, so that a
+bad flag or TOML field fails before any data is read or any run is created.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import UsageError
+from .schedule import MODES
+
+DTYPES = ("float32", "float64")
+SPLITS = ("batch1", "full")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which CIFAR-10 images train, validate and test."""
+
+    split: str = "batch1"  # "batch1" or "full" (SPEC, Data)
+    val_size: int = 5000  # images held out of the five training batches ("full" only)
+    split_seed: int = 0  # seed of the "full" hold-out permutation
+    n_train: int | None = None  # keep only the first n_train training images (None: all)
+    data_dir: str | None = None  # None: $CLRSEARCH_DATA, else the per-user cache
+
+    def __post_init__(self):
+        _check(self.split in SPLITS, f"split must be one of {', '.join(SPLITS)}, not {self.split!r}")
+        _check_int(self.val_size, "val_size", minimum=1)
+        _check_int(self.split_seed, "split_seed", minimum=0)
+        if self.n_train is not None:
+            _check_int(self.n_train, "n_train", minimum=1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Mini-batch gradient descent under a cyclical learning rate (SPEC)."""
+
+    n_batch: int = 100  # images per update step
+    cycles: int = 1  # training stops after 2 * n_s * cycles update steps
+    n_s: int = 500  # half a cycle, in update steps
+    eta_min: float = 1e-5  # learning rate at the cycle ends
+    eta_max: float = 1e-1  # learning rate at the top of the first cycle
+    clr_mode: str = "triangular"  # triangular | triangular2 | exp_range
+    gamma: float = 1.0  # per-step amplitude decay of exp_range
+    hidden: int = 50  # hidden units M
+    dtype: str = "float32"  # float32 or float64
+    shuffle_seed: int = 0  # seed of the per-epoch mini-batch order, shared by a population
+    evals_per_cycle: int | None = None  # evaluation points per cycle (None: one per epoch)
+    eval_train_size: int | None = None  # training images used for the training curves (None: all)
+    snapshots: bool = False  # keep the networks at the end of every cycle
+
+    def __post_init__(self):
+        _check_int(self.n_batch, "n_batch", minimum=1)
+        _check_int(self.cycles, "cycles", minimum=1)
+        _check_int(self.n_s, "n_s", minimum=1)
+        _check_int(self.hidden, "hidden", minimum=1)
+        _check_int(self.shuffle_seed, "shuffle_seed", minimum=0)
+        _check_float(self.eta_min, "eta_min", minimum=0.0)
+        _check_float(self.eta_max, "eta_max", minimum=0.0)
+        _check(self.eta_min < self.eta_max,
+               f"eta_min ({self.eta_min:g}) must be smaller than eta_max ({self.eta_max:g})")
+        _check(self.clr_mode in MODES, f"clr_mode must be one of {', '.join(MODES)}, not {self.clr_mode!r}")
+        _check_float(self.gamma, "gamma", minimum=0.0)
+        _check(0 < self.gamma <= 1, f"gamma must be in (0, 1], not {self.gamma:g}")
+        _check(self.dtype in DTYPES, f"dtype must be float32 or float64, not {self.dtype!r}")
+        if self.evals_per_cycle is not None:
+            _check_int(self.evals_per_cycle, "evals_per_cycle", minimum=1)
+        if self.eval_train_size is not None:
+            _check_int(self.eval_train_size, "eval_train_size", minimum=1)
+
+    @property
+    def total_steps(self):
+        """Update steps in the whole run: 2 * n_s * cycles."""
+        return 2 * self.n_s * self.cycles
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One training run of the ``train`` command: data, protocol, lambda and seed."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lam: float = 0.01  # L2 strength lambda
+    seed: int = 0  # seed of the initial weights
+
+    def __post_init__(self):
+        check_lam(self.lam)
+        _check_int(self.seed, "seed", minimum=0)
+
+
+def check_lam(lam):
+    """Raise UsageError unless lambda is a finite number >= 0."""
+    _check_float(lam, "lambda", minimum=0.0)
+
+
+def _check(ok, message):
+    if not ok:
+        raise UsageError(message)
+
+
+def _check_int(value, name, minimum):
+    _check(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer, not {value!r}")
+    _check(value >= minimum, f"{name} must be >= {minimum}, not {value}")
+
+
+def _check_float(value, name, minimum):
+    _check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{name} must be a number, not {value!r}")
+    _check(math.isfinite(value) and value >= minimum, f"{name} must be a finite number >= {minimum:g}, not {value}")
+
+
+PRESETS = {
+    # 100 training images, no regularisation: the network must overfit them.
+    "sanity": Experiment(DataConfig("batch1", n_train=100), TrainConfig(n_batch=10, cycles=2, n_s=500), lam=0.0),
+    # SPEC figure 3 and figure 4 (original report: 46.01% and 47.29% test accuracy).
+    "fig3": Experiment(DataConfig("batch1"), TrainConfig(n_batch=100, cycles=1, n_s=500), lam=0.01),
+    "fig4": Experiment(DataConfig("batch1"), TrainConfig(n_batch=100, cycles=3, n_s=800), lam=0.01),
+    # The best network of the report: 45,000 training images, 3 cycles, lambda from the fine search.
+    "best": Experiment(DataConfig("full", val_size=5000), TrainConfig(n_batch=100, cycles=3, n_s=900), lam=0.001),
+}
