@@ -1,8 +1,11 @@
 """What every entry point shares: a one-line error for bad input and exit status 2."""
 
 import argparse
+import contextlib
 import functools
 import sys
+
+from tqdm import tqdm
 
 from .errors import UsageError
 
@@ -36,6 +39,14 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    """``argparse`` type: an integer >= 0."""
+    value = _parse(int, text, "an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 0")
+    return value
+
+
 def non_negative_float(text):
     """``argparse`` type: a finite float >= 0."""
     value = _parse(float, text, "a number")
@@ -57,3 +68,14 @@ def _parse(kind, text, what):
         return kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
+@contextlib.contextmanager
+def progress_bar(total, unit, quiet=False, description=None):
+    """A tqdm bar on stderr, or None when ``quiet``; silent when stderr is not a terminal."""
+    if quiet:
+        yield None
+        return
+    with tqdm(total=total, unit=unit, desc=description, disable=None, dynamic_ncols=True,
+              mininterval=0.5) as bar:
+        yield bar

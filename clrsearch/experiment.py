@@ -1,0 +1,155 @@
+"""The ``train`` command: one network trained as in a SPEC experiment.
+
+    python -m clrsearch.train --preset sanity|fig3|fig4|best [--lam 0.005] [--seed 1] [--json] [--out DIR]
+
+Prints the final training, validation and test accuracy (one JSON object with
+``--json``) and writes the SPEC plots as PNG files into the output folder
+(default ``out/<preset>``): learning curves, eta per step, the test confusion
+matrix and the class distribution of the splits.
+"""
+
+import json
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import cli, network, plots
+from .config import PRESETS, DataConfig, Experiment, TrainConfig
+from .train import TrainResult, train
+
+
+@dataclass
+class ExperimentResult:
+    """A trained network with its data and the accuracy on each split."""
+
+    experiment: Experiment
+    result: TrainResult
+    splits: object  # clrsearch.data.Splits
+    train_accuracy: float
+    val_accuracy: float
+    test_accuracy: float
+    test_predictions: np.ndarray  # (N_test,)
+
+    def summary(self):
+        return {
+            "train_accuracy": self.train_accuracy,
+            "val_accuracy": self.val_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "status": self.result.status[0],
+            "lam": self.experiment.lam,
+            "seed": self.experiment.seed,
+        }
+
+
+def run(experiment: Experiment, splits=None, progress=None):
+    """Train the experiment's network and measure it on every split."""
+    from .data import load_splits
+
+    if splits is None:
+        d = experiment.data
+        splits = load_splits(d.split, d.data_dir, val_size=d.val_size, split_seed=d.split_seed,
+                             n_train=d.n_train, dtype=np.dtype(experiment.train.dtype))
+    result = train(splits.train, splits.val, experiment.train, [experiment.lam], [experiment.seed],
+                   progress=progress)
+    params = network.member(result.params, 0)
+    return ExperimentResult(
+        experiment, result, splits,
+        train_accuracy=network.accuracy(params, splits.train.X, splits.train.y),
+        val_accuracy=network.accuracy(params, splits.val.X, splits.val.y),
+        test_accuracy=network.accuracy(params, splits.test.X, splits.test.y),
+        test_predictions=network.predict(params, splits.test.X),
+    )
+
+
+def figures(outcome: ExperimentResult):
+    """The SPEC plots of one run, by file stem."""
+    splits, history = outcome.splits, outcome.result.history
+    accuracy = f"test accuracy {100 * outcome.test_accuracy:.2f}%"
+    return {
+        "learning_curves": plots.learning_curves(history, x="step", title=f"lambda = {outcome.experiment.lam:g}"),
+        "eta": plots.eta_curve(history.eta),
+        "confusion_test": plots.confusion_matrix(splits.test.y, outcome.test_predictions, splits.label_names,
+                                                 title=f"test set ({accuracy})"),
+        "class_distribution": plots.class_distribution(
+            {"training": splits.train.y, "validation": splits.val.y, "test": splits.test.y}, splits.label_names),
+    }
+
+
+def save_figures(figs, folder):
+    """Write each figure as ``<stem>.png`` into ``folder``; returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for stem, fig in figs.items():
+        path = folder / f"{stem}.png"
+        fig.savefig(path, dpi=110)
+        paths.append(path)
+    return paths
+
+
+def parse_experiment(argv=None):
+    """Parse the command line into (Experiment, options)."""
+    parser = cli.ArgumentParser(prog="python -m clrsearch.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="fig3", help="SPEC experiment (default fig3)")
+    parser.add_argument("--lam", type=cli.non_negative_float, help="L2 strength lambda")
+    parser.add_argument("--n-batch", type=cli.positive_int, help="images per update step")
+    parser.add_argument("--cycles", type=cli.positive_int, help="number of cycles")
+    parser.add_argument("--n-s", type=cli.positive_int, help="half a cycle, in update steps")
+    parser.add_argument("--eta-min", type=cli.non_negative_float, help="smallest learning rate")
+    parser.add_argument("--eta-max", type=cli.positive_float, help="largest learning rate")
+    parser.add_argument("--clr-mode", choices=("triangular", "triangular2", "exp_range"), help="schedule shape")
+    parser.add_argument("--gamma", type=cli.positive_float, help="exp_range amplitude decay per step")
+    parser.add_argument("--hidden", type=cli.positive_int, help="hidden units M")
+    parser.add_argument("--seed", type=cli.non_negative_int, help="seed of the initial weights and batch order")
+    parser.add_argument("--dtype", choices=("float32", "float64"), help="training precision")
+    parser.add_argument("--val-size", type=cli.positive_int, help="validation images held out (full split)")
+    parser.add_argument("--data-dir", help="folder of cifar-10-batches-py (default $CLRSEARCH_DATA or the cache)")
+    parser.add_argument("--out", help="folder for the PNG plots (default out/<preset>)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    base = PRESETS[args.preset]
+    train_overrides = {name: getattr(args, name) for name in
+                       ("n_batch", "cycles", "n_s", "eta_min", "eta_max", "clr_mode", "gamma", "hidden", "dtype")
+                       if getattr(args, name) is not None}
+    if args.seed is not None:
+        train_overrides["shuffle_seed"] = args.seed
+    data_overrides = {"data_dir": args.data_dir} if args.data_dir else {}
+    if args.val_size is not None:
+        data_overrides["val_size"] = args.val_size
+    experiment = replace(
+        base,
+        data=replace(base.data, **data_overrides),
+        train=replace(base.train, **train_overrides),
+        lam=base.lam if args.lam is None else args.lam,
+        seed=base.seed if args.seed is None else args.seed,
+    )
+    return experiment, args
+
+
+@cli.entry_point
+def main(argv=None):
+    experiment, args = parse_experiment(argv)
+    with cli.progress_bar(experiment.train.total_steps, "updates", quiet=args.quiet or args.json) as bar:
+        outcome = run(experiment, progress=bar)
+    out = Path(args.out or Path("out") / args.preset)
+    paths = save_figures(figures(outcome), out)
+    summary = outcome.summary()
+    if args.json:
+        summary["preset"] = args.preset
+        summary["config"] = asdict(experiment)
+        summary["plots"] = [str(p) for p in paths]
+        print(json.dumps(summary))
+    else:
+        print(f"{args.preset}: lambda {experiment.lam:g}, {experiment.train.cycles} cycle(s) of 2 x {experiment.train.n_s} "
+              f"steps, n_batch {experiment.train.n_batch}, seed {experiment.seed}")
+        for split in ("train", "val", "test"):
+            print(f"  {split:5s} accuracy {100 * summary[f'{split}_accuracy']:6.2f}%")
+        if summary["status"] != "finished":
+            print(f"  training {summary['status']} at step {outcome.result.stopped_at[0]}", file=sys.stderr)
+        print(f"  plots in {out}/")
+    return 0 if summary["status"] == "finished" else 1
+
