@@ -119,3 +119,84 @@ PRESETS = {
     # The best network of the report: 45,000 training images, 3 cycles, lambda from the fine search.
     "best": Experiment(DataConfig("full", val_size=5000), TrainConfig(n_batch=100, cycles=3, n_s=900), lam=0.001),
 }
+
+
+SAMPLERS = ("random", "tpe", "grid")
+PRUNERS = ("none", "median", "hyperband")
+KINDS = ("coarse", "fine")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """An Optuna study over lambda: which values, how many seeds, where it is stored."""
+
+    kind: str = "coarse"  # coarse (random or TPE over a log range) or fine (grid)
+    name: str = "coarse"  # Optuna study name; rerunning the same name resumes it
+    storage: str | None = None  # Optuna storage URL (None: sqlite:///studies/clrsearch.db)
+    sampler: str = "random"  # random | tpe | grid
+    seed: int = 0  # sampler seed: the same seed draws the same lambdas
+    n_trials: int = 10  # lambda values tried (coarse)
+    n_seeds: int = 3  # networks trained per lambda, init seeds first_seed, first_seed + 1, ...
+    first_seed: int = 0
+    lam_min: float = 1e-5  # coarse range, sampled log-uniformly
+    lam_max: float = 1e-1
+    grid: tuple = ()  # fine: lambda values; empty: derived from the coarse study
+    grid_points: int = 8  # fine: size of a derived grid
+    coarse_study: str = "coarse"  # fine: the study a derived grid comes from
+    trials_per_population: int = 10  # trials trained together as one population
+    pruner: str = "none"  # none | median | hyperband, on validation accuracy at each cycle end
+    experiment: str = "clrsearch"  # MLflow experiment
+    final_cycles: int = 3  # fine: cycles of the final model
+    final: bool = True  # fine: train, log and register the final model
+    ensemble: bool = False  # fine: register the snapshot ensemble of the final run
+
+    def __post_init__(self):
+        _check(self.kind in KINDS, f"kind must be coarse or fine, not {self.kind!r}")
+        _check(isinstance(self.name, str) and self.name.strip() != "", "study name must be a non-empty string")
+        _check(self.storage is None or isinstance(self.storage, str), "storage must be a URL string")
+        _check(self.sampler in SAMPLERS, f"sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}")
+        _check(self.pruner in PRUNERS, f"pruner must be one of {', '.join(PRUNERS)}, not {self.pruner!r}")
+        for name in ("seed", "first_seed"):
+            _check_int(getattr(self, name), name, minimum=0)
+        for name in ("n_trials", "n_seeds", "grid_points", "trials_per_population", "final_cycles"):
+            _check_int(getattr(self, name), name, minimum=1)
+        check_lam(self.lam_min)
+        check_lam(self.lam_max)
+        _check(0 < self.lam_min < self.lam_max,
+               f"lam_min ({self.lam_min:g}) must be > 0 and smaller than lam_max ({self.lam_max:g})")
+        _check(isinstance(self.grid, tuple), "grid must be a list of numbers")
+        for lam in self.grid:
+            check_lam(lam)
+        _check(len(set(self.grid)) == len(self.grid), "grid values must be distinct")
+        _check(isinstance(self.experiment, str) and self.experiment.strip() != "",
+               "experiment must be a non-empty string")
+        _check(self.sampler != "grid" or self.kind == "fine", "the grid sampler belongs to the fine study")
+        _check(self.kind != "fine" or self.sampler == "grid", "the fine study uses the grid sampler")
+        _check(isinstance(self.final, bool) and isinstance(self.ensemble, bool), "final and ensemble must be true or false")
+
+    @property
+    def seeds(self):
+        """Init seeds of the networks of every trial."""
+        return tuple(range(self.first_seed, self.first_seed + self.n_seeds))
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a coarse or fine search needs; what ``studies/*.toml`` holds."""
+
+    study: StudyConfig = field(default_factory=StudyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# The search protocol of SPEC: 45,000 training / 5,000 validation images,
+# n_batch 100, 2 cycles of n_s = 2 * floor(45000 / 100) = 900 steps.
+_SEARCH_DATA = DataConfig(split="full", val_size=5000, split_seed=0)
+_SEARCH_TRAIN = TrainConfig(n_batch=100, cycles=2, n_s=900, eta_min=1e-5, eta_max=1e-1,
+                            evals_per_cycle=4, eval_train_size=5000)
+DEFAULT_SEARCH = {
+    "coarse": SearchConfig(StudyConfig(kind="coarse", name="coarse", sampler="random", n_trials=10,
+                                       trials_per_population=10), _SEARCH_DATA, _SEARCH_TRAIN),
+    "fine": SearchConfig(StudyConfig(kind="fine", name="fine", sampler="grid", trials_per_population=8),
+                         _SEARCH_DATA, _SEARCH_TRAIN),
+}

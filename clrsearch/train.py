@@ -11,6 +11,7 @@ products however many networks train.
 The command lives in :mod:`clrsearch.experiment`; this module is the loop.
 """
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,6 +93,7 @@ class TrainResult:
     status: list
     stopped_at: list
     snapshots: list = field(default_factory=list)
+    eval_seconds: float = 0.0
 
 
 def train(train_set, val_set, config: TrainConfig, lams, seeds, *, on_eval=None, progress=None):
@@ -134,10 +136,14 @@ def train(train_set, val_set, config: TrainConfig, lams, seeds, *, on_eval=None,
     cycle_ends = set(range(2 * config.n_s, total + 1, 2 * config.n_s))
     recorder = _Recorder(len(seeds), batches_per_epoch)
     snapshots = []
+    eval_seconds = 0.0
 
     def evaluate(step):
+        nonlocal eval_seconds
+        started = time.perf_counter()
         params = population.params()
         metrics = _evaluate(params, eval_sets, lams[population.members])
+        eval_seconds += time.perf_counter() - started
         point = recorder.record(step, step in cycle_ends, population.members, metrics)
         population.stop(population.nonfinite(metrics), step, "diverged")
         if config.snapshots and step in cycle_ends:
@@ -169,7 +175,7 @@ def train(train_set, val_set, config: TrainConfig, lams, seeds, *, on_eval=None,
     history = History(recorder.steps_array(), recorder.epochs_array(), recorder.metrics_arrays(), eta,
                       batches_per_epoch)
     return TrainResult(population.full_params(), history, lams, seeds, population.status,
-                       population.stopped_at, snapshots)
+                       population.stopped_at, snapshots, eval_seconds)
 
 
 class _Population:

@@ -1,0 +1,168 @@
+"""Study definitions: built-in defaults, then a TOML file, then command-line flags.
+
+The defaults live in :data:`clrsearch.config.DEFAULT_SEARCH`. When
+``studies/<kind>.toml`` exists in the working directory it overrides them
+(``--config FILE`` names another file); flags override both. A TOML file has
+up to three tables, named after the config sections::
+
+    [study]            # clrsearch.config.StudyConfig
+    n_trials = 10
+    [data]             # clrsearch.config.DataConfig
+    split = "full"
+    [train]            # clrsearch.config.TrainConfig
+    n_s = 900
+
+Unknown tables or keys, wrong types and out-of-range values are errors.
+"""
+
+import argparse
+import dataclasses
+import tomllib
+from pathlib import Path
+
+from . import cli
+from .config import DEFAULT_SEARCH, DTYPES, PRUNERS, SAMPLERS, SearchConfig
+from .errors import UsageError
+from .schedule import MODES
+
+SECTIONS = ("study", "data", "train")
+
+# flag -> (section, field, argparse type, help); the field's default comes from the config.
+FLAGS = {
+    "--study-name": ("study", "name", str, "Optuna study name; the same name resumes the study"),
+    "--storage": ("study", "storage", str, "Optuna storage URL (default sqlite:///studies/clrsearch.db)"),
+    "--sampler": ("study", "sampler", str, f"one of {', '.join(SAMPLERS)}"),
+    "--seed": ("study", "seed", cli.non_negative_int, "sampler seed"),
+    "--n-trials": ("study", "n_trials", cli.positive_int, "lambda values to try (coarse)"),
+    "--n-seeds": ("study", "n_seeds", cli.positive_int, "networks per lambda"),
+    "--first-seed": ("study", "first_seed", cli.non_negative_int, "init seed of the first network of a trial"),
+    "--lam-min": ("study", "lam_min", cli.positive_float, "smallest lambda of the coarse range"),
+    "--lam-max": ("study", "lam_max", cli.positive_float, "largest lambda of the coarse range"),
+    "--grid": ("study", "grid", None, "fine grid, comma-separated, e.g. 0,0.001,0.002"),
+    "--grid-points": ("study", "grid_points", cli.positive_int, "size of a grid derived from the coarse study"),
+    "--coarse-study": ("study", "coarse_study", str, "coarse study a derived grid comes from"),
+    "--trials-per-population": ("study", "trials_per_population", cli.positive_int,
+                                "trials trained together as one population"),
+    "--pruner": ("study", "pruner", str, f"one of {', '.join(PRUNERS)}"),
+    "--experiment": ("study", "experiment", str, "MLflow experiment name"),
+    "--final-cycles": ("study", "final_cycles", cli.positive_int, "cycles of the final model (fine)"),
+    "--data-dir": ("data", "data_dir", str, "folder of cifar-10-batches-py"),
+    "--val-size": ("data", "val_size", cli.positive_int, "validation images held out"),
+    "--split-seed": ("data", "split_seed", cli.non_negative_int, "seed of the validation hold-out"),
+    "--n-batch": ("train", "n_batch", cli.positive_int, "images per update step"),
+    "--cycles": ("train", "cycles", cli.positive_int, "cycles per trial"),
+    "--n-s": ("train", "n_s", cli.positive_int, "half a cycle, in update steps"),
+    "--eta-min": ("train", "eta_min", cli.non_negative_float, "smallest learning rate"),
+    "--eta-max": ("train", "eta_max", cli.positive_float, "largest learning rate"),
+    "--clr-mode": ("train", "clr_mode", str, f"one of {', '.join(MODES)}"),
+    "--gamma": ("train", "gamma", cli.positive_float, "exp_range amplitude decay per step"),
+    "--hidden": ("train", "hidden", cli.positive_int, "hidden units"),
+    "--dtype": ("train", "dtype", str, f"one of {', '.join(DTYPES)}"),
+    "--shuffle-seed": ("train", "shuffle_seed", cli.non_negative_int, "seed of the mini-batch order"),
+    "--evals-per-cycle": ("train", "evals_per_cycle", cli.positive_int, "learning-curve points per cycle"),
+    "--eval-train-size": ("train", "eval_train_size", cli.positive_int, "training images for the training curve"),
+}
+
+
+def parse_grid(text):
+    """'0, 0.001,0.002' -> (0.0, 0.001, 0.002); one clear error for anything else."""
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"grid item {item!r} is not a number; write the grid as comma-separated numbers, "
+                f"e.g. 0,0.001,0.002") from None
+    return tuple(values)
+
+
+def search_parser(kind, description):
+    """The argument parser of ``python -m clrsearch.<kind>``."""
+    parser = cli.ArgumentParser(prog=f"python -m clrsearch.{kind}", description=description)
+    parser.add_argument("--config", help=f"study definition (default studies/{kind}.toml if present)")
+    for flag, (section, name, kind_of, help_text) in FLAGS.items():
+        if kind == "coarse" and flag in ("--grid", "--grid-points", "--coarse-study", "--final-cycles"):
+            continue
+        if kind == "fine" and flag in ("--n-trials", "--lam-min", "--lam-max", "--sampler"):
+            continue
+        parser.add_argument(flag, dest=f"{section}.{name}", type=parse_grid if name == "grid" else kind_of,
+                            help=help_text)
+    if kind == "fine":
+        parser.add_argument("--no-final", dest="study.final", action="store_const", const=False,
+                            help="skip the final model")
+        parser.add_argument("--ensemble", dest="study.ensemble", action="store_const", const=True,
+                            help="register the snapshot ensemble of the final run")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def load_search_config(kind, args, cwd=None):
+    """Defaults, then the TOML file, then the flags in ``args`` -> SearchConfig."""
+    config = DEFAULT_SEARCH[kind]
+    path = Path(args.config) if args.config else Path(cwd or ".") / "studies" / f"{kind}.toml"
+    if args.config or path.is_file():
+        config = apply_overrides(config, read_toml(path), source=str(path))
+    flags = {}
+    for dest, value in vars(args).items():
+        if "." in dest and value is not None:
+            section, name = dest.split(".")
+            flags.setdefault(section, {})[name] = value
+    return apply_overrides(config, flags, source="the command line")
+
+
+def read_toml(path):
+    """The tables of a study definition file, as nested dicts."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{path} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from None
+
+
+def apply_overrides(config: SearchConfig, tables: dict, source: str) -> SearchConfig:
+    """Replace fields of ``config`` section by section; unknown names are errors."""
+    unknown = sorted(set(tables) - set(SECTIONS))
+    if unknown:
+        raise UsageError(f"{source}: unknown table [{unknown[0]}]; the tables are [{'], ['.join(SECTIONS)}]")
+    sections = {}
+    for section in SECTIONS:
+        values = tables.get(section, {})
+        current = getattr(config, section)
+        if not isinstance(values, dict):
+            raise UsageError(f"{source}: [{section}] must be a table")
+        fields = {f.name for f in dataclasses.fields(current)}
+        bad = sorted(set(values) - fields)
+        if bad:
+            raise UsageError(f"{source}: unknown key {bad[0]!r} in [{section}]; known keys: {', '.join(sorted(fields))}")
+        if "grid" in values:
+            values = {**values, "grid": _grid_tuple(values["grid"], source)}
+        try:
+            sections[section] = dataclasses.replace(current, **values)
+        except UsageError as error:
+            raise UsageError(f"{source}: [{section}] {error}") from None
+    return SearchConfig(**sections)
+
+
+def _grid_tuple(grid, source):
+    if isinstance(grid, tuple):
+        return grid
+    if not isinstance(grid, list):
+        raise UsageError(f"{source}: grid must be a list of numbers, e.g. grid = [0, 0.001, 0.002]")
+    return tuple(grid)
+
+
+def flat_params(config: SearchConfig) -> dict:
+    """The whole config as one flat dict, e.g. {"train.n_s": 900, ...}, for logging."""
+    flat = {}
+    for section in SECTIONS:
+        for name, value in dataclasses.asdict(getattr(config, section)).items():
+            flat[f"{section}.{name}"] = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else value
+    return flat
