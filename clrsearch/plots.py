@@ -242,3 +242,26 @@ def lr_range(etas, accuracies, losses=None, suggestion=None) -> Figure:
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))  # clear of both y axes
     ax.set_title("LR range test")
     return fig
+
+
+def optuna_figures(study):
+    """Optuna's optimisation-history and slice plots of ``study``, by name.
+
+    Optuna draws them with pyplot; they are detached from pyplot here so that
+    the caller owns them like every other figure of this module.
+    """
+    import warnings
+
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as optuna_plots
+
+    figures = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
+        for name, draw in (("optuna_history", optuna_plots.plot_optimization_history),
+                           ("optuna_slice", optuna_plots.plot_slice)):
+            axes = draw(study)
+            fig = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+            plt.close(fig)
+            figures[name] = fig
+    return figures

@@ -64,8 +64,10 @@ def create_or_load(config: SearchConfig, study_storage, grid=None):
         study.set_user_attr("sampler", study_cfg.sampler)
         study.set_user_attr("seeds", list(study_cfg.seeds))
         study.set_user_attr("protocol", protocol_params(config))
+        if grid:
+            study.set_user_attr("grid", list(grid))
     else:
-        _check_same_study(study, config)
+        _check_same_study(study, config, grid)
     if study_cfg.sampler == "random":
         storage.enqueue_missing(study, planned_lambdas(study_cfg))
     elif study_cfg.sampler == "grid":
@@ -73,11 +75,13 @@ def create_or_load(config: SearchConfig, study_storage, grid=None):
     return study
 
 
-def _check_same_study(study, config):
-    """A study resumed under the same name must keep its kind, sampler, seeds and protocol."""
+def _check_same_study(study, config, grid):
+    """A study resumed under the same name must keep its kind, sampler, seeds, protocol and grid."""
     attrs, study_cfg = study.user_attrs, config.study
     wanted = {"kind": study_cfg.kind, "sampler": study_cfg.sampler, "seeds": list(study_cfg.seeds),
               "protocol": protocol_params(config)}
+    if grid:
+        wanted["grid"] = list(grid)
     for key, value in wanted.items():
         if attrs.get(key) != value:
             raise UsageError(f"study {study.study_name!r} already exists with another {key} "

@@ -14,10 +14,11 @@ import fcntl
 import os
 import socket
 import threading
+import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from .errors import UsageError
@@ -30,6 +31,8 @@ MAX_RETRIES = 3  # copies enqueued for a trial whose worker died
 WORKER_ATTR = "clrsearch:worker"  # host:pid of the process running a trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Heartbeats and their retry callback are marked experimental in Optuna; they are what makes studies crash-safe.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def storage_url(url=None):
@@ -94,7 +97,7 @@ def open_storage(url):
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
                           grace_period=GRACE_SECONDS,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRIES))
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
     except Exception as error:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
         raise UsageError(f"cannot open the storage {url!r}: {_first_line(error)}") from None
 
@@ -197,7 +200,7 @@ def _fail_and_retry(study, frozen):
 
 
 def _retry(study, frozen):
-    RetryFailedTrialCallback(max_retry=MAX_RETRIES)(study, frozen)
+    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, frozen)
 
 
 def _alive(pid):

@@ -1,0 +1,243 @@
+"""Run a coarse or fine study end to end: data, trials, tracking, summary, final model.
+
+``python -m clrsearch.coarse`` and ``python -m clrsearch.fine`` are thin
+wrappers around :func:`main`.
+"""
+
+import json
+import math
+import sys
+import time
+
+import numpy as np
+
+from . import cli, plots, search, storage, tracking
+from .errors import UsageError
+from .settings import flat_params, load_search_config, search_parser
+
+
+def main(kind, argv=None, description=None):
+    """Parse the flags of ``kind`` ("coarse" or "fine"), run the study, print its summary."""
+    args = search_parser(kind, description or __doc__).parse_args(argv)
+    config = load_search_config(kind, args)
+    return run(config, quiet=args.quiet or args.json, as_json=args.json)
+
+
+def run(config, quiet=False, as_json=False):
+    """Run the study of ``config``; returns the exit status."""
+    from .data import load_splits
+
+    started = time.perf_counter()
+    timer = search.Timer()
+    study_cfg = config.study
+    url = storage.storage_url(study_cfg.storage)
+    d = config.data
+    splits = load_splits(d.split, d.data_dir, val_size=d.val_size, split_seed=d.split_seed, n_train=d.n_train,
+                         dtype=np.dtype(config.train.dtype))
+    if config.train.n_batch > splits.train.n:
+        raise UsageError(f"n_batch ({config.train.n_batch}) is larger than the training set ({splits.train.n} images)")
+    timer.add("data", time.perf_counter() - started)
+
+    with storage.study_lock(url):
+        study_storage = storage.open_storage(url)
+        grid = fine_grid(config, study_storage) if study_cfg.kind == "fine" else None
+        study = search.create_or_load(config, study_storage, grid)
+
+    tags = {"study_name": study_cfg.name, "kind": study_cfg.kind, "sampler": study_cfg.sampler,
+            "storage": _redact(url), "git_commit": tracking.git_commit()}
+    params = flat_params(config)
+    if grid:
+        params["study.grid"] = ",".join(f"{g:g}" for g in grid)
+    say = (lambda *a: None) if as_json else print
+    with tracking.StudyRun(study_cfg.experiment, f"{study_cfg.kind}:{study_cfg.name}", params, tags) as parent:
+        try:
+            run_trials(study, config, splits, parent, grid, timer, quiet, say)
+        except KeyboardInterrupt:
+            done = len(search.finished_trials(study))
+            print(f"\ninterrupted: study {study_cfg.name!r} has {done} finished trial(s), kept in {_redact(url)}; "
+                  f"run the same command again to resume", file=sys.stderr)
+            raise SystemExit(130)
+        rows = search.trials_table(study)
+        say(search.format_table(rows, study_cfg.n_seeds))
+        logging_started = time.perf_counter()
+        parent.log_summary(rows, study_figures(study, rows, study_cfg.kind))
+        timer.add("tracking", time.perf_counter() - logging_started)
+        summary = {"study": study_cfg.name, "kind": study_cfg.kind, "storage": _redact(url),
+                   "trials": rows, "best": search.best_row(rows), "mlflow_run_id": parent.run_id}
+        if study_cfg.kind == "fine" and study_cfg.final:
+            summary["final"] = run_final(config, splits, summary["best"], parent, timer, quiet, say)
+        timer.seconds["total"] = time.perf_counter() - started
+        parent.log_metrics({f"seconds_{name}": value for name, value in timer.seconds.items()})
+    summary["seconds"] = {name: round(value, 2) for name, value in timer.seconds.items()}
+    say("time: " + ", ".join(f"{name} {value:.1f} s" for name, value in summary["seconds"].items()))
+    if as_json:
+        print(json.dumps(summary, default=_json_default))
+    return 0
+
+
+def run_trials(study, config, splits, parent, grid, timer, quiet, say):
+    """Claim and train populations until no trial is left; wait while other workers finish theirs."""
+    study_cfg = config.study
+    total = len(grid) if grid else study_cfg.n_trials
+    waiting_said = False
+    while True:
+        storage.recover_dead_workers(study)
+        trials = search.next_trials(study, config)
+        if not trials:
+            running = search.others_running(study)
+            if not running:
+                return
+            if not waiting_said:
+                say(f"waiting for {running} trial(s) running in other workers")
+                waiting_said = True
+            time.sleep(storage.HEARTBEAT_SECONDS)
+            continue
+        waiting_said = False
+        done = len(search.finished_trials(study))
+        label = f"trials {done + 1}-{done + len(trials)} of {total}" if len(trials) > 1 else f"trial {done + 1} of {total}"
+        best = search.best_row(search.trials_table(study))
+        with storage.Heartbeat(study, trials), \
+                cli.progress_bar(config.train.total_steps, "step", quiet, label) as bar:
+            if bar is not None and best is not None:
+                bar.set_postfix_str(f"best {100 * best['mean_val_accuracy']:.2f}% at lambda {best['lam']:.3g}")
+            try:
+                outcome = search.train_population(trials, config, splits, grid, progress=bar, timer=timer)
+            except BaseException:
+                for trial in trials:
+                    storage.give_back(study, trial, "interrupted")
+                raise
+        summaries = search.tell(study, outcome, splits, study_cfg.n_seeds)
+        logging_started = time.perf_counter()
+        parent.log_trials(trial_records(outcome, summaries, config, splits))
+        timer.add("tracking", time.perf_counter() - logging_started)
+        for trial, lam, state, (mean, std, _) in zip(trials, outcome.lams, outcome.states, summaries):
+            say(f"trial {trial.number}: lambda {lam:.4g}  val accuracy {100 * mean:.2f} ± {100 * std:.2f} %  {state}")
+
+
+def trial_records(outcome, summaries, config, splits):
+    """What the tracking layer logs for the trials of one population."""
+    n_seeds = config.study.n_seeds
+    protocol = search.protocol_params(config)
+    records = []
+    for i, trial in enumerate(outcome.trials):
+        seeds = []
+        for j, seed in enumerate(config.study.seeds):
+            m = i * n_seeds + j
+            seeds.append(tracking.SeedRecord(
+                seed=seed, val_accuracy=summaries[i][2][j], history=outcome.result.history, member=m,
+                val_true=splits.val.y, val_pred=outcome.val_pred[m], class_names=splits.label_names,
+                status=outcome.result.status[m]))
+        mean, std, _ = summaries[i]
+        records.append(tracking.TrialRecord(number=trial.number, lam=outcome.lams[i], state=outcome.states[i],
+                                            mean=mean, std=std, seeds=seeds, params=protocol,
+                                            reason=outcome.reasons[i]))
+    return records
+
+
+def fine_grid(config, study_storage):
+    """The grid given in the config, else one derived from the coarse study."""
+    import optuna
+
+    if config.study.grid:
+        return tuple(sorted(config.study.grid))
+    try:
+        existing = optuna.load_study(study_name=config.study.name, storage=study_storage)
+    except KeyError:
+        existing = None
+    if existing is not None and existing.user_attrs.get("grid"):
+        return tuple(existing.user_attrs["grid"])
+    try:
+        coarse = optuna.load_study(study_name=config.study.coarse_study, storage=study_storage)
+    except KeyError:
+        raise UsageError(f"no coarse study {config.study.coarse_study!r} in the storage to derive the grid from; "
+                         f"run python -m clrsearch.coarse first, or give --grid 0,0.001,0.002") from None
+    grid = search.derive_grid(coarse, config.study.grid_points)
+    return grid
+
+
+def study_figures(study, rows, kind):
+    """Figures logged on the parent run."""
+    figures = {}
+    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    if complete:
+        figures["lambda_search"] = plots.lambda_search(
+            [r["lam"] for r in complete], [r["mean_val_accuracy"] for r in complete],
+            [r["std_val_accuracy"] for r in complete], log_x=kind == "coarse",
+            title=f"{kind} search: mean validation accuracy ± 3σ")
+        figures.update(plots.optuna_figures(study))
+    return figures
+
+
+def run_final(config, splits, best, parent, timer, quiet, say):
+    """Train the final model at the best lambda, test it, log it and register it."""
+    from .data import load_batch
+    from .experiment import run as run_experiment
+    from . import network
+
+    if best is None:
+        raise UsageError("the fine study has no completed trial to pick lambda from")
+    experiment = search.final_experiment(config, best["lam"])
+    say(f"final model: lambda {best['lam']:.4g}, {experiment.train.cycles} cycles of 2 x {experiment.train.n_s} steps")
+    started = time.perf_counter()
+    with cli.progress_bar(experiment.train.total_steps, "step", quiet, "final model") as bar:
+        outcome = run_experiment(experiment, splits, progress=bar)
+    timer.add("final model", time.perf_counter() - started)
+    snapshots = [network.member(p, 0) for p in outcome.result.snapshots]
+    ensemble_pred = ensemble_predict(snapshots, splits.test.X)
+    ensemble_accuracy = float(np.mean(ensemble_pred == splits.test.y))
+    use_ensemble = config.study.ensemble
+    networks = snapshots if use_ensemble else [network.member(outcome.result.params, 0)]
+    test_pred = ensemble_pred if use_ensemble else outcome.test_predictions
+    test_accuracy = ensemble_accuracy if use_ensemble else outcome.test_accuracy
+    raw_test, _ = load_batch(splits.data_dir / "test_batch")
+
+    logging_started = time.perf_counter()
+    run_id, version = tracking.log_final_model(
+        experiment=config.study.experiment, run_name=f"final:{config.study.name}",
+        params={"lam": best["lam"], "cycles": experiment.train.cycles, "n_s": experiment.train.n_s,
+                "n_batch": experiment.train.n_batch, "eta_min": experiment.train.eta_min,
+                "eta_max": experiment.train.eta_max, "clr_mode": experiment.train.clr_mode,
+                "seed": experiment.seed, "split": experiment.data.split, "val_size": experiment.data.val_size,
+                "ensemble": use_ensemble, "dtype": experiment.train.dtype},
+        history=outcome.result.history, member=0, val_accuracy=outcome.val_accuracy,
+        test_accuracy=test_accuracy, test_true=splits.test.y, test_pred=test_pred,
+        class_names=splits.label_names, networks=networks, normaliser=splits.normaliser,
+        dtype=experiment.train.dtype, input_example=raw_test[:5], parent_run_id=parent.run_id,
+        extra_metrics={"train_accuracy": outcome.train_accuracy, "final_network_test_accuracy": outcome.test_accuracy,
+                       "snapshot_ensemble_test_accuracy": ensemble_accuracy},
+        figures={"learning_curves": plots.learning_curves(outcome.result.history, x="step",
+                                                          title=f"final model, lambda = {best['lam']:.4g}"),
+                 "eta": plots.eta_curve(outcome.result.history.eta)})
+    timer.add("tracking", time.perf_counter() - logging_started)
+    say(f"final model: train {100 * outcome.train_accuracy:.2f}%, validation {100 * outcome.val_accuracy:.2f}%, "
+        f"test {100 * outcome.test_accuracy:.2f}% (snapshot ensemble of {len(snapshots)}: "
+        f"{100 * ensemble_accuracy:.2f}%)")
+    say(f"registered as models:/{tracking.REGISTERED_NAME}/{version} (alias champion), run {run_id}")
+    return {"lam": best["lam"], "train_accuracy": outcome.train_accuracy, "val_accuracy": outcome.val_accuracy,
+            "test_accuracy": outcome.test_accuracy, "ensemble_test_accuracy": ensemble_accuracy,
+            "registered_test_accuracy": test_accuracy, "model_version": version, "run_id": run_id}
+
+
+def ensemble_predict(networks, X):
+    """Labels (N,) from the class probabilities averaged over ``networks``."""
+    from . import network
+
+    P = sum(network.forward(p, X) for p in networks) / len(networks)  # (C, N)
+    return np.argmax(P, axis=0)
+
+
+def _redact(url):
+    """A storage URL without its password."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+    return url
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
