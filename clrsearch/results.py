@@ -1,0 +1,312 @@
+"""Reproduce the figures of the study on the real data and write them to docs/RESULTS.md.
+
+    python -m clrsearch.results --data-dir DIR [--section core] [--out docs/RESULTS.md]
+
+Each section is a function returning markdown, registered in ``SECTIONS``.
+In the output file a section sits between ``<!-- section: NAME -->`` and
+``<!-- end: NAME -->``; a run rewrites only the sections it ran and keeps the
+others as they are, so sections can be produced by separate runs (and added
+by other modules). Progress goes to stderr.
+
+Section ``core``:
+
+- the gradient check of SPEC, both scenarios (``python -m clrsearch.gradcheck``);
+- ``sanity``: the training accuracy reached and the first epoch at 100%;
+- ``fig3`` and ``fig4``: test accuracy for seeds 0, 1, 2, each run being
+  ``python -m clrsearch.train --preset fig3 --seed S``, and their mean ± std;
+- a "Done when" table against the targets and the original report.
+"""
+
+import hashlib
+import math
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from . import cli, gradcheck
+from .config import PRESETS
+
+DEFAULT_OUT = Path("docs") / "RESULTS.md"
+TITLE = "# clrsearch results"
+INTRO = ("Figures of the study reproduced by `python -m clrsearch.results`. Each section is "
+         "rewritten only by a run of that section; the commands under each table reproduce "
+         "every number in it.")
+
+FIGURE_SEEDS = (0, 1, 2)
+GRADCHECK_SEED = 0  # initial weights of the checked network (the command's default)
+GRADCHECK_LAM = 0.01  # lambda of scenario 2 (the command's default); scenario 1 uses 0
+GRADCHECK_SECONDS = 60.0  # scenario 2 must finish within this
+# Test accuracy, %, for each SPEC figure: our target for the mean over seeds,
+# the original report, and the assignment text.
+FIGURE_TARGETS = {"fig3": (45.5, 46.01, 45.85), "fig4": (46.8, 47.29, 47.47)}
+
+
+def log(message):
+    print(f"[results] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- section core
+
+def core_section(data_dir):
+    """Gradient check, sanity run, fig3 and fig4 over three seeds; markdown."""
+    from . import data
+    from .experiment import run
+
+    folder = data.ensure_data(data_dir, download=False)
+    checks = gradient_check(folder)
+    sanity_experiment = with_data(PRESETS["sanity"], folder)
+    log(f"sanity: {sanity_experiment.data.n_train} images, {sanity_experiment.train.total_steps} updates")
+    sanity = run(sanity_experiment)
+    log(f"sanity: training accuracy {100 * sanity.train_accuracy:.2f}%")
+    sanity_epoch = first_epoch_at(sanity.result.history, "train_accuracy", 1.0)
+    figures = {}
+    for name in FIGURE_TARGETS:
+        figures[name] = []
+        for seed in FIGURE_SEEDS:
+            experiment = seeded(with_data(PRESETS[name], folder), seed)
+            log(f"{name} seed {seed}: {experiment.train.total_steps} updates")
+            start = time.perf_counter()
+            outcome = run(experiment)
+            seconds = time.perf_counter() - start
+            log(f"{name} seed {seed}: test accuracy {100 * outcome.test_accuracy:.2f}% ({seconds:.0f} s)")
+            figures[name].append((seed, outcome, seconds))
+
+    lines = ["## Core figures", "",
+             f"Data: `{folder}` ({data_fingerprint(folder)}). "
+             f"numpy {np.__version__}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}. "
+             "The whole section:", "",
+             "```", f"python -m clrsearch.results --data-dir {folder} --section core", "```", ""]
+    lines += done_when(checks, sanity, sanity_epoch, figures)
+    lines += gradcheck_markdown(checks, folder)
+    lines += sanity_markdown(sanity, sanity_epoch, folder)
+    for name, runs in figures.items():
+        lines += figure_markdown(name, runs, folder)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def with_data(experiment, folder):
+    return replace(experiment, data=replace(experiment.data, data_dir=str(folder)))
+
+
+def seeded(experiment, seed):
+    """The experiment as ``python -m clrsearch.train --seed S`` builds it: the
+    seed sets both the initial weights and the mini-batch order."""
+    return replace(experiment, seed=seed, train=replace(experiment.train, shuffle_seed=seed))
+
+
+def gradient_check(folder):
+    """Both SPEC scenarios as ``python -m clrsearch.gradcheck`` runs them: {scenario: result}."""
+    from . import data
+
+    train = data.load_splits("batch1", folder, dtype=np.float64, download=False).train
+    results = {}
+    for scenario in gradcheck.SCENARIOS:
+        X, Y = gradcheck.scenario_inputs(train.X, train.Y, scenario)
+        lam = 0.0 if scenario == 1 else GRADCHECK_LAM
+        log(f"gradient check, scenario {scenario}: D = {X.shape[0]}, N = {X.shape[1]}, lambda = {lam:g}")
+        result = gradcheck.run_check(X, Y, lam, gradcheck.HIDDEN, np.random.default_rng(GRADCHECK_SEED))
+        log(f"gradient check, scenario {scenario}: {result['seconds']:.1f} s")
+        results[scenario] = result
+    return results
+
+
+def first_epoch_at(history, metric, level, member=0):
+    """First evaluation epoch at which ``metric`` of ``member`` reaches ``level``; None if never."""
+    reached = np.flatnonzero(history.metrics[metric][:, member] >= level)
+    return float(history.epochs[reached[0]]) if reached.size else None
+
+
+def data_fingerprint(folder):
+    """md5 of the files split batch1 reads, so a reader can tell which copy of CIFAR-10 it was."""
+    parts = []
+    for name in ("data_batch_1", "data_batch_2", "test_batch"):
+        md5 = hashlib.md5()
+        with open(Path(folder) / name, "rb") as f:
+            while chunk := f.read(1 << 20):
+                md5.update(chunk)
+        parts.append(f"{name} md5 `{md5.hexdigest()}`")
+    return ", ".join(parts)
+
+
+def pct(value):
+    return f"{100 * value:.2f}%"
+
+
+def share(percent):
+    """A percentage rounded down to 0.01, so that 100.00% means every entry."""
+    return f"{math.floor(percent * 100) / 100:.2f}%"
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (ddof 1) of a few runs."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def yes_no(ok):
+    return "yes" if ok else "**no**"
+
+
+def done_when(checks, sanity, sanity_epoch, figures):
+    rows = []
+    for scenario, result in checks.items():
+        worst = max(row["max_abs"] for row in result["table"].values())
+        original = "~1e-8" if scenario == 1 else "~1e-7"
+        rows.append((f"gradient check, scenario {scenario}: largest absolute error", "< 1e-6",
+                     f"{worst:.1e}", original, yes_no(worst < gradcheck.TOLERANCE)))
+    seconds = checks[2]["seconds"]
+    rows.append(("gradient check, scenario 2: time", f"< {GRADCHECK_SECONDS:.0f} s", f"{seconds:.2f} s", "—",
+                 yes_no(seconds < GRADCHECK_SECONDS)))
+    epoch = "never" if sanity_epoch is None else f"epoch {sanity_epoch:g}"
+    rows.append(("sanity: training accuracy", "100%", f"{pct(sanity.train_accuracy)} (first at {epoch})",
+                 "100% by epoch ~13", yes_no(sanity.train_accuracy == 1.0)))
+    for name, runs in figures.items():
+        target, original, assignment = FIGURE_TARGETS[name]
+        mean, std = mean_std([100 * outcome.test_accuracy for _, outcome, _ in runs])
+        rows.append((f"{name}: mean test accuracy, seeds {', '.join(str(s) for s, _, _ in runs)}",
+                     f">= {target:.1f}%", f"{mean:.2f}% ± {std:.2f}",
+                     f"{original:.2f}% ({assignment:.2f}% in the assignment)", yes_no(mean >= target)))
+    return ["### Done when", "",
+            "| check | target | ours | original report | met |",
+            "|---|---|---|---|---|",
+            *(f"| {' | '.join(row)} |" for row in rows), "",
+            f"± is the sample standard deviation over the {len(FIGURE_SEEDS)} seeds, in percentage points; "
+            "each seed sets both the initial weights and the mini-batch order.", ""]
+
+
+def gradcheck_markdown(checks, folder):
+    lines = ["### Gradient check", "",
+             f"Analytic gradients against centred differences (h = {checks[1]['h']:g}, float64, "
+             f"M = {gradcheck.HIDDEN}, initial weights from seed {GRADCHECK_SEED}) on the first training "
+             "images of split batch1; relative error |ga − gn| / max(eps, |ga| + |gn|).", "",
+             "| scenario | inputs | λ | param | abs < 1e-6 | max abs error | rel < 1e-6 | max rel error |",
+             "|---|---|---|---|---|---|---|---|"]
+    for scenario, result in checks.items():
+        inputs = f"{result['dims']} dims × {result['images']} image{'s' if result['images'] > 1 else ''}"
+        for name, row in result["table"].items():
+            lines.append(f"| {scenario} | {inputs} | {result['lam']:g} | {name} | {share(row['pct_abs_below'])} "
+                         f"| {row['max_abs']:.2e} | {share(row['pct_rel_below'])} | {row['max_rel']:.2e} |")
+    lines += ["", "Time (analytic and numerical gradients): "
+              + ", ".join(f"scenario {s} {r['seconds']:.2f} s" for s, r in checks.items()) + ".", "",
+              "```", f"python -m clrsearch.gradcheck --data-dir {folder} --seed {GRADCHECK_SEED} "
+              f"--lam {GRADCHECK_LAM:g}", "```", ""]
+    return lines
+
+
+def sanity_markdown(sanity, epoch, folder):
+    history = sanity.result.history
+    t = sanity.experiment.train
+    curve = history.metrics["train_accuracy"][:, 0]
+    milestones = [e for e in (1, 5, 10, 13, 20, 50) if e < history.epochs[-1]]
+    at = {e: curve[np.searchsorted(history.epochs, e)] for e in milestones}
+    lines = ["### sanity: overfit 100 training images", "",
+             f"{sanity.experiment.data.n_train} images of data_batch_1, λ = {sanity.experiment.lam:g}, "
+             f"n_batch {t.n_batch}, {t.cycles} cycles of 2 × {t.n_s} steps "
+             f"({history.epochs[-1]:g} epochs).", "",
+             "| training accuracy | first epoch at 100% | training cost at the end | training loss at the end |",
+             "|---|---|---|---|",
+             f"| {pct(sanity.train_accuracy)} | {'never' if epoch is None else f'{epoch:g}'} "
+             f"| {history.final('train_cost')[0]:.2e} | {history.final('train_loss')[0]:.2e} |", "",
+             "Training accuracy by epoch: " + ", ".join(f"{e}: {pct(a)}" for e, a in at.items()) + ".", "",
+             "```", f"python -m clrsearch.train --preset sanity --data-dir {folder}", "```", ""]
+    return lines
+
+
+def figure_markdown(name, runs, folder):
+    experiment = runs[0][1].experiment
+    t = experiment.train
+    original = FIGURE_TARGETS[name][1]
+    lines = [f"### {name}", "",
+             f"Split batch1 ({runs[0][1].splits.train.n:,} training images), λ = {experiment.lam:g}, "
+             f"n_batch {t.n_batch}, {t.cycles} cycle{'s' if t.cycles > 1 else ''} of 2 × {t.n_s} steps, "
+             f"η in [{t.eta_min:g}, {t.eta_max:g}], M = {t.hidden}, {t.dtype}. "
+             f"Original report: {original:.2f}% test accuracy.", "",
+             "| seed | train accuracy | validation accuracy | test accuracy | seconds |",
+             "|---|---|---|---|---|"]
+    for seed, outcome, seconds in runs:
+        lines.append(f"| {seed} | {pct(outcome.train_accuracy)} | {pct(outcome.val_accuracy)} "
+                     f"| {pct(outcome.test_accuracy)} | {seconds:.0f} |")
+    cells = []
+    for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
+        mean, std = mean_std([100 * getattr(outcome, key) for _, outcome, _ in runs])
+        cells.append(f"{mean:.2f}% ± {std:.2f}")
+    lines += [f"| mean ± std | {' | '.join(cells)} | |", "",
+              "```", *(f"python -m clrsearch.train --preset {name} --seed {seed} --data-dir {folder}"
+                       for seed, _, _ in runs), "```", ""]
+    return lines
+
+
+# Section name -> function(data_dir) returning the section's markdown; the
+# file keeps the sections in the order they were first written.
+SECTIONS = {"core": core_section}
+
+
+# ---------------------------------------------------------------- the file
+
+def begin_marker(name):
+    return f"<!-- section: {name} -->"
+
+
+def end_marker(name):
+    return f"<!-- end: {name} -->"
+
+
+def merge_sections(text, sections):
+    """``text`` with each section of ``sections`` (name -> markdown) put in place.
+
+    A section already in ``text`` (between its markers) is replaced; a new one
+    is appended. Everything else in ``text`` is kept as it is.
+    """
+    if not text.strip():
+        text = f"{TITLE}\n\n{INTRO}\n"
+    for name, body in sections.items():
+        block = f"{begin_marker(name)}\n{body.rstrip()}\n{end_marker(name)}"
+        pattern = re.compile(re.escape(begin_marker(name)) + r".*?" + re.escape(end_marker(name)), re.DOTALL)
+        if pattern.search(text):
+            text = pattern.sub(lambda _: block, text, count=1)
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
+    return text
+
+
+def write_sections(path, sections):
+    """Merge ``sections`` into the file at ``path`` (created if missing)."""
+    path = Path(path)
+    old = path.read_text() if path.is_file() else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(merge_sections(old, sections))
+    return path
+
+
+def _parser():
+    parser = cli.ArgumentParser(prog="python -m clrsearch.results", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir",
+                        help="folder cifar-10-batches-py or its parent (default $CLRSEARCH_DATA or the cache)")
+    parser.add_argument("--section", action="append", choices=sorted(SECTIONS),
+                        help="section to run; repeat for several (default all)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"markdown file to update (default {DEFAULT_OUT})")
+    return parser
+
+
+@cli.entry_point
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    names = args.section or list(SECTIONS)
+    rendered = {}
+    for name in dict.fromkeys(names):
+        log(f"section {name}")
+        start = time.perf_counter()
+        rendered[name] = SECTIONS[name](args.data_dir)
+        log(f"section {name} done in {time.perf_counter() - start:.0f} s")
+    path = write_sections(args.out, rendered)
+    log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
