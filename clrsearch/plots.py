@@ -15,7 +15,6 @@ in percent.
 
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.metrics import confusion_matrix as _confusion_counts
 
 TRAIN_COLOR = "tab:blue"
 VAL_COLOR = "tab:orange"
@@ -108,6 +107,8 @@ def confusion_matrix(y_true, y_pred, class_names, title: str | None = None) -> F
     -------
     Figure with two axes: the matrix and its colour bar.
     """
+    from sklearn.metrics import confusion_matrix as _confusion_counts  # imported here: sklearn is slow to load
+
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     n_classes = len(class_names)
     counts = _confusion_counts(y_true, y_pred, labels=np.arange(n_classes))  # (C, C)
