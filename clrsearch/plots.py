@@ -253,11 +253,13 @@ def optuna_figures(study):
     """
     import warnings
 
+    import matplotlib
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as optuna_plots
 
     figures = {}
-    with warnings.catch_warnings():
+    # Optuna switches pyplot's global style; rc_context puts it back for the figures drawn after these.
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
         for name, draw in (("optuna_history", optuna_plots.plot_optimization_history),
                            ("optuna_slice", optuna_plots.plot_slice)):
