@@ -1,0 +1,817 @@
+"""Benchmark: network updates per second of the population trainer against the obvious baselines.
+
+    python -m clrsearch.bench [--data-dir DIR] [--steps 300] [--repeats 5] [--json]
+                              [--out docs/PERFORMANCE.md] [--skip-study]
+
+On the 45,000 training images of split ``full`` (n_batch 100, M = 50, C = 10,
+float32) every configuration runs the same number of update steps:
+
+1. the float32 matrix-multiply peak of numpy's BLAS (one large square product);
+2. a plain single-network numpy loop, written here as the obvious baseline;
+3. PyTorch on the CPU, one network at a time (skipped when torch is missing);
+4. :func:`clrsearch.train.train` with K = 1, 10 and 30 networks;
+5. the BLAS ceiling of K = 30: its two first-layer products alone;
+6. unless ``--skip-study``, the default coarse study end to end, in a child process.
+
+The machine may be shared, so every figure is compared as a ratio to others
+measured in the same run: the configurations run in rounds, one after the
+other, and the best of ``--repeats`` rounds counts. The table goes to stdout
+(one JSON object with ``--json``); ``--out`` writes it as a markdown page
+together with the machine it ran on.
+"""
+
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import cli, network
+from .config import DEFAULT_SEARCH, TrainConfig
+from .errors import UsageError
+from .train import train
+
+HIDDEN, N_BATCH = 50, 100  # M and B of every configuration
+ETA_MIN, ETA_MAX = 1e-5, 1e-1  # SPEC's cyclical learning rate
+BASELINE_LAM = 1e-3  # lambda of the single-network baselines (SPEC's best)
+POPULATIONS = (1, 10, 30)  # K of the trainer runs
+CEILING_K = 30  # population whose two large products alone give the ceiling row
+PEAK_SIZE = 4096  # side of the square float32 product that measures the peak
+PEAK_PRODUCTS = 2  # products per round; the best one counts
+STUDY_TIMEOUT = 3600.0  # s before the coarse study is killed
+
+# Targets shown as pass/fail lines.
+TARGET_VS_TORCH = 3.0  # K = 30 updates/s over PyTorch's, one network at a time
+TARGET_PEAK_SHARE = 0.60  # K = 30 effective GFLOP/s over the measured matmul peak
+TARGET_K1_VS_NUMPY = 1.0  # K = 1 updates/s over the plain numpy loop
+TARGET_STUDY_SECONDS = 90.0  # wall time of the default coarse study
+TARGET_STUDY_BYTES = 2.5e9  # peak RSS of the default coarse study
+TARGET_TRACKING_SHARE = 0.10  # tracking seconds over the study's wall time
+
+
+def update_flops(d, m, c, b):
+    """Floating-point operations of one update of one network on a mini-batch of b images.
+
+    Counts the matrix products only: W1 X and G1 Xᵀ (2·m·d·b each), and W2 H,
+    W2ᵀ G and G Hᵀ (2·c·m·b each). Element-wise work is left out.
+    """
+    return 4 * m * d * b + 6 * c * m * b
+
+
+def triangular_eta(t, n_s, eta_min=ETA_MIN, eta_max=ETA_MAX):
+    """Learning rate of update step t under SPEC's triangular schedule, written out for the baselines."""
+    position = t % (2 * n_s)  # steps into the current cycle
+    rise = position if position <= n_s else 2 * n_s - position  # 0 .. n_s
+    return eta_min + (eta_max - eta_min) * rise / n_s
+
+
+class StepClock:
+    """Times a loop from the end of its first update to the end of its last.
+
+    One-time costs (allocation, first touch of buffers, lazy initialisation,
+    the evaluation before training) fall before the first mark; the
+    ``update(n)`` method matches what :func:`clrsearch.train.train` calls
+    on its ``progress`` object.
+    """
+
+    def __init__(self):
+        self.first = None
+        self.last = None
+        self.count = 0
+
+    def update(self, n=1):
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+            self.count = n - 1
+        else:
+            self.count += n
+        self.last = now
+
+    @property
+    def steps(self):
+        """Update steps between the two marks."""
+        return self.count
+
+    @property
+    def seconds(self):
+        return (self.last - self.first) if self.first is not None else 0.0
+
+
+def numpy_step(params, Xb, Yb, eta, lam):
+    """One SPEC update of one network in place: ``W -= eta * dJ/dW`` for every parameter.
+
+    Parameters
+    ----------
+    params : dict with ``W1`` (M, D), ``b1`` (M, 1), ``W2`` (C, M), ``b2`` (C, 1)
+    Xb : (D, B) inputs, Yb : (C, B) one-hot labels
+    eta, lam : float
+    """
+    B = Xb.shape[1]
+    W1, b1, W2, b2 = params["W1"], params["b1"], params["W2"], params["b2"]
+    H = np.maximum(W1 @ Xb + b1, 0)  # (M, B)
+    S = W2 @ H + b2  # (C, B)
+    E = np.exp(S - S.max(axis=0, keepdims=True))  # (C, B)
+    P = E / E.sum(axis=0, keepdims=True)  # (C, B)
+    G = (P - Yb) / B  # (C, B)
+    G1 = (W2.T @ G) * (H > 0)  # (M, B)
+    W2 -= eta * (G @ H.T + 2 * lam * W2)
+    b2 -= eta * G.sum(axis=1, keepdims=True)
+    W1 -= eta * (G1 @ Xb.T + 2 * lam * W1)
+    b1 -= eta * G1.sum(axis=1, keepdims=True)
+
+
+def numpy_loop(X, Y, params, steps, n_batch, n_s, lam, shuffle_seed=0, clock=None):
+    """Train one network with ``numpy_step`` for ``steps`` updates; returns the final parameters.
+
+    Mini-batches are taken by fancy indexing from an order reshuffled every
+    epoch, as :func:`clrsearch.train.train` draws it.
+
+    Parameters
+    ----------
+    X : (D, N), Y : (C, N)
+    params : dict of one network (copied)
+    clock : StepClock or None
+    """
+    params = {name: value.copy() for name, value in params.items()}
+    rng = np.random.default_rng(shuffle_seed)
+    n = X.shape[1]
+    per_epoch = n // n_batch
+    t = 0
+    while t < steps:
+        order = rng.permutation(n)
+        for b in range(min(per_epoch, steps - t)):
+            idx = order[b * n_batch:(b + 1) * n_batch]
+            numpy_step(params, X[:, idx], Y[:, idx], triangular_eta(t, n_s), lam)
+            t += 1
+            if clock is not None:
+                clock.update(1)
+    return params
+
+
+def import_torch():
+    """The torch module, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def torch_loop(torch, X, y, params, steps, n_batch, n_s, lam, shuffle_seed=0, clock=None):
+    """Train the same network with PyTorch on the CPU; returns the final parameters as numpy arrays.
+
+    ``nn.Linear`` layers, ``SGD`` with ``weight_decay = 2·lam`` on the weights
+    (SPEC's cost has lam·|W|², the biases are not regularised) and
+    ``CyclicLR`` in triangular mode; the same mini-batch order as ``numpy_loop``.
+
+    Parameters
+    ----------
+    torch : the torch module
+    X : (D, N), y : (N,) integer labels
+    params : dict of one network, the initial weights (copied)
+    """
+    nn = torch.nn
+    torch.set_num_threads(os.cpu_count() or 1)
+    M, D = params["W1"].shape
+    C = params["W2"].shape[0]
+    dtype = torch.float64 if X.dtype == np.float64 else torch.float32
+    model = nn.Sequential(nn.Linear(D, M), nn.ReLU(), nn.Linear(M, C)).to(dtype)
+    with torch.no_grad():
+        for layer, w, b in ((model[0], "W1", "b1"), (model[2], "W2", "b2")):
+            layer.weight.copy_(torch.from_numpy(params[w]))
+            layer.bias.copy_(torch.from_numpy(params[b].reshape(-1)))
+    weights = [model[0].weight, model[2].weight]
+    biases = [model[0].bias, model[2].bias]
+    optimizer = torch.optim.SGD([{"params": weights, "weight_decay": 2 * lam},
+                                 {"params": biases, "weight_decay": 0.0}], lr=ETA_MIN)
+    schedule = torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=ETA_MIN, max_lr=ETA_MAX, step_size_up=n_s,
+                                                 mode="triangular", cycle_momentum=False)
+    loss_fn = nn.CrossEntropyLoss()
+    with warnings.catch_warnings():  # the data set is read-only and torch only reads it
+        warnings.simplefilter("ignore", UserWarning)
+        images = torch.from_numpy(np.ascontiguousarray(X.T))  # (N, D): torch's row-per-image layout
+    labels = torch.from_numpy(np.asarray(y, dtype=np.int64))  # (N,)
+    rng = np.random.default_rng(shuffle_seed)
+    n = images.shape[0]
+    per_epoch = n // n_batch
+    t = 0
+    while t < steps:
+        order = torch.from_numpy(rng.permutation(n))
+        for b in range(min(per_epoch, steps - t)):
+            idx = order[b * n_batch:(b + 1) * n_batch]
+            loss = loss_fn(model(images[idx]), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            t += 1
+            if clock is not None:
+                clock.update(1)
+    with torch.no_grad():
+        return {"W1": model[0].weight.numpy().copy(), "b1": model[0].bias.numpy().reshape(-1, 1).copy(),
+                "W2": model[2].weight.numpy().copy(), "b2": model[2].bias.numpy().reshape(-1, 1).copy()}
+
+
+def trainer_config(steps, n_batch=N_BATCH, hidden=HIDDEN):
+    """One cycle of ``steps`` updates (rounded down to even) with the least evaluation there is."""
+    return TrainConfig(n_batch=n_batch, cycles=1, n_s=steps // 2, eta_min=ETA_MIN, eta_max=ETA_MAX, hidden=hidden,
+                       evals_per_cycle=1, eval_train_size=100)
+
+
+def population_lams(K):
+    """K lambdas spread log-uniformly over the coarse range 1e-5 .. 1e-1."""
+    return np.logspace(-5, -1, K)
+
+
+def matmul_rate(n, products, dtype=np.float32, seed=0):
+    """Best GFLOP/s of ``products`` (n, n) @ (n, n) products through numpy."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, n), dtype=dtype)
+    b = rng.standard_normal((n, n), dtype=dtype)
+    out = np.empty((n, n), dtype)
+    best = float("inf")
+    for _ in range(products):
+        started = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best / 1e9
+
+
+def ceiling_loop(K, m, d, b, steps, dtype=np.float32, seed=0, clock=None):
+    """The two first-layer products of a K-member step alone: (K·M, D) @ (D, B) and (K·M, B) @ (B, D)."""
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((K * m, d), dtype=dtype)  # (K·M, D)
+    Xb = np.asfortranarray(rng.standard_normal((d, b), dtype=dtype))  # (D, B), as the trainer's batch
+    G1 = rng.standard_normal((K * m, b), dtype=dtype)  # (K·M, B)
+    S1 = np.empty((K * m, b), dtype)
+    dV = np.empty((K * m, d), dtype)
+    for _ in range(steps):
+        np.matmul(V, Xb, out=S1)
+        np.matmul(G1, Xb.T, out=dV)
+        if clock is not None:
+            clock.update(1)
+
+
+class PeakRSS:
+    """Peak resident memory of this process while a block runs.
+
+    Linux lets a process reset its high-water mark (``/proc/self/clear_refs``),
+    so each block gets its own peak; elsewhere the lifetime peak of
+    ``getrusage`` is all there is, and ``method`` says so.
+    """
+
+    def __init__(self):
+        self.peak = None
+        self.start = None
+        self.method = None
+
+    def __enter__(self):
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.method = "VmHWM"
+            self.start = _proc_status("VmRSS")
+        except OSError:
+            self.method = "ru_maxrss"
+            self.start = None
+        return self
+
+    def __exit__(self, *exc):
+        peak = _proc_status("VmHWM") if self.method == "VmHWM" else None
+        self.peak = peak if peak is not None else _maxrss_bytes(resource.RUSAGE_SELF)
+        if peak is None:
+            self.method = "ru_maxrss"
+        return False
+
+
+def _proc_status(key):
+    """A size field of /proc/self/status in bytes, or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _maxrss_bytes(who):
+    kib = resource.getrusage(who).ru_maxrss
+    return kib if sys.platform == "darwin" else kib * 1024  # bytes on macOS, KiB on Linux
+
+
+@dataclass
+class Measurement:
+    """Repeated timings of one configuration; ``rates`` are network updates per second."""
+
+    name: str
+    K: int
+    rates: list = field(default_factory=list)
+    peak_rss: int = 0
+    rss_start: int | None = None
+    extra_seconds: list = field(default_factory=list)  # setup + evaluation outside the timed updates
+    eval_seconds: list = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def best(self):
+        return max(self.rates) if self.rates else None
+
+    @property
+    def median(self):
+        return statistics.median(self.rates) if self.rates else None
+
+
+def load_training_set(data_dir):
+    """The 45,000 training images of split ``full``, float32."""
+    from .data import load_splits
+
+    return load_splits("full", data_dir, dtype=np.float32, download=False).train
+
+
+def say(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
+    """Run every configuration ``repeats`` times in rounds; returns (peak GFLOP/s per round, measurements)."""
+    peak_size = PEAK_SIZE if peak_size is None else peak_size
+    populations = POPULATIONS if populations is None else populations
+    X, Y, y = train_set.X, train_set.Y, train_set.y
+    D, C = X.shape[0], Y.shape[0]
+    n_s = max(1, steps // 2)
+    init = network.init_params(D, HIDDEN, C, np.random.default_rng(0), np.float32)
+    rows = {"numpy": Measurement("plain numpy loop, one network", 1)}
+    rows["torch"] = Measurement("PyTorch CPU, one network at a time", 1)
+    if torch is None:
+        rows["torch"].skipped = "torch is not installed (pip install torch)"
+    for K in populations:
+        rows[f"K{K}"] = Measurement(f"clrsearch trainer, K = {K}", K)
+    rows["ceiling"] = Measurement(f"BLAS ceiling: the two first-layer products of K = {CEILING_K} alone", CEILING_K)
+    peaks = []
+
+    def timed(key, run):
+        row = rows[key]
+        clock = StepClock()
+        with PeakRSS() as rss:
+            started = time.perf_counter()
+            extra = run(clock)
+            wall = time.perf_counter() - started
+        row.rates.append(row.K * clock.steps / clock.seconds)
+        row.peak_rss = max(row.peak_rss, rss.peak)
+        row.rss_start = rss.start if row.rss_start is None else min(row.rss_start, rss.start or row.rss_start)
+        row.extra_seconds.append(wall - clock.seconds)
+        if extra is not None:
+            row.eval_seconds.append(extra)
+        say(f"  {row.name}: {row.rates[-1]:,.0f} updates/s")
+
+    def trainer(K):
+        def run(clock):
+            result = train(train_set, None, trainer_config(steps), population_lams(K), tuple(range(K)),
+                           progress=clock)
+            return result.eval_seconds
+        return run
+
+    def plain(clock):
+        numpy_loop(X, Y, init, steps, N_BATCH, n_s, BASELINE_LAM, clock=clock)
+
+    def pytorch(clock):
+        torch_loop(torch, X, y, init, steps, N_BATCH, n_s, BASELINE_LAM, clock=clock)
+
+    def ceiling(clock):
+        ceiling_loop(CEILING_K, HIDDEN, D, N_BATCH, steps, clock=clock)
+
+    for r in range(repeats):
+        say(f"round {r + 1} of {repeats}")
+        peaks.append(matmul_rate(peak_size, PEAK_PRODUCTS))
+        say(f"  float32 matmul peak {peak_size}²: {peaks[-1]:.1f} GFLOP/s")
+        timed("numpy", plain)
+        if torch is not None:
+            timed("torch", pytorch)
+        for K in populations:
+            timed(f"K{K}", trainer(K))
+        timed("ceiling", ceiling)
+    return peaks, list(rows.values())
+
+
+def run_study(data_dir, command=None, timeout=STUDY_TIMEOUT):
+    """Run the default coarse study in a child process; wall time, peak RSS and its own time split.
+
+    The child writes its Optuna storage and MLflow store in a fresh temporary
+    folder, which is also its working directory (so no ``studies/coarse.toml``
+    of the caller is read). Failures are reported in the result, not raised.
+    """
+    with tempfile.TemporaryDirectory(prefix="clrsearch-bench-") as tmp:
+        if command is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            where = [] if data_dir is None else ["--data-dir", str(Path(data_dir).expanduser().absolute())]
+            command = [sys.executable, "-m", "clrsearch.coarse", *where, "--storage", f"sqlite:///{tmp}/studies.db",
+                       "--study-name", f"bench-{stamp}", "--json"]
+        env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
+        package_parent = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+        out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        study = {"command": shlex.join(command), "wall_seconds": None, "peak_rss": None, "seconds": None,
+                 "error": None}
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            started = time.perf_counter()
+            try:
+                child = subprocess.Popen(command, cwd=tmp, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            except OSError as e:
+                study["error"] = f"cannot start the study: {e}"
+                return study
+            timer = threading.Timer(timeout, child.kill)
+            timer.start()
+            try:
+                _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not every child's
+            finally:
+                timer.cancel()
+            child.returncode = os.waitstatus_to_exitcode(status)
+            study["wall_seconds"] = time.perf_counter() - started
+        study["peak_rss"] = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
+        summary = _last_json_object(stdout)
+        if child.returncode != 0:
+            reason = "killed after the timeout" if child.returncode < 0 else f"exit status {child.returncode}"
+            study["error"] = f"{reason}: {_last_line(stderr) or _last_line(stdout) or 'no output'}"
+        elif summary is None or not isinstance(summary.get("seconds"), dict):
+            study["error"] = f"no JSON summary with 'seconds' on stdout: {_last_line(stdout) or 'no output'}"
+        if summary is not None and isinstance(summary.get("seconds"), dict):
+            study["seconds"] = summary["seconds"]
+        return study
+
+
+def _last_json_object(text):
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def _last_line(text):
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def study_updates():
+    """Network updates of the default coarse study: trials x seeds x steps (no pruning by default)."""
+    search = DEFAULT_SEARCH["coarse"]
+    return search.study.n_trials * search.study.n_seeds * search.train.total_steps
+
+
+def machine_info(torch):
+    """CPU, cores, memory, Python, numpy and its BLAS, torch."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and cpu == (platform.processor() or platform.machine()):
+                    cpu = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info = {
+        "cpu": cpu,
+        "simd": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16") if f in flags],
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable,
+        "memory_bytes": (_meminfo("MemTotal") or 0),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": _numpy_blas(),
+        "threadpools": _threadpools(),
+        "torch": None if torch is None else torch.__version__,
+        "torch_threads": None if torch is None else os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    return info
+
+
+def _meminfo(key):
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _numpy_blas():
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # show_config's layout differs between numpy versions
+        return "unknown"
+
+
+def _threadpools():
+    """Native thread pools loaded in this process (threadpoolctl), e.g. OpenBLAS kernels and threads."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    pools = []
+    for pool in threadpool_info():
+        arch = f", {pool['architecture']} kernels" if pool.get("architecture") else ""
+        version = f" {pool['version']}" if pool.get("version") else ""
+        pools.append(f"{pool.get('internal_api')}{version} ({pool.get('prefix')}{arch}, "
+                     f"{pool.get('num_threads')} threads)")
+    return pools
+
+
+def summarise(peaks, rows, study, flops, meta):
+    """The JSON object of a run: rows with their derived figures, the study and the targets."""
+    peak = max(peaks)
+    by_key = {}
+    results = []
+    for row in rows:
+        entry = {"name": row.name, "K": row.K, "skipped": row.skipped}
+        if row.rates:
+            entry.update({
+                "updates_per_s": row.best, "updates_per_s_median": row.median, "updates_per_s_all": row.rates,
+                "gflops": row.best * flops / 1e9, "peak_share": row.best * flops / 1e9 / peak,
+                "peak_rss_bytes": row.peak_rss, "rss_before_bytes": row.rss_start,
+                "setup_and_eval_seconds": min(row.extra_seconds),
+                "eval_seconds": min(row.eval_seconds) if row.eval_seconds else None,
+            })
+        results.append(entry)
+        by_key[row.name] = entry
+    torch_rate = next((r.best for r in rows if r.name.startswith("PyTorch")), None)
+    for entry in results:
+        if entry.get("updates_per_s") and torch_rate:
+            entry["vs_torch"] = entry["updates_per_s"] / torch_rate
+    return {**meta, "peak_gflops": peak, "peak_gflops_all": peaks, "flops_per_update": flops,
+            "results": results, "study": study, "targets": targets(results, study, peak)}
+
+
+def targets(results, study, peak):
+    """Pass/fail lines; ``passed`` is None when the figure was not measured."""
+    def rate(prefix):
+        return next((r.get("updates_per_s") for r in results if r["name"].startswith(prefix)), None)
+
+    k30, k1 = rate("clrsearch trainer, K = 30"), rate("clrsearch trainer, K = 1")
+    torch_rate, numpy_rate = rate("PyTorch"), rate("plain numpy")
+    k30_gflops = next((r.get("gflops") for r in results if r["name"].startswith("clrsearch trainer, K = 30")), None)
+    lines = []
+
+    def line(what, goal, value, passed, shown):
+        lines.append({"target": what, "goal": goal, "measured": value, "shown": shown, "passed": passed})
+
+    ratio = k30 / torch_rate if k30 and torch_rate else None
+    line("K = 30 updates/s vs PyTorch one network at a time", f">= {TARGET_VS_TORCH:g}x", ratio,
+         None if ratio is None else ratio >= TARGET_VS_TORCH, "not measured" if ratio is None else f"{ratio:.1f}x")
+    share = k30_gflops / peak if k30_gflops else None
+    line("K = 30 effective GFLOP/s vs measured matmul peak", f">= {TARGET_PEAK_SHARE:.0%}", share,
+         None if share is None else share >= TARGET_PEAK_SHARE,
+         "not measured" if share is None else f"{share:.0%} ({k30_gflops:.1f} of {peak:.1f} GFLOP/s)")
+    ratio = k1 / numpy_rate if k1 and numpy_rate else None
+    line("K = 1 updates/s vs the plain numpy loop", f">= {TARGET_K1_VS_NUMPY:g}x", ratio,
+         None if ratio is None else ratio >= TARGET_K1_VS_NUMPY, "not measured" if ratio is None else f"{ratio:.2f}x")
+    wall = study.get("wall_seconds") if study and not study.get("error") else None
+    line("coarse study wall time", f"<= {TARGET_STUDY_SECONDS:g} s", wall,
+         None if wall is None else wall <= TARGET_STUDY_SECONDS, "not measured" if wall is None else f"{wall:.1f} s")
+    rss = study.get("peak_rss") if study and not study.get("error") else None
+    line("coarse study peak memory (RSS)", f"<= {TARGET_STUDY_BYTES / 1e9:g} GB", rss,
+         None if rss is None else rss <= TARGET_STUDY_BYTES, "not measured" if rss is None else f"{rss / 1e9:.2f} GB")
+    tracking = (study.get("seconds") or {}).get("tracking") if wall else None
+    share = tracking / wall if tracking is not None else None
+    line("coarse study tracking time vs its wall time", f"<= {TARGET_TRACKING_SHARE:.0%}", share,
+         None if share is None else share <= TARGET_TRACKING_SHARE,
+         "not measured" if share is None else f"{share:.1%} ({tracking:.1f} s)")
+    return lines
+
+
+def _gb(n):
+    return f"{n / 1e9:.2f}" if n is not None else "–"
+
+
+def render_table(summary):
+    """The results as a markdown table."""
+    n = summary["workload"]["peak_size"]
+    lines = ["| configuration | K | updates/s (best) | median | GFLOP/s | % of peak | vs PyTorch | peak RSS GB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|",
+             f"| float32 matmul peak, {n}² @ {n}² | | | | {summary['peak_gflops']:.1f} | 100% | | |"]
+    for r in summary["results"]:
+        if r.get("updates_per_s") is None:
+            lines.append(f"| {r['name']} | {r['K']} | skipped: {r.get('skipped') or 'not run'} | | | | | |")
+            continue
+        vs = f"{r['vs_torch']:.1f}x" if r.get("vs_torch") else "–"
+        lines.append(f"| {r['name']} | {r['K']} | {r['updates_per_s']:,.0f} | {r['updates_per_s_median']:,.0f} | "
+                     f"{r['gflops']:.1f} | {r['peak_share']:.0%} | {vs} | {_gb(r['peak_rss_bytes'])} |")
+    study = summary.get("study")
+    if study is not None:
+        if study.get("error"):
+            lines.append(f"| default coarse study (child process) | 30 | failed: {study['error']} | | | | | |")
+        else:
+            rate = study["updates"] / study["wall_seconds"]
+            lines.append(f"| default coarse study end to end, {study['wall_seconds']:.1f} s wall | 30 | "
+                         f"{rate:,.0f} | | {rate * summary['flops_per_update'] / 1e9:.1f} | "
+                         f"{rate * summary['flops_per_update'] / 1e9 / summary['peak_gflops']:.0%} | | "
+                         f"{_gb(study['peak_rss'])} |")
+    return "\n".join(lines)
+
+
+def render_targets(summary):
+    marks = {True: "PASS", False: "FAIL", None: "n/a "}
+    return "\n".join(f"- **{marks[t['passed']]}** {t['target']} {t['goal']}: {t['shown']}" for t in summary["targets"])
+
+
+def render_study(study):
+    if study is None:
+        return "Skipped (`--skip-study`)."
+    lines = [f"`{study['command']}`, in a fresh temporary folder with "
+             f"`MLFLOW_TRACKING_URI=sqlite:///<that folder>/mlflow.db`."]
+    if study.get("wall_seconds") is not None:
+        lines.append(f"Wall time {study['wall_seconds']:.1f} s, peak RSS of the child "
+                     f"{_gb(study.get('peak_rss'))} GB (`wait4` rusage `ru_maxrss`), "
+                     f"{study['updates']:,} network updates.")
+    if study.get("error"):
+        lines.append(f"It failed: {study['error']}")
+    if study.get("seconds"):
+        wall = study["wall_seconds"]
+        lines += ["", "| part (the study's own `seconds`) | s | share of wall |", "|---|---:|---:|"]
+        for name, value in study["seconds"].items():
+            lines.append(f"| {name} | {value:.1f} | {value / wall:.0%} |")
+        lines.append(f"| outside `total` (interpreter, imports, exit) | "
+                     f"{wall - study['seconds'].get('total', wall):.1f} | "
+                     f"{(wall - study['seconds'].get('total', wall)) / wall:.0%} |")
+    return "\n".join(lines)
+
+
+def render_report(summary):
+    """docs/PERFORMANCE.md: command, date, machine, table, targets, method, why the population is fast."""
+    m = summary["machine"]
+    flops = summary["flops_per_update"]
+    load = m.get("load_average")
+    load_text = ", ".join(f"{v:.2f}" for v in load) if load else "unknown"
+    after = m.get("load_average_after")
+    load_after = ", ".join(f"{v:.2f}" for v in after) if after else "unknown"
+    pools = "; ".join(m["threadpools"]) or "threadpoolctl not installed"
+    w = summary["workload"]
+    return f"""# Performance
+
+Produced by `{summary['command']}` on {summary['date']}
+(load average over 1, 5, 15 min before the run: {load_text}; after it: {load_after}).
+
+## Machine
+
+- CPU: {m['cpu']}, {m['logical_cores']} logical cores ({m['usable_cores']} usable), SIMD {', '.join(m['simd']) or '–'};
+  memory {m['memory_bytes'] / 1e9:.1f} GB
+- Python {m['python']}, numpy {m['numpy']} with {m['blas']}; thread pools: {pools}
+- torch {m['torch'] or 'not installed'}{f", {m['torch_threads']} threads" if m['torch'] else ''}
+
+## Network updates per second
+
+CIFAR-10 split `full` ({w['n_train']:,} training images), n_batch B = {w['n_batch']},
+M = {w['hidden']} hidden units, C = {w['classes']}, D = {w['inputs']}, float32, {w['steps']} update steps per
+configuration; best of {w['repeats']} rounds (median alongside). One update is one mini-batch step of one network.
+
+{render_table(summary)}
+
+## Targets
+
+{render_targets(summary)}
+
+## The coarse study
+
+{render_study(summary.get('study'))}
+
+## How it is measured
+
+- **Rounds.** The machine may be shared, so every configuration runs once per round, one after the other,
+  and figures are compared as ratios within the same run; the best round counts (noise only ever slows a
+  run down), the median is shown beside it.
+- **Updates/s** = K × (update steps from the end of the first to the end of the last) / the seconds
+  between the two; setup (initial weights, buffers) and the trainer's evaluations fall outside.
+  The trainer runs one cycle with `n_s` = steps / 2, `evals_per_cycle=1`, `eval_train_size=100`,
+  no validation set, λ log-spaced over 1e-5 .. 1e-1; its evaluation seconds are in the JSON output.
+- **FLOP per update** (matrix products only) = 4·M·D·B + 6·C·M·B = {flops / 1e6:.2f} MFLOP:
+  2·M·D·B for the forward product W1 X, 2·M·D·B for the gradient product G1 Xᵀ, and 2·C·M·B each
+  for W2 H, W2ᵀ G and G Hᵀ. Effective GFLOP/s = updates/s × that / 10⁹; "% of peak" divides it by the
+  best {w['peak_size']}² @ {w['peak_size']}² float32 product measured in the same run.
+- **Baselines.** The plain numpy loop is SPEC's update written out for one network (forward, backward,
+  `W -= eta * (grad + 2·λ·W)`, mini-batches by fancy indexing, triangular η). PyTorch trains the same
+  network one at a time: `nn.Linear` layers, `SGD` with `weight_decay = 2·λ` on the weights,
+  `CyclicLR(base_lr=1e-5, max_lr=0.1, step_size_up=n_s, mode="triangular", cycle_momentum=False)`,
+  `torch.set_num_threads(os.cpu_count())`. Both use λ = {BASELINE_LAM:g}.
+- **Ceiling.** The two (K·M, D) products of a K = {CEILING_K} step alone, at the trainer's shapes
+  ((K·M, D) @ (D, B) and (K·M, B) @ (B, D)): what the BLAS gives those shapes, whatever the rest of the step costs.
+- **Peak RSS** is the process's resident-set high-water mark while the configuration ran, reset before
+  each one through `/proc/self/clear_refs` and read from `VmHWM` ({summary['rss_method']}); it includes
+  the {w['n_train']:,} training images held in memory ({w['data_bytes'] / 1e9:.2f} GB) and the loaded libraries.
+
+## Why the population is fast
+
+A population of K networks keeps its first-layer weights as one (K·M, D) matrix. Each step is then one
+(K·M, D) @ (D, B) product for the forward pass and one (K·M, B) @ (B, D) product for the W1 gradient,
+however many networks train: the mini-batch is gathered once and streamed once per layer for all K, and
+the BLAS gets matrices large enough to block for its caches and to split across every core, where a
+single network's (M, D) @ (D, B) is too small to keep {m['usable_cores']} cores and their vector units busy.
+
+Weight decay is folded into one scale per member (W1 = s·V1): multiplying by (1 − 2ηλ) changes K numbers
+instead of sweeping the {CEILING_K * HIDDEN} × {w['inputs']} weights, so W1 — {CEILING_K * HIDDEN * w['inputs'] * 4 / 1e6:.0f} MB at
+K = {CEILING_K}, far more than the caches — is read and written once per step, by the gradient subtraction,
+instead of twice. The small second-layer work ((K, C, M) weights) and the softmax are batched over K too,
+so the Python overhead of a step is paid once for the whole population.
+"""
+
+
+def _parser():
+    parser = cli.ArgumentParser(prog="python -m clrsearch.bench",
+                                description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", help="folder cifar-10-batches-py or its parent "
+                        "(default: $CLRSEARCH_DATA, else the per-user cache); never downloaded here")
+    parser.add_argument("--steps", type=cli.positive_int, default=300,
+                        help="update steps per configuration and round (default 300)")
+    parser.add_argument("--repeats", type=cli.positive_int, default=5,
+                        help="rounds; the best counts (default 5)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--out", help="also write the markdown report there, e.g. docs/PERFORMANCE.md")
+    parser.add_argument("--skip-study", action="store_true", help="do not run the default coarse study")
+    return parser
+
+
+@cli.entry_point
+def main(argv=None):
+    """Measure, print the table (or JSON), write the report; exit status 0."""
+    arg_list = sys.argv[1:] if argv is None else list(argv)
+    args = _parser().parse_args(arg_list)
+    if args.steps < 4:
+        raise UsageError(f"--steps must be at least 4 (a cycle of two rising and two falling steps), not {args.steps}")
+    say("loading CIFAR-10 split full")
+    train_set = load_training_set(args.data_dir)
+    torch = import_torch()
+    meta = {"command": shlex.join(["python", "-m", "clrsearch.bench", *arg_list]),
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    meta["machine"] = machine_info(torch)
+    say(f"load average {', '.join(f'{v:.2f}' for v in meta['machine']['load_average'] or [])}")
+    steps = 2 * (args.steps // 2)
+    D, N = train_set.X.shape
+    C = train_set.Y.shape[0]
+    flops = update_flops(D, HIDDEN, C, N_BATCH)
+    meta["workload"] = {"n_train": N, "n_batch": N_BATCH, "hidden": HIDDEN, "classes": C, "inputs": D,
+                        "steps": steps, "repeats": args.repeats, "dtype": "float32", "peak_size": PEAK_SIZE,
+                        "data_bytes": train_set.X.nbytes + train_set.Y.nbytes}
+    with PeakRSS() as probe:
+        pass
+    meta["rss_method"] = probe.method
+    peaks, rows = measure(train_set, steps, args.repeats, torch)
+    del train_set
+    study = None
+    if not args.skip_study:
+        say("coarse study in a child process")
+        study = run_study(args.data_dir)
+        study["updates"] = study_updates()
+        if study["error"]:
+            say(f"  coarse study failed: {study['error']}")
+        else:
+            say(f"  coarse study: {study['wall_seconds']:.1f} s, peak RSS {_gb(study['peak_rss'])} GB")
+    meta["machine"]["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    summary = summarise(peaks, rows, study, flops, meta)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(render_table(summary))
+        print()
+        print(render_targets(summary))
+    if args.out:
+        out = Path(args.out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(render_report(summary))
+        except OSError as e:
+            raise UsageError(f"cannot write {out} ({e.strerror})") from e
+        say(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""The benchmark's pieces on tiny synthetic problems: its baselines compute SPEC's
+update, the trainer and both baselines agree step for step, and the report renders
+with or without torch and the study. Speed is never asserted."""
+
+import json
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from clrsearch import bench, network
+from clrsearch.config import TrainConfig
+from clrsearch.schedule import cyclic_lr
+from clrsearch.train import train
+
+D, C, HIDDEN = 12, 3, 8  # input size, classes and hidden units of the synthetic problems
+
+
+def dataset(n, seed, dtype=np.float64):
+    """Gaussian inputs around one mean per class: X (D, n) Fortran order, Y (C, n), y (n,)."""
+    rng = np.random.default_rng(seed)
+    means = np.random.default_rng(100).standard_normal((D, C))  # (D, C)
+    y = rng.integers(0, C, n)  # (n,)
+    X = np.asfortranarray(means[:, y] + rng.standard_normal((D, n)), dtype=dtype)  # (D, n)
+    return SimpleNamespace(X=X, Y=np.eye(C, dtype=dtype)[:, y], y=y)
+
+
+def random_network(seed):
+    """A network with non-zero biases, so that every term of the update is exercised."""
+    rng = np.random.default_rng(seed)
+    params = network.init_params(D, HIDDEN, C, rng)
+    params["b1"] += 0.1 * rng.standard_normal(params["b1"].shape)
+    params["b2"] += 0.1 * rng.standard_normal(params["b2"].shape)
+    return params
+
+
+def test_update_flops_counts_the_five_products():
+    d, m, c, b = 3072, 50, 10, 100
+    assert bench.update_flops(d, m, c, b) == 2 * m * d * b * 2 + 2 * c * m * b * 3 == 61_740_000
+
+
+def test_numpy_step_is_gradient_descent_on_spec_cost():
+    data = dataset(20, seed=1)
+    params = random_network(2)
+    eta, lam = 0.05, 0.3
+    grads = network.gradients(params, data.X, data.Y, lam)
+    expected = {k: params[k] - eta * grads[k] for k in params}
+    stepped = {k: v.copy() for k, v in params.items()}
+    bench.numpy_step(stepped, data.X, data.Y, eta, lam)
+    for name in network.PARAM_NAMES:
+        np.testing.assert_allclose(stepped[name], expected[name], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_triangular_eta_is_the_package_schedule():
+    n_s = 7
+    steps = np.arange(5 * n_s)
+    expected = cyclic_lr(steps, bench.ETA_MIN, bench.ETA_MAX, n_s)
+    np.testing.assert_allclose([bench.triangular_eta(int(t), n_s) for t in steps], expected, rtol=1e-12)
+
+
+def test_numpy_loop_matches_the_trainer_at_k1():
+    # 16 steps over 6 batches per epoch: two reshuffles, and the cycle turns at step 8.
+    data = dataset(60, seed=3)
+    steps, n_batch, lam, seed = 16, 10, 0.02, 5
+    config = TrainConfig(n_batch=n_batch, cycles=1, n_s=steps // 2, eta_min=bench.ETA_MIN, eta_max=bench.ETA_MAX,
+                         hidden=HIDDEN, dtype="float64", evals_per_cycle=1, eval_train_size=10)
+    result = train(data, None, config, [lam], [seed])
+    init = network.init_params(D, HIDDEN, C, np.random.default_rng(seed))
+    clock = bench.StepClock()
+    params = bench.numpy_loop(data.X, data.Y, init, steps, n_batch, steps // 2, lam, clock=clock)
+    assert clock.steps == steps - 1  # counted from the end of the first update
+    for name in network.PARAM_NAMES:
+        np.testing.assert_allclose(params[name], result.params[name][0], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_torch_loop_trains_the_same_network_as_numpy():
+    torch = pytest.importorskip("torch")
+    data = dataset(60, seed=4)
+    steps, n_batch, n_s, lam = 16, 10, 5, 0.02
+    init = random_network(6)
+    expected = bench.numpy_loop(data.X, data.Y, init, steps, n_batch, n_s, lam)
+    got = bench.torch_loop(torch, data.X, data.y, init, steps, n_batch, n_s, lam)
+    for name in network.PARAM_NAMES:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_import_torch_is_none_without_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes ``import torch`` raise ImportError
+    assert bench.import_torch() is None
+
+
+def tiny_summary(torch=None, study=None):
+    """A whole run of the benchmark on 300 synthetic float32 images, with tiny sizes."""
+    data = dataset(300, seed=7, dtype=np.float32)
+    peaks, rows = bench.measure(data, steps=4, repeats=1, torch=torch, peak_size=64, populations=(1, 2))
+    meta = {"command": "python -m clrsearch.bench --steps 4", "date": "2025-01-01T00:00:00+00:00",
+            "machine": bench.machine_info(torch), "rss_method": "VmHWM",
+            "workload": {"n_train": 300, "n_batch": bench.N_BATCH, "hidden": bench.HIDDEN, "classes": C,
+                         "inputs": D, "steps": 4, "repeats": 1, "dtype": "float32", "peak_size": 64,
+                         "data_bytes": data.X.nbytes}}
+    return bench.summarise(peaks, rows, study, bench.update_flops(D, bench.HIDDEN, C, bench.N_BATCH), meta)
+
+
+def test_report_renders_without_torch_and_study():
+    summary = tiny_summary()
+    json.dumps(summary)  # the --json output
+    names = [r["name"] for r in summary["results"]]
+    assert names[0].startswith("plain numpy") and "K = 2" in names[3]
+    assert all(r["updates_per_s"] > 0 for r in summary["results"] if not r["skipped"])
+    torch_row = next(r for r in summary["results"] if r["name"].startswith("PyTorch"))
+    assert "not installed" in torch_row["skipped"]
+    report = bench.render_report(summary)
+    for text in ("# Performance", "4·M·D·B + 6·C·M·B", "skipped: torch is not installed",
+                 "## Targets", "Skipped (`--skip-study`)", "## Why the population is fast"):
+        assert text in report
+    targets = {t["target"]: t for t in summary["targets"]}
+    assert len(targets) == 6
+    assert targets["K = 30 updates/s vs PyTorch one network at a time"]["passed"] is None
+    assert targets["K = 1 updates/s vs the plain numpy loop"]["passed"] in (True, False)
+    assert bench.render_targets(summary).count("\n") == 5
+
+
+def test_report_renders_a_study_and_a_failed_study():
+    seconds = {"data": 5.0, "training": 40.0, "evaluation": 3.0, "tracking": 4.0, "total": 52.0}
+    study = {"command": "python -m clrsearch.coarse --json", "wall_seconds": 60.0, "peak_rss": 2 * 10**9,
+             "seconds": seconds, "error": None, "updates": 108_000}
+    summary = tiny_summary(study=study)
+    targets = {t["target"]: t for t in summary["targets"]}
+    assert targets["coarse study wall time"]["passed"] is True
+    assert targets["coarse study peak memory (RSS)"]["passed"] is True
+    assert targets["coarse study tracking time vs its wall time"]["measured"] == pytest.approx(4 / 60)
+    report = bench.render_report(summary)
+    assert "| tracking | 4.0 | 7% |" in report and "60.0 s wall" in report
+
+    failed = dict(study, wall_seconds=2.0, seconds=None, error="exit status 1: boom")
+    report = bench.render_report(tiny_summary(study=failed))
+    assert "failed: exit status 1: boom" in report
+    assert "coarse study wall time <= 90 s: not measured" in report
+
+
+def test_run_study_reads_the_json_summary_of_the_child():
+    summary = {"study": "x", "seconds": {"data": 1.0, "training": 2.0, "total": 3.5}}
+    command = [sys.executable, "-c", f"print('progress'); print({json.dumps(json.dumps(summary))})"]
+    study = bench.run_study(None, command=command)
+    assert study["error"] is None
+    assert study["seconds"] == summary["seconds"]
+    assert study["wall_seconds"] > 0 and study["peak_rss"] > 0
+
+
+def test_run_study_reports_a_failure_instead_of_raising():
+    command = [sys.executable, "-c", "import sys; print('error: no tracking', file=sys.stderr); sys.exit(2)"]
+    study = bench.run_study(None, command=command)
+    assert study["error"] == "exit status 2: error: no tracking"
+    assert study["seconds"] is None
+
+    study = bench.run_study(None, command=[sys.executable, "-c", "print('done')"])
+    assert "no JSON summary" in study["error"]
+
+
+def test_missing_data_dir_is_one_line_and_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--data-dir", str(tmp_path / "nowhere"), "--skip-study"])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("bench:")]
+    assert len(errors) == 1 and errors[0].startswith("error: no CIFAR-10 data")
+
+
+def test_main_writes_json_and_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "load_training_set", lambda data_dir: dataset(300, seed=8, dtype=np.float32))
+    monkeypatch.setattr(bench, "import_torch", lambda: None)
+    monkeypatch.setattr(bench, "PEAK_SIZE", 64)
+    monkeypatch.setattr(bench, "POPULATIONS", (1, 3))
+    out = tmp_path / "docs" / "PERFORMANCE.md"
+    assert bench.main(["--steps", "4", "--repeats", "2", "--skip-study", "--json", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["workload"]["steps"] == 4 and summary["study"] is None
+    assert all(len(r["updates_per_s_all"]) == 2 for r in summary["results"] if not r["skipped"])
+    assert "python -m clrsearch.bench --steps 4 --repeats 2" in out.read_text()
