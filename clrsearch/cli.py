@@ -55,6 +55,11 @@ def non_negative_float(text):
     return value
 
 
+def float_or_auto(text):
+    """``argparse`` type: "auto" or a finite float >= 0."""
+    return "auto" if text == "auto" else non_negative_float(text)
+
+
 def positive_float(text):
     """``argparse`` type: a finite float > 0."""
     value = _parse(float, text, "a number")

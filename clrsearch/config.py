@@ -50,6 +50,7 @@ class TrainConfig:
     evals_per_cycle: int | None = None  # evaluation points per cycle (None: one per epoch)
     eval_train_size: int | None = None  # training images used for the training curves (None: all)
     snapshots: bool = False  # keep the networks at the end of every cycle
+    max_steps: int | None = None  # stop after this many update steps (None: 2 * n_s * cycles)
 
     def __post_init__(self):
         _check_int(self.n_batch, "n_batch", minimum=1)
@@ -69,11 +70,13 @@ class TrainConfig:
             _check_int(self.evals_per_cycle, "evals_per_cycle", minimum=1)
         if self.eval_train_size is not None:
             _check_int(self.eval_train_size, "eval_train_size", minimum=1)
+        if self.max_steps is not None:
+            _check_int(self.max_steps, "max_steps", minimum=1)
 
     @property
     def total_steps(self):
-        """Update steps in the whole run: 2 * n_s * cycles."""
-        return 2 * self.n_s * self.cycles
+        """Update steps in the whole run: 2 * n_s * cycles, or max_steps when that is set."""
+        return 2 * self.n_s * self.cycles if self.max_steps is None else self.max_steps
 
 
 @dataclass(frozen=True)

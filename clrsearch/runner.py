@@ -13,18 +13,23 @@ import numpy as np
 
 from . import cli, plots, search, storage, tracking
 from .errors import UsageError
-from .settings import flat_params, load_search_config, search_parser
+from .settings import flat_params, load_search_config, search_parser, take_auto_eta
 
 
 def main(kind, argv=None, description=None):
     """Parse the flags of ``kind`` ("coarse" or "fine"), run the study, print its summary."""
     args = search_parser(kind, description or __doc__).parse_args(argv)
+    auto_eta = take_auto_eta(args)
     config = load_search_config(kind, args)
-    return run(config, quiet=args.quiet or args.json, as_json=args.json)
+    return run(config, quiet=args.quiet or args.json, as_json=args.json, auto_eta=auto_eta)
 
 
-def run(config, quiet=False, as_json=False):
-    """Run the study of ``config``; returns the exit status."""
+def run(config, quiet=False, as_json=False, auto_eta=()):
+    """Run the study of ``config``; returns the exit status.
+
+    ``auto_eta`` names the learning-rate bounds ("eta_min", "eta_max") to take
+    from an LR range test run on the study's data before the trials.
+    """
     from .data import load_splits
 
     started = time.perf_counter()
@@ -37,6 +42,8 @@ def run(config, quiet=False, as_json=False):
     if config.train.n_batch > splits.train.n:
         raise UsageError(f"n_batch ({config.train.n_batch}) is larger than the training set ({splits.train.n} images)")
     timer.add("data", time.perf_counter() - started)
+    if auto_eta:
+        config = with_range_test_etas(config, splits, auto_eta, quiet, (lambda *a: None) if as_json else print)
 
     with storage.study_lock(url):
         study_storage = storage.open_storage(url)
@@ -112,6 +119,25 @@ def run_trials(study, config, splits, parent, grid, timer, quiet, say):
         timer.add("tracking", time.perf_counter() - logging_started)
         for trial, lam, state, (mean, std, _) in zip(trials, outcome.lams, outcome.states, summaries):
             say(f"trial {trial.number}: lambda {lam:.4g}  val accuracy {100 * mean:.2f} ± {100 * std:.2f} %  {state}")
+
+
+def with_range_test_etas(config, splits, names, quiet, say):
+    """``config`` with eta_min and/or eta_max replaced by an LR range test's suggestion."""
+    from dataclasses import replace
+
+    from . import lrrange
+
+    with cli.progress_bar(None, "step", quiet, "LR range test") as bar:
+        result = lrrange.run_range_test(splits, config.train, progress=bar)
+    test = lrrange.RangeTest()
+    lrrange.log_to_mlflow(result, test, config.data, config.train, config.study.experiment)
+    suggested = {"eta_min": result.eta_min, "eta_max": result.eta_max}
+    etas = {name: float(f"{suggested[name]:.3g}") for name in names}
+    say("LR range test: " + ", ".join(f"{name} = {value:g}" for name, value in etas.items()))
+    try:
+        return replace(config, train=replace(config.train, **etas))
+    except UsageError as error:
+        raise UsageError(f"the LR range test suggested {etas}, which does not fit the other bound: {error}") from None
 
 
 def trial_records(outcome, summaries, config, splits):

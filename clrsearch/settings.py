@@ -52,8 +52,8 @@ FLAGS = {
     "--n-batch": ("train", "n_batch", cli.positive_int, "images per update step"),
     "--cycles": ("train", "cycles", cli.positive_int, "cycles per trial"),
     "--n-s": ("train", "n_s", cli.positive_int, "half a cycle, in update steps"),
-    "--eta-min": ("train", "eta_min", cli.non_negative_float, "smallest learning rate"),
-    "--eta-max": ("train", "eta_max", cli.positive_float, "largest learning rate"),
+    "--eta-min": ("train", "eta_min", cli.float_or_auto, "smallest learning rate, or auto (LR range test)"),
+    "--eta-max": ("train", "eta_max", cli.float_or_auto, "largest learning rate, or auto (LR range test)"),
     "--clr-mode": ("train", "clr_mode", str, f"one of {', '.join(MODES)}"),
     "--gamma": ("train", "gamma", cli.positive_float, "exp_range amplitude decay per step"),
     "--hidden": ("train", "hidden", cli.positive_int, "hidden units"),
@@ -97,6 +97,16 @@ def search_parser(kind, description):
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def take_auto_eta(args):
+    """Remove ``--eta-min auto`` / ``--eta-max auto`` from ``args``; returns the names set to auto."""
+    auto = set()
+    for name in ("eta_min", "eta_max"):
+        if getattr(args, f"train.{name}", None) == "auto":
+            setattr(args, f"train.{name}", None)
+            auto.add(name)
+    return auto
 
 
 def load_search_config(kind, args, cwd=None):

@@ -311,7 +311,7 @@ def _evaluation_steps(config, batches_per_epoch):
     else:
         cycle = 2 * config.n_s
         steps = {round(j * cycle / config.evals_per_cycle) for j in range(1, config.evals_per_cycle * config.cycles)}
-    steps |= set(range(2 * config.n_s, total + 1, 2 * config.n_s))
+    steps |= set(range(2 * config.n_s, total + 1, 2 * config.n_s)) | {total}
     return {s for s in steps if 0 < s <= total}
 
 
