@@ -1,0 +1,296 @@
+"""The run tree of a study in a temporary MLflow store, checked against the records
+and the History arrays it came from; runs end with the right status however the
+block ends; the reused confusion figure draws what plots.confusion_matrix draws."""
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+from conftest import write_tiny_cifar
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from clrsearch import network, plots, tracking
+from clrsearch.config import TrainConfig
+from clrsearch.data import load_splits
+from clrsearch.schedule import cyclic_lr
+from clrsearch.train import train
+
+PARENT = "mlflow.parentRunId"
+PROTOCOL = {"n_batch": 20, "cycles": 1, "n_s": 10, "split": "batch1"}
+
+
+def tracking_store(tmp_path_factory):
+    """A fresh tracking store in its own folder, used for the block and its artifacts.
+
+    A new store runs MLflow's schema migrations, which take seconds; so one
+    store is migrated once per session and every other one is a copy of it.
+    """
+    template = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
+    if not template.exists():
+        template.parent.mkdir()
+        MlflowClient(f"sqlite:///{template}").search_experiments()
+    folder = tmp_path_factory.mktemp("mlflow")
+    shutil.copyfile(template, folder / "mlflow.db")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        mp.chdir(folder)
+        yield MlflowClient()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    yield from tracking_store(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory):
+    """Three tiny networks trained together, and their validation predictions."""
+    splits = load_splits("batch1", write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=50))
+    config = TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8, evals_per_cycle=4)
+    result = train(splits.train, splits.val, config, [0.01, 0.01, 0.1], [1, 2, 1])
+    return splits, result, network.predict(result.params, splits.val.X)  # (K, N_val)
+
+
+def trial_records(population):
+    """A complete trial of two seeds, a pruned one whose seed stopped early, a failed one."""
+    splits, result, val_pred = population
+    history = result.history
+    stopped = replace(history, metrics={name: v.copy() for name, v in history.metrics.items()})
+    for values in stopped.metrics.values():
+        values[2:, 2] = np.nan  # member 2 stopped after the second evaluation point
+    accuracy = history.final("val_accuracy")
+
+    def seed(k, seed, hist, status):
+        return tracking.SeedRecord(seed=seed, val_accuracy=float(accuracy[k]), history=hist, member=k,
+                                   val_true=splits.val.y, val_pred=val_pred[k], class_names=splits.label_names,
+                                   status=status)
+
+    complete = tracking.TrialRecord(number=0, lam=0.01, state="COMPLETE", mean=float(accuracy[:2].mean()),
+                                    std=float(accuracy[:2].std()), params=PROTOCOL,
+                                    seeds=[seed(0, 1, history, "finished"), seed(1, 2, history, "finished")])
+    pruned = tracking.TrialRecord(number=1, lam=0.1, state="PRUNED", mean=float(accuracy[2]), std=0.0,
+                                  params=PROTOCOL, seeds=[seed(2, 1, stopped, "stopped")],
+                                  reason="below the median at step 10")
+    failed = tracking.TrialRecord(number=2, lam=5.0, state="FAIL", mean=math.nan, std=math.nan,
+                                  params=PROTOCOL, seeds=[], reason="all seeds diverged")
+    return [complete, pruned, failed]
+
+
+def runs_of(client, experiment):
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def steps_and_values(client, run_id, key):
+    history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+    return [m.step for m in history], [m.value for m in history]
+
+
+@pytest.fixture(scope="module")
+def logged_study(store, population):
+    """One study run with the three trials and a summary, logged once for the tests below."""
+    trials = trial_records(population)
+    params = {"study.name": "tiny", "train.n_s": 10, "train.eta_max": 0.1, "data.n_train": None}
+    tags = {"study_name": "tiny", "kind": "coarse", "sampler": "random"}
+    with tracking.StudyRun("tree", "coarse:tiny", params, tags) as study:
+        ids = study.log_trials(trials)
+        again = study.log_trials(trials[:1])
+        figure = plots.lambda_search([0.01, 0.1], [0.5, 0.4], [0.01, 0.02])
+        study.log_summary([{"number": 0, "lam": 0.01, "state": "COMPLETE"},
+                           {"number": 1, "lam": 0.1, "state": "PRUNED", "reason": "pruned"}],
+                          {"lambda_search": figure})
+        study.log_metrics({"seconds_total": 12.5, "seconds_none": float("nan")})
+        study.set_tags({"best_lam": 0.01})
+    return study, trials, ids, again
+
+
+def test_parent_run_holds_config_tags_summary_and_ends_finished(store, logged_study):
+    study, _, _, _ = logged_study
+    run = store.get_run(study.run_id)
+    assert run.info.status == "FINISHED"
+    assert PARENT not in run.data.tags
+    assert run.data.params == {"study.name": "tiny", "train.n_s": "10", "train.eta_max": "0.1", "data.n_train": "None"}
+    tags = run.data.tags
+    assert (tags["study_name"], tags["kind"], tags["sampler"], tags["best_lam"]) == ("tiny", "coarse", "random", "0.01")
+    assert tags["git_commit"] == tracking.git_commit()
+    assert run.data.metrics["seconds_total"] == 12.5 and "seconds_none" not in run.data.metrics
+    assert run.data.metrics["tracking_seconds"] > 0
+
+    folder = Path(store.download_artifacts(study.run_id, ""))
+    with open(folder / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows == [{"number": "0", "lam": "0.01", "state": "COMPLETE", "reason": ""},
+                    {"number": "1", "lam": "0.1", "state": "PRUNED", "reason": "pruned"}]
+    with Image.open(folder / "lambda_search.png") as image:
+        assert image.format == "PNG" and image.size[0] > 300
+
+
+def test_one_trial_run_per_trial_nested_under_the_study_with_its_state(store, logged_study):
+    study, trials, ids, again = logged_study
+    runs = {r.info.run_id: r for r in runs_of(store, "tree")}
+    trial_runs = [r for r in runs.values() if r.data.tags.get(PARENT) == study.run_id]
+    assert sorted(r.info.run_id for r in trial_runs) == sorted(ids.values())
+    assert again == {0: ids[0]}  # logged once only
+
+    expected_status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+    for trial in trials:
+        run = runs[ids[trial.number]]
+        assert run.info.status == expected_status[trial.state]
+        assert run.data.tags["state"] == trial.state
+        assert run.data.tags.get("reason", "") == trial.reason
+        assert run.data.params == {"lam": str(trial.lam), **{k: str(v) for k, v in PROTOCOL.items()}}
+        metrics = run.data.metrics
+        if math.isnan(trial.mean):
+            assert "mean_val_accuracy" not in metrics and "std_val_accuracy" not in metrics
+        else:
+            assert metrics["mean_val_accuracy"] == pytest.approx(trial.mean)
+            assert metrics["std_val_accuracy"] == pytest.approx(trial.std)
+        for seed in trial.seeds:
+            assert metrics[f"val_accuracy_seed_{seed.seed}"] == pytest.approx(seed.val_accuracy)
+        seed_runs = [r for r in runs.values() if r.data.tags.get(PARENT) == run.info.run_id]
+        assert sorted(int(r.data.tags["seed"]) for r in seed_runs) == sorted(s.seed for s in trial.seeds)
+    assert not [r for r in runs.values() if r.info.status == "RUNNING"]
+
+
+def test_seed_runs_hold_the_curves_by_update_step_eta_and_confusion_matrix(store, logged_study, population):
+    _, trials, ids, _ = logged_study
+    splits = population[0]
+    runs = runs_of(store, "tree")
+    for trial in trials:
+        for seed in trial.seeds:
+            (run,) = [r for r in runs if r.data.tags.get(PARENT) == ids[trial.number]
+                      and r.data.tags["seed"] == str(seed.seed)]
+            assert run.info.status == {"finished": "FINISHED", "stopped": "KILLED"}[seed.status]
+            assert run.data.tags["status"] == seed.status
+            history = seed.history
+            active = ~np.all(np.isnan(np.stack([v[:, seed.member] for v in history.metrics.values()])), axis=0)
+            for name, values in history.metrics.items():
+                steps, logged = steps_and_values(store, run.info.run_id, name)
+                assert steps == history.steps[active].tolist()
+                np.testing.assert_allclose(logged, values[active, seed.member], rtol=1e-12)
+            steps, epochs = steps_and_values(store, run.info.run_id, "epoch")
+            np.testing.assert_allclose(epochs, np.asarray(steps) / history.batches_per_epoch)
+            steps, eta = steps_and_values(store, run.info.run_id, "eta")
+            assert steps == list(range(history.eta.size))  # 20 update steps: all of them
+            np.testing.assert_allclose(eta, history.eta, rtol=1e-12)
+            assert run.data.metrics["final_val_accuracy"] == pytest.approx(seed.val_accuracy)
+
+            folder = Path(store.download_artifacts(run.info.run_id, ""))
+            report = json.loads((folder / "confusion_val.json").read_text())
+            counts = np.zeros((10, 10), int)
+            for true, predicted in zip(splits.val.y, seed.val_pred):
+                counts[true, predicted] += 1
+            assert report["confusion_matrix"] == counts.tolist()
+            assert report["class_names"] == list(splits.label_names)
+            assert report["accuracy"] == pytest.approx(np.mean(seed.val_pred == splits.val.y))
+            with Image.open(folder / "confusion_val.png") as image:
+                assert image.format == "PNG" and image.size == (648, 576)  # 9 x 8 inches at 72 dpi
+
+
+@pytest.mark.parametrize("error, status", [(ValueError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED"),
+                                           (SystemExit(130), "KILLED"), (SystemExit(0), "FINISHED")])
+def test_every_run_ends_when_the_block_raises(store, population, error, status):
+    experiment = f"raise-{type(error).__name__}-{status}"
+    with pytest.raises(type(error)):
+        with tracking.StudyRun(experiment, "raises", {"a": 1}, {}) as study:
+            study.log_trials(trial_records(population)[:1])
+            raise error
+    runs = runs_of(store, experiment)
+    assert len(runs) == 4  # study, trial, two seeds
+    assert store.get_run(study.run_id).info.status == status
+    assert sorted(r.info.status for r in runs if r.info.run_id != study.run_id) == ["FINISHED"] * 3
+
+
+def test_a_failure_while_logging_a_seed_ends_its_runs_failed(store, population):
+    trial = trial_records(population)[0]
+    broken = replace(trial, seeds=[trial.seeds[0], replace(trial.seeds[1], member=99)])  # no such column
+    with pytest.raises(IndexError):
+        with tracking.StudyRun("broken", "broken", {}, {}) as study:
+            study.log_trials([broken])
+    statuses = {r.data.tags.get("level"): r.info.status for r in runs_of(store, "broken")
+                if r.data.tags.get("seed") != "1"}
+    assert statuses == {"study": "FAILED", "trial": "FAILED", "seed": "FAILED"}
+
+
+def test_eta_keeps_every_turning_point_and_at_most_about_eta_points():
+    eta = cyclic_lr(np.arange(3600), 1e-5, 1e-1, 900, "triangular", 1.0)  # 2 cycles of the coarse study
+    steps = tracking.eta_steps(eta)
+    assert len(steps) <= tracking.ETA_POINTS + 5
+    assert {0, 900, 1800, 2700, 3599} <= set(steps.tolist())
+    assert np.all(np.diff(steps) > 0)
+    metrics = tracking.eta_metrics(eta, timestamp=0)
+    assert [m.step for m in metrics] == steps.tolist()
+    assert [m.value for m in metrics] == eta[steps].tolist()
+    assert max(m.value for m in metrics) == eta.max()
+    short = np.linspace(0, 1, 50)
+    assert tracking.eta_steps(short).tolist() == list(range(50))
+
+
+def matrices(n=3):
+    """``n`` predictions of 2000 labels, more accurate each time, and the labels."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 2000)
+    return y, [np.where(rng.random(2000) < 0.4 + 0.2 * k, y, rng.integers(0, 10, 2000)) for k in range(n)]
+
+
+def full_redraw(figure):
+    """Pixels of the reused figure drawn whole, as a new figure would be."""
+    for artist in figure.figure.get_children():
+        artist.set_animated(False)
+    for artist in figure.figure.axes[0].get_children():
+        artist.set_animated(False)
+    canvas = FigureCanvasAgg(figure.figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())
+
+
+def test_reused_confusion_figure_draws_what_plots_draws():
+    names = tuple("abcdefghij")
+    y, predictions = matrices()
+    figure = tracking.ConfusionFigure()
+    for k, pred in enumerate(predictions):
+        pixels = figure.draw(y, pred, names, title=f"validation, seed {k}").copy()
+    assert pixels.shape == (576, 648, 4)  # 9 x 8 inches at 72 dpi
+    fresh = plots.confusion_matrix(y, pred, names, title="validation, seed 2")
+    ax, fresh_ax = figure.figure.axes[0], fresh.axes[0]
+    assert [t.get_text() for t in ax.texts] == [t.get_text() for t in fresh_ax.texts]
+    assert [t.get_color() for t in ax.texts] == [t.get_color() for t in fresh_ax.texts]
+    assert ax.get_title() == fresh_ax.get_title()
+    np.testing.assert_array_equal(ax.images[0].get_array(), fresh_ax.images[0].get_array())
+    assert ax.images[0].get_clim() == fresh_ax.images[0].get_clim()
+    assert figure.figure.axes[1].get_ylim() == fresh.axes[1].get_ylim()  # the colour bar follows
+    # Composed over the kept background, the pixels are those of the whole figure drawn anew
+    # (but for the odd anti-aliased pixel where the left spine meets the cells).
+    assert np.mean(np.any(full_redraw(figure) != pixels, axis=-1)) < 1e-4
+
+
+def test_a_style_drawing_over_the_cells_makes_the_figure_redraw_whole():
+    y, predictions = matrices()
+    with matplotlib.rc_context({"axes.grid": True, "xtick.direction": "in"}):
+        figure = tracking.ConfusionFigure()
+        for k, pred in enumerate(predictions):
+            pixels = figure.draw(y, pred, tuple("abcdefghij"), title=f"seed {k}").copy()
+        np.testing.assert_array_equal(full_redraw(figure), pixels)
+
+
+def test_confusion_report_counts_true_rows_against_predicted_columns():
+    report = tracking.confusion_report([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], ("a", "b", "c"))
+    assert report["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    assert report["class_names"] == ["a", "b", "c"] and report["n_images"] == 6
+
+
+def test_git_commit_is_the_short_hash_of_the_checkout():
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(tracking.__file__).parent,
+                         capture_output=True, text=True)
+    assert tracking.git_commit() == (out.stdout.strip() if out.returncode == 0 else "unknown")
