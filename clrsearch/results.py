@@ -8,6 +8,10 @@ In the output file a section sits between ``<!-- section: NAME -->`` and
 others as they are, so sections can be produced by separate runs (and added
 by other modules). Progress goes to stderr.
 
+Section ``search``: the default ``python -m clrsearch.coarse`` then
+``python -m clrsearch.fine`` in the working directory, their tables, the final
+model's validation and test accuracy and the time split.
+
 Section ``core``:
 
 - the gradient check of SPEC, both scenarios (``python -m clrsearch.gradcheck``);
@@ -241,9 +245,76 @@ def figure_markdown(name, runs, folder):
     return lines
 
 
+# ---------------------------------------------------------------- section search
+
+FINAL_TARGET = 51.0  # test accuracy of the final model, % (original report 51.14%, validation 52.5%)
+
+
+def search_section(data_dir):
+    """The default coarse study, then the default fine study and final model; markdown.
+
+    Both run as the commands a user types, in the working directory, so their
+    runs land in the MLflow store there (``mlflow ui`` shows them).
+    """
+    import json
+    import os
+    import subprocess
+
+    env = dict(os.environ)
+    if data_dir:
+        env["CLRSEARCH_DATA"] = str(data_dir)
+    outputs = {}
+    for kind in ("coarse", "fine"):
+        command = [sys.executable, "-m", f"clrsearch.{kind}", "--json"]
+        log(f"{kind} study: {' '.join(command[1:])}")
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"python -m clrsearch.{kind} failed with status {done.returncode}")
+        outputs[kind] = json.loads(done.stdout.strip().splitlines()[-1])
+        outputs[kind]["wall_seconds"] = time.perf_counter() - started
+    return search_markdown(outputs["coarse"], outputs["fine"])
+
+
+def _optional_pct(value):
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else pct(value)
+
+
+def search_markdown(coarse, fine):
+    final = fine["final"]
+    lines = ["## Lambda search and the final model", "",
+             "On the offline CIFAR-10 copy, in the project root (so `mlflow ui` there shows these runs):", "",
+             "```", "python -m clrsearch.coarse", "python -m clrsearch.fine", "python -m clrsearch.evaluate", "```",
+             ""]
+    for name, out in (("Coarse", coarse), ("Fine", fine)):
+        lines += [f"### {name} study `{out['study']}`", "",
+                  "| trial | λ | mean val accuracy | std | per seed | state |", "|---|---|---|---|---|---|"]
+        for row in out["trials"]:
+            mean, std = (_optional_pct(row[key]) for key in ("mean_val_accuracy", "std_val_accuracy"))
+            lines.append(f"| {row['trial']} | {row['lam']:.4g} | {mean} | {std} | {row['val_accuracies']} | "
+                         f"{row['state']} |")
+        best = out["best"]
+        seconds = out["seconds"]
+        lines += ["", f"Best: λ = {best['lam']:.4g}, validation accuracy {pct(best['mean_val_accuracy'])} "
+                      f"± {pct(best['std_val_accuracy'])}.",
+                  "", "Wall time " + f"{out['wall_seconds']:.0f} s (" +
+                  ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + ").", ""]
+    ok = 100 * final["test_accuracy"] >= FINAL_TARGET
+    lines += ["### Final model", "",
+              f"λ = {final['lam']:.4g}, 3 cycles of 2 × 900 steps, registered as "
+              f"`models:/clrsearch-cifar10/{final['model_version']}` (alias `champion`).", "",
+              "| | ours | original report |", "|---|---|---|",
+              f"| validation accuracy | {pct(final['val_accuracy'])} | 52.5% |",
+              f"| test accuracy | {pct(final['test_accuracy'])} | 51.14% |",
+              f"| test accuracy, snapshot ensemble of the cycle ends | {pct(final['ensemble_test_accuracy'])} | — |",
+              f"| training accuracy | {pct(final['train_accuracy'])} | — |", "",
+              f"Done when: final test accuracy ≥ {FINAL_TARGET:g}%: {yes_no(ok)}.", ""]
+    return "\n".join(lines)
+
+
 # Section name -> function(data_dir) returning the section's markdown; the
 # file keeps the sections in the order they were first written.
-SECTIONS = {"core": core_section}
+SECTIONS = {"core": core_section, "search": search_section}
 
 
 # ---------------------------------------------------------------- the file
