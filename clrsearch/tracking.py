@@ -21,6 +21,12 @@ test_accuracy and final_val_accuracy, the test confusion matrix
 (confusion_test.png, .json) and the model, registered as ``clrsearch-cifar10``
 with the alias ``champion`` moved to the new version.
 
+Every run carries the tag ``clrsearch.worker`` (host:pid:start of the process
+that created it) and a study run the tag ``clrsearch.heartbeat``, refreshed
+while it runs. ``end_dead_runs`` ends as KILLED the runs a killed process left
+RUNNING: at once when the process was on this host, after the grace period
+without a heartbeat otherwise.
+
 Each run is written with one ``MlflowClient.log_batch`` and one
 ``log_artifacts`` call, and the confusion matrices of a study are drawn on one
 reused figure, so that tracking costs a few percent of a study's time.
@@ -34,6 +40,7 @@ import math
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,7 +54,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from . import plots
+from . import plots, workers
 from .errors import UsageError
 
 EXPERIMENT = "clrsearch"
@@ -57,6 +64,10 @@ ETA_POINTS = 100  # at most this many regularly spaced eta values per run, plus 
 FIGURE_DPI = 100  # study figures and the test confusion matrix
 CONFUSION_DPI = 72  # the per-seed validation confusion matrices: 648 x 576 pixels
 MODEL_NAME = "model"  # name of the logged model within its run
+
+WORKER_TAG = "clrsearch.worker"  # host:pid:start of the process that created a run
+HEARTBEAT_TAG = "clrsearch.heartbeat"  # unix time, refreshed while a study run runs
+CHILD_RUN_SECONDS = 600  # a trial, seed or final run of another host still RUNNING after this is dead
 
 # How a trial's Optuna state and a seed's training status end their runs.
 TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -106,7 +117,8 @@ class StudyRun:
 
     The run ends FINISHED when the block ends, KILLED on ``KeyboardInterrupt``
     and FAILED on any other exception; its metric ``tracking_seconds`` is the
-    time spent in this object's methods.
+    time spent in this object's methods. While it runs, a thread refreshes its
+    ``clrsearch.heartbeat`` tag every ``workers.heartbeat_seconds()``.
 
     Parameters
     ----------
@@ -115,6 +127,8 @@ class StudyRun:
     params : dict, flat, the whole config (values are logged as str)
     tags : dict, e.g. study, kind ("coarse" or "fine"), sampler; ``git_commit``
         is added unless given
+    run_id : str, optional, an existing study run to log trials under (the
+        helper workers of ``--workers N``); it is neither created nor ended here
 
     Attributes
     ----------
@@ -123,23 +137,28 @@ class StudyRun:
     """
 
     def __init__(self, experiment: str = EXPERIMENT, run_name: str | None = None,
-                 params: dict | None = None, tags: dict | None = None):
+                 params: dict | None = None, tags: dict | None = None, run_id: str | None = None):
         self.experiment = experiment
         self.run_name = run_name
         self.params = dict(params or {})
         self.tags = dict(tags or {})
-        self.run_id = None
+        self.run_id = run_id
         self.experiment_id = None
         self.tracking_seconds = 0.0
+        self._attached = run_id is not None
         self._client = None
+        self._heartbeat = None
         self._confusion = ConfusionFigure(CONFUSION_DPI)
         self._trial_runs = {}  # trial number -> run id
 
     def __enter__(self):
         with self._timed():
             self._client = MlflowClient()
+            if self._attached:
+                self.experiment_id = self._client.get_run(self.run_id).info.experiment_id
+                return self
             self.experiment_id = experiment_id(self._client, self.experiment)
-            tags = {"level": "study", **self.tags}
+            tags = {"level": "study", **self.tags, HEARTBEAT_TAG: _beat()}
             if "git_commit" not in tags:
                 tags["git_commit"] = git_commit()
             self.run_id = _create_run(self._client, self.experiment_id, self.run_name, tags)
@@ -148,9 +167,13 @@ class StudyRun:
             except BaseException as error:
                 _end(self._client, self.run_id, _error_status(error), quiet=True)
                 raise
+            self._heartbeat = _RunHeartbeat(self.run_id)
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self._attached:
+            return False
+        self._heartbeat.stop()
         status = "FINISHED" if exc is None else _error_status(exc)
         if status == "FINISHED":
             with contextlib.suppress(MlflowException):
@@ -396,6 +419,79 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     return experiment.experiment_id
 
 
+def check_store(experiment: str = EXPERIMENT) -> None:
+    """Raise UsageError unless the tracking store answers and ``experiment`` is not deleted.
+
+    Creates no run and no experiment, so that a study refused here leaves
+    nothing behind in MLflow.
+    """
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    try:
+        found = MlflowClient().get_experiment_by_name(experiment)
+    except Exception as error:  # MlflowException, or the store's own error for a bad URI or a dead server
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"cannot use the MLflow tracking store {_redact(uri)} ({reason}); point "
+                         f"MLFLOW_TRACKING_URI at a running server (http://HOST:5000) or a database, "
+                         f"or unset it for sqlite:///mlflow.db") from None
+    if found is not None and found.lifecycle_stage != "active":
+        raise UsageError(f"MLflow experiment {experiment!r} is deleted; restore it "
+                         f"(mlflow experiments restore --experiment-id {found.experiment_id}) "
+                         f"or choose another experiment name")
+
+
+def end_dead_runs(experiment: str = EXPERIMENT) -> int:
+    """End as KILLED the runs of ``experiment`` left RUNNING by processes that died; returns how many.
+
+    A run's process is dead when it was on this host and is gone, or when it
+    was elsewhere and the run's heartbeat is older than
+    ``workers.grace_seconds()`` (a run without heartbeat, i.e. a trial, seed
+    or final run, after ``CHILD_RUN_SECONDS``). Runs without the worker tag
+    are left alone.
+    """
+    from mlflow.entities import ViewType
+
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return 0
+    grace, now = workers.grace_seconds(), time.time()
+    running, token = [], None
+    while True:
+        page = client.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+        running.extend(page)
+        token = page.token
+        if not token:
+            break
+    ended = 0
+    for run in running:
+        worker = run.data.tags.get(WORKER_TAG)
+        if worker is None:
+            continue
+        alive = workers.alive(worker)
+        if alive is None:
+            beat = run.data.tags.get(HEARTBEAT_TAG)
+            last = float(beat) if beat else run.info.start_time / 1000
+            alive = now - last <= (grace if beat else max(grace, CHILD_RUN_SECONDS))
+        if not alive:
+            with contextlib.suppress(MlflowException):
+                client.set_tag(run.info.run_id, "clrsearch.ended", f"its process {worker} died")
+                client.set_terminated(run.info.run_id, "KILLED")
+                ended += 1
+    return ended
+
+
+def _redact(uri: str) -> str:
+    """A URI without its password."""
+    if "://" in uri and "@" in uri:
+        scheme, rest = uri.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+    return uri
+
+
 def curve_metrics(history, member: int, timestamp: int) -> list[Metric]:
     """The learning curves of one member, one metric per name and evaluation point, step = update step.
 
@@ -563,8 +659,36 @@ def _json_safe(obj):
 
 
 def _create_run(client, exp_id, run_name, tags) -> str:
+    tags = {WORKER_TAG: workers.identity(), **tags}
     run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
     return run.info.run_id
+
+
+def _beat() -> str:
+    return f"{time.time():.0f}"
+
+
+class _RunHeartbeat:
+    """Refreshes a run's heartbeat tag in a background thread until ``stop``."""
+
+    def __init__(self, run_id: str):
+        self._run_id = run_id
+        self._stop = threading.Event()
+        self._seconds = workers.heartbeat_seconds()
+        self._thread = threading.Thread(target=self._run, name="clrsearch-run-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        client = MlflowClient()
+        while not self._stop.wait(self._seconds):
+            try:
+                client.set_tag(self._run_id, HEARTBEAT_TAG, _beat())
+            except Exception:  # a missed beat is retried at the next interval
+                pass
 
 
 def scalar_metrics(values: dict, timestamp: int, step: int = 0) -> list[Metric]:
