@@ -4,86 +4,167 @@
 wrappers around :func:`main`.
 """
 
+import dataclasses
 import json
 import math
+import os
+import shlex
 import sys
 import time
 
 import numpy as np
 
-from . import cli, plots, search, storage, tracking
+from . import cli, plots, search, storage, tracking, workers
+from .config import DEFAULT_SEARCH
 from .errors import UsageError
-from .settings import flat_params, load_search_config, search_parser, take_auto_eta
+from .settings import apply_overrides, flat_params, load_search_config, search_parser, take_auto_eta
 
 
 def main(kind, argv=None, description=None):
     """Parse the flags of ``kind`` ("coarse" or "fine"), run the study, print its summary."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = search_parser(kind, description or __doc__).parse_args(argv)
+    helper = workers.helper_payload()
+    if helper is not None:
+        config = apply_overrides(DEFAULT_SEARCH[kind], helper["config"], source=f"${workers.HELPER_ENV}")
+        try:
+            return run(config, quiet=True, as_json=helper["as_json"], helper=helper)
+        except KeyboardInterrupt:  # the parent stopped before this helper claimed a trial
+            raise SystemExit(130)
     auto_eta = take_auto_eta(args)
     config = load_search_config(kind, args)
-    return run(config, quiet=args.quiet or args.json, as_json=args.json, auto_eta=auto_eta)
+    command = shlex.join(["python", "-m", f"clrsearch.{kind}", *argv])
+    try:
+        return run(config, quiet=args.quiet or args.json, as_json=args.json, auto_eta=auto_eta,
+                   n_workers=args.workers, argv=argv, command=command)
+    except KeyboardInterrupt:  # before any trial ran: the study, if created, resumes from its queue
+        print(f"\ninterrupted before any trial ran; to start the study, run the same command again: {command}",
+              file=sys.stderr)
+        raise SystemExit(130)
 
 
-def run(config, quiet=False, as_json=False, auto_eta=()):
+def run(config, quiet=False, as_json=False, auto_eta=(), n_workers=1, argv=(), command=None, helper=None):
     """Run the study of ``config``; returns the exit status.
 
     ``auto_eta`` names the learning-rate bounds ("eta_min", "eta_max") to take
     from an LR range test run on the study's data before the trials.
+    ``n_workers`` > 1 starts that many - 1 helper processes running ``argv``
+    once the study is prepared. ``helper`` is what a helper got from its
+    parent (see :mod:`clrsearch.workers`): it trains trials, prints a line per
+    trial, and leaves the summary to its parent.
+
+    Everything that can be refused (flags, TOML, the storage URL, the tracking
+    store, the data) is checked before the study or any MLflow run exists.
     """
     from .data import load_splits
 
     started = time.perf_counter()
     timer = search.Timer()
     study_cfg = config.study
+    say = (lambda *a: None) if as_json else print
     url = storage.storage_url(study_cfg.storage)
+    workers.grace_seconds()  # checks the timing variables
+    if helper is None:
+        tracking.check_store(study_cfg.experiment)
+        blas_threads = max(1, workers.cpus() // n_workers) if n_workers > 1 else None
+    else:
+        workers.die_with_parent(helper["parent_pid"])
+        blas_threads = helper["blas_threads"]
     d = config.data
     splits = load_splits(d.split, d.data_dir, val_size=d.val_size, split_seed=d.split_seed, n_train=d.n_train,
-                         dtype=np.dtype(config.train.dtype))
+                         dtype=np.dtype(config.train.dtype), download=d.data_dir is None)
     if config.train.n_batch > splits.train.n:
         raise UsageError(f"n_batch ({config.train.n_batch}) is larger than the training set ({splits.train.n} images)")
     timer.add("data", time.perf_counter() - started)
     if auto_eta:
-        config = with_range_test_etas(config, splits, auto_eta, quiet, (lambda *a: None) if as_json else print)
+        config = with_range_test_etas(config, splits, auto_eta, quiet, say)
 
-    with storage.study_lock(url):
-        study_storage = storage.open_storage(url)
-        grid = fine_grid(config, study_storage) if study_cfg.kind == "fine" else None
-        study = search.create_or_load(config, study_storage, grid)
+    with workers.sigterm_as_interrupt(), workers.blas_threads(blas_threads):
+        with storage.study_lock(url):
+            study_storage = storage.open_storage(url)
+            grid = fine_grid(config, study_storage) if study_cfg.kind == "fine" else None
+            study = search.create_or_load(config, study_storage, grid)
+        total = len(grid) if grid else study_cfg.n_trials
+        config = per_worker(config, total, n_workers)
+        if helper is not None:
+            with tracking.StudyRun(study_cfg.experiment, run_id=helper["parent_run_id"]) as parent:
+                try:
+                    run_trials(study, config, splits, parent, grid, timer, quiet=True, say=say)
+                except KeyboardInterrupt:
+                    raise SystemExit(130)
+            return 0
+        return run_study(study, config, splits, grid, url, timer, started, quiet, as_json, say, n_workers,
+                         argv, command)
 
+
+def run_study(study, config, splits, grid, url, timer, started, quiet, as_json, say, n_workers, argv, command):
+    """The parent process of a study: its MLflow run, the helpers, the trials, the summary, the final model."""
+    study_cfg = config.study
+    tracking.end_dead_runs(study_cfg.experiment)
     tags = {"study_name": study_cfg.name, "kind": study_cfg.kind, "sampler": study_cfg.sampler,
-            "storage": _redact(url), "git_commit": tracking.git_commit()}
+            "storage": storage.redact(url), "git_commit": tracking.git_commit(), "workers": n_workers}
     params = flat_params(config)
     if grid:
         params["study.grid"] = ",".join(f"{g:g}" for g in grid)
-    say = (lambda *a: None) if as_json else print
+    total = len(grid) if grid else study_cfg.n_trials
+    status = 0
     with tracking.StudyRun(study_cfg.experiment, f"{study_cfg.kind}:{study_cfg.name}", params, tags) as parent:
+        helpers = []
         try:
+            if n_workers > 1:
+                resolved = dataclasses.replace(config, study=dataclasses.replace(study_cfg, grid=tuple(grid or ())))
+                payload = {"parent_pid": os.getpid(), "parent_run_id": parent.run_id, "as_json": as_json,
+                           "config": dataclasses.asdict(resolved),
+                           "blas_threads": max(1, workers.cpus() // n_workers)}
+                helpers = workers.spawn(study_cfg.kind, argv, n_workers - 1, payload)
+                say(f"{n_workers} workers: this process and pid {', '.join(str(h.pid) for h in helpers)}")
             run_trials(study, config, splits, parent, grid, timer, quiet, say)
+            for helper in helpers:
+                helper.wait()
         except KeyboardInterrupt:
+            workers.interrupt(helpers)
             done = len(search.finished_trials(study))
-            print(f"\ninterrupted: study {study_cfg.name!r} has {done} finished trial(s), kept in {_redact(url)}; "
-                  f"run the same command again to resume", file=sys.stderr)
+            print(f"\ninterrupted: study {study_cfg.name!r} has {done} of {total} trials finished, kept in "
+                  f"{storage.redact(url)}", file=sys.stderr)
+            print(f"to resume it, run the same command again: {command or 'the same command'}", file=sys.stderr)
             raise SystemExit(130)
+        for helper in helpers:
+            if helper.returncode != 0:
+                status = status or workers.exit_status(helper.returncode)
+                print(f"worker pid {helper.pid} ended with status {workers.exit_status(helper.returncode)}; "
+                      f"its unfinished trials were run again", file=sys.stderr)
         rows = search.trials_table(study)
         say(search.format_table(rows, study_cfg.n_seeds))
         logging_started = time.perf_counter()
         parent.log_summary(rows, study_figures(study, rows, study_cfg.kind))
         timer.add("tracking", time.perf_counter() - logging_started)
-        summary = {"study": study_cfg.name, "kind": study_cfg.kind, "storage": _redact(url),
+        summary = {"study": study_cfg.name, "kind": study_cfg.kind, "storage": storage.redact(url),
                    "trials": rows, "best": search.best_row(rows), "mlflow_run_id": parent.run_id}
         if study_cfg.kind == "fine" and study_cfg.final:
             summary["final"] = run_final(config, splits, summary["best"], parent, timer, quiet, say)
         timer.seconds["total"] = time.perf_counter() - started
         parent.log_metrics({f"seconds_{name}": value for name, value in timer.seconds.items()})
+    tracking.end_dead_runs(study_cfg.experiment)
     summary["seconds"] = {name: round(value, 2) for name, value in timer.seconds.items()}
     say("time: " + ", ".join(f"{name} {value:.1f} s" for name, value in summary["seconds"].items()))
     if as_json:
         print(json.dumps(summary, default=_json_default))
-    return 0
+    return status
+
+
+def per_worker(config, total, n_workers):
+    """``config`` with at most ceil(total / n_workers) trials per population, so that every worker gets some."""
+    limit = min(config.study.trials_per_population, math.ceil(total / n_workers))
+    return dataclasses.replace(config, study=dataclasses.replace(config.study, trials_per_population=limit))
 
 
 def run_trials(study, config, splits, parent, grid, timer, quiet, say):
-    """Claim and train populations until no trial is left; wait while other workers finish theirs."""
+    """Claim and train populations until no trial is left; wait while other workers finish theirs.
+
+    Trials of dead workers are failed and enqueued again before each claim.
+    On any exception (Ctrl-C included) the trials of the population in hand
+    that are not recorded yet are given back.
+    """
     study_cfg = config.study
     total = len(grid) if grid else study_cfg.n_trials
     waiting_said = False
@@ -97,28 +178,37 @@ def run_trials(study, config, splits, parent, grid, timer, quiet, say):
             if not waiting_said:
                 say(f"waiting for {running} trial(s) running in other workers")
                 waiting_said = True
-            time.sleep(storage.HEARTBEAT_SECONDS)
+            time.sleep(workers.heartbeat_seconds())
             continue
         waiting_said = False
-        done = len(search.finished_trials(study))
-        label = f"trials {done + 1}-{done + len(trials)} of {total}" if len(trials) > 1 else f"trial {done + 1} of {total}"
-        best = search.best_row(search.trials_table(study))
-        with storage.Heartbeat(study, trials), \
-                cli.progress_bar(config.train.total_steps, "step", quiet, label) as bar:
-            if bar is not None and best is not None:
-                bar.set_postfix_str(f"best {100 * best['mean_val_accuracy']:.2f}% at lambda {best['lam']:.3g}")
-            try:
-                outcome = search.train_population(trials, config, splits, grid, progress=bar, timer=timer)
-            except BaseException:
-                for trial in trials:
-                    storage.give_back(study, trial, "interrupted")
-                raise
+        try:
+            train_and_tell(study, trials, config, splits, parent, grid, timer, quiet, say, total)
+        except BaseException:
+            storage.give_back(study, trials)
+            raise
+
+
+def train_and_tell(study, trials, config, splits, parent, grid, timer, quiet, say, total):
+    """Train one population, record it in the study, then in MLflow."""
+    study_cfg = config.study
+    done = len(search.finished_trials(study))
+    label = f"trials {done + 1}-{done + len(trials)} of {total}" if len(trials) > 1 else f"trial {done + 1} of {total}"
+    best = search.best_row(search.trials_table(study))
+    with storage.Heartbeat(study, trials), \
+            cli.progress_bar(config.train.total_steps, "step", quiet, label) as bar:
+        if bar is not None and best is not None:
+            bar.set_postfix_str(f"best {100 * best['mean_val_accuracy']:.2f}% at lambda {best['lam']:.3g}")
+        outcome = search.train_population(trials, config, splits, grid, progress=bar, timer=timer)
         summaries = search.tell(study, outcome, splits, study_cfg.n_seeds)
-        logging_started = time.perf_counter()
-        parent.log_trials(trial_records(outcome, summaries, config, splits))
-        timer.add("tracking", time.perf_counter() - logging_started)
-        for trial, lam, state, (mean, std, _) in zip(trials, outcome.lams, outcome.states, summaries):
-            say(f"trial {trial.number}: lambda {lam:.4g}  val accuracy {100 * mean:.2f} ± {100 * std:.2f} %  {state}")
+    logging_started = time.perf_counter()
+    parent.log_trials(trial_records(outcome, summaries, config, splits))
+    timer.add("tracking", time.perf_counter() - logging_started)
+    for trial, lam, state, summary in zip(trials, outcome.lams, outcome.states, summaries):
+        if summary is None:
+            say(f"trial {trial.number}: lambda {lam:.4g}  taken over by another worker")
+        else:
+            say(f"trial {trial.number}: lambda {lam:.4g}  val accuracy {100 * summary[0]:.2f} ± "
+                f"{100 * summary[1]:.2f} %  {state}")
 
 
 def with_range_test_etas(config, splits, names, quiet, say):
@@ -146,6 +236,8 @@ def trial_records(outcome, summaries, config, splits):
     protocol = search.protocol_params(config)
     records = []
     for i, trial in enumerate(outcome.trials):
+        if summaries[i] is None:
+            continue
         seeds = []
         for j, seed in enumerate(config.study.seeds):
             m = i * n_seeds + j
@@ -250,15 +342,6 @@ def ensemble_predict(networks, X):
 
     P = sum(network.forward(p, X) for p in networks) / len(networks)  # (C, N)
     return np.argmax(P, axis=0)
-
-
-def _redact(url):
-    """A storage URL without its password."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
-    return url
 
 
 def _json_default(value):

@@ -152,24 +152,24 @@ def protocol_params(config):
 
 def finished_trials(study):
     """Trials that count as done: completed, pruned, or failed for a reason of their own (e.g. diverged)."""
-    done = []
-    for t in study.get_trials(deepcopy=False):
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            done.append(t)
-        elif t.state == TrialState.FAIL and t.user_attrs.get("final_failure"):
-            done.append(t)
-    return done
+    return [t for t in study.get_trials(deepcopy=False) if storage.is_final(t)]
 
 
 def next_trials(study, config):
-    """Claim the next population of trials for this process; [] when nothing is left to start."""
+    """Claim the next population of trials for this process; [] when nothing is left to start.
+
+    Runs under :func:`storage.study_lock`: WAITING trials (enqueued points,
+    copies of dead workers' trials) are claimed first; an adaptive sampler is
+    then asked for as many new trials as the study still lacks.
+    """
     limit = config.study.trials_per_population
-    if config.study.sampler in ("random", "grid"):
-        return storage.claim_waiting(study, limit)
-    claimed = storage.claim_waiting(study, limit)  # retries of dead workers' trials come first
-    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) - len(claimed)
-    missing = config.study.n_trials - len(finished_trials(study)) - running - len(claimed)
-    return claimed + storage.ask(study, max(0, min(limit - len(claimed), missing)))
+    with storage.study_lock(storage.url_of(study)):
+        claimed = storage.claim_waiting(study, limit)
+        if config.study.sampler in ("random", "grid"):
+            return claimed
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) - len(claimed)
+        missing = config.study.n_trials - len(finished_trials(study)) - running - len(claimed)
+        return claimed + storage.ask(study, max(0, min(limit - len(claimed), missing)))
 
 
 def others_running(study):
@@ -248,13 +248,22 @@ def train_population(trials, config: SearchConfig, splits, grid=None, progress=N
 
 
 def tell(study, outcome: PopulationOutcome, splits, n_seeds):
-    """Record every trial of a population in the study; returns per-trial (mean, std, accuracies)."""
-    summaries = []
-    for i, trial in enumerate(outcome.trials):
-        members = list(range(i * n_seeds, (i + 1) * n_seeds))
-        accuracies = [float(np.mean(outcome.val_pred[m] == splits.val.y)) for m in members]
-        mean, std = float(np.mean(accuracies)), float(np.std(accuracies))
-        state = outcome.states[i]
+    """Record every trial of a population in the study.
+
+    Returns per trial (mean, std, accuracies), or None for a trial that is no
+    longer this worker's: another worker took it for dead (its heartbeat
+    stalled past the grace period) and a copy of it runs or ran elsewhere.
+    """
+    with storage.study_lock(storage.url_of(study)):
+        return [_tell_one(study, outcome, i, trial, splits, n_seeds) for i, trial in enumerate(outcome.trials)]
+
+
+def _tell_one(study, outcome, i, trial, splits, n_seeds):
+    members = list(range(i * n_seeds, (i + 1) * n_seeds))
+    accuracies = [float(np.mean(outcome.val_pred[m] == splits.val.y)) for m in members]
+    mean, std = float(np.mean(accuracies)), float(np.std(accuracies))
+    state = outcome.states[i]
+    try:
         trial.set_user_attr("val_accuracies", accuracies)
         trial.set_user_attr("val_accuracy_std", std)
         if state == "COMPLETE":
@@ -263,8 +272,11 @@ def tell(study, outcome: PopulationOutcome, splits, n_seeds):
             trial.set_user_attr("reason", outcome.reasons[i])
             trial.set_user_attr("final_failure", state == "FAIL")
             study.tell(trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
-        summaries.append((mean, std, accuracies))
-    return summaries
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            raise
+        return None
+    return mean, std, accuracies
 
 
 # ----------------------------------------------------------------------------- summaries

@@ -94,6 +94,8 @@ def search_parser(kind, description):
                             help="skip the final model")
         parser.add_argument("--ensemble", dest="study.ensemble", action="store_const", const=True,
                             help="register the snapshot ensemble of the final run")
+    parser.add_argument("--workers", type=cli.positive_int, default=1,
+                        help="processes on this machine sharing the study (default 1)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -148,17 +150,41 @@ def apply_overrides(config: SearchConfig, tables: dict, source: str) -> SearchCo
         current = getattr(config, section)
         if not isinstance(values, dict):
             raise UsageError(f"{source}: [{section}] must be a table")
-        fields = {f.name for f in dataclasses.fields(current)}
+        types = {f.name: f.type for f in dataclasses.fields(current)}
+        fields = set(types)
         bad = sorted(set(values) - fields)
         if bad:
             raise UsageError(f"{source}: unknown key {bad[0]!r} in [{section}]; known keys: {', '.join(sorted(fields))}")
         if "grid" in values:
             values = {**values, "grid": _grid_tuple(values["grid"], source)}
+        for name, value in values.items():
+            _check_type(value, types[name], f"{source}: [{section}] {name}")
         try:
             sections[section] = dataclasses.replace(current, **values)
         except UsageError as error:
             raise UsageError(f"{source}: [{section}] {error}") from None
     return SearchConfig(**sections)
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", tuple: "a list"}
+
+
+def _check_type(value, annotation, where):
+    """Raise UsageError unless ``value`` fits a config field annotated ``annotation`` (e.g. ``int | None``)."""
+    kinds = [k for k in getattr(annotation, "__args__", (annotation,)) if k is not type(None)]
+    if value is None and len(kinds) < len(getattr(annotation, "__args__", (annotation,))):
+        return
+    for kind in kinds:
+        if kind is bool and isinstance(value, bool):
+            return
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return
+        if kind in (str, tuple) and isinstance(value, kind):
+            return
+    wanted = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+    raise UsageError(f"{where} must be {wanted}, not {value!r}")
 
 
 def _grid_tuple(grid, source):

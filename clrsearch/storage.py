@@ -1,52 +1,94 @@
 """Where studies live and how workers share them safely.
 
-A study is an Optuna study in an RDB storage (SQLite by default, PostgreSQL to
-share it between machines). The lambdas of random and grid studies are
-enqueued once, up front, as WAITING trials; workers claim them one by one
-with Optuna's atomic WAITING -> RUNNING transition, so no point is ever
-handed to two workers. Running trials beat a heartbeat; a trial whose worker
-died is failed (at once when the worker was on this machine, otherwise after
-the grace period) and a copy with the same lambda is enqueued again.
+A study is an Optuna study in an RDB storage: SQLite by default (one machine,
+any number of processes), PostgreSQL to share it between machines. Every
+lambda of a study has a *slot*: the lambdas of random and grid studies are
+enqueued once, up front, as WAITING trials of slots 0, 1, ...; a trial asked
+from TPE gets its own number as slot.
+
+Every change of a trial's owner happens under :func:`study_lock` (a file
+lock beside a SQLite database, an advisory lock in PostgreSQL): creating the
+study and its tables, claiming WAITING trials (WAITING -> RUNNING), failing
+the trials of dead workers and enqueueing their copies. Optuna's own
+WAITING -> RUNNING transition is not atomic on SQLite, and two workers failing
+the same stale trial would otherwise both enqueue a copy; under the lock a
+slot is claimed by one worker and has at most one live trial.
+
+Running trials beat a heartbeat. A trial whose worker died is failed (at once
+when the worker was on this machine, after the grace period through Optuna's
+``fail_stale_trials`` otherwise) and a copy of its slot with the same lambda
+is enqueued, up to ``MAX_DEATHS`` times per slot. A trial given back on
+Ctrl-C is failed with the reason "interrupted" and enqueued again; that does
+not count as a death.
 """
 
 import contextlib
 import fcntl
-import os
-import socket
 import threading
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from . import workers
 from .errors import UsageError
 
 DEFAULT_STORAGE = "sqlite:///studies/clrsearch.db"
-SCHEMES = ("sqlite", "postgresql", "mysql")
-HEARTBEAT_SECONDS = 5  # how often a running trial says it is alive
-GRACE_SECONDS = 20  # silence after which another worker fails the trial
-MAX_RETRIES = 3  # copies enqueued for a trial whose worker died
-WORKER_ATTR = "clrsearch:worker"  # host:pid of the process running a trial
+SCHEMES = ("sqlite", "postgresql")
+DRIVER_HINT = "pip install psycopg2-binary (or pip install 'clrsearch[postgres]')"
+MAX_DEATHS = 5  # copies enqueued for a slot whose workers died
+WORKER_ATTR = "clrsearch:worker"  # host:pid:start of the process running a trial
+SLOT = "slot"  # user attr: which lambda of the study a trial evaluates
+INTERRUPTED = "interrupted"  # reason of a trial given back on Ctrl-C
+_ADVISORY_KEY = 20151506  # pg_advisory_lock key of study_lock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-# Heartbeats and their retry callback are marked experimental in Optuna; they are what makes studies crash-safe.
+# Heartbeats are marked experimental in Optuna; they are what makes studies crash-safe.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def storage_url(url=None):
-    """The storage URL to use; relative SQLite paths get their folder created."""
+    """The storage URL to use, checked; relative SQLite paths get their folder created.
+
+    Raises UsageError for anything but a file-backed SQLite or a PostgreSQL
+    URL, and for a PostgreSQL URL whose driver is not installed.
+    """
+    import sqlalchemy
+
     url = url or DEFAULT_STORAGE
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     if scheme not in SCHEMES or "://" not in url:
         raise UsageError(f"storage {url!r} is not a database URL; use sqlite:///path.db or "
                          f"postgresql://USER@HOST/DB")
-    path = sqlite_path(url)
-    if path is not None:
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        dialect = parsed.get_dialect()
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
+        raise UsageError(f"storage {url!r} is not a valid database URL ({_first_line(error)}); use "
+                         f"sqlite:///path.db or postgresql://USER@HOST/DB") from None
+    if scheme == "sqlite":
+        path = sqlite_path(url)
+        if path is None or str(path) in ("", ":memory:"):
+            raise UsageError(f"storage {url!r} would live in memory and die with the process; give a file, "
+                             f"e.g. sqlite:///studies/clrsearch.db")
         if path.is_dir():
             raise UsageError(f"storage {url!r} names a folder; give a file, e.g. sqlite:///studies/clrsearch.db")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"cannot create the folder of the storage {url!r} ({error.strerror}); "
+                             f"give a path you can write to") from None
+    else:
+        if not parsed.database:
+            raise UsageError(f"storage {url!r} names no database; use postgresql://USER@HOST/DB")
+        try:
+            dialect.import_dbapi()
+        except ImportError:
+            raise UsageError(f"storage {url!r} needs the PostgreSQL driver {parsed.get_driver_name()}; "
+                             f"{DRIVER_HINT}") from None
     return url
 
 
@@ -59,10 +101,12 @@ def sqlite_path(url):
 
 @contextlib.contextmanager
 def study_lock(url):
-    """Serialise study creation and enqueueing among workers sharing ``url``.
+    """Serialise, among all workers sharing ``url``, what changes who owns which trial.
 
     SQLite: an exclusive lock on a file beside the database. PostgreSQL: a
-    session-level advisory lock. Other databases: no lock.
+    session-level advisory lock, taken on its own connection before any table
+    exists, so it also covers the creation of Optuna's tables. Either is
+    released when its process dies.
     """
     path = sqlite_path(url)
     if path is not None:
@@ -72,90 +116,136 @@ def study_lock(url):
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-    elif url.startswith("postgresql"):
-        import sqlalchemy
+        return
+    import sqlalchemy
 
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        connection = engine.connect()
+    except sqlalchemy.exc.OperationalError as error:
+        engine.dispose()
+        raise UsageError(f"cannot reach the storage {redact(url)}: {_first_line(error.orig or error)}; "
+                         f"check the server runs and the URL names an existing database") from None
+    try:
+        connection.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({_ADVISORY_KEY})"))
         try:
-            with engine.connect() as connection:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(20151506)"))
-                try:
-                    yield
-                finally:
-                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(20151506)"))
-        except sqlalchemy.exc.OperationalError as error:
-            raise UsageError(f"cannot reach the storage {url!r}: {_first_line(error)}") from None
+            yield
         finally:
-            engine.dispose()
-    else:
-        yield
+            with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+                connection.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({_ADVISORY_KEY})"))
+    finally:
+        connection.close()
+        engine.dispose()
 
 
 def open_storage(url):
-    """An RDB storage with heartbeats, that re-enqueues trials of dead workers."""
+    """An RDB storage with heartbeats, whose stale trials get a copy enqueued. Call it under study_lock."""
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
-                          grace_period=GRACE_SECONDS,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=workers.heartbeat_seconds(),
+                          grace_period=workers.grace_seconds(), heartbeat_stale_trial_callback=_requeue_stale)
+    except UsageError:
+        raise
     except Exception as error:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
-        raise UsageError(f"cannot open the storage {url!r}: {_first_line(error)}") from None
+        raise UsageError(f"cannot open the storage {redact(url)}: {_first_line(error)}") from None
+
+
+def url_of(study):
+    """The storage URL of a study opened with :func:`open_storage`."""
+    return getattr(study._storage, "_backend", study._storage).url
 
 
 def enqueue_missing(study, lams):
-    """Enqueue slot k with lambda ``lams[k]`` unless a trial of that slot exists."""
-    slots = {t.user_attrs.get("slot") for t in study.get_trials(deepcopy=False)}
+    """Enqueue slot k with lambda ``lams[k]`` unless a trial of that slot exists. Call it under study_lock."""
+    slots = {t.user_attrs.get(SLOT) for t in study.get_trials(deepcopy=False)}
     for slot, lam in enumerate(lams):
         if slot not in slots:
-            study.enqueue_trial({"lam": float(lam)}, user_attrs={"slot": slot})
+            study.enqueue_trial({"lam": float(lam)}, user_attrs={SLOT: slot})
 
 
 def recover_dead_workers(study):
-    """Fail the running trials of dead workers; each gets a copy enqueued again.
+    """Fail the running trials of dead workers and enqueue a copy of each.
 
-    A worker on this machine is dead when its process is gone; a worker
-    elsewhere when its heartbeat is older than the grace period.
+    A worker on this machine is dead when its process is gone, a worker
+    elsewhere when its heartbeat is older than the grace period; a trial that
+    was claimed but never owned (its worker died in between) when it started
+    longer ago than the grace period (only an asked trial can be, and only
+    when its worker died between asking and marking it).
     """
-    storage = study._storage
-    here = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        host, _, pid = str(trial.system_attrs.get(WORKER_ATTR, "")).rpartition(":")
-        if host == here and pid.isdigit() and not _alive(int(pid)):
-            _fail_and_retry(study, trial)
-    optuna.storages.fail_stale_trials(study)
+    grace = workers.grace_seconds()
+    with study_lock(url_of(study)):
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = trial.system_attrs.get(WORKER_ATTR)
+            if worker is None:
+                started = trial.datetime_start or datetime.now()
+                dead = (datetime.now() - started).total_seconds() > grace
+            else:
+                dead = workers.alive(worker) is False
+            if dead:
+                _fail(study, trial, f"worker {worker or '(unknown)'} died")
+        optuna.storages.fail_stale_trials(study)  # other hosts; calls _requeue_stale
 
 
 def claim_waiting(study, limit):
-    """Claim up to ``limit`` WAITING trials for this process; returns optuna Trials."""
+    """Claim up to ``limit`` WAITING trials for this process; returns optuna Trials. Call it under study_lock.
+
+    The trial is marked as this worker's, with a first heartbeat, before it
+    turns RUNNING, so that a running trial always names its worker.
+    """
     storage = study._storage
     claimed = []
-    for frozen in sorted(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=lambda t: t.number):
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         if len(claimed) == limit:
             break
         try:
-            if not storage.set_trial_state_values(frozen._trial_id, TrialState.RUNNING):
-                continue
+            _mark(storage, frozen._trial_id)
+            if storage.set_trial_state_values(frozen._trial_id, TrialState.RUNNING):
+                claimed.append(optuna.trial.Trial(study, frozen._trial_id))
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
-        claimed.append(_own(study, frozen._trial_id))
     return claimed
 
 
 def ask(study, n):
-    """Ask the sampler for ``n`` new trials (adaptive samplers), owned by this process."""
+    """Ask the sampler for ``n`` new trials (adaptive samplers), owned by this process. Call it under study_lock."""
     trials = []
     for _ in range(n):
         trial = study.ask()
-        trials.append(_own(study, trial._trial_id, trial))
+        study._storage.set_trial_user_attr(trial._trial_id, SLOT, trial.number)
+        _mark(study._storage, trial._trial_id)
+        trials.append(trial)
     return trials
 
 
-def give_back(study, trial, reason):
-    """Fail a trial this process cannot finish and enqueue it again (e.g. on Ctrl-C)."""
-    study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
-    frozen = study._storage.get_trial(trial._trial_id)
-    study.tell(trial, state=TrialState.FAIL)
-    _retry(study, frozen)
+def give_back(study, trials):
+    """Fail the trials this process cannot finish (e.g. on Ctrl-C) and enqueue them again.
+
+    Trials already finished are left alone. Ctrl-C and SIGTERM are ignored
+    meanwhile, so that a second one does not leave a trial half given back.
+    """
+    with workers.no_interrupt(), study_lock(url_of(study)):
+        for trial in trials:
+            frozen = study._storage.get_trial(trial._trial_id)
+            if frozen.state == TrialState.RUNNING:
+                _fail(study, frozen, INTERRUPTED)
+
+
+def is_live(frozen):
+    """Whether a trial may still produce a result: waiting or running."""
+    return frozen.state in (TrialState.WAITING, TrialState.RUNNING)
+
+
+def is_final(frozen):
+    """Whether a trial is the result of its slot: completed, pruned, or failed for a reason of its own."""
+    return (frozen.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            or (frozen.state == TrialState.FAIL and bool(frozen.user_attrs.get("final_failure"))))
+
+
+def deaths(study, slot):
+    """How many trials of ``slot`` were lost with their worker."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+               if t.user_attrs.get(SLOT) == slot and not t.user_attrs.get("final_failure")
+               and t.user_attrs.get("reason") != INTERRUPTED)
 
 
 class Heartbeat:
@@ -166,6 +256,7 @@ class Heartbeat:
         self._ids = [t._trial_id for t in trials]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="clrsearch-heartbeat", daemon=True)
+        self._seconds = workers.heartbeat_seconds()
 
     def __enter__(self):
         self._thread.start()
@@ -176,7 +267,7 @@ class Heartbeat:
         self._thread.join()
 
     def _run(self):
-        while not self._stop.wait(HEARTBEAT_SECONDS):
+        while not self._stop.wait(self._seconds):
             for trial_id in self._ids:
                 try:
                     self._storage.record_heartbeat(trial_id)
@@ -184,33 +275,50 @@ class Heartbeat:
                     pass
 
 
-def _own(study, trial_id, trial=None):
-    storage = study._storage
-    storage.set_trial_system_attr(trial_id, WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+def _mark(storage, trial_id):
+    """Name this process as the trial's worker and beat once."""
+    storage.set_trial_system_attr(trial_id, WORKER_ATTR, workers.identity())
     storage.record_heartbeat(trial_id)
-    return trial if trial is not None else optuna.trial.Trial(study, trial_id)
 
 
-def _fail_and_retry(study, frozen):
+def _fail(study, frozen, reason):
+    """Fail a running trial with ``reason`` and enqueue a copy of its slot."""
+    storage = study._storage
     try:
-        if study._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL):
-            _retry(study, study._storage.get_trial(frozen._trial_id))
+        storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
+        if not storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL):
+            return
     except optuna.exceptions.UpdateFinishedTrialError:
-        pass
+        return
+    _requeue(study, storage.get_trial(frozen._trial_id))
 
 
-def _retry(study, frozen):
-    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, frozen)
+def _requeue_stale(study, frozen):
+    """Optuna's heartbeat-stale callback: ``fail_stale_trials`` has failed ``frozen``; runs under study_lock."""
+    _requeue(study, frozen)
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _requeue(study, frozen):
+    """Enqueue a copy of a failed trial's slot, with the same lambda, unless the slot has a live or final trial."""
+    slot = frozen.user_attrs.get(SLOT)
+    params = dict(frozen.params) or dict(frozen.system_attrs.get("fixed_params") or {})
+    if slot is None or not params:
+        return  # an asked trial that died before it drew its lambda: the sampler asks again
+    same_slot = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(SLOT) == slot]
+    if any(is_live(t) or is_final(t) for t in same_slot):
+        return
+    if deaths(study, slot) > MAX_DEATHS:
+        return
+    study.enqueue_trial(params, user_attrs={SLOT: slot, "retry_of": frozen.number})
+
+
+def redact(url):
+    """A storage URL without its password."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+    return url
 
 
 def _first_line(error):
