@@ -213,8 +213,14 @@ def train_population(trials, config: SearchConfig, splits, grid=None, progress=N
             if i in pruned or not any(m in point.active for m in members):
                 continue
             accuracy = float(np.nanmean(point.metrics["val_accuracy"][list(members)]))
-            trial.report(accuracy, step=cycle)
-            if cycle < config.train.cycles and trial.should_prune():
+            try:
+                trial.report(accuracy, step=cycle)
+                prune = cycle < config.train.cycles and trial.should_prune()
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker took it for dead
+                pruned[i] = "taken over by another worker"
+                stop.extend(members)
+                continue
+            if prune:
                 pruned[i] = f"pruned after cycle {cycle}: validation accuracy {100 * accuracy:.2f}%"
                 stop.extend(members)
         return stop

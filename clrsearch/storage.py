@@ -38,7 +38,8 @@ from .errors import UsageError
 
 DEFAULT_STORAGE = "sqlite:///studies/clrsearch.db"
 SCHEMES = ("sqlite", "postgresql")
-DRIVER_HINT = "pip install psycopg2-binary (or pip install 'clrsearch[postgres]')"
+# SQLAlchemy picks the driver of postgresql:// URLs (psycopg2 before 2.1, psycopg 3 since); +psycopg2 names one.
+DRIVERS = {"psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'"}
 MAX_DEATHS = 5  # copies enqueued for a slot whose workers died
 WORKER_ATTR = "clrsearch:worker"  # host:pid:start of the process running a trial
 SLOT = "slot"  # user attr: which lambda of the study a trial evaluates
@@ -87,8 +88,9 @@ def storage_url(url=None):
         try:
             dialect.import_dbapi()
         except ImportError:
-            raise UsageError(f"storage {url!r} needs the PostgreSQL driver {parsed.get_driver_name()}; "
-                             f"{DRIVER_HINT}") from None
+            driver = parsed.get_driver_name()
+            raise UsageError(f"storage {redact(url)} needs the PostgreSQL driver {driver}: pip install "
+                             f"{DRIVERS.get(driver, driver)} (or pip install 'clrsearch[postgres]')") from None
     return url
 
 
