@@ -1,0 +1,406 @@
+"""Screenshots of the MLflow UI over a tracking store, for the README.
+
+    python -m clrsearch.screenshots [--tracking-uri URI] [--out docs/images] [--chromium /usr/bin/chromium]
+
+Starts ``mlflow server`` over the store (``$MLFLOW_TRACKING_URI``, else
+``mlflow.db`` in the working directory, artifacts in ``mlruns/`` beside it) on
+a free loopback port, drives headless Chromium through Playwright and writes
+
+    mlflow_runs.png       the runs table, the latest study run expanded to show its trial runs
+    mlflow_confusion.png  the validation confusion matrix of a seed of that study's best trial
+    mlflow_model.png      the registered model clrsearch-cifar10 and its alias champion
+
+The browser is Debian's ``chromium`` package; Playwright only drives it (``pip
+install playwright``, no browser download). The server and browser helpers
+here are also those of the UI test, tests/test_ui.py.
+"""
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import cli, tracking
+from .errors import UsageError
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run")
+VIEWPORT = {"width": 1280, "height": 800}  # CSS pixels, one device pixel each
+WAIT_MS = 20_000  # longest wait for an expected element of a page
+SERVER_START_S = 90.0  # longest wait for a new server's /health
+MARGIN = 16  # pixels of page kept below the last element a screenshot must show
+
+# The UI's own settings in the browser's local storage, set before its scripts run: the
+# model-training view of the sidebar and run pages, and the assistant panel not opened by itself.
+UI_SETTINGS = {"mlflow.workflowType_v1": '"machine_learning"',
+               "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
+               "mlflow.assistant.panelOpen_v1": "false"}
+ASSISTANT_CLOSE = '[data-component-id="mlflow.assistant.chat_panel.close"]'
+
+# Columns of the README's runs table: what each trial searched and scored, not the defaults.
+DOC_COLUMNS = ("Dataset", "Source", "lam", "mean_val_accuracy", "std_val_accuracy")  # each toggled
+# Pixels added to columns of the README's runs table, so that "trial-3 lam=0.00151" and the metric names fit.
+WIDENING = {"Run Name": 90, "mean_val_accuracy": 45, "std_val_accuracy": 45}
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(store_uri: str, artifact_root, log_path=None, timeout: float = SERVER_START_S):
+    """``mlflow server`` over ``store_uri`` on a free loopback port, for the block.
+
+    The server and its workers form their own process group, ended with the
+    block. Its output goes to ``log_path`` (a temporary file when None).
+
+    Parameters
+    ----------
+    store_uri : str, backend (and registry) store, e.g. ``sqlite:////abs/path/mlflow.db``
+    artifact_root : path, artifact folder of experiments the server creates
+    log_path : path, optional
+    timeout : float, seconds to wait for ``/health``
+
+    Yields
+    ------
+    str, the server's base URL, e.g. ``http://127.0.0.1:41234``
+
+    Raises
+    ------
+    RuntimeError
+        The server exited or did not answer in time; the message ends with its last output.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
+               "--default-artifact-root", str(Path(artifact_root).resolve()),
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    with contextlib.ExitStack() as stack:
+        if log_path is None:
+            log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clrsearch-"))) / "server.log"
+        log = stack.enter_context(open(log_path, "wb"))
+        server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                  env=env, start_new_session=True)
+        stack.callback(_stop, server)
+        _wait_for_health(url, server, timeout, Path(log_path))
+        yield url
+
+
+def _wait_for_health(url: str, server: subprocess.Popen, timeout: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with status {server.returncode}:\n{_tail(log_path)}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"mlflow server at {url} did not answer within {timeout:g} s:\n{_tail(log_path)}")
+        time.sleep(0.2)  # polling interval: the server has no other way to say it is ready
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """End the server's process group: SIGTERM, then SIGKILL after 10 s."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, sig)
+        try:
+            server.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no output)"
+
+
+# --- the browser --------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def chromium(executable=CHROMIUM):
+    """A headless Chromium driven by Playwright, for the block.
+
+    Raises
+    ------
+    UsageError
+        Playwright is not installed or there is no browser at ``executable``.
+    """
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise UsageError("Playwright is not installed: pip install playwright "
+                         "(or pip install -e '.[test]'); no browser download is needed") from None
+    if not Path(executable).is_file():
+        raise UsageError(f"no Chromium at {executable}: apt-get install chromium, or give --chromium PATH")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(executable), headless=True,
+                                             args=list(CHROMIUM_FLAGS))
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(browser, viewport=None):
+    """A page of a fresh browser context, with the UI settings of ``UI_SETTINGS``."""
+    page = browser.new_page(viewport=viewport or VIEWPORT)
+    page.set_default_timeout(WAIT_MS)
+    page.add_init_script("for (const [key, value] of Object.entries(%s)) "
+                         "{ if (localStorage.getItem(key) === null) localStorage.setItem(key, value); }"
+                         % json.dumps(UI_SETTINGS))
+    return page
+
+
+def close_assistant(page) -> None:
+    """Close the assistant side panel, should it be open."""
+    button = page.locator(ASSISTANT_CLOSE)
+    if button.is_visible():
+        button.click()
+        button.wait_for(state="hidden")
+
+
+def collapse_sidebar(page) -> None:
+    """Fold the navigation sidebar to its icons, which leaves the page more width."""
+    page.get_by_role("button", name="Toggle sidebar").click()
+    page.get_by_text("Model registry", exact=True).wait_for(state="hidden")
+
+
+def save(page, path, *shown) -> Path:
+    """Screenshot of the viewport's width, from the top down to just below the lowest element of ``shown``.
+
+    ``shown`` are locators; every visible element each one matches counts.
+    """
+    boxes = [element.bounding_box() for locator in shown for element in locator.all()]
+    bottom = max(box["y"] + box["height"] for box in boxes if box is not None)
+    size = page.viewport_size
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": size["width"],
+                                          "height": min(size["height"], bottom + MARGIN)})
+    return path
+
+
+# --- the pages ----------------------------------------------------------------------------------
+
+def run_link(page, name: str):
+    """The link of the run called ``name`` in the runs table."""
+    return page.get_by_role("link", name=name, exact=True)
+
+
+def open_runs(page, url: str, experiment_id: str, run_name: str):
+    """The experiment's runs table, once it lists the top-level run ``run_name``; returns its link."""
+    page.goto(f"{url}/#/experiments/{experiment_id}/runs")
+    link = run_link(page, run_name)
+    link.wait_for()
+    close_assistant(page)
+    return link
+
+
+def expand_run(page, run_name: str) -> None:
+    """Click the expander of the run ``run_name``, which shows its nested runs under it."""
+    row = page.get_by_role("row").filter(has=run_link(page, run_name))
+    row.get_by_role("button").first.click()
+
+
+def choose_columns(page, names) -> None:
+    """Toggle the columns ``names`` (attributes, metrics or params; the first match) in the column menu."""
+    page.get_by_role("button", name="Columns").click()
+    search = page.get_by_placeholder("Search columns")
+    for name in names:
+        search.fill(name)
+        page.get_by_test_id("column-selector-tree").locator(".du-bois-light-tree-title").filter(
+            has_text=re.compile(f"^{re.escape(name)}$")).first.click()
+    page.keyboard.press("Escape")
+    search.wait_for(state="hidden")
+
+
+def widen_column(page, column: str, pixels: int) -> None:
+    """Drag the right edge of the runs table's column headed ``column`` by ``pixels``."""
+    header = page.locator(".ag-header-cell").filter(has=page.get_by_text(column, exact=True)).first
+    header.locator(".ag-header-cell-resize").wait_for()
+    box = header.bounding_box()
+    # The resize handle straddles the edge; its right half lies under the next column's header.
+    x, y = box["x"] + box["width"] - 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 10, y)  # past the drag threshold first, or the grid takes it for a click (a sort)
+    page.mouse.move(x + pixels, y)
+    page.mouse.up()
+
+
+def open_artifact(page, url: str, experiment_id: str, run_id: str, path: str):
+    """The run's artifacts page showing the image ``path``; returns the image once it has loaded."""
+    page.goto(f"{url}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}")
+    image = page.get_by_role("img", name=Path(path).name, exact=True).first
+    image.wait_for()
+    page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=image.element_handle(),
+                           timeout=WAIT_MS)
+    close_assistant(page)
+    return image
+
+
+def open_model(page, url: str, name: str, version: str, alias: str | None = None):
+    """The registered model's page; returns the row of ``version`` in its versions table once it shows ``alias``."""
+    page.goto(f"{url}/#/models/{name}")
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name=f"Version {version}", exact=True))
+    row.wait_for()
+    if alias:
+        alias_tag(row, alias).wait_for()
+    close_assistant(page)
+    return row
+
+
+def alias_tag(row, alias: str):
+    """The tag "@ alias" in a row of the versions table."""
+    return row.get_by_text(re.compile(rf"^@\s*{re.escape(alias)}$"))
+
+
+# --- what to show -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Tour:
+    """The runs and the model version the screenshots show."""
+
+    experiment_id: str
+    study_run: str  # name of the latest finished study run
+    trial_runs: tuple  # names of its trial runs
+    seed_run_id: str  # first seed of its best trial (highest mean validation accuracy)
+    model_version: str  # the version the alias points to
+
+
+def tour(client, experiment: str = tracking.EXPERIMENT, registered_name: str = tracking.REGISTERED_NAME,
+         alias: str = tracking.ALIAS) -> Tour:
+    """Pick from the store what the screenshots show.
+
+    Raises
+    ------
+    UsageError
+        No experiment, finished study run with trials, or model alias to show.
+    """
+    from mlflow.exceptions import MlflowException
+
+    hint = "run python -m clrsearch.coarse and python -m clrsearch.fine first"
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise UsageError(f"no MLflow experiment {experiment!r} in the store; {hint}")
+    exp_id = found.experiment_id
+    studies = client.search_runs([exp_id], "tags.level = 'study' and attributes.status = 'FINISHED'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if not studies:
+        raise UsageError(f"no finished study run in experiment {experiment!r}; {hint}")
+    study = studies[0]
+    trials = _children(client, exp_id, study.info.run_id, "trial")
+    scored = [t for t in trials if "mean_val_accuracy" in t.data.metrics]
+    if not scored:
+        raise UsageError(f"study run {study.info.run_name!r} has no scored trial runs; {hint}")
+    best = max(scored, key=lambda t: t.data.metrics["mean_val_accuracy"])
+    seeds = sorted(_children(client, exp_id, best.info.run_id, "seed"), key=lambda s: int(s.data.tags["seed"]))
+    if not seeds:
+        raise UsageError(f"trial run {best.info.run_name!r} has no seed runs; {hint}")
+    try:
+        version = client.get_model_version_by_alias(registered_name, alias).version
+    except MlflowException:
+        raise UsageError(f"no registered model {registered_name}@{alias} in the store; "
+                         f"run python -m clrsearch.fine first") from None
+    names = tuple(t.info.run_name for t in sorted(trials, key=lambda t: int(t.data.tags["trial"])))
+    return Tour(exp_id, study.info.run_name, names, seeds[0].info.run_id, str(version))
+
+
+def _children(client, experiment_id: str, run_id: str, level: str) -> list:
+    return client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and tags.level = '{level}'",
+                              max_results=1000)
+
+
+def take(browser, url: str, out, seen: Tour) -> list:
+    """The three screenshots of ``seen``, written to ``out``, the runs table with the README's columns.
+
+    Returns
+    -------
+    list of the three PNG paths (runs, confusion matrix, model)
+    """
+    out = Path(out)
+    page = new_page(browser)
+    open_runs(page, url, seen.experiment_id, seen.study_run)
+    collapse_sidebar(page)
+    choose_columns(page, DOC_COLUMNS)
+    for column, pixels in WIDENING.items():
+        widen_column(page, column, pixels)
+    expand_run(page, seen.study_run)
+    trials = [run_link(page, name) for name in seen.trial_runs]
+    for link in trials:
+        link.wait_for()
+    page.mouse.move(0, 0)  # no hover highlight on a row
+    page.evaluate("document.activeElement.blur()")  # nor the focus frame of the clicked cell
+    paths = [save(page, out / "mlflow_runs.png", page.get_by_role("row"))]
+    image = open_artifact(page, url, seen.experiment_id, seen.seed_run_id, "confusion_val.png")
+    paths.append(save(page, out / "mlflow_confusion.png", image))
+    row = open_model(page, url, tracking.REGISTERED_NAME, seen.model_version, tracking.ALIAS)
+    paths.append(save(page, out / "mlflow_model.png", row))
+    page.context.close()
+    return paths
+
+
+def server_for(tracking_uri: str):
+    """``mlflow_server`` over the store ``tracking_uri``, artifacts in ``mlruns/`` beside an SQLite file.
+
+    Raises
+    ------
+    UsageError
+        A server's URI instead of a store's, or no SQLite file at the path.
+    """
+    if tracking_uri.startswith(("http://", "https://")):
+        raise UsageError(f"{tracking_uri} is a server; give the store it serves, e.g. sqlite:///mlflow.db")
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise UsageError(f"no MLflow store at {db}; run python -m clrsearch.coarse and "
+                             f"python -m clrsearch.fine first, or give --tracking-uri")
+        return mlflow_server(f"sqlite:///{db.resolve()}", db.resolve().parent / "mlruns")
+    return mlflow_server(tracking_uri, Path("mlruns"))
+
+
+@cli.entry_point
+def main(argv=None):
+    parser = cli.ArgumentParser(prog="python -m clrsearch.screenshots", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db",
+                        help="store to show (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    parser.add_argument("--out", default="docs/images", help="folder of the PNG files (default docs/images)")
+    parser.add_argument("--chromium", default=CHROMIUM, help=f"Chromium executable (default {CHROMIUM})")
+    args = parser.parse_args(argv)
+
+    from mlflow.tracking import MlflowClient
+
+    try:
+        with chromium(args.chromium) as browser, server_for(args.tracking_uri) as url:
+            seen = tour(MlflowClient(tracking_uri=url, registry_uri=url))
+            paths = take(browser, url, args.out, seen)
+    except RuntimeError as error:  # the server did not start
+        raise UsageError(str(error)) from None
+    for path in paths:
+        print(f"{path}  ({path.stat().st_size / 1000:.0f} kB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
