@@ -75,3 +75,58 @@ def write_tiny_cifar(dest, n_per_batch=200, n_test=200, seed=0) -> Path:
 def tiny_cifar(tmp_path) -> Path:
     """A ``cifar-10-batches-py`` folder of 5 x 200 training and 200 test images."""
     return write_tiny_cifar(tmp_path)
+
+
+# ----------------------------------------------------------------------------- stores
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, created once: copying it saves each test MLflow's ~4 s of migrations."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """URL of a PostgreSQL server's ``postgres`` database, for tests that share a study between workers.
+
+    ``$CLRSEARCH_TEST_POSTGRES`` when set (``.ci/run`` sets it); otherwise a
+    throwaway cluster started here and stopped after the session. Skips the
+    tests when neither is possible.
+    """
+    import os
+    import tempfile
+
+    import pgcluster
+
+    url = os.environ.get("CLRSEARCH_TEST_POSTGRES")
+    if url:
+        yield url
+        return
+    if pgcluster.bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql, or set CLRSEARCH_TEST_POSTGRES)")
+    try:
+        import sqlalchemy
+
+        sqlalchemy.engine.make_url("postgresql://").get_dialect().import_dbapi()
+    except ImportError:
+        pytest.skip("no PostgreSQL driver for SQLAlchemy (pip install -e '.[test]')")
+    folder = tempfile.mkdtemp(prefix="clrsearch-postgres-")  # not under pytest's tmp: the server user must reach it
+    try:
+        yield pgcluster.start(folder)
+    finally:
+        pgcluster.stop(folder)
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """URL of a new, empty database on the test server."""
+    import uuid
+
+    import pgcluster
+
+    return pgcluster.create_database(postgres_server, f"clrsearch_{uuid.uuid4().hex[:12]}")

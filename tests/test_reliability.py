@@ -1,0 +1,393 @@
+"""Studies that survive killed workers, share a PostgreSQL storage, and refuse bad input.
+
+The tests that share a study between processes run against a real PostgreSQL
+server (see ``postgres_server`` in conftest.py) and are skipped without one.
+Heartbeats beat every second and a worker elsewhere is taken for dead after
+3 s (``CLRSEARCH_HEARTBEAT_SECONDS``, ``CLRSEARCH_GRACE_SECONDS``).
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from clrsearch import coarse, faults, fine, storage, tracking, workers
+from conftest import write_tiny_cifar
+
+# Populations of at least 2 seeds x 16 hidden units: BLAS then sums every member's products in the
+# same order whatever the population size, so a trial's value does not depend on its neighbours.
+TINY = ["--n-s", "10", "--n-batch", "20", "--hidden", "16", "--n-seeds", "2", "--val-size", "200",
+        "--eval-train-size", "100", "--evals-per-cycle", "1", "--quiet"]
+SLOW = ["--n-s", "200"]  # a population trains for about a second: long enough to be caught running
+GRID = "0,0.001,0.003,0.01,0.03,0.1"
+TIMING = {"CLRSEARCH_HEARTBEAT_SECONDS": "1", "CLRSEARCH_GRACE_SECONDS": "3"}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_tiny_cifar(tmp_path_factory.mktemp("data"))
+
+
+class Workspace:
+    """A working directory with its own MLflow store, the environment for commands run in it."""
+
+    def __init__(self, folder, data, template):
+        self.folder = folder
+        shutil.copy(template, folder / "mlflow.db")
+        self.tracking_uri = f"sqlite:///{folder}/mlflow.db"
+        self.env = {**os.environ, **TIMING, "MLFLOW_TRACKING_URI": self.tracking_uri}
+        self.args = ["--data-dir", str(data), *TINY]
+        self.storage = f"sqlite:///{folder}/studies/clrsearch.db"
+
+    def command(self, kind, *args):
+        return [sys.executable, "-m", f"clrsearch.{kind}", *self.args, *args]
+
+    def start(self, kind, *args):
+        return subprocess.Popen(self.command(kind, *args), cwd=self.folder, env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def run(self, kind, *args, timeout=180):
+        return subprocess.run(self.command(kind, *args), cwd=self.folder, env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def runs(self):
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        experiment = client.get_experiment_by_name("clrsearch")
+        return [] if experiment is None else client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+@pytest.fixture
+def workspace(tmp_path, tiny_data, mlflow_template, monkeypatch):
+    space = Workspace(tmp_path, tiny_data, mlflow_template)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", space.tracking_uri)
+    for name, value in TIMING.items():
+        monkeypatch.setenv(name, value)
+    return space
+
+
+@pytest.fixture
+def one_worker_grid(workspace):
+    """lambda -> value of the fine grid run by one worker, uninterrupted, in its own storage and experiment."""
+    url = f"sqlite:///{workspace.folder}/one-worker.db"
+    assert fine.main([*workspace.args, "--grid", GRID, "--no-final", "--storage", url,
+                      "--experiment", "one-worker"]) == 0
+    return {t.params["lam"]: t.value for t in load(url, "fine").get_trials()}
+
+
+def load(url, name):
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def results_by_slot(study):
+    """slot -> the trials that are its result (should be exactly one each)."""
+    slots = {}
+    for t in study.get_trials():
+        slots.setdefault(t.user_attrs["slot"], [])
+        if storage.is_final(t):
+            slots[t.user_attrs["slot"]].append(t)
+    return slots
+
+
+def wait_for(predicate, timeout=60.0, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def trials_now(url, name):
+    """The trials of study ``name`` as the workers see them (read under their lock); [] before it exists."""
+    path = storage.sqlite_path(url)
+    if path is not None and not path.exists():
+        return []
+    with storage.study_lock(url):
+        try:
+            return optuna.load_study(study_name=name, storage=storage.open_storage(url)).get_trials()
+        except KeyError:
+            return []
+
+
+def running_trial_of(url, name, pid):
+    """Whether study ``name`` has a RUNNING trial owned by process ``pid``."""
+    return any(t.state == TrialState.RUNNING and t.system_attrs.get(storage.WORKER_ATTR, "").split(":")[1] == str(pid)
+               for t in trials_now(url, name))
+
+
+def assert_each_grid_point_once(study, values):
+    slots = results_by_slot(study)
+    assert sorted(slots) == list(range(len(values)))
+    assert all(len(found) == 1 for found in slots.values()), {s: len(f) for s, f in slots.items()}
+    got = {found[0].params["lam"]: found[0].value for found in slots.values()}
+    assert got == values  # exactly: the same seeds give the same values, whoever trains them
+
+
+def assert_no_run_left_running(space):
+    runs = space.runs()
+    assert runs
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+
+
+# ----------------------------------------------------------------------------- several workers
+
+
+def test_three_local_workers_share_a_postgresql_study_and_agree_with_one(workspace, postgres_url, one_worker_grid):
+    done = workspace.run("fine", "--grid", GRID, "--no-final", "--workers", "3", "--storage", postgres_url)
+    assert done.returncode == 0, done.stderr
+    assert "3 workers" in done.stdout
+    assert_each_grid_point_once(load(postgres_url, "fine"), one_worker_grid)
+    assert len(load(postgres_url, "fine").get_trials()) == 6  # nothing claimed twice, nothing retried
+
+    runs = workspace.runs()
+    parents = [r for r in runs if r.data.tags.get("level") == "study"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    trial_runs = [r for r in runs if r.data.tags.get("level") == "trial"]
+    assert len(trial_runs) == 6
+    assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {parents[0].info.run_id}
+    assert_no_run_left_running(workspace)
+
+
+def test_three_commands_started_at_once_on_an_empty_database_evaluate_each_point_once(
+        workspace, postgres_url, one_worker_grid):
+    # As on three machines: the same command, started at the same moment, on a database without tables.
+    commands = [workspace.start("fine", "--grid", GRID, "--no-final", "--storage", postgres_url) for _ in range(3)]
+    for command in commands:
+        _, err = command.communicate(timeout=180)
+        assert command.returncode == 0, err
+    assert_each_grid_point_once(load(postgres_url, "fine"), one_worker_grid)
+    assert len(load(postgres_url, "fine").get_trials()) == 6
+    assert sorted(r.info.status for r in workspace.runs() if r.data.tags.get("level") == "study") == ["FINISHED"] * 3
+
+
+def test_a_worker_killed_mid_trial_is_recovered_by_a_restarted_worker(workspace, postgres_url):
+    args = ("--grid", GRID, "--no-final", "--trials-per-population", "2", "--storage", postgres_url, *SLOW)
+    first = workspace.start("fine", *args)
+    wait_for(lambda: running_trial_of(postgres_url, "fine", first.pid), what="the first worker to claim trials")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed = [t for t in load(postgres_url, "fine").get_trials(states=(TrialState.RUNNING,))]
+    assert len(killed) == 2
+
+    assert fine.main([*workspace.args, *args]) == 0  # the restarted worker: this process
+    study = load(postgres_url, "fine")
+    slots = results_by_slot(study)
+    assert all(len(found) == 1 for found in slots.values()) and len(slots) == 6
+    for dead in killed:
+        dead = study.trials[dead.number]
+        assert dead.state == TrialState.FAIL and "died" in dead.user_attrs["reason"]
+        retry = slots[dead.user_attrs["slot"]][0]
+        assert retry.user_attrs["retry_of"] == dead.number and retry.params == dead.params
+    parents = {r.data.tags[tracking.WORKER_TAG].split(":")[1]: r for r in workspace.runs()
+               if r.data.tags.get("level") == "study"}
+    assert parents[str(first.pid)].info.status == "KILLED"
+    assert_no_run_left_running(workspace)
+
+
+# ----------------------------------------------------------------------------- one worker, killed
+
+
+def test_a_sigkilled_study_resumes_and_ends_with_the_values_of_an_uninterrupted_run(workspace):
+    args = ("--n-trials", "3", "--trials-per-population", "1", *SLOW)
+    assert coarse.main([*workspace.args, *args, "--study-name", "uninterrupted"]) == 0
+    uninterrupted = {t.user_attrs["slot"]: t.value for t in load(workspace.storage, "uninterrupted").get_trials()}
+
+    process = workspace.start("coarse", *args)
+    wait_for(lambda: any(t.state == TrialState.COMPLETE for t in trials_now(workspace.storage, "coarse"))
+             and running_trial_of(workspace.storage, "coarse", process.pid), what="a completed trial and a running one")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = {t.number: t.state for t in load(workspace.storage, "coarse").get_trials()}
+
+    assert coarse.main([*workspace.args, *args]) == 0
+    study = load(workspace.storage, "coarse")
+    slots = results_by_slot(study)
+    assert {slot: found[0].value for slot, found in slots.items()} == uninterrupted
+    assert all(len(found) == 1 for found in slots.values())
+    for number, state in before.items():  # completed trials kept, not run again
+        if state == TrialState.COMPLETE:
+            assert study.trials[number].state == TrialState.COMPLETE
+    assert sum(1 for t in study.trials if t.state == TrialState.FAIL) == 1
+    statuses = sorted(r.info.status for r in workspace.runs() if r.data.tags.get("level") == "study"
+                      and r.data.tags["study_name"] == "coarse")
+    assert statuses == ["FINISHED", "KILLED"]
+    assert_no_run_left_running(workspace)
+
+
+def test_ctrl_c_gives_the_trials_back_says_how_to_resume_and_the_study_resumes(workspace):
+    args = ("--n-trials", "3", "--trials-per-population", "1", *SLOW)
+    process = workspace.start("coarse", *args)
+    wait_for(lambda: running_trial_of(workspace.storage, "coarse", process.pid), what="a running trial")
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err
+    assert re.search(r"interrupted: study 'coarse' has \d of 3 trials finished, kept in sqlite:///", err)
+    assert "to resume it, run the same command again: python -m clrsearch.coarse --data-dir" in err
+    study = load(workspace.storage, "coarse")
+    given_back = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(given_back) == 1 and given_back[0].user_attrs["reason"] == storage.INTERRUPTED
+    assert [r.info.status for r in workspace.runs() if r.data.tags.get("level") == "study"] == ["KILLED"]
+
+    assert coarse.main([*workspace.args, *args]) == 0
+    slots = results_by_slot(load(workspace.storage, "coarse"))
+    assert len(slots) == 3 and all(len(found) == 1 for found in slots.values())
+
+
+# ----------------------------------------------------------------------------- trials that end early
+
+
+def test_a_diverging_lambda_fails_within_its_first_epoch_and_the_study_goes_on(workspace):
+    assert fine.main([*workspace.args, "--grid", "0,0.001,1000", "--no-final"]) == 0
+    trials = {t.params["lam"]: t for t in load(workspace.storage, "fine").get_trials()}
+    assert [trials[lam].state for lam in (0.0, 0.001)] == [TrialState.COMPLETE] * 2
+    failed = trials[1000.0]
+    assert failed.state == TrialState.FAIL and failed.user_attrs["final_failure"]
+    step = int(re.search(r"diverged: NaN or inf in the cost at update step (\d+)", failed.user_attrs["reason"])[1])
+    assert step < 800 // 20  # images / n_batch: within the first epoch
+    runs = {r.data.tags.get("trial"): r for r in workspace.runs() if r.data.tags.get("level") == "trial"}
+    assert runs[str(failed.number)].info.status == "FAILED"
+    assert runs[str(failed.number)].data.tags["reason"] == failed.user_attrs["reason"]
+
+
+@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+def test_a_hopeless_lambda_is_pruned_after_its_first_cycle(workspace, pruner):
+    # lambda up to 3: the largest ones shrink the weights to nothing at every peak of eta.
+    assert coarse.main([*workspace.args, "--pruner", pruner, "--n-trials", "8", "--trials-per-population", "1",
+                        "--lam-min", "1e-4", "--lam-max", "3"]) == 0
+    study = load(workspace.storage, "coarse")
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned
+    for t in pruned:
+        assert list(t.intermediate_values) == [1]  # stopped after cycle 1 of 2
+        assert t.user_attrs["reason"].startswith("pruned after cycle 1")
+    runs = {r.data.tags.get("trial"): r for r in workspace.runs() if r.data.tags.get("level") == "trial"}
+    for t in pruned:
+        assert runs[str(t.number)].info.status == "KILLED"
+        assert runs[str(t.number)].data.tags["state"] == "PRUNED"
+        assert runs[str(t.number)].data.tags["reason"] == t.user_attrs["reason"]
+
+
+# ----------------------------------------------------------------------------- storage and tracking, directly
+
+
+def test_claims_of_concurrent_processes_never_overlap(tmp_path):
+    url = f"sqlite:///{tmp_path}/claims.db"
+    with storage.study_lock(url):
+        study = optuna.create_study(study_name="s", storage=storage.open_storage(url))
+        storage.enqueue_missing(study, [float(k) for k in range(60)])
+    claimer = ("import sys, optuna; from clrsearch import storage\n"
+               "url = sys.argv[1]; study = optuna.load_study(study_name='s', storage=storage.open_storage(url))\n"
+               "while True:\n"
+               "    with storage.study_lock(url):\n"
+               "        trials = storage.claim_waiting(study, 1)\n"
+               "    if not trials: break\n"
+               "    print(trials[0].number, flush=True)\n")
+    processes = [subprocess.Popen([sys.executable, "-c", claimer, url], stdout=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+    claimed = [int(n) for p in processes for n in p.communicate(timeout=120)[0].split()]
+    assert sorted(claimed) == list(range(60))
+
+
+def _dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_trials_of_dead_workers_get_one_copy_each_and_live_ones_are_left_alone(tmp_path, monkeypatch):
+    timing = {"CLRSEARCH_HEARTBEAT_SECONDS": 0.3, "CLRSEARCH_GRACE_SECONDS": 1.0}
+    for name, value in timing.items():
+        monkeypatch.setenv(name, str(value))
+    url = f"sqlite:///{tmp_path}/recover.db"
+    with storage.study_lock(url):
+        study = optuna.create_study(study_name="s", storage=storage.open_storage(url))
+        storage.enqueue_missing(study, [0.1, 0.2, 0.3])
+        dead_here, elsewhere, alive = storage.claim_waiting(study, 3)
+    study._storage.set_trial_system_attr(dead_here._trial_id, storage.WORKER_ATTR, workers.identity(_dead_pid()))
+    study._storage.set_trial_system_attr(elsewhere._trial_id, storage.WORKER_ATTR, "elsewhere:1:1")
+    for trial in (dead_here, elsewhere, alive):
+        trial.suggest_float("lam", 0.1, 0.3)
+
+    storage.recover_dead_workers(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[dead_here.number] == TrialState.FAIL  # at once: its process is gone from this host
+    assert states[elsewhere.number] == states[alive.number] == TrialState.RUNNING
+    with storage.Heartbeat(study, [alive]):
+        time.sleep(timing["CLRSEARCH_GRACE_SECONDS"] + 1.2)  # SQLite's clock, which heartbeats use, ticks in seconds
+        storage.recover_dead_workers(study)
+        storage.recover_dead_workers(study)  # twice: still one copy per slot
+    trials = study.get_trials()
+    assert trials[elsewhere.number].state == TrialState.FAIL  # after the grace period without heartbeat
+    assert trials[alive.number].state == TrialState.RUNNING
+    copies = [t for t in trials if t.state == TrialState.WAITING]
+    assert sorted((t.user_attrs["slot"], t.user_attrs["retry_of"]) for t in copies) == \
+        [(dead_here.user_attrs["slot"], dead_here.number), (elsewhere.user_attrs["slot"], elsewhere.number)]
+    assert sorted(t.params["lam"] if t.params else t.system_attrs["fixed_params"]["lam"] for t in copies) == [0.1, 0.2]
+
+
+def test_runs_of_dead_processes_end_killed(workspace):
+    client = MlflowClient()
+    experiment = tracking.experiment_id(client, "clrsearch")
+    now = time.time()
+
+    def run(worker, beat=None):
+        tags = {} if worker is None else {tracking.WORKER_TAG: worker}
+        if beat is not None:
+            tags[tracking.HEARTBEAT_TAG] = f"{beat:.0f}"
+        return client.create_run(experiment, tags=tags).info.run_id
+
+    dead_here = run(workers.identity(_dead_pid()))
+    alive_here = run(workers.identity())
+    stale = run("elsewhere:1:1", now - 60)
+    fresh = run("elsewhere:2:1", now)
+    untagged = run(None)
+    assert tracking.end_dead_runs("clrsearch") == 2
+    status = {r: client.get_run(r).info.status for r in (dead_here, alive_here, stale, fresh, untagged)}
+    assert status == {dead_here: "KILLED", alive_here: "RUNNING", stale: "KILLED", fresh: "RUNNING",
+                      untagged: "RUNNING"}
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_every_kind_of_bad_input_gets_one_line_exit_2_and_leaves_nothing_behind(
+        tmp_path, tiny_data, mlflow_template, monkeypatch, capsys):
+    cases = faults.bad_inputs(tiny_data, tmp_path / "inputs", TINY)
+    assert len(cases) >= 25
+    problems = {}
+    for k, case in enumerate(cases):
+        folder = tmp_path / f"case-{k}"
+        folder.mkdir()
+        shutil.copy(mlflow_template, folder / "mlflow.db")
+        with monkeypatch.context() as patch:
+            patch.chdir(folder)
+            patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+            for name, value in case.env.items():
+                patch.setenv(name, value)
+            with pytest.raises(SystemExit) as exited:
+                (coarse if case.command == "coarse" else fine).main(case.argv)
+        err = capsys.readouterr().err
+        found = faults.leftovers(folder)
+        if exited.value.code != 2:
+            found.append(f"exit status {exited.value.code}")
+        if len(err.strip().splitlines()) != 1 or case.expect not in err:
+            found.append(f"stderr {err!r}")
+        if found:
+            problems[case.what] = found
+    assert problems == {}
+
+
+def test_bad_input_from_the_shell_is_one_line_without_traceback(workspace):
+    done = workspace.run("coarse", "--eta-min", "0.1", "--eta-max", "0.01")
+    assert done.returncode == 2
+    assert done.stderr == "error: the command line: [train] eta_min (0.1) must be smaller than eta_max (0.01)\n"
+    assert faults.leftovers(workspace.folder) == []
