@@ -65,6 +65,7 @@ class Case:
     argv: list
     env: dict = field(default_factory=dict)
     expect: str = ""  # a fragment of the error line
+    prepare: object = None  # callable(working directory), run before the command, or None
 
 
 def bad_inputs(data_dir, folder, base_argv=()):
@@ -151,16 +152,32 @@ def bad_inputs(data_dir, folder, base_argv=()):
         Case("data of the wrong shape", "coarse", [*base, *broken_data("shape", reshape)], expect="shape (10, 100)"),
         Case("data md5", "coarse", [*base, *broken_data("md5", wrong_md5)], expect="md5"),
         Case("validation set too large", "coarse", [*base, "--val-size", "100000"], expect="val_size"),
+        Case("batch larger than the training set", "coarse", [*base, "--n-batch", "1000000"],
+             expect="larger than the training set"),
+        Case("tracking URI", "coarse", base, env={"MLFLOW_TRACKING_URI": "nowhere://tracking"},
+             expect="MLflow tracking store nowhere://tracking"),
+        Case("deleted MLflow experiment", "coarse", [*base, "--experiment", "gone"], prepare=delete_experiment,
+             expect="experiment 'gone' is deleted"),
         Case("fine grid without a coarse study", "fine", base, expect="no coarse study"),
     ]
     return cases
+
+
+def delete_experiment(workdir):
+    """Create and delete the MLflow experiment "gone" in the store of ``workdir``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{Path(workdir).absolute()}/mlflow.db")
+    client.delete_experiment(client.create_experiment("gone"))
 
 
 def check_bad_input(case, workdir, env):
     """Run one case in ``workdir``; returns a list of what went wrong (empty: refused as it should be)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    run_env = {**env, **case.env, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db"}
+    if case.prepare is not None:
+        case.prepare(workdir)
+    run_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db", **case.env}
     done = subprocess.run([sys.executable, "-m", f"clrsearch.{case.command}", *case.argv], cwd=workdir,
                           env=run_env, capture_output=True, text=True, timeout=300)
     problems = []

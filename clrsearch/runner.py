@@ -64,18 +64,19 @@ def run(config, quiet=False, as_json=False, auto_eta=(), n_workers=1, argv=(), c
     say = (lambda *a: None) if as_json else print
     url = storage.storage_url(study_cfg.storage)
     workers.grace_seconds()  # checks the timing variables
-    if helper is None:
-        tracking.check_store(study_cfg.experiment)
-        blas_threads = max(1, workers.cpus() // n_workers) if n_workers > 1 else None
-    else:
+    if helper is not None:
         workers.die_with_parent(helper["parent_pid"])
-        blas_threads = helper["blas_threads"]
     d = config.data
     splits = load_splits(d.split, d.data_dir, val_size=d.val_size, split_seed=d.split_seed, n_train=d.n_train,
                          dtype=np.dtype(config.train.dtype), download=d.data_dir is None)
     if config.train.n_batch > splits.train.n:
         raise UsageError(f"n_batch ({config.train.n_batch}) is larger than the training set ({splits.train.n} images)")
     timer.add("data", time.perf_counter() - started)
+    if helper is None:
+        tracking.check_store(study_cfg.experiment)
+        blas_threads = max(1, workers.cpus() // n_workers) if n_workers > 1 else None
+    else:
+        blas_threads = helper["blas_threads"]
     if auto_eta:
         config = with_range_test_etas(config, splits, auto_eta, quiet, say)
 

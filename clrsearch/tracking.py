@@ -429,7 +429,8 @@ def check_store(experiment: str = EXPERIMENT) -> None:
 
     uri = mlflow.get_tracking_uri()
     try:
-        found = MlflowClient().get_experiment_by_name(experiment)
+        with _quiet_store_creation():
+            found = MlflowClient().get_experiment_by_name(experiment)
     except Exception as error:  # MlflowException, or the store's own error for a bad URI or a dead server
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UsageError(f"cannot use the MLflow tracking store {_redact(uri)} ({reason}); point "
@@ -439,6 +440,20 @@ def check_store(experiment: str = EXPERIMENT) -> None:
         raise UsageError(f"MLflow experiment {experiment!r} is deleted; restore it "
                          f"(mlflow experiments restore --experiment-id {found.experiment_id}) "
                          f"or choose another experiment name")
+
+
+@contextlib.contextmanager
+def _quiet_store_creation():
+    """Without MLflow's INFO lines about creating a new SQLite store, so that an error after it stays one line."""
+    import logging
+
+    logger = logging.getLogger("mlflow.store.db.utils")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def end_dead_runs(experiment: str = EXPERIMENT) -> int:

@@ -84,17 +84,28 @@ def alive(worker):
         return False
     except PermissionError:
         pass
-    ticks = _start_ticks(pid)
-    return ticks is None or start in ("0", str(ticks))
+    stat = _stat(pid)
+    if stat is None:
+        return True
+    if stat[0] in "ZX":  # killed, not yet reaped by its parent
+        return False
+    return start in ("0", stat[19])
 
 
 def _start_ticks(pid):
     """Start time of process ``pid`` in clock ticks since boot (Linux), else None."""
+    stat = _stat(pid)
+    return None if stat is None else int(stat[19])
+
+
+def _stat(pid):
+    """Fields of /proc/<pid>/stat after the command name (state first), or None."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
+    return fields if len(fields) > 19 else None
 
 
 # ----------------------------------------------------------------------------- helpers
