@@ -1,14 +1,16 @@
 """Fault injection: kill studies at random moments, resume them, count what was lost; feed bad input.
 
-    python -m clrsearch.faults --data-dir /tmp/cifar --kills 12 [--seed 0] [--storage URL] [--json]
+    python -m clrsearch.faults --data-dir /tmp/cifar --kills 16 [--seed 0] [--storage URL] [--json]
 
 1. A reference study runs once, uninterrupted.
 2. The same study, under other names, is started again and again; each start
-   is killed at a random moment (uniform between 0 and the reference's wall
-   time) in one of four ways: SIGKILL of a single process, Ctrl-C (SIGINT) of
-   a single process, SIGKILL of the parent of ``--workers 2``, SIGKILL of the
-   helper of ``--workers 2``. When a start ends by itself the study is
-   complete and the next one begins, until ``--kills`` kills have landed.
+   is killed in one of four ways: SIGKILL of a single process, Ctrl-C (SIGINT)
+   of a single process, SIGKILL of the parent of ``--workers 2``, SIGKILL of
+   the helper of ``--workers 2``; half of the kills at a random moment
+   (uniform between 0 and the time a start takes, first the reference's, then
+   the mean of the latest starts that ended by themselves), half while a
+   trial trains. When a start ends by itself the study is complete and the next one
+   begins, until ``--kills`` kills have landed.
 3. Each study is checked against the reference: slots without a result (trials
    lost), slots with more than one (trials duplicated), values that differ; and
    the MLflow store for runs left RUNNING.
@@ -22,7 +24,6 @@ settings of the real protocol (``batch1`` split, ``n_train`` 2000, 2 seeds,
 docs/RELIABILITY.md.
 """
 
-import argparse
 import json
 import os
 import pickle
@@ -165,8 +166,11 @@ def bad_inputs(data_dir, folder, base_argv=()):
 
 def delete_experiment(workdir):
     """Create and delete the MLflow experiment "gone" in the store of ``workdir``."""
+    import logging
+
     from mlflow.tracking import MlflowClient
 
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     client = MlflowClient(tracking_uri=f"sqlite:///{Path(workdir).absolute()}/mlflow.db")
     client.delete_experiment(client.create_experiment("gone"))
 
@@ -249,20 +253,54 @@ def kill(process, how):
     return True
 
 
-def slot_values(storage, name):
-    """slot -> list of (state, value) of the trials that count as the slot's result."""
+def study_trials(storage, name):
+    """The trials of study ``name``, read as the workers read them (under their lock); [] before it exists."""
     import optuna
 
     from . import storage as storage_module
 
-    study = optuna.load_study(study_name=name, storage=storage)
-    results = {}
-    for t in study.get_trials(deepcopy=False):
-        slot = t.user_attrs.get(storage_module.SLOT)
-        results.setdefault(slot, [])
+    path = storage_module.sqlite_path(storage)
+    if path is not None and not path.exists():
+        return []
+    with storage_module.study_lock(storage):
+        try:
+            return optuna.load_study(study_name=name, storage=storage_module.open_storage(storage)).get_trials()
+        except KeyError:
+            return []
+
+
+def running_pids(storage, name):
+    """Pids of the workers of this host that have a RUNNING trial in study ``name``."""
+    from . import storage as storage_module
+
+    return {int(t.system_attrs[storage_module.WORKER_ATTR].split(":")[1]) for t in study_trials(storage, name)
+            if t.state.name == "RUNNING" and storage_module.WORKER_ATTR in t.system_attrs}
+
+
+def wait_mid_trial(process, how, storage, name, rng):
+    """Wait until a trial of ``process`` (or of its helper) trains, then a random fraction of a second more."""
+    while process.poll() is None:
+        pids = running_pids(storage, name)
+        wanted = set(children(process.pid)) if how == "SIGKILL helper of 2 workers" else {process.pid}
+        if pids & wanted:
+            time.sleep(rng.uniform(0, 0.3))
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def slot_results(storage, name):
+    """slot -> [(state, value)] of the trials that count as the slot's result, and the failed trials."""
+    from . import storage as storage_module
+
+    results, failed = {}, []
+    for t in study_trials(storage, name):
+        results.setdefault(t.user_attrs.get(storage_module.SLOT), [])
         if storage_module.is_final(t):
-            results[slot].append((t.state.name, t.value))
-    return results, len(study.trials)
+            results[t.user_attrs.get(storage_module.SLOT)].append((t.state.name, t.value))
+        elif t.state.name == "FAIL":
+            failed.append(t)
+    return results, failed
 
 
 def running_runs(workdir):
@@ -273,7 +311,13 @@ def running_runs(workdir):
 
 
 def inject(data_dir, workdir, kills, seed, storage, say):
-    """Kill studies ``kills`` times and check them; returns the figures."""
+    """Kill studies ``kills`` times and check them; returns the figures.
+
+    Kill k is of kind ``KILLS[k % 4]``; kills 0-3, 8-11, ... land at a random
+    moment of the run, kills 4-7, 12-15, ... while a trial trains.
+    """
+    from . import storage as storage_module
+
     workdir = Path(workdir)
     (workdir / "faults.toml").write_text(STUDY_TOML)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db",
@@ -287,42 +331,55 @@ def inject(data_dir, workdir, kills, seed, storage, say):
     wall = time.perf_counter() - started
     if reference.returncode != 0:
         raise RuntimeError(f"the reference study failed: {err.strip()}")
-    expected, _ = slot_values(storage, "reference")
+    expected, _ = slot_results(storage, "reference")
     say(f"reference study: {wall:.1f} s")
+    estimate = wall  # seconds a start is expected to run
 
-    figures = {"kills": 0, "kills by kind": {k: 0 for k in KILLS}, "starts": 0, "studies": 0, "slots": 0,
-               "trials lost": 0, "trials duplicated": 0, "values differing from the reference": 0,
-               "trials failed with their worker": 0, "MLflow runs left RUNNING": 0,
+    figures = {"kills": 0, "kills by kind": {f"{k}, {when}": 0 for when in ("at a random moment", "mid-trial")
+                                             for k in KILLS},
+               "starts": 0, "studies": 0, "slots": 0, "trials lost": 0, "trials duplicated": 0,
+               "values differing from the reference": 0, "trials lost with their worker and trained again": 0,
+               "trials given back on Ctrl-C and trained again": 0, "MLflow runs left RUNNING": 0,
                "reference wall time (s)": round(wall, 1)}
     while figures["kills"] < kills:
         figures["studies"] += 1
         name = f"killed-{figures['studies']}"
         while True:
-            how = KILLS[figures["kills"] % len(KILLS)]
-            workers = 2 if "2 workers" in how else 1
-            process = start(study_argv(data_dir, storage, name, workers), workdir, env)
+            k = figures["kills"]
+            how = KILLS[k % len(KILLS)]
+            when = "mid-trial" if (k // len(KILLS)) % 2 else "at a random moment"
+            process = start(study_argv(data_dir, storage, name, 2 if "2 workers" in how else 1), workdir, env)
             figures["starts"] += 1
-            moment = rng.uniform(0, wall)
-            try:
-                process.wait(moment)
-            except subprocess.TimeoutExpired:
-                if figures["kills"] < kills and kill(process, how):
-                    figures["kills"] += 1
-                    figures["kills by kind"][how] += 1
-                    say(f"{name}: {how} after {moment:.1f} s")
+            began = time.perf_counter()
+            if when == "mid-trial":
+                ready = wait_mid_trial(process, how, storage, name, rng)
+            else:
+                try:
+                    process.wait(rng.uniform(0, estimate))
+                    ready = False
+                except subprocess.TimeoutExpired:
+                    ready = True
+            if ready and k < kills and kill(process, how):
+                figures["kills"] += 1
+                figures["kills by kind"][f"{how}, {when}"] += 1
+                say(f"{name}: {how}, {when}, after {time.perf_counter() - began:.1f} s")
             _, err = process.communicate()
             if process.returncode == 0:
+                if not ready:  # the start ended by itself: how long starts take now, on this machine
+                    estimate = (estimate + time.perf_counter() - began) / 2
                 break
-            if process.returncode not in (130, 137, -9, 128 + signal.SIGKILL):
+            if process.returncode not in (130, 128 + signal.SIGKILL, -signal.SIGKILL):
                 raise RuntimeError(f"{name} ended with status {process.returncode}: {err.strip()[-2000:]}")
-        got, n_trials = slot_values(storage, name)
+        got, failed = slot_results(storage, name)
         figures["slots"] += len(expected)
         for slot, reference_results in expected.items():
             results = got.get(slot, [])
             figures["trials lost"] += len(results) == 0
             figures["trials duplicated"] += max(0, len(results) - 1)
             figures["values differing from the reference"] += bool(results) and results[0] != reference_results[0]
-        figures["trials failed with their worker"] += n_trials - sum(len(r) for r in got.values())
+        given_back = sum(1 for t in failed if t.user_attrs.get("reason") == storage_module.INTERRUPTED)
+        figures["trials given back on Ctrl-C and trained again"] += given_back
+        figures["trials lost with their worker and trained again"] += len(failed) - given_back
     figures["MLflow runs left RUNNING"] = running_runs(workdir)
     return figures
 
@@ -330,8 +387,9 @@ def inject(data_dir, workdir, kills, seed, storage, say):
 def report(figures, bad, seconds):
     """The Markdown table of docs/RELIABILITY.md."""
     lines = ["| what | count |", "|---|---|"]
-    for key in ("kills", "starts", "studies", "slots", "trials failed with their worker", "trials lost",
-                "trials duplicated", "values differing from the reference", "MLflow runs left RUNNING"):
+    for key in ("kills", "starts", "studies", "slots", "trials lost with their worker and trained again",
+                "trials given back on Ctrl-C and trained again", "trials lost", "trials duplicated",
+                "values differing from the reference", "MLflow runs left RUNNING"):
         lines.append(f"| {key} | {figures[key]} |")
     lines.append(f"| kinds of bad input tried | {len(bad)} |")
     lines.append(f"| bad inputs not refused cleanly | {sum(1 for _, problems, _ in bad if problems)} |")
@@ -349,7 +407,7 @@ def report(figures, bad, seconds):
 def main(argv=None):
     parser = cli.ArgumentParser(prog="python -m clrsearch.faults", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help="folder of cifar-10-batches-py (default: as the studies find it)")
-    parser.add_argument("--kills", type=cli.positive_int, default=12, help="kills to land (default 12)")
+    parser.add_argument("--kills", type=cli.positive_int, default=16, help="kills to land (default 16)")
     parser.add_argument("--seed", type=cli.non_negative_int, default=0, help="seed of the kill moments")
     parser.add_argument("--storage", help="study storage URL (default: SQLite in the work folder)")
     parser.add_argument("--workdir", help="keep everything in this folder (default: a temporary one)")

@@ -432,7 +432,7 @@ def check_store(experiment: str = EXPERIMENT) -> None:
         with _quiet_store_creation():
             found = MlflowClient().get_experiment_by_name(experiment)
     except Exception as error:  # MlflowException, or the store's own error for a bad URI or a dead server
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
         raise UsageError(f"cannot use the MLflow tracking store {_redact(uri)} ({reason}); point "
                          f"MLFLOW_TRACKING_URI at a running server (http://HOST:5000) or a database, "
                          f"or unset it for sqlite:///mlflow.db") from None
