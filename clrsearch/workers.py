@@ -112,7 +112,11 @@ def _stat(pid):
 
 
 def helper_payload():
-    """What the parent handed this helper: {"parent_pid", "parent_run_id", "as_json", "config", "blas_threads"}, or None."""
+    """What the parent handed this helper, or None.
+
+    A dict: parent_pid, parent_run_id, as_json, config (the resolved study
+    definition, as tables), blas_threads.
+    """
     text = os.environ.get(HELPER_ENV)
     return json.loads(text) if text else None
 
