@@ -122,6 +122,11 @@ def run_study(study, config, splits, grid, url, timer, started, quiet, as_json, 
             run_trials(study, config, splits, parent, grid, timer, quiet, say)
             for helper in helpers:
                 helper.wait()
+                if helper.returncode != 0:
+                    status = status or workers.exit_status(helper.returncode)
+                    print(f"worker pid {helper.pid} ended with status {workers.exit_status(helper.returncode)}; "
+                          f"its unfinished trials were run again", file=sys.stderr)
+            summary = summarise(study, config, splits, grid, url, parent, timer, started, quiet, say)
         except KeyboardInterrupt:
             workers.interrupt(helpers)
             done = len(search.finished_trials(study))
@@ -129,28 +134,32 @@ def run_study(study, config, splits, grid, url, timer, started, quiet, as_json, 
                   f"{storage.redact(url)}", file=sys.stderr)
             print(f"to resume it, run the same command again: {command or 'the same command'}", file=sys.stderr)
             raise SystemExit(130)
-        for helper in helpers:
-            if helper.returncode != 0:
-                status = status or workers.exit_status(helper.returncode)
-                print(f"worker pid {helper.pid} ended with status {workers.exit_status(helper.returncode)}; "
-                      f"its unfinished trials were run again", file=sys.stderr)
-        rows = search.trials_table(study)
-        say(search.format_table(rows, study_cfg.n_seeds))
-        logging_started = time.perf_counter()
-        parent.log_summary(rows, study_figures(study, rows, study_cfg.kind))
-        timer.add("tracking", time.perf_counter() - logging_started)
-        summary = {"study": study_cfg.name, "kind": study_cfg.kind, "storage": storage.redact(url),
-                   "trials": rows, "best": search.best_row(rows), "mlflow_run_id": parent.run_id}
-        if study_cfg.kind == "fine" and study_cfg.final:
-            summary["final"] = run_final(config, splits, summary["best"], parent, timer, quiet, say)
-        timer.seconds["total"] = time.perf_counter() - started
-        parent.log_metrics({f"seconds_{name}": value for name, value in timer.seconds.items()})
+        except BaseException:
+            workers.interrupt(helpers)
+            raise
     tracking.end_dead_runs(study_cfg.experiment)
     summary["seconds"] = {name: round(value, 2) for name, value in timer.seconds.items()}
     say("time: " + ", ".join(f"{name} {value:.1f} s" for name, value in summary["seconds"].items()))
     if as_json:
         print(json.dumps(summary, default=_json_default))
     return status
+
+
+def summarise(study, config, splits, grid, url, parent, timer, started, quiet, say):
+    """The table of a finished study, its figures in MLflow, and the final model of a fine study."""
+    study_cfg = config.study
+    rows = search.trials_table(study)
+    say(search.format_table(rows, study_cfg.n_seeds))
+    logging_started = time.perf_counter()
+    parent.log_summary(rows, study_figures(study, rows, study_cfg.kind))
+    timer.add("tracking", time.perf_counter() - logging_started)
+    summary = {"study": study_cfg.name, "kind": study_cfg.kind, "storage": storage.redact(url),
+               "trials": rows, "best": search.best_row(rows), "mlflow_run_id": parent.run_id}
+    if study_cfg.kind == "fine" and study_cfg.final:
+        summary["final"] = run_final(config, splits, summary["best"], parent, timer, quiet, say)
+    timer.seconds["total"] = time.perf_counter() - started
+    parent.log_metrics({f"seconds_{name}": value for name, value in timer.seconds.items()})
+    return summary
 
 
 def per_worker(config, total, n_workers):
@@ -179,7 +188,7 @@ def run_trials(study, config, splits, parent, grid, timer, quiet, say):
             if not waiting_said:
                 say(f"waiting for {running} trial(s) running in other workers")
                 waiting_said = True
-            time.sleep(workers.heartbeat_seconds())
+            time.sleep(min(1.0, workers.heartbeat_seconds()))
             continue
         waiting_said = False
         try:
