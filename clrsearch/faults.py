@@ -12,8 +12,9 @@
    trial trains. When a start ends by itself the study is complete and the next one
    begins, until ``--kills`` kills have landed.
 3. Each study is checked against the reference: slots without a result (trials
-   lost), slots with more than one (trials duplicated), values that differ; and
-   the MLflow store for runs left RUNNING.
+   lost), slots with more than one (trials duplicated), values that differ,
+   finished trials without a trial run in MLflow; and the MLflow store for
+   runs left RUNNING.
 4. Every kind of bad input in :func:`bad_inputs` is fed to a fresh working
    directory: each must exit with status 2 and one line on stderr, without a
    traceback, and leave no study and no MLflow run behind.
@@ -290,17 +291,30 @@ def wait_mid_trial(process, how, storage, name, rng):
 
 
 def slot_results(storage, name):
-    """slot -> [(state, value)] of the trials that count as the slot's result, and the failed trials."""
+    """slot -> [(state, value)] of the trials that count as the slot's result; their numbers; the failed trials."""
     from . import storage as storage_module
 
-    results, failed = {}, []
+    results, numbers, failed = {}, set(), []
     for t in study_trials(storage, name):
         results.setdefault(t.user_attrs.get(storage_module.SLOT), [])
         if storage_module.is_final(t):
             results[t.user_attrs.get(storage_module.SLOT)].append((t.state.name, t.value))
+            numbers.add(t.number)
         elif t.state.name == "FAIL":
             failed.append(t)
-    return results, failed
+    return results, numbers, failed
+
+
+def logged_trials(workdir, name):
+    """Numbers of the trials of study ``name`` with a trial run in MLflow that its process finished writing."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{Path(workdir).absolute()}/mlflow.db")
+    experiment = client.get_experiment_by_name("clrsearch")
+    runs = client.search_runs([experiment.experiment_id], max_results=50000,
+                              filter_string=f"tags.level = 'trial' and tags.study_name = '{name}'")
+    return {int(r.data.tags["trial"]) for r in runs
+            if r.info.status != "RUNNING" and "clrsearch.ended" not in r.data.tags}
 
 
 def running_runs(workdir):
@@ -331,14 +345,15 @@ def inject(data_dir, workdir, kills, seed, storage, say):
     wall = time.perf_counter() - started
     if reference.returncode != 0:
         raise RuntimeError(f"the reference study failed: {err.strip()}")
-    expected, _ = slot_results(storage, "reference")
+    expected, _, _ = slot_results(storage, "reference")
     say(f"reference study: {wall:.1f} s")
     estimate = wall  # seconds a start is expected to run
 
     figures = {"kills": 0, "kills by kind": {f"{k}, {when}": 0 for when in ("at a random moment", "mid-trial")
                                              for k in KILLS},
                "starts": 0, "studies": 0, "slots": 0, "trials lost": 0, "trials duplicated": 0,
-               "values differing from the reference": 0, "trials lost with their worker and trained again": 0,
+               "values differing from the reference": 0, "finished trials without their MLflow run": 0,
+               "trials lost with their worker and trained again": 0,
                "trials given back on Ctrl-C and trained again": 0, "MLflow runs left RUNNING": 0,
                "reference wall time (s)": round(wall, 1)}
     while figures["kills"] < kills:
@@ -370,8 +385,9 @@ def inject(data_dir, workdir, kills, seed, storage, say):
                 break
             if process.returncode not in (130, 128 + signal.SIGKILL, -signal.SIGKILL):
                 raise RuntimeError(f"{name} ended with status {process.returncode}: {err.strip()[-2000:]}")
-        got, failed = slot_results(storage, name)
+        got, numbers, failed = slot_results(storage, name)
         figures["slots"] += len(expected)
+        figures["finished trials without their MLflow run"] += len(numbers - logged_trials(workdir, name))
         for slot, reference_results in expected.items():
             results = got.get(slot, [])
             figures["trials lost"] += len(results) == 0
@@ -389,7 +405,8 @@ def report(figures, bad, seconds):
     lines = ["| what | count |", "|---|---|"]
     for key in ("kills", "starts", "studies", "slots", "trials lost with their worker and trained again",
                 "trials given back on Ctrl-C and trained again", "trials lost", "trials duplicated",
-                "values differing from the reference", "MLflow runs left RUNNING"):
+                "values differing from the reference", "finished trials without their MLflow run",
+                "MLflow runs left RUNNING"):
         lines.append(f"| {key} | {figures[key]} |")
     lines.append(f"| kinds of bad input tried | {len(bad)} |")
     lines.append(f"| bad inputs not refused cleanly | {sum(1 for _, problems, _ in bad if problems)} |")
@@ -436,7 +453,7 @@ def main(argv=None):
     else:
         print(report(figures, bad, seconds))
     clean = all(figures[k] == 0 for k in ("trials lost", "trials duplicated", "values differing from the reference",
-                                           "MLflow runs left RUNNING"))
+                                           "finished trials without their MLflow run", "MLflow runs left RUNNING"))
     return 0 if clean and not any(p for _, p, _ in bad) else 1
 
 

@@ -11,6 +11,7 @@ import os
 import shlex
 import sys
 import time
+from datetime import datetime
 
 import numpy as np
 
@@ -88,7 +89,8 @@ def run(config, quiet=False, as_json=False, auto_eta=(), n_workers=1, argv=(), c
         total = len(grid) if grid else study_cfg.n_trials
         config = per_worker(config, total, n_workers)
         if helper is not None:
-            with tracking.StudyRun(study_cfg.experiment, run_id=helper["parent_run_id"]) as parent:
+            with tracking.StudyRun(study_cfg.experiment, tags={"study_name": study_cfg.name},
+                                   run_id=helper["parent_run_id"]) as parent:
                 try:
                     run_trials(study, config, splits, parent, grid, timer, quiet=True, say=say)
                 except KeyboardInterrupt:
@@ -148,6 +150,7 @@ def run_study(study, config, splits, grid, url, timer, started, quiet, as_json, 
 def summarise(study, config, splits, grid, url, parent, timer, started, quiet, say):
     """The table of a finished study, its figures in MLflow, and the final model of a fine study."""
     study_cfg = config.study
+    log_lost_trials(study, config, url, parent)
     rows = search.trials_table(study)
     say(search.format_table(rows, study_cfg.n_seeds))
     logging_started = time.perf_counter()
@@ -160,6 +163,38 @@ def summarise(study, config, splits, grid, url, parent, timer, started, quiet, s
     timer.seconds["total"] = time.perf_counter() - started
     parent.log_metrics({f"seconds_{name}": value for name, value in timer.seconds.items()})
     return summary
+
+
+def log_lost_trials(study, config, url, parent):
+    """Log again, from the study, the finished trials whose MLflow runs died with the process writing them.
+
+    Their curves are lost; the trial run gets the values Optuna holds and the
+    tag curves=lost. A trial counts as lost when it has no trial run and the
+    process that told it is dead (or silent for the grace period).
+    """
+    grace = workers.grace_seconds()
+    with storage.study_lock(url):
+        logged = tracking.logged_trials(config.study.experiment, config.study.name)
+        lost = []
+        for t in search.finished_trials(study):
+            if t.number in logged:
+                continue
+            worker = t.system_attrs.get(storage.WORKER_ATTR)
+            silent = (datetime.now() - (t.datetime_complete or datetime.now())).total_seconds() > grace
+            if workers.alive(worker) is False or (workers.alive(worker) is None and silent):
+                lost.append(t)
+        parent.log_trials([lost_record(t, config) for t in lost])
+
+
+def lost_record(frozen, config):
+    """A TrialRecord, without seed runs, of a finished trial as the study holds it."""
+    accuracies = frozen.user_attrs.get("val_accuracies", [])
+    return tracking.TrialRecord(
+        number=frozen.number, lam=frozen.params[search.LAM], state=frozen.state.name,
+        mean=frozen.value if frozen.value is not None else float("nan"),
+        std=frozen.user_attrs.get("val_accuracy_std", float("nan")), params=search.protocol_params(config),
+        reason=frozen.user_attrs.get("reason", ""), tags={"curves": "lost"},
+        seed_accuracies=dict(zip(config.study.seeds, accuracies)))
 
 
 def per_worker(config, total, n_workers):

@@ -8,7 +8,9 @@ run is a tree of runs::
     study run    the config as params; tags study, kind, sampler, git_commit;
     |            trials.csv and the study's figures; tracking_seconds
     +- trial run     lam and the protocol as params; mean_val_accuracy,
-    |  |             std_val_accuracy, val_accuracy_seed_<seed>; tags state, reason
+    |  |             std_val_accuracy, val_accuracy_seed_<seed>; tags study_name, trial, state,
+    |  |             reason (a trial whose runs died with their process is logged again
+    |  |             from the study, without seed runs, tagged curves=lost)
     |  +- seed run       curves by update step (train/val loss, cost, accuracy,
     |                    epoch), eta, final_val_accuracy; the validation confusion
     |                    matrix as confusion_val.png and confusion_val.json
@@ -100,6 +102,8 @@ class TrialRecord:
     seeds: list = field(default_factory=list)  # of SeedRecord
     params: dict = field(default_factory=dict)  # protocol params of the trial run
     reason: str = ""  # why pruned or failed
+    tags: dict = field(default_factory=dict)  # more tags of the trial run
+    seed_accuracies: dict = field(default_factory=dict)  # seed -> final val accuracy, when ``seeds`` is empty
 
 
 def git_commit() -> str:
@@ -230,12 +234,16 @@ class StudyRun:
     def _log_trial(self, trial: TrialRecord, seed_files: list) -> str:
         """The trial's run and its seeds' runs; ``seed_files`` holds the futures of their artifact folders."""
         client = self._client
-        tags = {"level": "trial", "trial": trial.number, "state": trial.state, MLFLOW_PARENT_RUN_ID: self.run_id}
+        tags = {"level": "trial", "trial": trial.number, "state": trial.state, MLFLOW_PARENT_RUN_ID: self.run_id,
+                **trial.tags}
+        if "study_name" in self.tags:
+            tags["study_name"] = self.tags["study_name"]
         if trial.reason:
             tags["reason"] = trial.reason
         run_id = _create_run(client, self.experiment_id, f"trial-{trial.number} lam={trial.lam:.3g}", tags)
         with _ended(client, run_id, TRIAL_STATUS.get(trial.state, "FAILED")):
             values = {"mean_val_accuracy": trial.mean, "std_val_accuracy": trial.std}
+            values.update({f"val_accuracy_seed_{seed}": a for seed, a in trial.seed_accuracies.items()})
             values.update({f"val_accuracy_seed_{s.seed}": s.val_accuracy for s in trial.seeds})
             _log_batch(client, run_id, metrics=scalar_metrics(values, _now_ms()),
                        params={"lam": trial.lam, **trial.params})
@@ -496,6 +504,30 @@ def end_dead_runs(experiment: str = EXPERIMENT) -> int:
                 client.set_terminated(run.info.run_id, "KILLED")
                 ended += 1
     return ended
+
+
+def logged_trials(experiment: str, study_name: str) -> set:
+    """Numbers of the trials of ``study_name`` with a trial run written or being written.
+
+    A run that a dead process left unfinished (ended by ``end_dead_runs``)
+    does not count.
+    """
+    from mlflow.entities import ViewType
+
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return set()
+    quote = '"' if "'" in study_name else "'"
+    trial_runs = f"tags.level = 'trial' and tags.study_name = {quote}{study_name}{quote}"
+    numbers, token = set(), None
+    while True:
+        page = client.search_runs([found.experiment_id], filter_string=trial_runs,
+                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+        numbers.update(int(r.data.tags["trial"]) for r in page if "clrsearch.ended" not in r.data.tags)
+        token = page.token
+        if not token:
+            return numbers
 
 
 def _redact(uri: str) -> str:

@@ -239,6 +239,29 @@ def test_ctrl_c_gives_the_trials_back_says_how_to_resume_and_the_study_resumes(w
     assert len(slots) == 3 and all(len(found) == 1 for found in slots.values())
 
 
+def test_trials_told_by_a_process_that_died_before_logging_them_are_logged_by_the_next(workspace, monkeypatch):
+    args = [*workspace.args, "--n-s", "10", "--n-trials", "2", "--trials-per-population", "2"]
+    def die(self, trials):
+        raise KeyboardInterrupt
+
+    dead = workers.identity(_dead_pid())
+    with monkeypatch.context() as patch:  # a process that dies between telling Optuna and writing to MLflow
+        patch.setattr(workers, "identity", lambda pid=None: dead)
+        patch.setattr(tracking.StudyRun, "log_trials", die)
+        with pytest.raises(SystemExit):
+            coarse.main(args)
+    study = load(workspace.storage, "coarse")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert [r for r in workspace.runs() if r.data.tags.get("level") == "trial"] == []
+
+    assert coarse.main(args) == 0
+    runs = {int(r.data.tags["trial"]): r for r in workspace.runs() if r.data.tags.get("level") == "trial"}
+    assert sorted(runs) == [0, 1]
+    for t in study.trials:
+        assert runs[t.number].info.status == "FINISHED" and runs[t.number].data.tags["curves"] == "lost"
+        assert runs[t.number].data.metrics["mean_val_accuracy"] == t.value
+
+
 # ----------------------------------------------------------------------------- trials that end early
 
 
