@@ -383,7 +383,8 @@ def inject(data_dir, workdir, kills, seed, storage, say):
                 if not ready:  # the start ended by itself: how long starts take now, on this machine
                     estimate = (estimate + time.perf_counter() - began) / 2
                 break
-            if process.returncode not in (130, 128 + signal.SIGKILL, -signal.SIGKILL):
+            # -SIGINT: Ctrl-C while the interpreter itself was starting, before any clrsearch code ran.
+            if process.returncode not in (130, 128 + signal.SIGKILL, -signal.SIGKILL, -signal.SIGINT):
                 raise RuntimeError(f"{name} ended with status {process.returncode}: {err.strip()[-2000:]}")
         got, numbers, failed = slot_results(storage, name)
         figures["slots"] += len(expected)
