@@ -166,7 +166,8 @@ def enqueue_missing(study, lams):
 
 
 def recover_dead_workers(study):
-    """Fail the running trials of dead workers and enqueue a copy of each.
+    """Fail the running trials of dead workers and enqueue a copy of each; give every slot left without a
+    live or final trial its copy.
 
     A worker on this machine is dead when its process is gone, a worker
     elsewhere when its heartbeat is older than the grace period; a trial that
@@ -186,6 +187,13 @@ def recover_dead_workers(study):
             if dead:
                 _fail(study, trial, f"worker {worker or '(unknown)'} died")
         optuna.storages.fail_stale_trials(study)  # other hosts; calls _requeue_stale
+        # A worker killed between failing a trial and enqueueing its copy left a slot without either.
+        by_slot = {}
+        for trial in study.get_trials(deepcopy=False):
+            by_slot.setdefault(trial.user_attrs.get(SLOT), []).append(trial)
+        for slot, trials in by_slot.items():
+            if slot is not None and not any(is_live(t) or is_final(t) for t in trials):
+                _requeue(study, max(trials, key=lambda t: t.number))
 
 
 def claim_waiting(study, limit):

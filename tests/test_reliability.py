@@ -332,12 +332,14 @@ def test_trials_of_dead_workers_get_one_copy_each_and_live_ones_are_left_alone(t
     url = f"sqlite:///{tmp_path}/recover.db"
     with storage.study_lock(url):
         study = optuna.create_study(study_name="s", storage=storage.open_storage(url))
-        storage.enqueue_missing(study, [0.1, 0.2, 0.3])
-        dead_here, elsewhere, alive = storage.claim_waiting(study, 3)
+        storage.enqueue_missing(study, [0.1, 0.2, 0.3, 0.4])
+        dead_here, elsewhere, alive, half_done = storage.claim_waiting(study, 4)
     study._storage.set_trial_system_attr(dead_here._trial_id, storage.WORKER_ATTR, workers.identity(_dead_pid()))
     study._storage.set_trial_system_attr(elsewhere._trial_id, storage.WORKER_ATTR, "elsewhere:1:1")
-    for trial in (dead_here, elsewhere, alive):
-        trial.suggest_float("lam", 0.1, 0.3)
+    for trial in (dead_here, elsewhere, alive, half_done):
+        trial.suggest_float("lam", 0.1, 0.4)
+    # A worker that failed a dead worker's trial, then died before enqueueing its copy:
+    study._storage.set_trial_state_values(half_done._trial_id, TrialState.FAIL)
 
     storage.recover_dead_workers(study)
     states = {t.number: t.state for t in study.get_trials()}
@@ -352,8 +354,8 @@ def test_trials_of_dead_workers_get_one_copy_each_and_live_ones_are_left_alone(t
     assert trials[alive.number].state == TrialState.RUNNING
     copies = [t for t in trials if t.state == TrialState.WAITING]
     assert sorted((t.user_attrs["slot"], t.user_attrs["retry_of"]) for t in copies) == \
-        [(dead_here.user_attrs["slot"], dead_here.number), (elsewhere.user_attrs["slot"], elsewhere.number)]
-    assert sorted(t.params["lam"] if t.params else t.system_attrs["fixed_params"]["lam"] for t in copies) == [0.1, 0.2]
+        sorted((t.user_attrs["slot"], t.number) for t in (dead_here, elsewhere, half_done))
+    assert sorted(t.system_attrs["fixed_params"]["lam"] for t in copies) == [0.1, 0.2, 0.4]
 
 
 def test_runs_of_dead_processes_end_killed(workspace):
