@@ -425,7 +425,8 @@ def run_study(data_dir, command=None, timeout=STUDY_TIMEOUT):
         package_parent = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
-        study = {"command": shlex.join(command), "wall_seconds": None, "peak_rss": None, "seconds": None,
+        shown = ["python" if part == sys.executable else part.replace(tmp, "TMP") for part in command]
+        study = {"command": shlex.join(shown), "wall_seconds": None, "peak_rss": None, "seconds": None,
                  "error": None}
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             started = time.perf_counter()
@@ -473,10 +474,11 @@ def _last_line(text):
     return lines[-1][:300] if lines else ""
 
 
-def study_updates():
-    """Network updates of the default coarse study: trials x seeds x steps (no pruning by default)."""
+def study_shape():
+    """Population size K and network updates of the default coarse study (no pruning by default)."""
     search = DEFAULT_SEARCH["coarse"]
-    return search.study.n_trials * search.study.n_seeds * search.train.total_steps
+    K = min(search.study.trials_per_population, search.study.n_trials) * search.study.n_seeds
+    return K, search.study.n_trials * search.study.n_seeds * search.train.total_steps
 
 
 def machine_info(torch):
@@ -591,7 +593,7 @@ def targets(results, study, peak):
     share = k30_gflops / peak if k30_gflops else None
     line("K = 30 effective GFLOP/s vs measured matmul peak", f">= {TARGET_PEAK_SHARE:.0%}", share,
          None if share is None else share >= TARGET_PEAK_SHARE,
-         "not measured" if share is None else f"{share:.0%} ({k30_gflops:.1f} of {peak:.1f} GFLOP/s)")
+         "not measured" if share is None else f"{share:.1%} ({k30_gflops:.1f} of {peak:.1f} GFLOP/s)")
     ratio = k1 / numpy_rate if k1 and numpy_rate else None
     line("K = 1 updates/s vs the plain numpy loop", f">= {TARGET_K1_VS_NUMPY:g}x", ratio,
          None if ratio is None else ratio >= TARGET_K1_VS_NUMPY, "not measured" if ratio is None else f"{ratio:.2f}x")
@@ -629,10 +631,10 @@ def render_table(summary):
     study = summary.get("study")
     if study is not None:
         if study.get("error"):
-            lines.append(f"| default coarse study (child process) | 30 | failed: {study['error']} | | | | | |")
+            lines.append(f"| default coarse study (child process) | {study['K']} | failed: {study['error']} | | | | | |")
         else:
             rate = study["updates"] / study["wall_seconds"]
-            lines.append(f"| default coarse study end to end, {study['wall_seconds']:.1f} s wall | 30 | "
+            lines.append(f"| default coarse study end to end, {study['wall_seconds']:.1f} s wall | {study['K']} | "
                          f"{rate:,.0f} | | {rate * summary['flops_per_update'] / 1e9:.1f} | "
                          f"{rate * summary['flops_per_update'] / 1e9 / summary['peak_gflops']:.0%} | | "
                          f"{_gb(study['peak_rss'])} |")
@@ -644,15 +646,35 @@ def render_targets(summary):
     return "\n".join(f"- **{marks[t['passed']]}** {t['target']} {t['goal']}: {t['shown']}" for t in summary["targets"])
 
 
+def render_breakdown(summary):
+    """What the ceiling row says about the K = CEILING_K step."""
+    rows = {r["name"]: r for r in summary["results"]}
+    trainer = rows.get(f"clrsearch trainer, K = {CEILING_K}", {}).get("updates_per_s")
+    ceiling = next((r.get("updates_per_s") for r in summary["results"] if r["name"].startswith("BLAS ceiling")), None)
+    if not trainer or not ceiling:
+        return "Not measured."
+    share = trainer / ceiling
+    return (f"At K = {CEILING_K} the trainer runs at {share:.0%} of the rate of its two first-layer products "
+            f"alone (the ceiling row), so those two BLAS calls take about {min(share, 1):.0%} of a step; the "
+            f"mini-batch gather, the second layer, the softmax, the bias updates and the sweep `V1 -= dV1` share "
+            f"the rest. The products themselves reach {ceiling * summary['flops_per_update'] / 1e9 / summary['peak_gflops']:.0%} "
+            f"of the {summary['workload']['peak_size']}² peak: with B = {N_BATCH} one of their three dimensions is "
+            f"short, which bounds what any trainer built on them can reach.")
+
+
 def render_study(study):
     if study is None:
         return "Skipped (`--skip-study`)."
-    lines = [f"`{study['command']}`, in a fresh temporary folder with "
-             f"`MLFLOW_TRACKING_URI=sqlite:///<that folder>/mlflow.db`."]
+    lines = [f"`{study['command']}`, run in a fresh temporary folder TMP with "
+             f"`MLFLOW_TRACKING_URI=sqlite:///TMP/mlflow.db`."]
     if study.get("wall_seconds") is not None:
         lines.append(f"Wall time {study['wall_seconds']:.1f} s, peak RSS of the child "
                      f"{_gb(study.get('peak_rss'))} GB (`wait4` rusage `ru_maxrss`), "
-                     f"{study['updates']:,} network updates.")
+                     f"{study['updates']:,} network updates in populations of K = {study['K']}.")
+    training = (study.get("seconds") or {}).get("training")
+    if training:
+        lines.append(f"Its training alone ran at {study['updates'] / training:,.0f} updates/s "
+                     f"({study['updates']:,} in {training:.1f} s).")
     if study.get("error"):
         lines.append(f"It failed: {study['error']}")
     if study.get("seconds"):
@@ -676,6 +698,8 @@ def render_report(summary):
     load_after = ", ".join(f"{v:.2f}" for v in after) if after else "unknown"
     pools = "; ".join(m["threadpools"]) or "threadpoolctl not installed"
     w = summary["workload"]
+    rss_fallback = ("" if summary["rss_method"] == "VmHWM" else
+                    " (not available here: the lifetime peak `ru_maxrss` is shown instead, so it only grows)")
     return f"""# Performance
 
 Produced by `{summary['command']}` on {summary['date']}
@@ -699,6 +723,10 @@ configuration; best of {w['repeats']} rounds (median alongside). One update is o
 ## Targets
 
 {render_targets(summary)}
+
+## Where the time of a step goes
+
+{render_breakdown(summary)}
 
 ## The coarse study
 
@@ -725,7 +753,7 @@ configuration; best of {w['repeats']} rounds (median alongside). One update is o
 - **Ceiling.** The two (K·M, D) products of a K = {CEILING_K} step alone, at the trainer's shapes
   ((K·M, D) @ (D, B) and (K·M, B) @ (B, D)): what the BLAS gives those shapes, whatever the rest of the step costs.
 - **Peak RSS** is the process's resident-set high-water mark while the configuration ran, reset before
-  each one through `/proc/self/clear_refs` and read from `VmHWM` ({summary['rss_method']}); it includes
+  each one through `/proc/self/clear_refs` and read from `VmHWM`{rss_fallback}; it includes
   the {w['n_train']:,} training images held in memory ({w['data_bytes'] / 1e9:.2f} GB) and the loaded libraries.
 
 ## Why the population is fast
@@ -789,7 +817,7 @@ def main(argv=None):
     if not args.skip_study:
         say("coarse study in a child process")
         study = run_study(args.data_dir)
-        study["updates"] = study_updates()
+        study["K"], study["updates"] = study_shape()
         if study["error"]:
             say(f"  coarse study failed: {study['error']}")
         else:

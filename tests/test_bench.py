@@ -124,7 +124,7 @@ def test_report_renders_without_torch_and_study():
 def test_report_renders_a_study_and_a_failed_study():
     seconds = {"data": 5.0, "training": 40.0, "evaluation": 3.0, "tracking": 4.0, "total": 52.0}
     study = {"command": "python -m clrsearch.coarse --json", "wall_seconds": 60.0, "peak_rss": 2 * 10**9,
-             "seconds": seconds, "error": None, "updates": 108_000}
+             "seconds": seconds, "error": None, "K": 30, "updates": 108_000}
     summary = tiny_summary(study=study)
     targets = {t["target"]: t for t in summary["targets"]}
     assert targets["coarse study wall time"]["passed"] is True
@@ -132,6 +132,7 @@ def test_report_renders_a_study_and_a_failed_study():
     assert targets["coarse study tracking time vs its wall time"]["measured"] == pytest.approx(4 / 60)
     report = bench.render_report(summary)
     assert "| tracking | 4.0 | 7% |" in report and "60.0 s wall" in report
+    assert "2,700 updates/s (108,000 in 40.0 s)" in report
 
     failed = dict(study, wall_seconds=2.0, seconds=None, error="exit status 1: boom")
     report = bench.render_report(tiny_summary(study=failed))
