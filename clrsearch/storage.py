@@ -9,7 +9,8 @@ from TPE gets its own number as slot.
 Every change of a trial's owner happens under :func:`study_lock` (a file
 lock beside a SQLite database, an advisory lock in PostgreSQL): creating the
 study and its tables, claiming WAITING trials (WAITING -> RUNNING), failing
-the trials of dead workers and enqueueing their copies. Optuna's own
+the trials of dead workers and enqueueing their copies, recording results.
+Optuna's own
 WAITING -> RUNNING transition is not atomic on SQLite, and two workers failing
 the same stale trial would otherwise both enqueue a copy; under the lock a
 slot is claimed by one worker and has at most one live trial.
