@@ -165,13 +165,15 @@ def test_three_workers_of_two_commands_share_an_empty_postgresql_database_and_ag
     assert_no_run_left_running(workspace)
 
 
-def test_a_helper_killed_mid_trial_is_recovered_by_its_parent_which_reports_it(
-        workspace, postgres_url, one_worker_grid):
-    args = ("--grid", GRID, "--no-final", "--trials-per-population", "2", "--storage", postgres_url, "--workers", "2")
+def test_a_helper_killed_mid_trial_is_recovered_by_its_parent_which_reports_it(workspace, postgres_url):
+    # Longer trials, one per population: the parent is still busy when its helper has started.
+    args = ("--grid", GRID, "--no-final", "--n-s", "300", "--trials-per-population", "1", "--storage", postgres_url,
+            "--workers", "2")
     parent = workspace.start("fine", *args)
     helper = []
 
     def helper_running():
+        assert parent.poll() is None, "the parent finished before its helper claimed a trial"
         pids = {int(t.system_attrs[storage.WORKER_ATTR].split(":")[1]) for t in trials_now(postgres_url, "fine")
                 if t.state == TrialState.RUNNING}
         helper[:] = pids - {parent.pid}
@@ -184,10 +186,10 @@ def test_a_helper_killed_mid_trial_is_recovered_by_its_parent_which_reports_it(
     assert f"worker pid {helper[0]} ended with status {128 + signal.SIGKILL}" in err
 
     study = load(postgres_url, "fine")
-    assert_each_grid_point_once(study, one_worker_grid)
-    dead = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(dead) == 2 and all("died" in t.user_attrs["reason"] for t in dead)
     slots = results_by_slot(study)
+    assert sorted(slots) == list(range(6)) and all(len(found) == 1 for found in slots.values())
+    dead = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(dead) == 1 and "died" in dead[0].user_attrs["reason"]
     for t in dead:
         retry = slots[t.user_attrs["slot"]][0]
         assert retry.user_attrs["retry_of"] == t.number and retry.params == t.params
