@@ -25,9 +25,9 @@ from conftest import write_tiny_cifar
 # One seed per lambda keeps MLflow's writes few. 32 hidden units: from 24 rows of W1 on, OpenBLAS sums
 # every member's products in the same order whatever the population size, so that a trial's value
 # does not depend on the trials it trains with.
-# n_s 200: a population trains for a few tenths of a second, long enough to be caught running.
-TINY = ["--n-s", "200", "--n-batch", "20", "--hidden", "32", "--n-seeds", "1", "--val-size", "200",
+TINY = ["--n-s", "10", "--n-batch", "20", "--hidden", "32", "--n-seeds", "1", "--val-size", "200",
         "--eval-train-size", "100", "--evals-per-cycle", "1", "--quiet"]
+SLOW = ["--n-s", "200"]  # a population trains for a few tenths of a second: long enough to be caught running
 GRID = "0,0.001,0.003,0.01,0.03,0.1"
 TIMING = {"CLRSEARCH_HEARTBEAT_SECONDS": "1", "CLRSEARCH_GRACE_SECONDS": "3"}
 
@@ -199,9 +199,12 @@ def test_a_helper_killed_mid_trial_is_recovered_by_its_parent_which_reports_it(w
 # ----------------------------------------------------------------------------- one worker, killed
 
 
-def test_a_sigkilled_study_resumes_in_a_restarted_worker_with_the_values_of_an_uninterrupted_run(
-        workspace, one_worker_grid):
-    args = ("--grid", GRID, "--no-final", "--trials-per-population", "2")
+def test_a_sigkilled_study_resumes_in_a_restarted_worker_with_the_values_of_an_uninterrupted_run(workspace):
+    args = ("--grid", GRID, "--no-final", "--trials-per-population", "2", *SLOW)
+    reference = f"sqlite:///{workspace.folder}/uninterrupted.db"
+    assert fine.main([*workspace.args, *args, "--storage", reference, "--experiment", "uninterrupted"]) == 0
+    uninterrupted = {t.params["lam"]: t.value for t in load(reference, "fine").get_trials()}
+
     process = workspace.start("fine", *args)
     wait_for(lambda: any(t.state == TrialState.COMPLETE for t in trials_now(workspace.storage, "fine"))
              and running_trial_of(workspace.storage, "fine", process.pid), what="a completed trial and a running one")
@@ -211,7 +214,7 @@ def test_a_sigkilled_study_resumes_in_a_restarted_worker_with_the_values_of_an_u
 
     assert fine.main([*workspace.args, *args]) == 0
     study = load(workspace.storage, "fine")
-    assert_each_grid_point_once(study, one_worker_grid)
+    assert_each_grid_point_once(study, uninterrupted)
     for number, state in before.items():  # completed trials kept, not run again
         if state == TrialState.COMPLETE:
             assert study.trials[number].state == TrialState.COMPLETE
@@ -222,7 +225,7 @@ def test_a_sigkilled_study_resumes_in_a_restarted_worker_with_the_values_of_an_u
 
 
 def test_ctrl_c_gives_the_trials_back_says_how_to_resume_and_the_study_resumes(workspace):
-    args = ("--n-trials", "3", "--trials-per-population", "1")
+    args = ("--n-trials", "3", "--trials-per-population", "1", *SLOW)
     process = workspace.start("coarse", *args)
     wait_for(lambda: running_trial_of(workspace.storage, "coarse", process.pid), what="a running trial")
     process.send_signal(signal.SIGINT)
@@ -242,7 +245,7 @@ def test_ctrl_c_gives_the_trials_back_says_how_to_resume_and_the_study_resumes(w
 
 
 def test_trials_told_by_a_process_that_died_before_logging_them_are_logged_by_the_next(workspace, monkeypatch):
-    args = [*workspace.args, "--n-s", "10", "--n-trials", "2", "--trials-per-population", "2"]
+    args = [*workspace.args, "--n-trials", "2", "--trials-per-population", "2"]
     def die(self, trials):
         raise KeyboardInterrupt
 
@@ -284,8 +287,7 @@ def test_a_diverging_lambda_fails_within_its_first_epoch_and_the_study_goes_on(w
 def test_a_hopeless_lambda_is_pruned_after_its_first_cycle(workspace, pruner):
     # lambda up to 3: the largest ones shrink the weights at every peak of eta. Smaller networks than
     # elsewhere, which the tiny data does not fit perfectly after one cycle.
-    assert coarse.main([*workspace.args, "--n-s", "10", "--hidden", "16", "--n-seeds", "2", "--pruner", pruner,
-                        "--n-trials", "8",
+    assert coarse.main([*workspace.args, "--hidden", "16", "--n-seeds", "2", "--pruner", pruner, "--n-trials", "8",
                         "--trials-per-population", "1", "--lam-min", "1e-4", "--lam-max", "3"]) == 0
     study = load(workspace.storage, "coarse")
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
