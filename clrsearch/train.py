@@ -161,7 +161,7 @@ def train(train_set, val_set, config: TrainConfig, lams, seeds, *, on_eval=None,
             order = rng.permutation(n_train)
             for b in range(min(batches_per_epoch, total - step)):
                 idx = order[b * config.n_batch:(b + 1) * config.n_batch]
-                np.take(XT, idx, axis=0, out=batch_T)
+                np.take(XT, idx, axis=0, out=batch_T, mode="clip")  # indices come from a permutation; clip avoids a buffered copy
                 population.step(batch_T.T, Y[:, idx], eta[step])  # (D, B), (C, B)
                 step += 1
                 population.stop(population.diverged(), step, "diverged")
