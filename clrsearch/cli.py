@@ -84,3 +84,17 @@ def progress_bar(total, unit, quiet=False, description=None):
     with tqdm(total=total, unit=unit, desc=description, disable=None, dynamic_ncols=True,
               mininterval=0.5) as bar:
         yield bar
+
+
+def run_study(kind, argv, description):
+    """``python -m clrsearch.<kind>``: import the study runner, then run it.
+
+    The runner's imports (NumPy, Optuna, MLflow) take seconds that Ctrl-C may
+    interrupt; that ends with one line and status 130 like a Ctrl-C later on.
+    """
+    try:
+        from . import runner
+    except KeyboardInterrupt:
+        print("\ninterrupted before the study started", file=sys.stderr)
+        raise SystemExit(130)
+    return runner.main(kind, argv, description)

@@ -7,19 +7,12 @@ exists, else the built-in ones; flags override both. Rerunning a study with
 the same name resumes it.
 """
 
-import sys
-
 from . import cli
 
 
 @cli.entry_point
 def main(argv=None):
-    try:
-        from . import runner  # NumPy, Optuna, MLflow: seconds of imports that Ctrl-C may interrupt
-    except KeyboardInterrupt:
-        print("\ninterrupted before the study started", file=sys.stderr)
-        raise SystemExit(130)
-    return runner.main("coarse", argv, __doc__.split("\n\n")[0])
+    return cli.run_study("coarse", argv, __doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

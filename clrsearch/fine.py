@@ -7,19 +7,12 @@ storage (see :func:`clrsearch.search.derive_grid`). The final model is
 registered in MLflow as ``clrsearch-cifar10`` with the alias ``champion``.
 """
 
-import sys
-
 from . import cli
 
 
 @cli.entry_point
 def main(argv=None):
-    try:
-        from . import runner  # NumPy, Optuna, MLflow: seconds of imports that Ctrl-C may interrupt
-    except KeyboardInterrupt:
-        print("\ninterrupted before the study started", file=sys.stderr)
-        raise SystemExit(130)
-    return runner.main("fine", argv, __doc__.split("\n\n")[0])
+    return cli.run_study("fine", argv, __doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
