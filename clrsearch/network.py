@@ -74,10 +74,15 @@ def first_layer(W1, X):
     return (W1.reshape(-1, D) @ X).reshape(W1.shape[:-1] + (X.shape[-1],))
 
 
-def softmax(S):
-    """Column-wise softmax over the class axis (-2), stable for large scores."""
-    E = np.exp(S - S.max(axis=-2, keepdims=True))
-    return E / E.sum(axis=-2, keepdims=True)
+def softmax(S, out=None):
+    """Column-wise softmax over the class axis (-2), stable for large scores.
+
+    ``out=S`` computes it in place of the scores.
+    """
+    E = np.subtract(S, S.max(axis=-2, keepdims=True), out=out)
+    np.exp(E, out=E)
+    E /= E.sum(axis=-2, keepdims=True)
+    return E
 
 
 def layers(params, X):

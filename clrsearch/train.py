@@ -164,7 +164,9 @@ def train(train_set, val_set, config: TrainConfig, lams, seeds, *, on_eval=None,
                 np.take(XT, idx, axis=0, out=batch_T, mode="clip")  # indices come from a permutation; clip avoids a buffered copy
                 population.step(batch_T.T, Y[:, idx], eta[step])  # (D, B), (C, B)
                 step += 1
-                population.stop(population.diverged(), step, "diverged")
+                diverged = population.diverged()
+                if diverged:
+                    population.stop(diverged, step, "diverged")
                 if progress is not None:
                     progress.update(1)
                 if step in eval_steps and population.members:
@@ -192,6 +194,7 @@ class _Population:
         self.b1, self.W2, self.b2 = params["b1"], params["W2"], params["b2"]  # (K, M, 1), (K, C, M), (K, C, 1)
         self.lams = lams  # (K,) of the whole population
         self.members = list(range(K))  # original indices of the rows above
+        self._lam = lams.copy()  # (K,) lambdas of the rows above
         self.status = ["finished"] * K
         self.stopped_at = [None] * K
         self._final = {}  # member -> params at the moment it stopped
@@ -205,28 +208,32 @@ class _Population:
         K, M, D = self.V1.shape
         B = Xb.shape[1]
         eta = float(eta)
-        lam = self.lams[self.members]  # (K,)
+        dtype = self.V1.dtype
         S1 = np.matmul(self.V1.reshape(K * M, D), Xb, out=self._S1[:K * M]).reshape(K, M, B)
-        H = S1 * self.scale.astype(S1.dtype)[:, None, None]  # (K, M, B)
+        H = S1 * self.scale.astype(dtype)[:, None, None]  # (K, M, B)
         H += self.b1
         np.maximum(H, 0, out=H)
-        P = network.softmax(self.W2 @ H + self.b2)  # (K, C, B)
-        G = (P - Yb) * (1.0 / B)  # (K, C, B)
+        S2 = self.W2 @ H  # (K, C, B)
+        S2 += self.b2
+        G = network.softmax(S2, out=S2)  # (K, C, B), probabilities P
+        G -= Yb
+        G *= 1.0 / B  # dJ/dS2
         G1 = np.swapaxes(self.W2, 1, 2) @ G  # (K, M, B)
         G1 *= H > 0
-        decay = 1.0 - 2.0 * eta * lam  # (K,)
+        decay = 1.0 - 2.0 * eta * self._lam  # (K,)
 
         self.b1 -= eta * G1.sum(axis=2, keepdims=True)
         self.b2 -= eta * G.sum(axis=2, keepdims=True)
-        self.W2 *= decay.astype(self.W2.dtype)[:, None, None]
+        self.W2 *= decay.astype(dtype)[:, None, None]
         self.W2 -= eta * (G @ np.swapaxes(H, 1, 2))  # (K, C, M)
 
         new_scale = self.scale * decay
-        for k in np.flatnonzero(np.abs(new_scale) < _MIN_SCALE):
-            self.V1[k] *= new_scale[k]
-            new_scale[k] = 1.0
+        if np.abs(new_scale).min() < _MIN_SCALE:
+            for k in np.flatnonzero(np.abs(new_scale) < _MIN_SCALE):
+                self.V1[k] *= new_scale[k]
+                new_scale[k] = 1.0
         self.scale = new_scale
-        G1 *= (eta / new_scale).astype(G1.dtype)[:, None, None]
+        G1 *= (eta / new_scale).astype(dtype)[:, None, None]
         dV1 = np.matmul(G1.reshape(K * M, B), Xb.T, out=self._dV1[:K * M])  # (K·M, D)
         self.V1 -= dV1.reshape(K, M, D)
 
@@ -237,9 +244,17 @@ class _Population:
         return {"W1": self.V1, "b1": self.b1, "W2": self.W2, "b2": self.b2}
 
     def diverged(self):
-        """Indices of active members whose parameters hold NaN or inf."""
+        """Indices of active members whose parameters hold NaN or inf.
+
+        The first layer is not swept here: NaN or inf there reaches b2 within
+        a step, or else the evaluated cost (which holds the weight norm) at the
+        next evaluation point.
+        """
+        parts = (self.scale, self.b1, self.W2, self.b2)
+        if np.isfinite(sum(float(p.sum()) for p in parts)):  # one scalar: the common case costs little
+            return []
         bad = ~np.isfinite(self.scale)
-        for p in (self.b1, self.W2, self.b2):
+        for p in parts[1:]:
             bad |= ~np.isfinite(p).all(axis=(1, 2))
         return [self.members[i] for i in np.flatnonzero(bad)]
 
@@ -265,6 +280,7 @@ class _Population:
         self.V1, self.b1, self.W2, self.b2 = (a[keep] for a in (self.V1, self.b1, self.W2, self.b2))
         self.scale = self.scale[keep]
         self.members = [self.members[i] for i in keep]
+        self._lam = self.lams[self.members]
 
     def full_params(self):
         """All K members, stopped ones as they were when they stopped (copies)."""
