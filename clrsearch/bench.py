@@ -358,7 +358,7 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
     rows = {"numpy": Measurement("plain numpy loop, one network", 1)}
     rows["torch"] = Measurement("PyTorch CPU, one network at a time", 1)
     if torch is None:
-        rows["torch"].skipped = "torch is not installed (pip install torch)"
+        rows["torch"].skipped = "torch is not installed (pip install -e '.[bench]')"
     for K in populations:
         rows[f"K{K}"] = Measurement(f"clrsearch trainer, K = {K}", K)
     rows["ceiling"] = Measurement(f"BLAS ceiling: the two first-layer products of K = {CEILING_K} alone", CEILING_K)
