@@ -767,7 +767,8 @@ single network's (M, D) @ (D, B) is too small to keep {m['usable_cores']} cores 
 Weight decay is folded into one scale per member (W1 = s·V1): multiplying by (1 − 2ηλ) changes K numbers
 instead of sweeping the {CEILING_K * HIDDEN} × {w['inputs']} weights, so W1 — {CEILING_K * HIDDEN * w['inputs'] * 4 / 1e6:.0f} MB at
 K = {CEILING_K}, far more than the caches — is read and written once per step, by the gradient subtraction,
-instead of twice. The small second-layer work ((K, C, M) weights) and the softmax are batched over K too,
+instead of twice. That subtraction follows the gradient product a few MB of rows at a time, so the
+gradient is read back from the cache rather than from memory. The small second-layer work ((K, C, M) weights) and the softmax are batched over K too,
 so the Python overhead of a step is paid once for the whole population.
 """
 

@@ -27,6 +27,7 @@ METRICS = ("train_loss", "train_cost", "train_accuracy", "val_loss", "val_cost",
 # multiplies one number per member instead of sweeping (K, M, D) every step.
 # Below this scale the factor is folded back into V1.
 _MIN_SCALE = 1e-4
+_GRADIENT_BLOCK_BYTES = 2**22  # first-layer gradient rows computed and applied at once
 _EVAL_ELEMENTS = 2**24  # hidden activations held at once while evaluating: (K, M, columns)
 
 
@@ -184,7 +185,8 @@ class _Population:
     """Parameters of the members still training, and the fused update step.
 
     The step is ``params - eta * network.gradients(params, X, Y, lam)`` computed
-    with two large matrix products and one pass over W1.
+    with two large matrix products and one pass over W1; the second product is
+    made and subtracted a few MB of rows at a time, while they are in the cache.
     """
 
     def __init__(self, params, lams, n_batch):
@@ -199,9 +201,14 @@ class _Population:
         self.stopped_at = [None] * K
         self._final = {}  # member -> params at the moment it stopped
         K, M, D = self.V1.shape
+        C = self.W2.shape[1]
         dtype = self.V1.dtype
-        self._S1 = np.empty((K * M, n_batch), dtype)  # (K·M, B)
-        self._dV1 = np.empty((K * M, D), dtype)  # (K·M, D)
+        self._H = np.empty((K * M, n_batch), dtype)  # (K·M, B)
+        self._S2 = np.empty((K, C, n_batch), dtype)
+        self._G1 = np.empty((K, M, n_batch), dtype)
+        self._active = np.empty((K, M, n_batch), bool)
+        self._block_rows = max(1, _GRADIENT_BLOCK_BYTES // (D * dtype.itemsize))
+        self._dV1 = np.empty((min(K * M, self._block_rows), D), dtype)  # (rows, D)
 
     def step(self, Xb, Yb, eta):
         """One update of every member on the mini-batch Xb (D, B), Yb (C, B)."""
@@ -209,17 +216,17 @@ class _Population:
         B = Xb.shape[1]
         eta = float(eta)
         dtype = self.V1.dtype
-        S1 = np.matmul(self.V1.reshape(K * M, D), Xb, out=self._S1[:K * M]).reshape(K, M, B)
-        H = S1 * self.scale.astype(dtype)[:, None, None]  # (K, M, B)
+        H = np.matmul(self.V1.reshape(K * M, D), Xb, out=self._H[:K * M]).reshape(K, M, B)  # V1 X
+        H *= self.scale.astype(dtype)[:, None, None]  # W1 X
         H += self.b1
-        np.maximum(H, 0, out=H)
-        S2 = self.W2 @ H  # (K, C, B)
+        np.maximum(H, 0, out=H)  # (K, M, B) hidden activations
+        S2 = np.matmul(self.W2, H, out=self._S2[:K])  # (K, C, B)
         S2 += self.b2
         G = network.softmax(S2, out=S2)  # (K, C, B), probabilities P
         G -= Yb
         G *= 1.0 / B  # dJ/dS2
-        G1 = np.swapaxes(self.W2, 1, 2) @ G  # (K, M, B)
-        G1 *= H > 0
+        G1 = np.matmul(np.swapaxes(self.W2, 1, 2), G, out=self._G1[:K])  # (K, M, B)
+        G1 *= np.greater(H, 0, out=self._active[:K])
         decay = 1.0 - 2.0 * eta * self._lam  # (K,)
 
         self.b1 -= eta * G1.sum(axis=2, keepdims=True)
@@ -234,8 +241,21 @@ class _Population:
                 new_scale[k] = 1.0
         self.scale = new_scale
         G1 *= (eta / new_scale).astype(dtype)[:, None, None]
-        dV1 = np.matmul(G1.reshape(K * M, B), Xb.T, out=self._dV1[:K * M])  # (K·M, D)
-        self.V1 -= dV1.reshape(K, M, D)
+        self._subtract_gradient(G1.reshape(K * M, B), Xb)
+
+    def _subtract_gradient(self, G1, Xb):
+        """V1 -= G1 Xbᵀ, in blocks of rows whose gradient stays in the cache.
+
+        G1 : (K·M, B), Xb : (D, B)
+        """
+        V1 = self.V1.reshape(-1, Xb.shape[0])  # (K·M, D)
+        rows = V1.shape[0]
+        blocks = -(-rows // self._block_rows)
+        size = -(-rows // blocks)  # equal blocks: no small remainder
+        for start in range(0, rows, size):
+            stop = min(start + size, rows)
+            dV1 = np.matmul(G1[start:stop], Xb.T, out=self._dV1[:stop - start])  # (rows, D)
+            V1[start:stop] -= dV1
 
     def params(self):
         """The active members as network parameters (folds the W1 scale in)."""

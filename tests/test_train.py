@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from clrsearch import network
+from clrsearch import train as train_module
 from clrsearch.config import TrainConfig
 from clrsearch.errors import UsageError
 from clrsearch.schedule import cyclic_lr
@@ -64,6 +65,22 @@ def test_population_steps_are_plain_gradient_descent(eta, lams):
         expected = gradient_descent(network.member(start, k), batches, [eta] * len(batches), lam)
         for name in network.PARAM_NAMES:
             assert relative_difference(got[name][k], expected[name]) < 1e-10, f"member {k} {name}"
+
+
+@pytest.mark.parametrize("block_rows", [1, 5, 7])
+def test_the_first_layer_update_applied_in_row_blocks_is_the_same_descent(monkeypatch, block_rows):
+    # 3 members × 8 hidden units = 24 rows: blocks of 1, 5 (4 × 5 + 4) and 7 (4 × 6) rows.
+    monkeypatch.setattr(train_module, "_GRADIENT_BLOCK_BYTES", block_rows * D * 8)
+    lams = np.array([0.0, 0.01, 0.2])
+    start = network.init_population(D, HIDDEN, C, (3, 4, 5))
+    population = _Population({k: v.copy() for k, v in start.items()}, lams, n_batch=10)
+    batches = [(TRAIN.X[:, i:i + 10], TRAIN.Y[:, i:i + 10]) for i in range(0, 60, 10)]
+    for Xb, Yb in batches:
+        population.step(Xb, Yb, 0.05)
+    got = population.params()
+    for k, lam in enumerate(lams):
+        expected = gradient_descent(network.member(start, k), batches, [0.05] * len(batches), lam)
+        assert relative_difference(got["W1"][k], expected["W1"]) < 1e-10, f"member {k}"
 
 
 def test_one_step_equals_params_minus_eta_times_gradients():
