@@ -1,10 +1,12 @@
-"""Shared fixtures: a tiny CIFAR-10 copy in the official on-disk format.
+"""Shared fixtures: a tiny CIFAR-10 copy in the official on-disk format, MLflow
+stores copied from one migrated template, a throwaway PostgreSQL server.
 
-Each class has its own random mean image; an image is its class mean plus
+In the tiny copy each class has its own random mean image; an image is its class mean plus
 pixel noise, so a two-layer network learns it well above chance in a few
 epochs, but not perfectly from 200 images.
 """
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +90,21 @@ def mlflow_template(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
     return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, mlflow_template):
+    """A fresh tracking store per test module (a copy of the template), set as the
+    tracking URI and working folder while the module's tests run."""
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("mlflow")
+    shutil.copyfile(mlflow_template, folder / "mlflow.db")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        mp.chdir(folder)
+        yield MlflowClient()
 
 
 @pytest.fixture(scope="session")

@@ -7,17 +7,11 @@ import json
 import numpy as np
 import pytest
 from conftest import write_tiny_cifar
-from test_tracking import tracking_store
 
 from clrsearch import evaluate, network, tracking
 from clrsearch.config import TrainConfig
 from clrsearch.data import load_batch, load_splits
 from clrsearch.train import train
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    yield from tracking_store(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import write_tiny_cifar
 from PIL import Image
-from test_tracking import steps_and_values, tracking_store
+from test_tracking import steps_and_values
 
 from clrsearch import network, plots, tracking
 from clrsearch.config import TrainConfig
@@ -24,11 +24,6 @@ from clrsearch.model import Classifier, predict_labels, raw_rows
 from clrsearch.train import train
 
 NAME = tracking.REGISTERED_NAME
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    yield from tracking_store(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ block ends; the reused confusion figure draws what plots.confusion_matrix draws.
 import csv
 import json
 import math
-import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 from conftest import write_tiny_cifar
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from clrsearch import network, plots, tracking
@@ -26,30 +24,6 @@ from clrsearch.train import train
 
 PARENT = "mlflow.parentRunId"
 PROTOCOL = {"n_batch": 20, "cycles": 1, "n_s": 10, "split": "batch1"}
-
-
-def tracking_store(tmp_path_factory):
-    """A fresh tracking store in its own folder, used for the block and its artifacts.
-
-    A new store runs MLflow's schema migrations, which take seconds; so one
-    store is migrated once per session and every other one is a copy of it.
-    """
-    template = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
-    if not template.exists():
-        template.parent.mkdir()
-        MlflowClient(f"sqlite:///{template}").search_experiments()
-    folder = tmp_path_factory.mktemp("mlflow")
-    shutil.copyfile(template, folder / "mlflow.db")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        mp.chdir(folder)
-        yield MlflowClient()
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    yield from tracking_store(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
