@@ -254,34 +254,12 @@ def kill(process, how):
     return True
 
 
-def study_trials(storage, name):
-    """The trials of study ``name``, read as the workers read them (under their lock); [] before it exists."""
-    import optuna
-
-    from . import storage as storage_module
-
-    path = storage_module.sqlite_path(storage)
-    if path is not None and not path.exists():
-        return []
-    with storage_module.study_lock(storage):
-        try:
-            return optuna.load_study(study_name=name, storage=storage_module.open_storage(storage)).get_trials()
-        except KeyError:
-            return []
-
-
-def running_pids(storage, name):
-    """Pids of the workers of this host that have a RUNNING trial in study ``name``."""
-    from . import storage as storage_module
-
-    return {int(t.system_attrs[storage_module.WORKER_ATTR].split(":")[1]) for t in study_trials(storage, name)
-            if t.state.name == "RUNNING" and storage_module.WORKER_ATTR in t.system_attrs}
-
-
 def wait_mid_trial(process, how, storage, name, rng):
     """Wait until a trial of ``process`` (or of its helper) trains, then a random fraction of a second more."""
+    from . import storage as storage_module
+
     while process.poll() is None:
-        pids = running_pids(storage, name)
+        pids = storage_module.running_pids(storage, name)
         wanted = set(children(process.pid)) if how == "SIGKILL helper of 2 workers" else {process.pid}
         if pids & wanted:
             time.sleep(rng.uniform(0, 0.3))
@@ -295,7 +273,7 @@ def slot_results(storage, name):
     from . import storage as storage_module
 
     results, numbers, failed = {}, set(), []
-    for t in study_trials(storage, name):
+    for t in storage_module.read_trials(storage, name):
         results.setdefault(t.user_attrs.get(storage_module.SLOT), [])
         if storage_module.is_final(t):
             results[t.user_attrs.get(storage_module.SLOT)].append((t.state.name, t.value))

@@ -157,6 +157,24 @@ def open_storage(url):
         raise UsageError(f"cannot open the storage {redact(url)}: {_first_line(error)}") from None
 
 
+def read_trials(url, name):
+    """The trials of study ``name``, read as the workers read them (under their lock); [] before it exists."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        return []
+    with study_lock(url):
+        try:
+            return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
+        except KeyError:
+            return []
+
+
+def running_pids(url, name):
+    """Pids of the workers that have a RUNNING trial in study ``name``."""
+    return {int(t.system_attrs[WORKER_ATTR].split(":")[1]) for t in read_trials(url, name)
+            if t.state == TrialState.RUNNING and WORKER_ATTR in t.system_attrs}
+
+
 def url_of(study):
     """The storage URL of a study opened with :func:`open_storage`."""
     return getattr(study._storage, "_backend", study._storage).url

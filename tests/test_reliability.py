@@ -108,22 +108,9 @@ def wait_for(predicate, timeout=60.0, what="the condition"):
         time.sleep(0.05)
 
 
-def trials_now(url, name):
-    """The trials of study ``name`` as the workers see them (read under their lock); [] before it exists."""
-    path = storage.sqlite_path(url)
-    if path is not None and not path.exists():
-        return []
-    with storage.study_lock(url):
-        try:
-            return optuna.load_study(study_name=name, storage=storage.open_storage(url)).get_trials()
-        except KeyError:
-            return []
-
-
 def running_trial_of(url, name, pid):
     """Whether study ``name`` has a RUNNING trial owned by process ``pid``."""
-    return any(t.state == TrialState.RUNNING and t.system_attrs.get(storage.WORKER_ATTR, "").split(":")[1] == str(pid)
-               for t in trials_now(url, name))
+    return pid in storage.running_pids(url, name)
 
 
 def assert_each_grid_point_once(study, values):
@@ -174,9 +161,7 @@ def test_a_helper_killed_mid_trial_is_recovered_by_its_parent_which_reports_it(w
 
     def helper_running():
         assert parent.poll() is None, "the parent finished before its helper claimed a trial"
-        pids = {int(t.system_attrs[storage.WORKER_ATTR].split(":")[1]) for t in trials_now(postgres_url, "fine")
-                if t.state == TrialState.RUNNING}
-        helper[:] = pids - {parent.pid}
+        helper[:] = storage.running_pids(postgres_url, "fine") - {parent.pid}
         return bool(helper)
 
     wait_for(helper_running, what="the helper to claim trials")
@@ -206,7 +191,7 @@ def test_a_sigkilled_study_resumes_in_a_restarted_worker_with_the_values_of_an_u
     uninterrupted = {t.params["lam"]: t.value for t in load(reference, "fine").get_trials()}
 
     process = workspace.start("fine", *args)
-    wait_for(lambda: any(t.state == TrialState.COMPLETE for t in trials_now(workspace.storage, "fine"))
+    wait_for(lambda: any(t.state == TrialState.COMPLETE for t in storage.read_trials(workspace.storage, "fine"))
              and running_trial_of(workspace.storage, "fine", process.pid), what="a completed trial and a running one")
     process.send_signal(signal.SIGKILL)
     process.wait()
