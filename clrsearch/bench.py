@@ -283,24 +283,24 @@ class PeakRSS:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
             self.method = "VmHWM"
-            self.start = _proc_status("VmRSS")
+            self.start = _proc_size("/proc/self/status", "VmRSS")
         except OSError:
             self.method = "ru_maxrss"
             self.start = None
         return self
 
     def __exit__(self, *exc):
-        peak = _proc_status("VmHWM") if self.method == "VmHWM" else None
+        peak = _proc_size("/proc/self/status", "VmHWM") if self.method == "VmHWM" else None
         self.peak = peak if peak is not None else _maxrss_bytes(resource.RUSAGE_SELF)
         if peak is None:
             self.method = "ru_maxrss"
         return False
 
 
-def _proc_status(key):
-    """A size field of /proc/self/status in bytes, or None."""
+def _proc_size(path, key):
+    """A ``key: N kB`` field of a /proc file (``/proc/self/status``, ``/proc/meminfo``) in bytes, or None."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
                 if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
@@ -503,7 +503,7 @@ def machine_info(torch):
         "simd": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16") if f in flags],
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
-        "memory_bytes": (_meminfo("MemTotal") or 0),
+        "memory_bytes": (_proc_size("/proc/meminfo", "MemTotal") or 0),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "blas": _numpy_blas(),
@@ -513,17 +513,6 @@ def machine_info(torch):
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     return info
-
-
-def _meminfo(key):
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def _numpy_blas():
