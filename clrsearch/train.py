@@ -165,9 +165,7 @@ def train(train_set, val_set, config: TrainConfig, lams, seeds, *, on_eval=None,
                 np.take(XT, idx, axis=0, out=batch_T, mode="clip")  # indices come from a permutation; clip avoids a buffered copy
                 population.step(batch_T.T, Y[:, idx], eta[step])  # (D, B), (C, B)
                 step += 1
-                diverged = population.diverged()
-                if diverged:
-                    population.stop(diverged, step, "diverged")
+                population.stop(population.diverged(), step, "diverged")
                 if progress is not None:
                     progress.update(1)
                 if step in eval_steps and population.members:
@@ -235,10 +233,9 @@ class _Population:
         self.W2 -= eta * (G @ np.swapaxes(H, 1, 2))  # (K, C, M)
 
         new_scale = self.scale * decay
-        if np.abs(new_scale).min() < _MIN_SCALE:
-            for k in np.flatnonzero(np.abs(new_scale) < _MIN_SCALE):
-                self.V1[k] *= new_scale[k]
-                new_scale[k] = 1.0
+        for k in np.flatnonzero(np.abs(new_scale) < _MIN_SCALE):
+            self.V1[k] *= new_scale[k]
+            new_scale[k] = 1.0
         self.scale = new_scale
         G1 *= (eta / new_scale).astype(dtype)[:, None, None]
         self._subtract_gradient(G1.reshape(K * M, B), Xb)
