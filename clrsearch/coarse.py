@@ -7,13 +7,9 @@ exists, else the built-in ones; flags override both. Rerunning a study with
 the same name resumes it.
 """
 
-from . import cli
+from .cli.study import command
 
-
-@cli.entry_point
-def main(argv=None):
-    return cli.run_study("coarse", argv, __doc__.split("\n\n")[0])
-
+main = command("coarse", __doc__)
 
 if __name__ == "__main__":
     raise SystemExit(main())

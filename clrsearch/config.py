@@ -6,10 +6,10 @@ bad flag or TOML field fails before any data is read or any run is created.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from .errors import UsageError
-from .schedule import MODES
+from .nn.schedule import MODES
 
 DTYPES = ("float32", "float64")
 SPLITS = ("batch1", "full")
@@ -73,6 +73,10 @@ class TrainConfig:
         if self.max_steps is not None:
             _check_int(self.max_steps, "max_steps", minimum=1)
 
+    def check_fits(self, n_train):
+        """Raise UsageError unless a mini-batch fits in a training set of ``n_train`` images."""
+        _check(self.n_batch <= n_train, f"n_batch ({self.n_batch}) is larger than the training set ({n_train} images)")
+
     @property
     def total_steps(self):
         """Update steps in the whole run: 2 * n_s * cycles, or max_steps when that is set."""
@@ -126,6 +130,7 @@ PRESETS = {
 
 SAMPLERS = ("random", "tpe", "grid")
 PRUNERS = ("none", "median", "hyperband")
+MEDIAN_STARTUP_TRIALS = 3  # finished trials the median pruner waits for before it prunes
 KINDS = ("coarse", "fine")
 
 
@@ -182,6 +187,11 @@ class StudyConfig:
         """Init seeds of the networks of every trial."""
         return tuple(range(self.first_seed, self.first_seed + self.n_seeds))
 
+    @property
+    def total_trials(self):
+        """Trials the study holds when done: one per grid point (fine, grid resolved), else ``n_trials``."""
+        return len(self.grid) if self.kind == "fine" else self.n_trials
+
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -190,6 +200,18 @@ class SearchConfig:
     study: StudyConfig = field(default_factory=StudyConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS = ("study", "data", "train")  # the tables of a study definition, the fields of SearchConfig
+
+
+def flat_params(config: SearchConfig) -> dict:
+    """The whole config as one flat dict, e.g. {"train.n_s": 900, ...}, for logging."""
+    flat = {}
+    for section in SECTIONS:
+        for name, value in asdict(getattr(config, section)).items():
+            flat[f"{section}.{name}"] = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else value
+    return flat
 
 
 # The search protocol of SPEC: 45,000 training / 5,000 validation images,
@@ -203,3 +225,37 @@ DEFAULT_SEARCH = {
     "fine": SearchConfig(StudyConfig(kind="fine", name="fine", sampler="grid", trials_per_population=8),
                          _SEARCH_DATA, _SEARCH_TRAIN),
 }
+
+
+@dataclass(frozen=True)
+class RangeTest:
+    """An LR range test (Smith 2015, section 3.3): eta rises linearly once while validation accuracy is measured."""
+
+    eta_low: float = 1e-5  # eta at the first update
+    eta_high: float = 0.3  # eta at the last update
+    epochs: int = 4  # length of the ramp
+    points: int = 40  # evaluation points along the ramp
+    lam: float = 0.001
+    n_seeds: int = 3  # networks trained together; their mean accuracy is used
+    rise: float = 0.1  # eta_min: first point above start + rise * (peak - start)
+    smooth: int = 5  # points in the moving average of the accuracy
+
+
+RANGE_TEST_DATA = DataConfig(split="full", val_size=5000)  # the data of python -m clrsearch.lrrange
+
+
+@dataclass(frozen=True)
+class WorkerTiming:
+    """How workers sharing a study tell each other they are alive, in seconds.
+
+    ``$CLRSEARCH_HEARTBEAT_SECONDS`` and ``$CLRSEARCH_GRACE_SECONDS`` override
+    the first two (see :mod:`clrsearch.processes`).
+    """
+
+    heartbeat_seconds: float = 5.0  # how often a running trial and a study's MLflow run say they are alive
+    grace_seconds: float = 20.0  # silence after which a worker on another host is taken for dead
+    stop_seconds: float = 30.0  # a helper's time to give its trials back after SIGINT, before SIGKILL
+    max_deaths: int = 5  # copies enqueued for a slot whose workers died
+
+
+WORKER_TIMING = WorkerTiming()

@@ -3,17 +3,13 @@
     python -m clrsearch.fine [--grid 0,0.001,0.002] [--n-seeds 3] [--final-cycles 3] [--ensemble]
 
 Without ``--grid`` the grid is derived from the coarse study in the same
-storage (see :func:`clrsearch.search.derive_grid`). The final model is
+storage (see :func:`clrsearch.search.study.derive_grid`). The final model is
 registered in MLflow as ``clrsearch-cifar10`` with the alias ``champion``.
 """
 
-from . import cli
+from .cli.study import command
 
-
-@cli.entry_point
-def main(argv=None):
-    return cli.run_study("fine", argv, __doc__.split("\n\n")[0])
-
+main = command("fine", __doc__)
 
 if __name__ == "__main__":
     raise SystemExit(main())

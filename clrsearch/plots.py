@@ -245,6 +245,11 @@ def lr_range(etas, accuracies, losses=None, suggestion=None) -> Figure:
     return fig
 
 
+def lr_range_result(result) -> Figure:
+    """`lr_range` of an LR range test's result (``clrsearch.nn.lrrange.RangeResult``), its suggestion marked."""
+    return lr_range(result.etas, result.accuracy, result.loss, suggestion=(result.eta_min, result.eta_max))
+
+
 def optuna_figures(study):
     """Optuna's optimisation-history and slice plots of ``study``, by name.
 

@@ -1,4 +1,4 @@
-"""Where studies live and how workers share them safely.
+"""The trial queue: where studies live, and how workers share their trials safely.
 
 A study is an Optuna study in an RDB storage: SQLite by default (one machine,
 any number of processes), PostgreSQL to share it between machines. Every
@@ -18,7 +18,7 @@ slot is claimed by one worker and has at most one live trial.
 Running trials beat a heartbeat. A trial whose worker died is failed (at once
 when the worker was on this machine, after the grace period through Optuna's
 ``fail_stale_trials`` otherwise) and a copy of its slot with the same lambda
-is enqueued, up to ``MAX_DEATHS`` times per slot. A trial given back on
+is enqueued, up to ``WORKER_TIMING.max_deaths`` times per slot. A trial given back on
 Ctrl-C is failed with the reason "interrupted" and enqueued again; that does
 not count as a death.
 """
@@ -34,14 +34,15 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from .. import processes
+from ..config import WORKER_TIMING
+from ..errors import UsageError, first_line, redact
 from . import workers
-from .errors import UsageError
 
 DEFAULT_STORAGE = "sqlite:///studies/clrsearch.db"
 SCHEMES = ("sqlite", "postgresql")
 # SQLAlchemy picks the driver of postgresql:// URLs (psycopg2 before 2.1, psycopg 3 since); +psycopg2 names one.
 DRIVERS = {"psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'"}
-MAX_DEATHS = 5  # copies enqueued for a slot whose workers died
 WORKER_ATTR = "clrsearch:worker"  # host:pid:start of the process running a trial
 SLOT = "slot"  # user attr: which lambda of the study a trial evaluates
 INTERRUPTED = "interrupted"  # reason of a trial given back on Ctrl-C
@@ -69,7 +70,7 @@ def storage_url(url=None):
         parsed = sqlalchemy.engine.make_url(url)
         dialect = parsed.get_dialect()
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
-        raise UsageError(f"storage {url!r} is not a valid database URL ({_first_line(error)}); use "
+        raise UsageError(f"storage {url!r} is not a valid database URL ({first_line(error)}); use "
                          f"sqlite:///path.db or postgresql://USER@HOST/DB") from None
     if scheme == "sqlite":
         path = sqlite_path(url)
@@ -127,7 +128,7 @@ def study_lock(url):
         connection = engine.connect()
     except sqlalchemy.exc.OperationalError as error:
         engine.dispose()
-        raise UsageError(f"cannot reach the storage {redact(url)}: {_first_line(error.orig or error)}; "
+        raise UsageError(f"cannot reach the storage {redact(url)}: {first_line(error.orig or error)}; "
                          f"check the server runs and the URL names an existing database") from None
     try:
         # Should this machine vanish while it holds the lock, the server ends the session (and the lock)
@@ -149,12 +150,12 @@ def open_storage(url):
     """An RDB storage with heartbeats, whose stale trials get a copy enqueued. Call it under study_lock."""
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=workers.heartbeat_seconds(),
-                          grace_period=workers.grace_seconds(), heartbeat_stale_trial_callback=_requeue_stale)
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=processes.heartbeat_seconds(),
+                          grace_period=processes.grace_seconds(), heartbeat_stale_trial_callback=_requeue_stale)
     except UsageError:
         raise
     except Exception as error:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
-        raise UsageError(f"cannot open the storage {redact(url)}: {_first_line(error)}") from None
+        raise UsageError(f"cannot open the storage {redact(url)}: {first_line(error)}") from None
 
 
 def read_trials(url, name):
@@ -180,6 +181,33 @@ def url_of(study):
     return getattr(study._storage, "_backend", study._storage).url
 
 
+def finished_trials(study):
+    """Trials that count as done: completed, pruned, or failed for a reason of their own (e.g. diverged)."""
+    return [t for t in study.get_trials(deepcopy=False) if is_final(t)]
+
+
+def next_trials(study, config):
+    """Claim the next population of trials for this process; [] when nothing is left to start.
+
+    Runs under :func:`study_lock`: WAITING trials (enqueued points,
+    copies of dead workers' trials) are claimed first; an adaptive sampler is
+    then asked for as many new trials as the study still lacks.
+    """
+    limit = config.study.trials_per_population
+    with study_lock(url_of(study)):
+        claimed = claim_waiting(study, limit)
+        if config.study.sampler in ("random", "grid"):
+            return claimed
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) - len(claimed)
+        missing = config.study.n_trials - len(finished_trials(study)) - running - len(claimed)
+        return claimed + ask(study, max(0, min(limit - len(claimed), missing)))
+
+
+def others_running(study):
+    """Trials running anywhere, in this process or in other workers."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def enqueue_missing(study, lams):
     """Enqueue slot k with lambda ``lams[k]`` unless a trial of that slot exists. Call it under study_lock."""
     slots = {t.user_attrs.get(SLOT) for t in study.get_trials(deepcopy=False)}
@@ -198,7 +226,7 @@ def recover_dead_workers(study):
     longer ago than the grace period (only an asked trial can be, and only
     when its worker died between asking and marking it).
     """
-    grace = workers.grace_seconds()
+    grace = processes.grace_seconds()
     with study_lock(url_of(study)):
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = trial.system_attrs.get(WORKER_ATTR)
@@ -206,7 +234,7 @@ def recover_dead_workers(study):
                 started = trial.datetime_start or datetime.now()
                 dead = (datetime.now() - started).total_seconds() > grace
             else:
-                dead = workers.alive(worker) is False
+                dead = processes.alive(worker) is False
             if dead:
                 _fail(study, trial, f"worker {worker or '(unknown)'} died")
         optuna.storages.fail_stale_trials(study)  # other hosts; calls _requeue_stale
@@ -289,7 +317,7 @@ class Heartbeat:
         self._ids = [t._trial_id for t in trials]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="clrsearch-heartbeat", daemon=True)
-        self._seconds = workers.heartbeat_seconds()
+        self._seconds = processes.heartbeat_seconds()
 
     def __enter__(self):
         self._thread.start()
@@ -310,7 +338,7 @@ class Heartbeat:
 
 def _mark(storage, trial_id):
     """Name this process as the trial's worker and beat once."""
-    storage.set_trial_system_attr(trial_id, WORKER_ATTR, workers.identity())
+    storage.set_trial_system_attr(trial_id, WORKER_ATTR, processes.identity())
     storage.record_heartbeat(trial_id)
 
 
@@ -340,19 +368,6 @@ def _requeue(study, frozen):
     same_slot = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(SLOT) == slot]
     if any(is_live(t) or is_final(t) for t in same_slot):
         return
-    if deaths(study, slot) > MAX_DEATHS:
+    if deaths(study, slot) > WORKER_TIMING.max_deaths:
         return
     study.enqueue_trial(params, user_attrs={SLOT: slot, "retry_of": frozen.number})
-
-
-def redact(url):
-    """A storage URL without its password."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
-    return url
-
-
-def _first_line(error):
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

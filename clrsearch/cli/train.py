@@ -10,57 +10,17 @@ matrix and the class distribution of the splits.
 
 import json
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import cli, network, plots
-from .config import PRESETS, DataConfig, Experiment, TrainConfig
-from .train import TrainResult, train
-
-
-@dataclass
-class ExperimentResult:
-    """A trained network with its data and the accuracy on each split."""
-
-    experiment: Experiment
-    result: TrainResult
-    splits: object  # clrsearch.data.Splits
-    train_accuracy: float
-    val_accuracy: float
-    test_accuracy: float
-    test_predictions: np.ndarray  # (N_test,)
-
-    def summary(self):
-        return {
-            "train_accuracy": self.train_accuracy,
-            "val_accuracy": self.val_accuracy,
-            "test_accuracy": self.test_accuracy,
-            "status": self.result.status[0],
-            "lam": self.experiment.lam,
-            "seed": self.experiment.seed,
-        }
-
-
-def run(experiment: Experiment, splits=None, progress=None):
-    """Train the experiment's network and measure it on every split."""
-    from .data import load_splits
-
-    if splits is None:
-        d = experiment.data
-        splits = load_splits(d.split, d.data_dir, val_size=d.val_size, split_seed=d.split_seed,
-                             n_train=d.n_train, dtype=np.dtype(experiment.train.dtype))
-    result = train(splits.train, splits.val, experiment.train, [experiment.lam], [experiment.seed],
-                   progress=progress)
-    params = network.member(result.params, 0)
-    return ExperimentResult(
-        experiment, result, splits,
-        train_accuracy=network.accuracy(params, splits.train.X, splits.train.y),
-        val_accuracy=network.accuracy(params, splits.val.X, splits.val.y),
-        test_accuracy=network.accuracy(params, splits.test.X, splits.test.y),
-        test_predictions=network.predict(params, splits.test.X),
-    )
+from .. import plots
+from ..config import PRESETS
+from ..data import load_splits
+from ..nn.experiment import ExperimentResult, run_experiment
+from . import args as cli
+from .progress import progress_bar
 
 
 def figures(outcome: ExperimentResult):
@@ -133,8 +93,9 @@ def parse_experiment(argv=None):
 @cli.entry_point
 def main(argv=None):
     experiment, args = parse_experiment(argv)
-    with cli.progress_bar(experiment.train.total_steps, "updates", quiet=args.quiet or args.json) as bar:
-        outcome = run(experiment, progress=bar)
+    splits = load_splits(experiment.data, dtype=np.dtype(experiment.train.dtype))
+    with progress_bar(experiment.train.total_steps, "updates", quiet=args.quiet or args.json) as bar:
+        outcome = run_experiment(experiment, splits, progress=bar)
     out = Path(args.out or Path("out") / args.preset)
     paths = save_figures(figures(outcome), out)
     summary = outcome.summary()

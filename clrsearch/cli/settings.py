@@ -20,12 +20,10 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
-from . import cli
-from .config import DEFAULT_SEARCH, DTYPES, PRUNERS, SAMPLERS, SearchConfig
-from .errors import UsageError
-from .schedule import MODES
-
-SECTIONS = ("study", "data", "train")
+from ..config import DEFAULT_SEARCH, DTYPES, PRUNERS, SAMPLERS, SECTIONS, SearchConfig
+from ..errors import UsageError
+from ..nn.schedule import MODES
+from . import args as cli
 
 # flag -> (section, field, argparse type, help); the field's default comes from the config.
 FLAGS = {
@@ -193,12 +191,3 @@ def _grid_tuple(grid, source):
     if not isinstance(grid, list):
         raise UsageError(f"{source}: grid must be a list of numbers, e.g. grid = [0, 0.001, 0.002]")
     return tuple(grid)
-
-
-def flat_params(config: SearchConfig) -> dict:
-    """The whole config as one flat dict, e.g. {"train.n_s": 900, ...}, for logging."""
-    flat = {}
-    for section in SECTIONS:
-        for name, value in dataclasses.asdict(getattr(config, section)).items():
-            flat[f"{section}.{name}"] = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else value
-    return flat

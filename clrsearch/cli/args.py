@@ -1,13 +1,10 @@
-"""What every entry point shares: a one-line error for bad input and exit status 2."""
+"""What every command shares: a parser and argument types whose errors are one line and exit status 2."""
 
 import argparse
-import contextlib
 import functools
 import sys
 
-from tqdm import tqdm
-
-from .errors import UsageError
+from ..errors import UsageError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -73,28 +70,3 @@ def _parse(kind, text, what):
         return kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-
-
-@contextlib.contextmanager
-def progress_bar(total, unit, quiet=False, description=None):
-    """A tqdm bar on stderr, or None when ``quiet``; silent when stderr is not a terminal."""
-    if quiet:
-        yield None
-        return
-    with tqdm(total=total, unit=unit, desc=description, disable=None, dynamic_ncols=True,
-              mininterval=0.5) as bar:
-        yield bar
-
-
-def run_study(kind, argv, description):
-    """``python -m clrsearch.<kind>``: import the study runner, then run it.
-
-    The runner's imports (NumPy, Optuna, MLflow) take seconds that Ctrl-C may
-    interrupt; that ends with one line and status 130 like a Ctrl-C later on.
-    """
-    try:
-        from . import runner
-    except KeyboardInterrupt:
-        print("\ninterrupted before the study started", file=sys.stderr)
-        raise SystemExit(130)
-    return runner.main(kind, argv, description)

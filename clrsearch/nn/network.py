@@ -147,6 +147,18 @@ def predict(params, X):
     return np.argmax(forward(params, X), axis=-2)
 
 
+def ensemble_predict(networks, X):
+    """Labels (N,) int64 of an ensemble: the argmax of its members' mean class probabilities.
+
+    Parameters
+    ----------
+    networks : list of dicts of one network each, ``W1`` (M, D), ``b1`` (M, 1), ``W2`` (C, M), ``b2`` (C, 1)
+    X : (D, N) normalised pixels
+    """
+    P = sum(forward(params, X) for params in networks) / len(networks)  # (C, N)
+    return np.argmax(P, axis=0).astype(np.int64)
+
+
 def accuracy(params, X, y):
     """Fraction of columns predicted right: float or (K,)."""
     return _scalar(np.mean(predict(params, X) == y, axis=-1))

@@ -1,7 +1,7 @@
 """The registered model: raw CIFAR-10 rows in, predicted class indices out.
 
 ``CifarClassifier`` is the ``mlflow.pyfunc.PythonModel`` that
-:func:`clrsearch.tracking.log_final_model` logs and registers. It is logged as
+:func:`clrsearch.tracking.registry.log_final_model` logs and registers. It is logged as
 code: the model's code file is `MODEL_CODE`, three lines that import this
 module, and its one artifact, ``weights.npz`` (see `Classifier.save`), holds
 the networks, the normalisation statistics of the training split, the class
@@ -27,14 +27,15 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from . import network
-from .data import D, Normaliser
+from ..data.cifar10 import D
+from ..data.splits import Normaliser
+from ..nn import network
 
 WEIGHTS_ARTIFACT = "weights"  # key of the weights file in the model's artifacts
 MODEL_CODE = '''"""clrsearch CIFAR-10 classifier; its weights are the model's "weights" artifact."""
 import mlflow.models
 
-from clrsearch.model import CifarClassifier
+from clrsearch.tracking.pyfunc import CifarClassifier
 
 mlflow.models.set_model(CifarClassifier())
 '''
@@ -52,10 +53,7 @@ def predict_labels(networks, X):
     -------
     (N,) int64; for several networks, the argmax of their mean class probabilities
     """
-    if len(networks) == 1:
-        return network.predict(networks[0], X).astype(np.int64)
-    P = sum(network.forward(params, X) for params in networks) / len(networks)  # (C, N)
-    return np.argmax(P, axis=0).astype(np.int64)
+    return network.ensemble_predict(networks, X)
 
 
 @dataclass(frozen=True, eq=False)

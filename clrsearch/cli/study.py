@@ -1,0 +1,52 @@
+"""``python -m clrsearch.coarse`` and ``python -m clrsearch.fine``: flags and TOML to a config, then the study.
+
+The study's imports (NumPy, Optuna, MLflow) take seconds that Ctrl-C may
+interrupt; that ends with one line and status 130 like a Ctrl-C later on.
+"""
+
+import shlex
+import sys
+
+from .args import entry_point
+
+
+def run(kind, description, argv=None):
+    """Parse the flags of ``kind`` ("coarse" or "fine"), run the study, print its summary; the exit status."""
+    try:
+        from ..config import DEFAULT_SEARCH
+        from ..search import workers
+        from ..search.runner import RunOptions, StudyRunner
+        from .progress import progress_bar
+        from .settings import apply_overrides, load_search_config, search_parser, take_auto_eta
+    except KeyboardInterrupt:
+        print("\ninterrupted before the study started", file=sys.stderr)
+        raise SystemExit(130)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = search_parser(kind, description).parse_args(argv)
+    helper = workers.helper_payload()
+    if helper is not None:
+        config = apply_overrides(DEFAULT_SEARCH[kind], helper["config"], source=f"${workers.HELPER_ENV}")
+        try:
+            return StudyRunner(config, RunOptions(quiet=True, as_json=helper["as_json"]), helper, progress_bar).run()
+        except KeyboardInterrupt:  # the parent stopped before this helper claimed a trial
+            raise SystemExit(130)
+    auto_eta = frozenset(take_auto_eta(args))
+    config = load_search_config(kind, args)
+    command = shlex.join(["python", "-m", f"clrsearch.{kind}", *argv])
+    options = RunOptions(quiet=args.quiet or args.json, as_json=args.json, n_workers=args.workers, argv=tuple(argv),
+                         command=command, auto_eta=auto_eta)
+    try:
+        return StudyRunner(config, options, progress=progress_bar).run()
+    except KeyboardInterrupt:  # before any trial ran: the study, if created, resumes from its queue
+        print(f"\ninterrupted before any trial ran; to start the study, run the same command again: {command}",
+              file=sys.stderr)
+        raise SystemExit(130)
+
+
+def command(kind, doc):
+    """``main(argv=None)`` of the command ``python -m clrsearch.<kind>`` whose module docstring is ``doc``."""
+    @entry_point
+    def main(argv=None):
+        return run(kind, doc.split("\n\n")[0], argv)
+
+    return main

@@ -1,0 +1,200 @@
+"""Training, validation and test sets built from the CIFAR-10 files and normalised with training statistics.
+
+Images are columns: ``X`` is ``(D, N)`` in Fortran order, ``Y`` is ``(C, N)``
+one-hot and ``y`` holds the ``N`` integer labels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import UsageError
+from .cifar10 import C, D, META_FILE, TEST_FILE, TRAIN_FILES, load_batch, load_label_names
+from .download import ensure_data, verify_data_dir
+
+_CHUNK_COLS = 256  # images per chunk when normalising: (D, 256) float64 is 6 MB
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """One split, one image per column.
+
+    Attributes
+    ----------
+    X : ndarray, shape (D, N)
+        Normalised pixels, Fortran order so that each image is contiguous.
+    Y : ndarray, shape (C, N)
+        One-hot labels, same dtype as ``X``.
+    y : ndarray of int64, shape (N,)
+        Labels in ``0 .. C-1``.
+    """
+
+    X: np.ndarray  # (D, N)
+    Y: np.ndarray  # (C, N)
+    y: np.ndarray  # (N,)
+
+    def __post_init__(self):
+        n = self.y.shape[0]
+        if self.X.shape != (D, n) or self.Y.shape != (C, n):
+            raise ValueError(
+                f"Dataset shapes disagree: X {self.X.shape}, Y {self.Y.shape}, y {self.y.shape}; "
+                f"expected ({D}, N), ({C}, N), (N,)")
+
+    @property
+    def n(self) -> int:
+        """Number of images N."""
+        return self.y.shape[0]
+
+
+@dataclass(frozen=True, eq=False)
+class Normaliser:
+    """Per-pixel standardisation with statistics of the training split.
+
+    Attributes
+    ----------
+    mean : ndarray of float64, shape (D, 1)
+        Mean of each pixel, pixels scaled to [0, 1].
+    std : ndarray of float64, shape (D, 1)
+        Standard deviation of each pixel (ddof 0), 1 where it is 0.
+    """
+
+    mean: np.ndarray  # (D, 1)
+    std: np.ndarray  # (D, 1)
+
+    @classmethod
+    def fit(cls, raw_rows: np.ndarray) -> Normaliser:
+        """Statistics of raw training images.
+
+        Parameters
+        ----------
+        raw_rows : ndarray of uint8, shape (N, D)
+            One image per row, values 0..255.
+        """
+        n = raw_rows.shape[0]
+        mean255 = raw_rows.mean(axis=0, dtype=np.float64)  # (D,), buffered cast, no (N, D) copy
+        sq = np.zeros(raw_rows.shape[1])  # (D,)
+        for i in range(0, n, _CHUNK_COLS):
+            dev = raw_rows[i:i + _CHUNK_COLS] - mean255  # (chunk, D) float64
+            sq += np.einsum("ij,ij->j", dev, dev)
+        std255 = np.sqrt(sq / n)  # (D,)
+        std = np.where(std255 == 0, 1.0, std255 / 255)
+        return cls(mean=(mean255 / 255)[:, None], std=std[:, None])
+
+    def apply(self, raw: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """Scale pixels to [0, 1] and standardise them.
+
+        Parameters
+        ----------
+        raw : ndarray, shape (D, N)
+            Pixel values 0..255 (uint8 or float), one image per column.
+        dtype : numpy dtype
+            dtype of the result.
+
+        Returns
+        -------
+        ndarray of `dtype`, shape (D, N), Fortran order
+        """
+        if raw.ndim != 2 or raw.shape[0] != D:
+            raise ValueError(f"expected raw pixels of shape ({D}, N), got {raw.shape}")
+        scale = 1 / (255 * self.std)  # (D, 1)
+        shift = self.mean / self.std  # (D, 1)
+        out = np.empty(raw.shape, dtype=dtype, order="F")  # (D, N)
+        for j in range(0, raw.shape[1], _CHUNK_COLS):
+            block = np.multiply(raw[:, j:j + _CHUNK_COLS], scale, dtype=np.float64)  # (D, chunk)
+            block -= shift
+            out[:, j:j + _CHUNK_COLS] = block
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """Training, validation and test sets normalised with training statistics."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    normaliser: Normaliser
+    label_names: tuple[str, ...]
+    data_dir: Path
+
+
+def _dataset(normaliser: Normaliser, rows: np.ndarray, labels: np.ndarray, dtype) -> Dataset:
+    """Normalise raw rows (N, D) into a read-only Dataset of `dtype`."""
+    X = normaliser.apply(rows.T, dtype)  # (D, N); rows.T is Fortran order already
+    n = labels.shape[0]
+    Y = np.zeros((C, n), dtype=dtype, order="F")  # (C, N)
+    Y[labels, np.arange(n)] = 1
+    y = labels.copy()  # (N,)
+    for a in (X, Y, y):
+        a.setflags(write=False)
+    return Dataset(X=X, Y=Y, y=y)
+
+
+def load_splits(config: DataConfig, dtype=np.float32, download: bool = True) -> Splits:
+    """Training, validation and test sets, normalised with training statistics.
+
+    Parameters
+    ----------
+    config : DataConfig
+        ``split`` ``batch1`` trains on ``data_batch_1`` and validates on
+        ``data_batch_2``; ``full`` holds ``val_size`` images of the five
+        training batches out for validation, drawn with ``split_seed``, and
+        trains on the rest in file order. Both test on ``test_batch``.
+        ``n_train`` keeps only the first training images (the normalisation
+        statistics are those of the images kept); ``data_dir`` is resolved by
+        `resolve_data_dir`.
+    dtype : numpy dtype
+        dtype of ``X`` and ``Y``.
+    download : bool
+        Download the data when the folder is missing.
+
+    Returns
+    -------
+    Splits
+
+    Raises
+    ------
+    UsageError
+        Sizes out of range for the data, or missing / corrupt data.
+    """
+    split, val_size, n_train = config.split, config.val_size, config.n_train
+    folder = ensure_data(config.data_dir, download=download)
+    used = (TRAIN_FILES[:2] if split == "batch1" else TRAIN_FILES) + (TEST_FILE, META_FILE)
+    verify_data_dir(folder, used)
+    label_names = load_label_names(folder)
+
+    if split == "batch1":
+        train_rows, train_y = load_batch(folder / TRAIN_FILES[0])
+        val_rows, val_y = load_batch(folder / TRAIN_FILES[1])
+    else:
+        batches = [load_batch(folder / name) for name in TRAIN_FILES]
+        n_all = sum(labels.shape[0] for _, labels in batches)
+        if val_size >= n_all:
+            raise UsageError(f"val_size {val_size} leaves no training images: the five "
+                             f"training batches hold {n_all}; choose a smaller val_size")
+        rows = np.concatenate([r for r, _ in batches])  # (n_all, D) uint8
+        labels = np.concatenate([lab for _, lab in batches])  # (n_all,)
+        del batches
+        perm = np.random.default_rng(config.split_seed).permutation(n_all)
+        val_idx, train_idx = np.sort(perm[:val_size]), np.sort(perm[val_size:])
+        val_rows, val_y = rows[val_idx], labels[val_idx]
+        train_rows, train_y = rows[train_idx], labels[train_idx]
+        del rows, labels
+
+    if n_train is not None:
+        if n_train > train_rows.shape[0]:
+            raise UsageError(f"n_train {n_train} exceeds the {train_rows.shape[0]} training "
+                             f"images of split {split!r}; choose a smaller n_train")
+        train_rows, train_y = train_rows[:n_train], train_y[:n_train]
+
+    normaliser = Normaliser.fit(train_rows)
+    train = _dataset(normaliser, train_rows, train_y, dtype)
+    del train_rows
+    val = _dataset(normaliser, val_rows, val_y, dtype)
+    del val_rows
+    test = _dataset(normaliser, *load_batch(folder / TEST_FILE), dtype)
+    return Splits(train=train, val=val, test=test, normaliser=normaliser,
+                  label_names=label_names, data_dir=folder)

@@ -1,0 +1,310 @@
+"""A coarse or fine study end to end, as one object whose :meth:`StudyRunner.run` reads top to bottom:
+data -> study -> claim -> train -> tell and log -> summary -> final model.
+
+The process that runs a study *leads* it: it owns the study's MLflow run,
+starts the helpers of ``--workers N``, prints the summary and trains the final
+model. A helper only claims, trains and tells trials under its leader's run.
+``python -m clrsearch.coarse`` and ``python -m clrsearch.fine``
+(:mod:`clrsearch.cli.study`) build the config and the options and call it.
+"""
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .. import processes, tracking
+from ..config import RangeTest, flat_params
+from ..data import load_splits
+from ..errors import UsageError, redact
+from ..nn.lrrange import run_range_test
+from . import final, queue, summary, workers
+from .population import tell, train_population
+from .study import create_or_load, resolve_grid
+from .summary import Timer
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How this process takes part in a study, beside the study's config."""
+
+    quiet: bool = False  # no progress bars
+    as_json: bool = False  # print only the summary, as one JSON object
+    n_workers: int = 1  # processes on this machine sharing the study; n_workers - 1 helpers are started
+    argv: tuple = ()  # the command's flags, handed on to helpers
+    command: str | None = None  # the command line, shown in the hint to resume
+    auto_eta: frozenset = frozenset()  # "eta_min", "eta_max": bounds taken from an LR range test first
+
+
+def no_progress(total, unit, quiet=False, description=None):
+    """The default progress factory: no bar."""
+    return contextlib.nullcontext()
+
+
+class StudyRunner:
+    """One process's part in a study: the leader's, or with ``helper`` (what a helper got from its parent,
+    see :mod:`.workers`) a helper's.
+
+    ``progress(total, unit, quiet, description)`` returns a context manager
+    yielding an object with ``update(n)`` and ``set_postfix_str(text)``, or None.
+    Everything that can be refused (flags, TOML, the storage URL, the tracking
+    store, the data) is checked before the study or any MLflow run exists.
+    """
+
+    def __init__(self, config, options=RunOptions(), helper=None, progress=no_progress):
+        self.config = config
+        self.options = options
+        self.helper = helper
+        self.progress = progress
+        self.quiet = options.quiet or helper is not None
+        self.say = (lambda *a: None) if options.as_json else print
+        self.timer = Timer()
+        self.started = time.perf_counter()
+        self.url = None
+        self.parent = None  # the study's tracking.StudyRun
+
+    def run(self):
+        """Run this process's part of the study; returns the exit status."""
+        self.url = queue.storage_url(self.config.study.storage)
+        processes.grace_seconds()  # checks the timing variables
+        if self.helper is not None:
+            workers.die_with_parent(self.helper["parent_pid"])
+        splits = self.load_data()
+        if self.helper is None:
+            tracking.check_store(self.config.study.experiment)
+        if self.options.auto_eta:
+            self.config = self.with_range_test_etas(splits)
+        with workers.sigterm_as_interrupt(), workers.blas_threads(self.blas_threads()):
+            study = self.open_study()
+            if self.helper is not None:
+                return self.help(study, splits)
+            return self.lead(study, splits)
+
+    # ------------------------------------------------------------------ steps of run(), in order
+
+    def load_data(self):
+        """The study's splits, checked against the mini-batch size."""
+        with self.timer.timed("data"):
+            d = self.config.data
+            splits = load_splits(d, dtype=np.dtype(self.config.train.dtype), download=d.data_dir is None)
+            self.config.train.check_fits(splits.train.n)
+        return splits
+
+    def blas_threads(self):
+        """BLAS threads of this process: the leader's and its helpers' share the CPUs; None: BLAS decides."""
+        if self.helper is not None:
+            return self.helper["blas_threads"]
+        n_workers = self.options.n_workers
+        return max(1, workers.cpus() // n_workers) if n_workers > 1 else None
+
+    def open_study(self):
+        """Create or load the study, with the fine grid resolved into the config once."""
+        with queue.study_lock(self.url):
+            study_storage = queue.open_storage(self.url)
+            self.config = resolve_grid(self.config, study_storage)
+            study = create_or_load(self.config, study_storage)
+        self.config = per_worker(self.config, self.options.n_workers)
+        return study
+
+    def help(self, study, splits):
+        """A helper's part: train trials under the leader's run, leave the summary to it."""
+        with tracking.StudyRun(self.config.study.experiment, tags={"study_name": self.config.study.name},
+                               run_id=self.helper["parent_run_id"]) as parent:
+            self.parent = parent
+            try:
+                self.train_all(study, splits)
+            except KeyboardInterrupt:
+                raise SystemExit(130)
+        return 0
+
+    def lead(self, study, splits):
+        """The leader's part: its MLflow run, the helpers, the trials, the summary, the final model."""
+        study_cfg = self.config.study
+        tracking.end_dead_runs(study_cfg.experiment)
+        tags = {"study_name": study_cfg.name, "kind": study_cfg.kind, "sampler": study_cfg.sampler,
+                "storage": redact(self.url), "git_commit": tracking.git_commit(), "workers": self.options.n_workers}
+        status = 0
+        with tracking.StudyRun(study_cfg.experiment, f"{study_cfg.kind}:{study_cfg.name}",
+                               flat_params(self.config), tags) as parent:
+            self.parent = parent
+            helpers = []
+            try:
+                helpers = self.start_helpers()
+                self.train_all(study, splits)
+                status = self.wait_for(helpers)
+                result = self.summarise(study, splits)
+            except KeyboardInterrupt:
+                workers.interrupt(helpers)
+                self.report_interrupted(study)
+                raise SystemExit(130)
+            except BaseException:
+                workers.interrupt(helpers)
+                raise
+        tracking.end_dead_runs(study_cfg.experiment)
+        result["seconds"] = {name: round(value, 2) for name, value in self.timer.seconds.items()}
+        self.say("time: " + ", ".join(f"{name} {value:.1f} s" for name, value in result["seconds"].items()))
+        if self.options.as_json:
+            print(json_dumps(result))
+        return status
+
+    # ------------------------------------------------------------------ the leader's helpers
+
+    def start_helpers(self):
+        """Start ``n_workers - 1`` helpers once the study exists; returns their Popen objects."""
+        n_workers = self.options.n_workers
+        if n_workers <= 1:
+            return []
+        payload = {"parent_pid": os.getpid(), "parent_run_id": self.parent.run_id, "as_json": self.options.as_json,
+                   "config": dataclasses.asdict(self.config), "blas_threads": max(1, workers.cpus() // n_workers)}
+        helpers = workers.spawn(self.config.study.kind, self.options.argv, n_workers - 1, payload)
+        self.say(f"{n_workers} workers: this process and pid {', '.join(str(h.pid) for h in helpers)}")
+        return helpers
+
+    def wait_for(self, helpers):
+        """Wait for the helpers; returns the exit status of the first that failed, else 0."""
+        status = 0
+        for helper in helpers:
+            helper.wait()
+            if helper.returncode != 0:
+                status = status or workers.exit_status(helper.returncode)
+                print(f"worker pid {helper.pid} ended with status {workers.exit_status(helper.returncode)}; "
+                      f"its unfinished trials were run again", file=sys.stderr)
+        return status
+
+    def report_interrupted(self, study):
+        study_cfg = self.config.study
+        done = len(queue.finished_trials(study))
+        print(f"\ninterrupted: study {study_cfg.name!r} has {done} of {study_cfg.total_trials} trials finished, "
+              f"kept in {redact(self.url)}", file=sys.stderr)
+        print(f"to resume it, run the same command again: {self.options.command or 'the same command'}",
+              file=sys.stderr)
+
+    # ------------------------------------------------------------------ claim, train, tell and log
+
+    def train_all(self, study, splits):
+        """Claim and train populations until no trial is left; wait while other workers finish theirs.
+
+        Trials of dead workers are failed and enqueued again before each
+        claim. On any exception (Ctrl-C included) the trials of the
+        population in hand that are not recorded yet are given back.
+        """
+        waiting_said = False
+        while True:
+            queue.recover_dead_workers(study)
+            trials = queue.next_trials(study, self.config)
+            if not trials:
+                running = queue.others_running(study)
+                if not running:
+                    return
+                if not waiting_said:
+                    self.say(f"waiting for {running} trial(s) running in other workers")
+                    waiting_said = True
+                time.sleep(min(1.0, processes.heartbeat_seconds()))
+                continue
+            waiting_said = False
+            try:
+                self.train_and_tell(study, trials, splits)
+            except BaseException:
+                queue.give_back(study, trials)
+                raise
+
+    def train_and_tell(self, study, trials, splits):
+        """Train one population, record it in the study, then in MLflow."""
+        total = self.config.study.total_trials
+        done = len(queue.finished_trials(study))
+        label = f"trials {done + 1}-{done + len(trials)} of {total}" if len(trials) > 1 else f"trial {done + 1} of {total}"
+        best = summary.best_row(summary.trials_table(study))
+        with queue.Heartbeat(study, trials), \
+                self.progress(self.config.train.total_steps, "step", self.quiet, label) as bar:
+            if bar is not None and best is not None:
+                bar.set_postfix_str(f"best {100 * best['mean_val_accuracy']:.2f}% at lambda {best['lam']:.3g}")
+            outcome = train_population(trials, self.config, splits, progress=bar, timer=self.timer)
+            outcome.results = tell(study, outcome)
+        with self.timer.timed("tracking"):
+            self.parent.log_trials(summary.trial_records(outcome, self.config, splits))
+        for result in outcome.results:
+            if not result.recorded:
+                self.say(f"trial {result.number}: lambda {result.lam:.4g}  taken over by another worker")
+            else:
+                self.say(f"trial {result.number}: lambda {result.lam:.4g}  val accuracy {100 * result.mean:.2f} ± "
+                         f"{100 * result.std:.2f} %  {result.state}")
+
+    # ------------------------------------------------------------------ summary and final model
+
+    def summarise(self, study, splits):
+        """The table of a finished study, its figures in MLflow, and the final model of a fine study."""
+        study_cfg = self.config.study
+        summary.log_lost_trials(study, self.config, self.url, self.parent)
+        rows = summary.trials_table(study)
+        self.say(summary.format_table(rows, study_cfg.n_seeds))
+        with self.timer.timed("tracking"):
+            self.parent.log_summary(rows, summary.study_figures(study, rows, study_cfg.kind))
+        result = {"study": study_cfg.name, "kind": study_cfg.kind, "storage": redact(self.url),
+                  "trials": rows, "best": summary.best_row(rows), "mlflow_run_id": self.parent.run_id}
+        if study_cfg.kind == "fine" and study_cfg.final:
+            result["final"] = self.final_model(result["best"], splits)
+        self.timer.seconds["total"] = time.perf_counter() - self.started
+        self.parent.log_metrics({f"seconds_{name}": value for name, value in self.timer.seconds.items()})
+        return result
+
+    def final_model(self, best, splits):
+        """Train the final model at the best lambda, test it, log it and register it."""
+        final.check_best(best)
+        lam = best["lam"]
+        train = final.final_experiment(self.config, lam).train
+        self.say(f"final model: lambda {lam:.4g}, {train.cycles} cycles of 2 x {train.n_s} steps")
+        with self.timer.timed("final model"), \
+                self.progress(train.total_steps, "step", self.quiet, "final model") as bar:
+            trained = final.train_final(self.config, lam, splits, progress=bar)
+        with self.timer.timed("tracking"):
+            run_id, version = final.log_final(trained, self.config, splits, self.parent.run_id)
+        outcome = trained.outcome
+        self.say(f"final model: train {100 * outcome.train_accuracy:.2f}%, validation "
+                 f"{100 * outcome.val_accuracy:.2f}%, test {100 * outcome.test_accuracy:.2f}% (snapshot ensemble "
+                 f"of {len(trained.snapshots)}: {100 * trained.ensemble_accuracy:.2f}%)")
+        self.say(f"registered as models:/{tracking.REGISTERED_NAME}/{version} (alias champion), run {run_id}")
+        return {"lam": lam, "train_accuracy": outcome.train_accuracy, "val_accuracy": outcome.val_accuracy,
+                "test_accuracy": outcome.test_accuracy, "ensemble_test_accuracy": trained.ensemble_accuracy,
+                "registered_test_accuracy": trained.test_accuracy, "model_version": version, "run_id": run_id}
+
+    # ------------------------------------------------------------------ before the study
+
+    def with_range_test_etas(self, splits):
+        """The config with eta_min and/or eta_max replaced by an LR range test's suggestion."""
+        config = self.config
+        with self.progress(None, "step", self.quiet, "LR range test") as bar:
+            result = run_range_test(splits, config.train, RangeTest(), progress=bar)
+        tracking.log_range_test(result, RangeTest(), config.data, config.train, config.study.experiment)
+        suggested = {"eta_min": result.eta_min, "eta_max": result.eta_max}
+        etas = {name: float(f"{suggested[name]:.3g}") for name in sorted(self.options.auto_eta)}
+        self.say("LR range test: " + ", ".join(f"{name} = {value:g}" for name, value in etas.items()))
+        try:
+            return replace(config, train=replace(config.train, **etas))
+        except UsageError as error:
+            raise UsageError(f"the LR range test suggested {etas}, which does not fit the other bound: "
+                             f"{error}") from None
+
+
+def per_worker(config, n_workers):
+    """``config`` with at most ceil(total / n_workers) trials per population, so that every worker gets some."""
+    limit = min(config.study.trials_per_population, math.ceil(config.study.total_trials / n_workers))
+    return replace(config, study=replace(config.study, trials_per_population=limit))
+
+
+def json_dumps(result):
+    """The summary as one line of JSON: NumPy scalars as numbers, NaN as null."""
+    return json.dumps(result, default=_json_default)
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)

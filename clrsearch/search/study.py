@@ -1,0 +1,158 @@
+"""The Optuna study of a coarse or fine lambda search: created or loaded, its sampler, pruner and points.
+
+A trial is one lambda; its value is the mean validation accuracy of
+``n_seeds`` networks trained from different initial weights on the same
+mini-batch order.
+
+- coarse, ``random`` sampler: the first ``n_trials`` draws of a seeded
+  log-uniform ``RandomSampler`` over [lam_min, lam_max] are enqueued up front
+  (draw k always lands in slot k), so resumed and distributed studies try
+  exactly the lambdas an uninterrupted run would;
+- coarse, ``tpe`` sampler: trials are asked population by population;
+- fine, ``grid`` sampler: the grid points are enqueued up front. A grid given
+  as ``--grid`` is used as is; otherwise it is derived from the coarse study
+  (see :func:`derive_grid`) and resolved into the config once, by
+  :func:`resolve_grid`.
+
+Workers claim enqueued trials atomically (:mod:`.queue`), so with several
+workers every point is evaluated once.
+"""
+
+from dataclasses import replace
+
+import optuna
+from optuna.trial import TrialState
+
+from ..config import MEDIAN_STARTUP_TRIALS, SearchConfig
+from ..errors import UsageError
+from . import queue
+
+LAM = "lam"  # the name of lambda in Optuna
+
+
+def create_or_load(config: SearchConfig, study_storage):
+    """The study of ``config`` (its grid resolved), created and filled with its queued points if needed.
+
+    Runs under :func:`queue.study_lock`, so concurrent workers create it once.
+    """
+    study_cfg = config.study
+    grid = study_cfg.grid
+    try:
+        study = optuna.create_study(study_name=study_cfg.name, storage=study_storage, direction="maximize",
+                                    sampler=make_sampler(config), pruner=make_pruner(config),
+                                    load_if_exists=True)
+    except optuna.exceptions.OptunaError as error:
+        raise UsageError(f"cannot open study {study_cfg.name!r}: {error}") from None
+    attrs = study.user_attrs
+    if not attrs:
+        study.set_user_attr("kind", study_cfg.kind)
+        study.set_user_attr("sampler", study_cfg.sampler)
+        study.set_user_attr("seeds", list(study_cfg.seeds))
+        study.set_user_attr("protocol", protocol_params(config))
+        if grid:
+            study.set_user_attr("grid", list(grid))
+    else:
+        _check_same_study(study, config)
+    if study_cfg.sampler == "random":
+        queue.enqueue_missing(study, planned_lambdas(study_cfg))
+    elif study_cfg.sampler == "grid":
+        queue.enqueue_missing(study, grid)
+    return study
+
+
+def _check_same_study(study, config):
+    """A study resumed under the same name must keep its kind, sampler, seeds, protocol and grid."""
+    attrs, study_cfg = study.user_attrs, config.study
+    wanted = {"kind": study_cfg.kind, "sampler": study_cfg.sampler, "seeds": list(study_cfg.seeds),
+              "protocol": protocol_params(config)}
+    if study_cfg.grid:
+        wanted["grid"] = list(study_cfg.grid)
+    for key, value in wanted.items():
+        if attrs.get(key) != value:
+            raise UsageError(f"study {study.study_name!r} already exists with another {key} "
+                             f"({attrs.get(key)!r}, not {value!r}); pick a new --study-name or the same settings")
+
+
+def make_sampler(config):
+    study_cfg = config.study
+    if study_cfg.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=study_cfg.seed, constant_liar=True)
+    if study_cfg.sampler == "grid":
+        return optuna.samplers.GridSampler({LAM: list(study_cfg.grid)}, seed=study_cfg.seed)
+    return optuna.samplers.RandomSampler(seed=study_cfg.seed)
+
+
+def make_pruner(config):
+    name = config.study.pruner
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.train.cycles)
+    return optuna.pruners.NopPruner()
+
+
+def lam_distribution(study_cfg):
+    return optuna.distributions.FloatDistribution(study_cfg.lam_min, study_cfg.lam_max, log=True)
+
+
+def planned_lambdas(study_cfg):
+    """The first ``n_trials`` lambdas a seeded RandomSampler draws, log-uniform in [lam_min, lam_max].
+
+    Draw k does not depend on ``n_trials``, so raising it extends the list.
+    """
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=study_cfg.seed))
+    distribution = lam_distribution(study_cfg)
+    return [scratch.ask({LAM: distribution}).params[LAM] for _ in range(study_cfg.n_trials)]
+
+
+def derive_grid(coarse, points):
+    """A linear grid of ``points`` lambdas from the best coarse trials.
+
+    Rule: take the three best completed coarse trials by mean validation
+    accuracy; the grid runs linearly from 0 to twice the largest of their
+    lambdas, rounded to two significant digits (the original study: best
+    coarse values near 1e-3 gave the grid 0, 0.001, ..., 0.007).
+    """
+    done = [t for t in coarse.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not done:
+        raise UsageError(f"coarse study {coarse.study_name!r} has no completed trials; run "
+                         f"python -m clrsearch.coarse first, or give the grid with --grid 0,0.001,0.002")
+    best = sorted(done, key=lambda t: t.value, reverse=True)[:3]
+    top = 2 * max(t.params[LAM] for t in best)
+    step = float(f"{top / (points - 1):.2g}") if points > 1 else top
+    return tuple(round(i * step, 12) for i in range(points))
+
+
+def protocol_params(config):
+    """What makes two trials comparable: data, training protocol, seeds."""
+    d, t = config.data, config.train
+    return {"split": d.split, "val_size": d.val_size, "split_seed": d.split_seed, "n_train": d.n_train,
+            "n_batch": t.n_batch, "cycles": t.cycles, "n_s": t.n_s, "eta_min": t.eta_min, "eta_max": t.eta_max,
+            "clr_mode": t.clr_mode, "gamma": t.gamma, "hidden": t.hidden, "dtype": t.dtype,
+            "shuffle_seed": t.shuffle_seed}
+
+
+def resolve_grid(config: SearchConfig, study_storage) -> SearchConfig:
+    """``config`` with the fine grid resolved: the grid given, sorted, else the study's own, else one
+    derived from the coarse study. A coarse config is returned as it is.
+    """
+    if config.study.kind != "fine":
+        return config
+    return replace(config, study=replace(config.study, grid=_fine_grid(config, study_storage)))
+
+
+def _fine_grid(config, study_storage):
+    if config.study.grid:
+        return tuple(sorted(config.study.grid))
+    try:
+        existing = optuna.load_study(study_name=config.study.name, storage=study_storage)
+    except KeyError:
+        existing = None
+    if existing is not None and existing.user_attrs.get("grid"):
+        return tuple(existing.user_attrs["grid"])
+    try:
+        coarse = optuna.load_study(study_name=config.study.coarse_study, storage=study_storage)
+    except KeyError:
+        raise UsageError(f"no coarse study {config.study.coarse_study!r} in the storage to derive the grid from; "
+                         f"run python -m clrsearch.coarse first, or give --grid 0,0.001,0.002") from None
+    return derive_grid(coarse, config.study.grid_points)

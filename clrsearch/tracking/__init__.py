@@ -1,0 +1,19 @@
+"""Every MLflow call of clrsearch.
+
+- :mod:`.store`: the tracking store and experiment, checked before a study;
+- :mod:`.runs`: a study run as a tree of runs (study, trial, seed);
+- :mod:`.registry`: the final model's run, the registered model and its alias;
+- :mod:`.pyfunc`: the registered model itself, raw CIFAR-10 rows in, labels out;
+- :mod:`.recovery`: runs left behind by processes that died;
+- :mod:`.artifacts`, :mod:`.client`: curves, confusion matrices and files; writing runs.
+"""
+
+from .artifacts import confusion_report
+from .recovery import end_dead_runs, logged_trials
+from .registry import ALIAS, REGISTERED_NAME, FinalModel, load_model, log_final_model, run_metrics
+from .runs import SeedRecord, StudyRun, TrialRecord, log_range_test
+from .store import EXPERIMENT, check_store, git_commit
+
+__all__ = ["ALIAS", "EXPERIMENT", "REGISTERED_NAME", "FinalModel", "SeedRecord", "StudyRun", "TrialRecord",
+           "check_store", "confusion_report", "end_dead_runs", "git_commit", "load_model", "log_final_model",
+           "log_range_test", "logged_trials", "run_metrics"]

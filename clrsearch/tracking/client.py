@@ -1,0 +1,108 @@
+"""Writing runs: create, log in one batch, end with the right status, beat a heartbeat.
+
+Every run carries the tag ``clrsearch.worker`` (host:pid:start of the process
+that created it) and a study run the tag ``clrsearch.heartbeat``, refreshed
+while it runs; :mod:`.recovery` reads both to end the runs of dead processes.
+"""
+
+import contextlib
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from mlflow.entities import Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from .. import processes
+
+WORKER_TAG = "clrsearch.worker"  # host:pid:start of the process that created a run
+HEARTBEAT_TAG = "clrsearch.heartbeat"  # unix time, refreshed while a study run runs
+
+
+def create_run(client, exp_id, run_name, tags) -> str:
+    tags = {WORKER_TAG: processes.identity(), **tags}
+    run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+    return run.info.run_id
+
+
+def beat() -> str:
+    return f"{time.time():.0f}"
+
+
+class RunHeartbeat:
+    """Refreshes a run's heartbeat tag in a background thread until ``stop``."""
+
+    def __init__(self, run_id: str):
+        self._run_id = run_id
+        self._stop = threading.Event()
+        self._seconds = processes.heartbeat_seconds()
+        self._thread = threading.Thread(target=self._run, name="clrsearch-run-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        client = MlflowClient()
+        while not self._stop.wait(self._seconds):
+            try:
+                client.set_tag(self._run_id, HEARTBEAT_TAG, beat())
+            except Exception:  # a missed beat is retried at the next interval
+                pass
+
+
+def log_batch(client, run_id, metrics=(), params=None, tags=None):
+    """One ``log_batch`` call (MLflow splits it when it exceeds the batch limits)."""
+    client.log_batch(run_id,
+                     metrics=metrics,
+                     params=[Param(key, str(value)) for key, value in (params or {}).items()],
+                     tags=[RunTag(key, str(value)) for key, value in (tags or {}).items()])
+
+
+@contextlib.contextmanager
+def one_thread():
+    """A worker thread for the block; jobs not started when the block ends are dropped."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clrsearch-tracking")
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def ended(client, run_id, status: str):
+    """End the run when the block ends: with ``status``, or KILLED / FAILED when it raises."""
+    try:
+        yield
+    except BaseException as error:
+        end_run(client, run_id, error_status(error), quiet=True)
+        raise
+    end_run(client, run_id, status)
+
+
+def end_run(client, run_id, status: str, quiet: bool = False):
+    """Terminate the run; ``quiet`` keeps an MLflow error from hiding the exception being raised."""
+    try:
+        client.set_terminated(run_id, status)
+    except MlflowException:
+        if not quiet:
+            raise
+
+
+def error_status(error: BaseException) -> str:
+    """How a run ends when ``error`` leaves its block: Ctrl-C (or exit status 130) KILLED, exit 0 FINISHED."""
+    if isinstance(error, KeyboardInterrupt):
+        return "KILLED"
+    if isinstance(error, SystemExit):
+        if error.code in (0, None):
+            return "FINISHED"
+        if error.code == 128 + signal.SIGINT:
+            return "KILLED"
+    return "FAILED"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

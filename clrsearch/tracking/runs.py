@@ -1,0 +1,252 @@
+"""One study run as a tree of MLflow runs::
+
+    study run    the config as params; tags study, kind, sampler, git_commit;
+    |            trials.csv and the study's figures; tracking_seconds
+    +- trial run     lam and the protocol as params; mean_val_accuracy,
+    |  |             std_val_accuracy, val_accuracy_seed_<seed>; tags study_name, trial, state,
+    |  |             reason (a trial whose runs died with their process is logged again
+    |  |             from the study, without seed runs, tagged curves=lost)
+    |  +- seed run       curves by update step (train/val loss, cost, accuracy,
+    |                    epoch), eta, final_val_accuracy; the validation confusion
+    |                    matrix as confusion_val.png and confusion_val.json
+    ...
+
+Run status says how a run ended: FINISHED, KILLED for a pruned trial or a
+stopped seed (and for Ctrl-C), FAILED for a failed trial, a diverged seed or an
+exception. The final model's run is :mod:`.registry`'s.
+
+Each run is written with one ``MlflowClient.log_batch`` and one
+``log_artifacts`` call, and the confusion matrices of a study are drawn on one
+reused figure, so that tracking costs a few percent of a study's time.
+"""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from .. import plots
+from .artifacts import (CONFUSION_DPI, FIGURE_DPI, ConfusionFigure, confusion_report, curve_metrics, eta_metrics,
+                        scalar_metrics, write_csv, write_json)
+from .client import (HEARTBEAT_TAG, RunHeartbeat, beat, create_run, end_run, ended, error_status, log_batch, now_ms,
+                     one_thread)
+from .store import EXPERIMENT, experiment_id, git_commit
+
+# How a trial's Optuna state and a seed's training status end their runs.
+TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+SEED_STATUS = {"finished": "FINISHED", "stopped": "KILLED", "diverged": "FAILED"}
+
+
+@dataclass
+class SeedRecord:
+    """One network of a trial: its curves and its final validation predictions."""
+
+    seed: int
+    val_accuracy: float  # final, fraction 0..1 (NaN if diverged)
+    history: object  # clrsearch.train.History
+    member: int  # column of this seed in history.metrics arrays (P, K)
+    val_true: np.ndarray  # (N_val,) int labels
+    val_pred: np.ndarray  # (N_val,) int predictions of the final network
+    class_names: tuple
+    status: str  # "finished" | "diverged" | "stopped"
+
+
+@dataclass
+class TrialRecord:
+    """One Optuna trial: a lambda trained from several seeds."""
+
+    number: int  # Optuna trial number
+    lam: float
+    state: str  # "COMPLETE" | "PRUNED" | "FAIL"
+    mean: float  # mean validation accuracy of its seeds (NaN if none)
+    std: float
+    seeds: list = field(default_factory=list)  # of SeedRecord
+    params: dict = field(default_factory=dict)  # protocol params of the trial run
+    reason: str = ""  # why pruned or failed
+    tags: dict = field(default_factory=dict)  # more tags of the trial run
+    seed_accuracies: dict = field(default_factory=dict)  # seed -> final val accuracy, when ``seeds`` is empty
+
+
+class StudyRun:
+    """The parent run of one study run, as a context manager.
+
+    The run ends FINISHED when the block ends, KILLED on ``KeyboardInterrupt``
+    and FAILED on any other exception; its metric ``tracking_seconds`` is the
+    time spent in this object's methods. While it runs, a thread refreshes its
+    ``clrsearch.heartbeat`` tag every ``processes.heartbeat_seconds()``.
+
+    Parameters
+    ----------
+    experiment : str, experiment name, created when missing
+    run_name : str
+    params : dict, flat, the whole config (values are logged as str)
+    tags : dict, e.g. study, kind ("coarse" or "fine"), sampler; ``git_commit``
+        is added unless given
+    run_id : str, optional, an existing study run to log trials under (the
+        helper workers of ``--workers N``); it is neither created nor ended here
+
+    Attributes
+    ----------
+    run_id, experiment_id : str, once entered
+    tracking_seconds : float, time spent in MLflow calls and rendering so far
+    """
+
+    def __init__(self, experiment: str = EXPERIMENT, run_name: str | None = None,
+                 params: dict | None = None, tags: dict | None = None, run_id: str | None = None):
+        self.experiment = experiment
+        self.run_name = run_name
+        self.params = dict(params or {})
+        self.tags = dict(tags or {})
+        self.run_id = run_id
+        self.experiment_id = None
+        self.tracking_seconds = 0.0
+        self._attached = run_id is not None
+        self._client = None
+        self._heartbeat = None
+        self._confusion = ConfusionFigure(CONFUSION_DPI)
+        self._trial_runs = {}  # trial number -> run id
+
+    def __enter__(self):
+        with self._timed():
+            self._client = MlflowClient()
+            if self._attached:
+                self.experiment_id = self._client.get_run(self.run_id).info.experiment_id
+                return self
+            self.experiment_id = experiment_id(self._client, self.experiment)
+            tags = {"level": "study", **self.tags, HEARTBEAT_TAG: beat()}
+            if "git_commit" not in tags:
+                tags["git_commit"] = git_commit()
+            self.run_id = create_run(self._client, self.experiment_id, self.run_name, tags)
+            try:
+                log_batch(self._client, self.run_id, params=self.params)
+            except BaseException as error:
+                end_run(self._client, self.run_id, error_status(error), quiet=True)
+                raise
+            self._heartbeat = RunHeartbeat(self.run_id)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._attached:
+            return False
+        self._heartbeat.stop()
+        status = "FINISHED" if exc is None else error_status(exc)
+        if status == "FINISHED":
+            with contextlib.suppress(MlflowException):
+                log_batch(self._client, self.run_id,
+                           metrics=scalar_metrics({"tracking_seconds": self.tracking_seconds}, now_ms()))
+        end_run(self._client, self.run_id, status, quiet=exc is not None)
+        return False
+
+    def log_trials(self, trials: list[TrialRecord]) -> dict[int, str]:
+        """Create one run per trial, nested under this run, and one per seed under it.
+
+        A trial this study run has logged before is not logged again.
+
+        Returns
+        -------
+        dict trial number -> trial run id, for every trial given
+        """
+        new = [trial for trial in trials if trial.number not in self._trial_runs]
+        with self._timed(), tempfile.TemporaryDirectory(prefix="clrsearch-") as folder, one_thread() as painter:
+            # A second thread draws the confusion matrices while this one mostly waits for the
+            # store to write to disk (each run's writes are a few fsyncs).
+            files = [[painter.submit(self._seed_files, Path(folder) / f"trial-{trial.number}-seed-{k}", seed)
+                      for k, seed in enumerate(trial.seeds)] for trial in new]
+            for trial, seed_files in zip(new, files):
+                self._trial_runs[trial.number] = self._log_trial(trial, seed_files)
+        return {trial.number: self._trial_runs[trial.number] for trial in trials}
+
+    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+        """Scalar metrics of the study run (NaN and None left out)."""
+        with self._timed():
+            log_batch(self._client, self.run_id, metrics=scalar_metrics(metrics, now_ms(), step))
+
+    def log_summary(self, table_rows: list[dict], figures: dict | None = None) -> None:
+        """``trials.csv`` (one row per dict, columns in first-seen order) and ``<name>.png`` per figure."""
+        with self._timed(), tempfile.TemporaryDirectory(prefix="clrsearch-") as folder:
+            write_csv(Path(folder) / "trials.csv", table_rows)
+            for stem, fig in (figures or {}).items():
+                fig.savefig(Path(folder) / f"{stem}.png", dpi=FIGURE_DPI)
+            self._client.log_artifacts(self.run_id, folder)
+
+    def set_tags(self, tags: dict) -> None:
+        """Add or overwrite tags of the study run."""
+        with self._timed():
+            log_batch(self._client, self.run_id, tags=tags)
+
+    @contextlib.contextmanager
+    def _timed(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.tracking_seconds += time.perf_counter() - start
+
+    def _log_trial(self, trial: TrialRecord, seed_files: list) -> str:
+        """The trial's run and its seeds' runs; ``seed_files`` holds the futures of their artifact folders."""
+        client = self._client
+        tags = {"level": "trial", "trial": trial.number, "state": trial.state, MLFLOW_PARENT_RUN_ID: self.run_id,
+                **trial.tags}
+        if "study_name" in self.tags:
+            tags["study_name"] = self.tags["study_name"]
+        if trial.reason:
+            tags["reason"] = trial.reason
+        run_id = create_run(client, self.experiment_id, f"trial-{trial.number} lam={trial.lam:.3g}", tags)
+        with ended(client, run_id, TRIAL_STATUS.get(trial.state, "FAILED")):
+            values = {"mean_val_accuracy": trial.mean, "std_val_accuracy": trial.std}
+            values.update({f"val_accuracy_seed_{seed}": a for seed, a in trial.seed_accuracies.items()})
+            values.update({f"val_accuracy_seed_{s.seed}": s.val_accuracy for s in trial.seeds})
+            log_batch(client, run_id, metrics=scalar_metrics(values, now_ms()),
+                       params={"lam": trial.lam, **trial.params})
+            for seed, files in zip(trial.seeds, seed_files):
+                self._log_seed(trial, seed, run_id, files)
+        return run_id
+
+    def _log_seed(self, trial: TrialRecord, seed: SeedRecord, trial_run_id: str, files) -> str:
+        """The seed's run; ``files`` is the future of the folder holding its artifacts."""
+        client = self._client
+        tags = {"level": "seed", "trial": trial.number, "lam": trial.lam, "seed": seed.seed, "status": seed.status,
+                MLFLOW_PARENT_RUN_ID: trial_run_id}
+        run_id = create_run(client, self.experiment_id, f"seed-{seed.seed}", tags)
+        with ended(client, run_id, SEED_STATUS.get(seed.status, "FAILED")):
+            now = now_ms()
+            metrics = curve_metrics(seed.history, seed.member, now) + eta_metrics(seed.history.eta, now)
+            metrics += scalar_metrics({"final_val_accuracy": seed.val_accuracy}, now)
+            log_batch(client, run_id, metrics=metrics)
+            client.log_artifacts(run_id, str(files.result()))
+        return run_id
+
+    def _seed_files(self, folder: Path, seed: SeedRecord) -> Path:
+        """Write the seed's validation confusion matrix as PNG and JSON into ``folder``."""
+        folder.mkdir()
+        if seed.val_pred is not None:
+            self._confusion.save(folder / "confusion_val.png", seed.val_true, seed.val_pred, seed.class_names,
+                                 title=f"validation, seed {seed.seed}")
+            write_json(folder / "confusion_val.json",
+                       confusion_report(seed.val_true, seed.val_pred, seed.class_names))
+        return folder
+
+
+def log_range_test(result, test, data, train_config, experiment: str = EXPERIMENT) -> str:
+    """One run holding an LR range test's settings, suggestion, curve and plot (``lr_range.png``); returns its id.
+
+    Parameters
+    ----------
+    result : clrsearch.nn.lrrange.RangeResult
+    test : clrsearch.config.RangeTest; data : DataConfig; train_config : TrainConfig
+    """
+    params = {**{f"range.{k}": v for k, v in test.__dict__.items()}, "data.split": data.split,
+              "train.n_batch": train_config.n_batch, "train.hidden": train_config.hidden}
+    rows = [{"eta": float(e), "val_accuracy": float(a), "val_loss": float(l)}
+            for e, a, l in zip(result.etas, result.accuracy, result.loss)]
+    with StudyRun(experiment, "lr-range-test", params, {"kind": "lr_range_test", "git_commit": git_commit()}) as run:
+        run.log_metrics({"suggested_eta_min": result.eta_min, "suggested_eta_max": result.eta_max})
+        run.log_summary(rows, {"lr_range": plots.lr_range_result(result)})
+        return run.run_id
