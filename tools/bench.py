@@ -1,7 +1,7 @@
 """Benchmark: network updates per second of the population trainer against the obvious baselines.
 
-    python -m clrsearch.bench [--data-dir DIR] [--steps 300] [--repeats 5] [--json]
-                              [--out docs/PERFORMANCE.md] [--skip-study]
+    python tools/bench.py [--data-dir DIR] [--steps 300] [--repeats 5] [--json]
+                          [--out docs/PERFORMANCE.md] [--skip-study]
 
 On the 45,000 training images of split ``full`` (n_batch 100, M = 50, C = 10,
 float32) every configuration runs the same number of update steps:
@@ -9,7 +9,7 @@ float32) every configuration runs the same number of update steps:
 1. the float32 matrix-multiply peak of numpy's BLAS (one large square product);
 2. a plain single-network numpy loop, written here as the obvious baseline;
 3. PyTorch on the CPU, one network at a time (skipped when torch is missing);
-4. :func:`clrsearch.train.train` with K = 1, 10 and 30 networks;
+4. :func:`clrsearch.nn.trainer.train` with K = 1, 10 and 30 networks;
 5. the BLAS ceiling of K = 30: its two first-layer products alone;
 6. unless ``--skip-study``, the default coarse study end to end, in a child process.
 
@@ -17,7 +17,8 @@ The machine may be shared, so every figure is compared as a ratio to others
 measured in the same run: the configurations run in rounds, one after the
 other, and the best of ``--repeats`` rounds counts. The table goes to stdout
 (one JSON object with ``--json``); ``--out`` writes it as a markdown page
-together with the machine it ran on.
+together with the machine it ran on. Settings of the run (sizes, targets,
+the study's timeout) are the fields of :class:`BenchSettings`.
 """
 
 import datetime
@@ -33,32 +34,57 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import cli, network
-from .config import DEFAULT_SEARCH, TrainConfig
-from .errors import UsageError
-from .train import train
+import clrsearch
+from clrsearch.cli.args import ArgumentParser, entry_point, positive_int
+from clrsearch.config import DEFAULT_SEARCH, DataConfig, TrainConfig
+from clrsearch.data import load_splits
+from clrsearch.errors import UsageError
+from clrsearch.nn import network
+from clrsearch.nn.trainer import train
+from clrsearch.search.workers import cpus
 
-HIDDEN, N_BATCH = 50, 100  # M and B of every configuration
-ETA_MIN, ETA_MAX = 1e-5, 1e-1  # SPEC's cyclical learning rate
-BASELINE_LAM = 1e-3  # lambda of the single-network baselines (SPEC's best)
-POPULATIONS = (1, 10, 30)  # K of the trainer runs
-CEILING_K = 30  # population whose two large products alone give the ceiling row
-PEAK_SIZE = 4096  # side of the square float32 product that measures the peak
-PEAK_PRODUCTS = 2  # products per round; the best one counts
-STUDY_TIMEOUT = 3600.0  # s before the coarse study is killed
 
-# Targets shown as pass/fail lines.
-TARGET_VS_TORCH = 3.0  # K = 30 updates/s over PyTorch's, one network at a time
-TARGET_PEAK_SHARE = 0.60  # K = 30 effective GFLOP/s over the measured matmul peak
-TARGET_K1_VS_NUMPY = 1.0  # K = 1 updates/s over the plain numpy loop
-TARGET_STUDY_SECONDS = 90.0  # wall time of the default coarse study
-TARGET_STUDY_BYTES = 2.5e9  # peak RSS of the default coarse study
-TARGET_TRACKING_SHARE = 0.10  # tracking seconds over the study's wall time
+@dataclass(frozen=True)
+class BenchSettings:
+    """What the benchmark measures and the targets it checks; ``SETTINGS`` is the one in use."""
+
+    hidden: int = 50  # M, hidden units of every configuration
+    n_batch: int = 100  # B, images per update step of every configuration
+    eta_min: float = 1e-5  # smallest learning rate of SPEC's cyclical schedule
+    eta_max: float = 1e-1  # largest learning rate of SPEC's cyclical schedule
+    baseline_lam: float = 1e-3  # lambda of the single-network baselines (SPEC's best)
+    populations: tuple = (1, 10, 30)  # K, networks per trainer run, one row each
+    ceiling_k: int = 30  # K of the population whose two large products alone give the ceiling row
+    peak_size: int = 4096  # side, in elements, of the square float32 product that measures the peak
+    peak_products: int = 2  # products per round that measure the peak; the fastest counts
+    steps: int = 300  # default of --steps: update steps per configuration and round
+    repeats: int = 5  # default of --repeats: rounds, the best counts
+    study_timeout: float = 3600.0  # seconds before the coarse study's child process is killed
+    target_vs_torch: float = 3.0  # ratio, K = 30 updates/s over PyTorch's one network at a time, at least
+    target_peak_share: float = 0.60  # fraction, K = 30 effective GFLOP/s over the matmul peak, at least
+    target_k1_vs_numpy: float = 1.0  # ratio, K = 1 updates/s over the plain numpy loop's, at least
+    target_study_seconds: float = 90.0  # seconds of wall time of the default coarse study, at most
+    target_study_bytes: float = 2.5e9  # bytes of peak RSS of the default coarse study, at most
+    target_tracking_share: float = 0.10  # fraction, tracking seconds over the study's wall time, at most
+
+
+SETTINGS = BenchSettings()
+
+
+@dataclass(frozen=True)
+class Loop:
+    """How a baseline trains its one network."""
+
+    steps: int  # update steps
+    n_batch: int  # images per update step
+    n_s: int  # half a cycle of the learning rate, in update steps
+    lam: float  # L2 strength lambda of the weights
+    shuffle_seed: int = 0  # seed of the mini-batch order, reshuffled every epoch
 
 
 def update_flops(d, m, c, b):
@@ -70,8 +96,13 @@ def update_flops(d, m, c, b):
     return 4 * m * d * b + 6 * c * m * b
 
 
-def triangular_eta(t, n_s, eta_min=ETA_MIN, eta_max=ETA_MAX):
-    """Learning rate of update step t under SPEC's triangular schedule, written out for the baselines."""
+def triangular_eta(t, n_s, eta_min=None, eta_max=None):
+    """Learning rate of update step t under SPEC's triangular schedule, written out for the baselines.
+
+    ``eta_min`` and ``eta_max`` default to those of ``SETTINGS``.
+    """
+    eta_min = SETTINGS.eta_min if eta_min is None else eta_min
+    eta_max = SETTINGS.eta_max if eta_max is None else eta_max
     position = t % (2 * n_s)  # steps into the current cycle
     rise = position if position <= n_s else 2 * n_s - position  # 0 .. n_s
     return eta_min + (eta_max - eta_min) * rise / n_s
@@ -82,7 +113,7 @@ class StepClock:
 
     One-time costs (allocation, first touch of buffers, lazy initialisation,
     the evaluation before training) fall before the first mark; the
-    ``update(n)`` method matches what :func:`clrsearch.train.train` calls
+    ``update(n)`` method matches what :func:`clrsearch.nn.trainer.train` calls
     on its ``progress`` object.
     """
 
@@ -133,28 +164,29 @@ def numpy_step(params, Xb, Yb, eta, lam):
     b1 -= eta * G1.sum(axis=1, keepdims=True)
 
 
-def numpy_loop(X, Y, params, steps, n_batch, n_s, lam, shuffle_seed=0, clock=None):
-    """Train one network with ``numpy_step`` for ``steps`` updates; returns the final parameters.
+def numpy_loop(X, Y, params, loop, clock=None):
+    """Train one network with ``numpy_step`` for ``loop.steps`` updates; returns the final parameters.
 
     Mini-batches are taken by fancy indexing from an order reshuffled every
-    epoch, as :func:`clrsearch.train.train` draws it.
+    epoch, as :func:`clrsearch.nn.trainer.train` draws it.
 
     Parameters
     ----------
     X : (D, N), Y : (C, N)
     params : dict of one network (copied)
+    loop : Loop
     clock : StepClock or None
     """
     params = {name: value.copy() for name, value in params.items()}
-    rng = np.random.default_rng(shuffle_seed)
+    rng = np.random.default_rng(loop.shuffle_seed)
     n = X.shape[1]
-    per_epoch = n // n_batch
+    per_epoch = n // loop.n_batch
     t = 0
-    while t < steps:
+    while t < loop.steps:
         order = rng.permutation(n)
-        for b in range(min(per_epoch, steps - t)):
-            idx = order[b * n_batch:(b + 1) * n_batch]
-            numpy_step(params, X[:, idx], Y[:, idx], triangular_eta(t, n_s), lam)
+        for b in range(min(per_epoch, loop.steps - t)):
+            idx = order[b * loop.n_batch:(b + 1) * loop.n_batch]
+            numpy_step(params, X[:, idx], Y[:, idx], triangular_eta(t, loop.n_s), loop.lam)
             t += 1
             if clock is not None:
                 clock.update(1)
@@ -170,7 +202,7 @@ def import_torch():
     return torch
 
 
-def torch_loop(torch, X, y, params, steps, n_batch, n_s, lam, shuffle_seed=0, clock=None):
+def torch_loop(torch, X, y, params, loop, clock=None):
     """Train the same network with PyTorch on the CPU; returns the final parameters as numpy arrays.
 
     ``nn.Linear`` layers, ``SGD`` with ``weight_decay = 2·lam`` on the weights
@@ -182,6 +214,8 @@ def torch_loop(torch, X, y, params, steps, n_batch, n_s, lam, shuffle_seed=0, cl
     torch : the torch module
     X : (D, N), y : (N,) integer labels
     params : dict of one network, the initial weights (copied)
+    loop : Loop
+    clock : StepClock or None
     """
     nn = torch.nn
     torch.set_num_threads(os.cpu_count() or 1)
@@ -195,23 +229,23 @@ def torch_loop(torch, X, y, params, steps, n_batch, n_s, lam, shuffle_seed=0, cl
             layer.bias.copy_(torch.from_numpy(params[b].reshape(-1)))
     weights = [model[0].weight, model[2].weight]
     biases = [model[0].bias, model[2].bias]
-    optimizer = torch.optim.SGD([{"params": weights, "weight_decay": 2 * lam},
-                                 {"params": biases, "weight_decay": 0.0}], lr=ETA_MIN)
-    schedule = torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=ETA_MIN, max_lr=ETA_MAX, step_size_up=n_s,
-                                                 mode="triangular", cycle_momentum=False)
+    optimizer = torch.optim.SGD([{"params": weights, "weight_decay": 2 * loop.lam},
+                                 {"params": biases, "weight_decay": 0.0}], lr=SETTINGS.eta_min)
+    schedule = torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=SETTINGS.eta_min, max_lr=SETTINGS.eta_max,
+                                                 step_size_up=loop.n_s, mode="triangular", cycle_momentum=False)
     loss_fn = nn.CrossEntropyLoss()
     with warnings.catch_warnings():  # the data set is read-only and torch only reads it
         warnings.simplefilter("ignore", UserWarning)
         images = torch.from_numpy(np.ascontiguousarray(X.T))  # (N, D): torch's row-per-image layout
     labels = torch.from_numpy(np.asarray(y, dtype=np.int64))  # (N,)
-    rng = np.random.default_rng(shuffle_seed)
+    rng = np.random.default_rng(loop.shuffle_seed)
     n = images.shape[0]
-    per_epoch = n // n_batch
+    per_epoch = n // loop.n_batch
     t = 0
-    while t < steps:
+    while t < loop.steps:
         order = torch.from_numpy(rng.permutation(n))
-        for b in range(min(per_epoch, steps - t)):
-            idx = order[b * n_batch:(b + 1) * n_batch]
+        for b in range(min(per_epoch, loop.steps - t)):
+            idx = order[b * loop.n_batch:(b + 1) * loop.n_batch]
             loss = loss_fn(model(images[idx]), labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -225,10 +259,14 @@ def torch_loop(torch, X, y, params, steps, n_batch, n_s, lam, shuffle_seed=0, cl
                 "W2": model[2].weight.numpy().copy(), "b2": model[2].bias.numpy().reshape(-1, 1).copy()}
 
 
-def trainer_config(steps, n_batch=N_BATCH, hidden=HIDDEN):
-    """One cycle of ``steps`` updates (rounded down to even) with the least evaluation there is."""
-    return TrainConfig(n_batch=n_batch, cycles=1, n_s=steps // 2, eta_min=ETA_MIN, eta_max=ETA_MAX, hidden=hidden,
-                       evals_per_cycle=1, eval_train_size=100)
+def trainer_config(steps, n_batch=None, hidden=None):
+    """One cycle of ``steps`` updates (rounded down to even) with the least evaluation there is.
+
+    ``n_batch`` and ``hidden`` default to those of ``SETTINGS``.
+    """
+    return TrainConfig(n_batch=SETTINGS.n_batch if n_batch is None else n_batch, cycles=1, n_s=steps // 2,
+                       eta_min=SETTINGS.eta_min, eta_max=SETTINGS.eta_max,
+                       hidden=SETTINGS.hidden if hidden is None else hidden, evals_per_cycle=1, eval_train_size=100)
 
 
 def population_lams(K):
@@ -250,9 +288,12 @@ def matmul_rate(n, products, dtype=np.float32, seed=0):
     return 2 * n**3 / best / 1e9
 
 
-def ceiling_loop(K, m, d, b, steps, dtype=np.float32, seed=0, clock=None):
-    """The two first-layer products of a K-member step alone: (K·M, D) @ (D, B) and (K·M, B) @ (B, D)."""
-    rng = np.random.default_rng(seed)
+def ceiling_loop(K, m, d, b, steps, dtype=np.float32, clock=None):
+    """The two first-layer products of a K-member step alone: (K·M, D) @ (D, B) and (K·M, B) @ (B, D).
+
+    The matrices hold standard normal numbers of a fixed seed: their values do not change the time.
+    """
+    rng = np.random.default_rng(0)
     V = rng.standard_normal((K * m, d), dtype=dtype)  # (K·M, D)
     Xb = np.asfortranarray(rng.standard_normal((d, b), dtype=dtype))  # (D, B), as the trainer's batch
     G1 = rng.standard_normal((K * m, b), dtype=dtype)  # (K·M, B)
@@ -291,7 +332,7 @@ class PeakRSS:
 
     def __exit__(self, *exc):
         peak = _proc_size("/proc/self/status", "VmHWM") if self.method == "VmHWM" else None
-        self.peak = peak if peak is not None else _maxrss_bytes(resource.RUSAGE_SELF)
+        self.peak = peak if peak is not None else _maxrss_bytes(resource.getrusage(resource.RUSAGE_SELF))
         if peak is None:
             self.method = "ru_maxrss"
         return False
@@ -309,9 +350,9 @@ def _proc_size(path, key):
     return None
 
 
-def _maxrss_bytes(who):
-    kib = resource.getrusage(who).ru_maxrss
-    return kib if sys.platform == "darwin" else kib * 1024  # bytes on macOS, KiB on Linux
+def _maxrss_bytes(usage):
+    """``ru_maxrss`` of a ``getrusage`` or ``wait4`` result in bytes (macOS gives bytes, Linux KiB)."""
+    return usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
 
 
 @dataclass
@@ -338,9 +379,7 @@ class Measurement:
 
 def load_training_set(data_dir):
     """The 45,000 training images of split ``full``, float32."""
-    from .data import load_splits
-
-    return load_splits("full", data_dir, dtype=np.float32, download=False).train
+    return load_splits(DataConfig("full", data_dir=data_dir), dtype=np.float32, download=False).train
 
 
 def say(message):
@@ -348,20 +387,25 @@ def say(message):
 
 
 def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
-    """Run every configuration ``repeats`` times in rounds; returns (peak GFLOP/s per round, measurements)."""
-    peak_size = PEAK_SIZE if peak_size is None else peak_size
-    populations = POPULATIONS if populations is None else populations
+    """Run every configuration ``repeats`` times in rounds; returns (peak GFLOP/s per round, measurements).
+
+    ``peak_size`` and ``populations`` default to those of ``SETTINGS``.
+    """
+    settings = SETTINGS
+    peak_size = settings.peak_size if peak_size is None else peak_size
+    populations = settings.populations if populations is None else populations
     X, Y, y = train_set.X, train_set.Y, train_set.y
     D, C = X.shape[0], Y.shape[0]
-    n_s = max(1, steps // 2)
-    init = network.init_params(D, HIDDEN, C, np.random.default_rng(0), np.float32)
+    baseline = Loop(steps, settings.n_batch, max(1, steps // 2), settings.baseline_lam)
+    init = network.init_params(D, settings.hidden, C, np.random.default_rng(0), np.float32)
     rows = {"numpy": Measurement("plain numpy loop, one network", 1)}
     rows["torch"] = Measurement("PyTorch CPU, one network at a time", 1)
     if torch is None:
         rows["torch"].skipped = "torch is not installed (pip install -e '.[bench]')"
     for K in populations:
         rows[f"K{K}"] = Measurement(f"clrsearch trainer, K = {K}", K)
-    rows["ceiling"] = Measurement(f"BLAS ceiling: the two first-layer products of K = {CEILING_K} alone", CEILING_K)
+    rows["ceiling"] = Measurement(f"BLAS ceiling: the two first-layer products of K = {settings.ceiling_k} alone",
+                                  settings.ceiling_k)
     peaks = []
 
     def timed(key, run):
@@ -387,17 +431,17 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
         return run
 
     def plain(clock):
-        numpy_loop(X, Y, init, steps, N_BATCH, n_s, BASELINE_LAM, clock=clock)
+        numpy_loop(X, Y, init, baseline, clock=clock)
 
     def pytorch(clock):
-        torch_loop(torch, X, y, init, steps, N_BATCH, n_s, BASELINE_LAM, clock=clock)
+        torch_loop(torch, X, y, init, baseline, clock=clock)
 
     def ceiling(clock):
-        ceiling_loop(CEILING_K, HIDDEN, D, N_BATCH, steps, clock=clock)
+        ceiling_loop(settings.ceiling_k, settings.hidden, D, settings.n_batch, steps, clock=clock)
 
     for r in range(repeats):
         say(f"round {r + 1} of {repeats}")
-        peaks.append(matmul_rate(peak_size, PEAK_PRODUCTS))
+        peaks.append(matmul_rate(peak_size, settings.peak_products))
         say(f"  float32 matmul peak {peak_size}²: {peaks[-1]:.1f} GFLOP/s")
         timed("numpy", plain)
         if torch is not None:
@@ -408,13 +452,16 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
     return peaks, list(rows.values())
 
 
-def run_study(data_dir, command=None, timeout=STUDY_TIMEOUT):
+def run_study(data_dir, command=None, timeout=None):
     """Run the default coarse study in a child process; wall time, peak RSS and its own time split.
 
     The child writes its Optuna storage and MLflow store in a fresh temporary
     folder, which is also its working directory (so no ``studies/coarse.toml``
-    of the caller is read). Failures are reported in the result, not raised.
+    of the caller is read); it imports the same clrsearch as this process.
+    ``timeout`` (seconds) defaults to ``SETTINGS.study_timeout``. Failures are
+    reported in the result, not raised.
     """
+    timeout = SETTINGS.study_timeout if timeout is None else timeout
     with tempfile.TemporaryDirectory(prefix="clrsearch-bench-") as tmp:
         if command is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -422,7 +469,7 @@ def run_study(data_dir, command=None, timeout=STUDY_TIMEOUT):
             command = [sys.executable, "-m", "clrsearch.coarse", *where, "--storage", f"sqlite:///{tmp}/studies.db",
                        "--study-name", f"bench-{stamp}", "--json"]
         env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
-        package_parent = str(Path(__file__).resolve().parent.parent)
+        package_parent = str(Path(clrsearch.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
         shown = ["python" if part == sys.executable else part.replace(tmp, "TMP") for part in command]
@@ -443,7 +490,7 @@ def run_study(data_dir, command=None, timeout=STUDY_TIMEOUT):
                 timer.cancel()
             child.returncode = os.waitstatus_to_exitcode(status)
             study["wall_seconds"] = time.perf_counter() - started
-        study["peak_rss"] = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        study["peak_rss"] = _maxrss_bytes(usage)
         stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
         summary = _last_json_object(stdout)
         if child.returncode != 0:
@@ -477,8 +524,9 @@ def _last_line(text):
 def study_shape():
     """Population size K and network updates of the default coarse study (no pruning by default)."""
     search = DEFAULT_SEARCH["coarse"]
-    K = min(search.study.trials_per_population, search.study.n_trials) * search.study.n_seeds
-    return K, search.study.n_trials * search.study.n_seeds * search.train.total_steps
+    trials = search.study.total_trials
+    K = min(search.study.trials_per_population, trials) * search.study.n_seeds
+    return K, trials * search.study.n_seeds * search.train.total_steps
 
 
 def machine_info(torch):
@@ -494,15 +542,11 @@ def machine_info(torch):
                     flags = set(value.split())
     except OSError:
         pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
     info = {
         "cpu": cpu,
         "simd": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16") if f in flags],
         "logical_cores": os.cpu_count(),
-        "usable_cores": usable,
+        "usable_cores": cpus(),
         "memory_bytes": (_proc_size("/proc/meminfo", "MemTotal") or 0),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -572,30 +616,31 @@ def targets(results, study, peak):
     torch_rate, numpy_rate = rate("PyTorch"), rate("plain numpy")
     k30_gflops = next((r.get("gflops") for r in results if r["name"].startswith("clrsearch trainer, K = 30")), None)
     lines = []
+    goals = SETTINGS
 
     def line(what, goal, value, passed, shown):
         lines.append({"target": what, "goal": goal, "measured": value, "shown": shown, "passed": passed})
 
     ratio = k30 / torch_rate if k30 and torch_rate else None
-    line("K = 30 updates/s vs PyTorch one network at a time", f">= {TARGET_VS_TORCH:g}x", ratio,
-         None if ratio is None else ratio >= TARGET_VS_TORCH, "not measured" if ratio is None else f"{ratio:.1f}x")
+    line("K = 30 updates/s vs PyTorch one network at a time", f">= {goals.target_vs_torch:g}x", ratio,
+         None if ratio is None else ratio >= goals.target_vs_torch, "not measured" if ratio is None else f"{ratio:.1f}x")
     share = k30_gflops / peak if k30_gflops else None
-    line("K = 30 effective GFLOP/s vs measured matmul peak", f">= {TARGET_PEAK_SHARE:.0%}", share,
-         None if share is None else share >= TARGET_PEAK_SHARE,
+    line("K = 30 effective GFLOP/s vs measured matmul peak", f">= {goals.target_peak_share:.0%}", share,
+         None if share is None else share >= goals.target_peak_share,
          "not measured" if share is None else f"{share:.1%} ({k30_gflops:.1f} of {peak:.1f} GFLOP/s)")
     ratio = k1 / numpy_rate if k1 and numpy_rate else None
-    line("K = 1 updates/s vs the plain numpy loop", f">= {TARGET_K1_VS_NUMPY:g}x", ratio,
-         None if ratio is None else ratio >= TARGET_K1_VS_NUMPY, "not measured" if ratio is None else f"{ratio:.2f}x")
+    line("K = 1 updates/s vs the plain numpy loop", f">= {goals.target_k1_vs_numpy:g}x", ratio,
+         None if ratio is None else ratio >= goals.target_k1_vs_numpy, "not measured" if ratio is None else f"{ratio:.2f}x")
     wall = study.get("wall_seconds") if study and not study.get("error") else None
-    line("coarse study wall time", f"<= {TARGET_STUDY_SECONDS:g} s", wall,
-         None if wall is None else wall <= TARGET_STUDY_SECONDS, "not measured" if wall is None else f"{wall:.1f} s")
+    line("coarse study wall time", f"<= {goals.target_study_seconds:g} s", wall,
+         None if wall is None else wall <= goals.target_study_seconds, "not measured" if wall is None else f"{wall:.1f} s")
     rss = study.get("peak_rss") if study and not study.get("error") else None
-    line("coarse study peak memory (RSS)", f"<= {TARGET_STUDY_BYTES / 1e9:g} GB", rss,
-         None if rss is None else rss <= TARGET_STUDY_BYTES, "not measured" if rss is None else f"{rss / 1e9:.2f} GB")
+    line("coarse study peak memory (RSS)", f"<= {goals.target_study_bytes / 1e9:g} GB", rss,
+         None if rss is None else rss <= goals.target_study_bytes, "not measured" if rss is None else f"{rss / 1e9:.2f} GB")
     tracking = (study.get("seconds") or {}).get("tracking") if wall else None
     share = tracking / wall if tracking is not None else None
-    line("coarse study tracking time vs its wall time", f"<= {TARGET_TRACKING_SHARE:.0%}", share,
-         None if share is None else share <= TARGET_TRACKING_SHARE,
+    line("coarse study tracking time vs its wall time", f"<= {goals.target_tracking_share:.0%}", share,
+         None if share is None else share <= goals.target_tracking_share,
          "not measured" if share is None else f"{share:.1%} ({tracking:.1f} s)")
     return lines
 
@@ -636,18 +681,19 @@ def render_targets(summary):
 
 
 def render_breakdown(summary):
-    """What the ceiling row says about the K = CEILING_K step."""
+    """What the ceiling row says about the step of the population of K = ``SETTINGS.ceiling_k``."""
+    k, w = SETTINGS.ceiling_k, summary["workload"]
     rows = {r["name"]: r for r in summary["results"]}
-    trainer = rows.get(f"clrsearch trainer, K = {CEILING_K}", {}).get("updates_per_s")
+    trainer = rows.get(f"clrsearch trainer, K = {k}", {}).get("updates_per_s")
     ceiling = next((r.get("updates_per_s") for r in summary["results"] if r["name"].startswith("BLAS ceiling")), None)
     if not trainer or not ceiling:
         return "Not measured."
     share = trainer / ceiling
-    return (f"At K = {CEILING_K} the trainer runs at {share:.0%} of the rate of its two first-layer products "
+    return (f"At K = {k} the trainer runs at {share:.0%} of the rate of its two first-layer products "
             f"alone (the ceiling row), so those two BLAS calls take about {min(share, 1):.0%} of a step; the "
             f"mini-batch gather, the second layer, the softmax, the bias updates and the sweep `V1 -= dV1` share "
             f"the rest. The products themselves reach {ceiling * summary['flops_per_update'] / 1e9 / summary['peak_gflops']:.0%} "
-            f"of the {summary['workload']['peak_size']}² peak: with B = {N_BATCH} one of their three dimensions is "
+            f"of the {w['peak_size']}² peak: with B = {w['n_batch']} one of their three dimensions is "
             f"short, which bounds what any trainer built on them can reach.")
 
 
@@ -687,6 +733,8 @@ def render_report(summary):
     load_after = ", ".join(f"{v:.2f}" for v in after) if after else "unknown"
     pools = "; ".join(m["threadpools"]) or "threadpoolctl not installed"
     w = summary["workload"]
+    k = SETTINGS.ceiling_k
+    ceiling_rows = k * w["hidden"]  # rows of the population's first-layer weight matrix
     rss_fallback = ("" if summary["rss_method"] == "VmHWM" else
                     " (not available here: the lifetime peak `ru_maxrss` is shown instead, so it only grows)")
     return f"""# Performance
@@ -738,8 +786,8 @@ configuration; best of {w['repeats']} rounds (median alongside). One update is o
   `W -= eta * (grad + 2·λ·W)`, mini-batches by fancy indexing, triangular η). PyTorch trains the same
   network one at a time: `nn.Linear` layers, `SGD` with `weight_decay = 2·λ` on the weights,
   `CyclicLR(base_lr=1e-5, max_lr=0.1, step_size_up=n_s, mode="triangular", cycle_momentum=False)`,
-  `torch.set_num_threads(os.cpu_count())`. Both use λ = {BASELINE_LAM:g}.
-- **Ceiling.** The two (K·M, D) products of a K = {CEILING_K} step alone, at the trainer's shapes
+  `torch.set_num_threads(os.cpu_count())`. Both use λ = {SETTINGS.baseline_lam:g}.
+- **Ceiling.** The two (K·M, D) products of a K = {k} step alone, at the trainer's shapes
   ((K·M, D) @ (D, B) and (K·M, B) @ (B, D)): what the BLAS gives those shapes, whatever the rest of the step costs.
 - **Peak RSS** is the process's resident-set high-water mark while the configuration ran, reset before
   each one through `/proc/self/clear_refs` and read from `VmHWM`{rss_fallback}; it includes
@@ -754,8 +802,8 @@ the BLAS gets matrices large enough to block for its caches and to split across 
 single network's (M, D) @ (D, B) is too small to keep {m['usable_cores']} cores and their vector units busy.
 
 Weight decay is folded into one scale per member (W1 = s·V1): multiplying by (1 − 2ηλ) changes K numbers
-instead of sweeping the {CEILING_K * HIDDEN} × {w['inputs']} weights, so W1 — {CEILING_K * HIDDEN * w['inputs'] * 4 / 1e6:.0f} MB at
-K = {CEILING_K}, far more than the caches — is read and written once per step, by the gradient subtraction,
+instead of sweeping the {ceiling_rows} × {w['inputs']} weights, so W1 — {ceiling_rows * w['inputs'] * 4 / 1e6:.0f} MB at
+K = {k}, far more than the caches — is read and written once per step, by the gradient subtraction,
 instead of twice. That subtraction follows the gradient product a few MB of rows at a time, so the
 gradient is read back from the cache rather than from memory. The small second-layer work ((K, C, M) weights) and the softmax are batched over K too,
 so the Python overhead of a step is paid once for the whole population.
@@ -763,21 +811,20 @@ so the Python overhead of a step is paid once for the whole population.
 
 
 def _parser():
-    parser = cli.ArgumentParser(prog="python -m clrsearch.bench",
-                                description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python tools/bench.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help="folder cifar-10-batches-py or its parent "
                         "(default: $CLRSEARCH_DATA, else the per-user cache); never downloaded here")
-    parser.add_argument("--steps", type=cli.positive_int, default=300,
-                        help="update steps per configuration and round (default 300)")
-    parser.add_argument("--repeats", type=cli.positive_int, default=5,
-                        help="rounds; the best counts (default 5)")
+    parser.add_argument("--steps", type=positive_int, default=SETTINGS.steps,
+                        help=f"update steps per configuration and round (default {SETTINGS.steps})")
+    parser.add_argument("--repeats", type=positive_int, default=SETTINGS.repeats,
+                        help=f"rounds; the best counts (default {SETTINGS.repeats})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--out", help="also write the markdown report there, e.g. docs/PERFORMANCE.md")
     parser.add_argument("--skip-study", action="store_true", help="do not run the default coarse study")
     return parser
 
 
-@cli.entry_point
+@entry_point
 def main(argv=None):
     """Measure, print the table (or JSON), write the report; exit status 0."""
     arg_list = sys.argv[1:] if argv is None else list(argv)
@@ -787,16 +834,18 @@ def main(argv=None):
     say("loading CIFAR-10 split full")
     train_set = load_training_set(args.data_dir)
     torch = import_torch()
-    meta = {"command": shlex.join(["python", "-m", "clrsearch.bench", *arg_list]),
+    meta = {"command": shlex.join(["python", "tools/bench.py", *arg_list]),
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     meta["machine"] = machine_info(torch)
     say(f"load average {', '.join(f'{v:.2f}' for v in meta['machine']['load_average'] or [])}")
     steps = 2 * (args.steps // 2)
     D, N = train_set.X.shape
     C = train_set.Y.shape[0]
-    flops = update_flops(D, HIDDEN, C, N_BATCH)
-    meta["workload"] = {"n_train": N, "n_batch": N_BATCH, "hidden": HIDDEN, "classes": C, "inputs": D,
-                        "steps": steps, "repeats": args.repeats, "dtype": "float32", "peak_size": PEAK_SIZE,
+    settings = SETTINGS
+    flops = update_flops(D, settings.hidden, C, settings.n_batch)
+    meta["workload"] = {"n_train": N, "n_batch": settings.n_batch, "hidden": settings.hidden, "classes": C,
+                        "inputs": D, "steps": steps, "repeats": args.repeats, "dtype": "float32",
+                        "peak_size": settings.peak_size,
                         "data_bytes": train_set.X.nbytes + train_set.Y.nbytes}
     with PeakRSS() as probe:
         pass
