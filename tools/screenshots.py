@@ -1,6 +1,6 @@
 """Screenshots of the MLflow UI over a tracking store, for the README.
 
-    python -m clrsearch.screenshots [--tracking-uri URI] [--out docs/images] [--chromium /usr/bin/chromium]
+    python tools/screenshots.py [--tracking-uri URI] [--out docs/images] [--chromium /usr/bin/chromium]
 
 Starts ``mlflow server`` over the store (``$MLFLOW_TRACKING_URI``, else
 ``mlflow.db`` in the working directory, artifacts in ``mlruns/`` beside it) on
@@ -12,7 +12,8 @@ a free loopback port, drives headless Chromium through Playwright and writes
 
 The browser is Debian's ``chromium`` package; Playwright only drives it (``pip
 install playwright``, no browser download). The server and browser helpers
-here are also those of the UI test, tests/test_ui.py.
+here are also those of the UI test, tests/test_ui.py. Sizes, waits and what
+the runs table shows are the fields of :class:`ScreenshotSettings`.
 """
 
 import contextlib
@@ -29,16 +30,36 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cli, tracking
-from .errors import UsageError
+from clrsearch import tracking
+from clrsearch.cli.args import ArgumentParser, entry_point
+from clrsearch.errors import UsageError
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run")
-VIEWPORT = {"width": 1280, "height": 800}  # CSS pixels, one device pixel each
-WAIT_MS = 20_000  # longest wait for an expected element of a page
-SERVER_START_S = 90.0  # longest wait for a new server's /health
-MARGIN = 16  # pixels of page kept below the last element a screenshot must show
+
+@dataclass(frozen=True)
+class ScreenshotSettings:
+    """The browser, the waits, and what the README's pictures show; ``SETTINGS`` is the one in use."""
+
+    chromium: str = "/usr/bin/chromium"  # path of the browser executable (Debian's chromium package)
+    chromium_flags: tuple = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                             "--disable-component-update", "--disable-sync", "--no-first-run")  # its command line
+    viewport_width: int = 1280  # CSS pixels (one device pixel each), width of every page and screenshot
+    viewport_height: int = 800  # CSS pixels, height of every page, the tallest a screenshot gets
+    wait_ms: int = 20_000  # milliseconds, longest wait for an expected element of a page
+    server_start_s: float = 90.0  # seconds, longest wait for a new server's /health
+    margin: int = 16  # CSS pixels of page kept below the last element a screenshot must show
+    # Columns of the README's runs table, each toggled: what each trial searched and scored, not the defaults.
+    doc_columns: tuple = ("Dataset", "Source", "lam", "mean_val_accuracy", "std_val_accuracy")
+    # (column, CSS pixels) added to columns of the README's runs table, so that "trial-3 lam=0.00151" and
+    # the metric names fit.
+    widening: tuple = (("Run Name", 90), ("mean_val_accuracy", 45), ("std_val_accuracy", 45))
+
+    @property
+    def viewport(self) -> dict:
+        """The viewport as Playwright takes it: ``{"width": ..., "height": ...}``."""
+        return {"width": self.viewport_width, "height": self.viewport_height}
+
+
+SETTINGS = ScreenshotSettings()
 
 # The UI's own settings in the browser's local storage, set before its scripts run: the
 # model-training view of the sidebar and run pages, and the assistant panel not opened by itself.
@@ -46,11 +67,6 @@ UI_SETTINGS = {"mlflow.workflowType_v1": '"machine_learning"',
                "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
                "mlflow.assistant.panelOpen_v1": "false"}
 ASSISTANT_CLOSE = '[data-component-id="mlflow.assistant.chat_panel.close"]'
-
-# Columns of the README's runs table: what each trial searched and scored, not the defaults.
-DOC_COLUMNS = ("Dataset", "Source", "lam", "mean_val_accuracy", "std_val_accuracy")  # each toggled
-# Pixels added to columns of the README's runs table, so that "trial-3 lam=0.00151" and the metric names fit.
-WIDENING = {"Run Name": 90, "mean_val_accuracy": 45, "std_val_accuracy": 45}
 
 
 # --- the server ---------------------------------------------------------------------------------
@@ -63,7 +79,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlflow_server(store_uri: str, artifact_root, log_path=None, timeout: float = SERVER_START_S):
+def mlflow_server(store_uri: str, artifact_root, log_path=None, timeout: float | None = None):
     """``mlflow server`` over ``store_uri`` on a free loopback port, for the block.
 
     The server and its workers form their own process group, ended with the
@@ -74,7 +90,7 @@ def mlflow_server(store_uri: str, artifact_root, log_path=None, timeout: float =
     store_uri : str, backend (and registry) store, e.g. ``sqlite:////abs/path/mlflow.db``
     artifact_root : path, artifact folder of experiments the server creates
     log_path : path, optional
-    timeout : float, seconds to wait for ``/health``
+    timeout : float, seconds to wait for ``/health`` (default ``SETTINGS.server_start_s``)
 
     Yields
     ------
@@ -85,6 +101,7 @@ def mlflow_server(store_uri: str, artifact_root, log_path=None, timeout: float =
     RuntimeError
         The server exited or did not answer in time; the message ends with its last output.
     """
+    timeout = SETTINGS.server_start_s if timeout is None else timeout
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
@@ -138,8 +155,8 @@ def _tail(path: Path, lines: int = 20) -> str:
 # --- the browser --------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def chromium(executable=CHROMIUM):
-    """A headless Chromium driven by Playwright, for the block.
+def chromium(executable=None):
+    """A headless Chromium driven by Playwright, for the block; ``executable`` defaults to ``SETTINGS.chromium``.
 
     Raises
     ------
@@ -151,11 +168,12 @@ def chromium(executable=CHROMIUM):
     except ImportError:
         raise UsageError("Playwright is not installed: pip install playwright "
                          "(or pip install -e '.[test]'); no browser download is needed") from None
+    executable = SETTINGS.chromium if executable is None else executable
     if not Path(executable).is_file():
         raise UsageError(f"no Chromium at {executable}: apt-get install chromium, or give --chromium PATH")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(executable), headless=True,
-                                             args=list(CHROMIUM_FLAGS))
+                                             args=list(SETTINGS.chromium_flags))
         try:
             yield browser
         finally:
@@ -163,9 +181,9 @@ def chromium(executable=CHROMIUM):
 
 
 def new_page(browser, viewport=None):
-    """A page of a fresh browser context, with the UI settings of ``UI_SETTINGS``."""
-    page = browser.new_page(viewport=viewport or VIEWPORT)
-    page.set_default_timeout(WAIT_MS)
+    """A page of a fresh browser context, with the UI settings of ``UI_SETTINGS``; ``SETTINGS.viewport`` by default."""
+    page = browser.new_page(viewport=viewport or SETTINGS.viewport)
+    page.set_default_timeout(SETTINGS.wait_ms)
     page.add_init_script("for (const [key, value] of Object.entries(%s)) "
                          "{ if (localStorage.getItem(key) === null) localStorage.setItem(key, value); }"
                          % json.dumps(UI_SETTINGS))
@@ -197,7 +215,7 @@ def save(page, path, *shown) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": size["width"],
-                                          "height": min(size["height"], bottom + MARGIN)})
+                                          "height": min(size["height"], bottom + SETTINGS.margin)})
     return path
 
 
@@ -255,7 +273,7 @@ def open_artifact(page, url: str, experiment_id: str, run_id: str, path: str):
     image = page.get_by_role("img", name=Path(path).name, exact=True).first
     image.wait_for()
     page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=image.element_handle(),
-                           timeout=WAIT_MS)
+                           timeout=SETTINGS.wait_ms)
     close_assistant(page)
     return image
 
@@ -298,18 +316,13 @@ def tour(client, experiment: str = tracking.EXPERIMENT, registered_name: str = t
     UsageError
         No experiment, finished study run with trials, or model alias to show.
     """
-    from mlflow.exceptions import MlflowException
-
     hint = "run python -m clrsearch.coarse and python -m clrsearch.fine first"
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
+    exp_id = _experiment_id(client, experiment)
+    if exp_id is None:
         raise UsageError(f"no MLflow experiment {experiment!r} in the store; {hint}")
-    exp_id = found.experiment_id
-    studies = client.search_runs([exp_id], "tags.level = 'study' and attributes.status = 'FINISHED'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
-    if not studies:
+    study = _latest_study_run(client, exp_id)
+    if study is None:
         raise UsageError(f"no finished study run in experiment {experiment!r}; {hint}")
-    study = studies[0]
     trials = _children(client, exp_id, study.info.run_id, "trial")
     scored = [t for t in trials if "mean_val_accuracy" in t.data.metrics]
     if not scored:
@@ -318,18 +331,43 @@ def tour(client, experiment: str = tracking.EXPERIMENT, registered_name: str = t
     seeds = sorted(_children(client, exp_id, best.info.run_id, "seed"), key=lambda s: int(s.data.tags["seed"]))
     if not seeds:
         raise UsageError(f"trial run {best.info.run_name!r} has no seed runs; {hint}")
-    try:
-        version = client.get_model_version_by_alias(registered_name, alias).version
-    except MlflowException:
+    version = _aliased_version(client, registered_name, alias)
+    if version is None:
         raise UsageError(f"no registered model {registered_name}@{alias} in the store; "
-                         f"run python -m clrsearch.fine first") from None
+                         f"run python -m clrsearch.fine first")
     names = tuple(t.info.run_name for t in sorted(trials, key=lambda t: int(t.data.tags["trial"])))
     return Tour(exp_id, study.info.run_name, names, seeds[0].info.run_id, str(version))
 
 
+# The reads of the store that clrsearch.tracking does not offer; ``client`` is that of the server shown.
+
+def _experiment_id(client, name: str) -> str | None:
+    """Id of the experiment ``name``, None when there is none (never created here)."""
+    found = client.get_experiment_by_name(name)
+    return None if found is None else found.experiment_id
+
+
+def _latest_study_run(client, experiment_id: str):
+    """The FINISHED study run (tag ``level`` = ``study``) that started last, or None."""
+    studies = client.search_runs([experiment_id], "tags.level = 'study' and attributes.status = 'FINISHED'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    return studies[0] if studies else None
+
+
 def _children(client, experiment_id: str, run_id: str, level: str) -> list:
+    """The runs nested under ``run_id`` whose tag ``level`` is ``level`` (trial or seed)."""
     return client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and tags.level = '{level}'",
                               max_results=1000)
+
+
+def _aliased_version(client, name: str, alias: str) -> str | None:
+    """The version of the registered model ``name`` that ``alias`` points to, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
 
 
 def take(browser, url: str, out, seen: Tour) -> list:
@@ -343,8 +381,8 @@ def take(browser, url: str, out, seen: Tour) -> list:
     page = new_page(browser)
     open_runs(page, url, seen.experiment_id, seen.study_run)
     collapse_sidebar(page)
-    choose_columns(page, DOC_COLUMNS)
-    for column, pixels in WIDENING.items():
+    choose_columns(page, SETTINGS.doc_columns)
+    for column, pixels in SETTINGS.widening:
         widen_column(page, column, pixels)
     expand_run(page, seen.study_run)
     trials = [run_link(page, name) for name in seen.trial_runs]
@@ -380,13 +418,14 @@ def server_for(tracking_uri: str):
     return mlflow_server(tracking_uri, Path("mlruns"))
 
 
-@cli.entry_point
+@entry_point
 def main(argv=None):
-    parser = cli.ArgumentParser(prog="python -m clrsearch.screenshots", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python tools/screenshots.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db",
                         help="store to show (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     parser.add_argument("--out", default="docs/images", help="folder of the PNG files (default docs/images)")
-    parser.add_argument("--chromium", default=CHROMIUM, help=f"Chromium executable (default {CHROMIUM})")
+    parser.add_argument("--chromium", default=SETTINGS.chromium,
+                        help=f"Chromium executable (default {SETTINGS.chromium})")
     args = parser.parse_args(argv)
 
     from mlflow.tracking import MlflowClient
