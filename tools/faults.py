@@ -1,6 +1,6 @@
 """Fault injection: kill studies at random moments, resume them, count what was lost; feed bad input.
 
-    python -m clrsearch.faults --data-dir /tmp/cifar --kills 16 [--seed 0] [--storage URL] [--json]
+    python tools/faults.py --data-dir /tmp/cifar --kills 16 [--seed 0] [--storage URL] [--json]
 
 1. A reference study runs once, uninterrupted.
 2. The same study, under other names, is started again and again; each start
@@ -21,10 +21,11 @@
 
 Everything runs in a temporary folder (``--workdir`` to keep it), on small
 settings of the real protocol (``batch1`` split, ``n_train`` 2000, 2 seeds,
-8 lambdas in populations of 2). The result is a Markdown table, as in
-docs/RELIABILITY.md.
+8 lambdas in populations of 2; ``FaultSettings.study_toml``). The result is a
+Markdown table, as in docs/RELIABILITY.md.
 """
 
+import contextlib
 import json
 import os
 import pickle
@@ -37,9 +38,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cli
+from clrsearch import tracking
+from clrsearch.cli.args import ArgumentParser, entry_point, non_negative_int, positive_int
+from clrsearch.data import ensure_data
+from clrsearch.data.cifar10 import DATA_FILES, FOLDER_NAME, TEST_FILE
+from clrsearch.data.download import MANIFEST_NAME
+from clrsearch.search import queue
+from clrsearch.search.workers import exit_status
 
-STUDY_TOML = """\
+
+@dataclass(frozen=True)
+class FaultSettings:
+    """The studies that are killed, how they are watched, and the defaults of the flags."""
+
+    study_toml: str = """\
 [study]
 n_trials = 8
 n_seeds = 2
@@ -54,8 +66,18 @@ n_s = 80
 hidden = 16
 evals_per_cycle = 2
 eval_train_size = 1000
-"""
-KILLS = ("SIGKILL", "SIGINT", "SIGKILL parent of 2 workers", "SIGKILL helper of 2 workers")
+"""  # the study definition (TOML) of every killed study and of the reference
+    kills: int = 16  # default of --kills: kills to land
+    seed: int = 0  # default of --seed: seed of the kill moments
+    heartbeat_seconds: float = 1.0  # seconds, CLRSEARCH_HEARTBEAT_SECONDS of the killed studies
+    grace_seconds: float = 3.0  # seconds, CLRSEARCH_GRACE_SECONDS of the killed studies
+    poll_seconds: float = 0.05  # seconds between looks at the storage while waiting for a trial to train
+    mid_trial_delay: float = 0.3  # seconds, largest random wait after a trial is seen training, before a kill
+    bad_input_timeout: float = 300.0  # seconds a bad-input command may run before it counts as hung
+
+
+SETTINGS = FaultSettings()
+KILLS = ("SIGKILL", "SIGINT", "SIGKILL parent of 2 workers", "SIGKILL helper of 2 workers")  # kinds, in turn
 
 
 @dataclass
@@ -77,8 +99,6 @@ def bad_inputs(data_dir, folder, base_argv=()):
     data folder) under ``folder``. ``data_dir`` is a valid
     ``cifar-10-batches-py`` folder.
     """
-    from . import data
-
     data_dir, folder = Path(data_dir), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     base = ["--data-dir", str(data_dir), *base_argv]
@@ -90,9 +110,9 @@ def bad_inputs(data_dir, folder, base_argv=()):
 
     def broken_data(name, damage):
         """A copy of the data folder (symlinks) in which ``damage(folder)`` breaks something."""
-        copy = folder / name / data.FOLDER_NAME
+        copy = folder / name / FOLDER_NAME
         copy.mkdir(parents=True, exist_ok=True)
-        for file in data.DATA_FILES:
+        for file in DATA_FILES:
             if (data_dir / file).exists() and not (copy / file).exists():
                 (copy / file).symlink_to((data_dir / file).absolute())
         damage(copy)
@@ -111,10 +131,10 @@ def bad_inputs(data_dir, folder, base_argv=()):
             pickle.dump({b"data": np.zeros((10, 100), np.uint8), b"labels": [0] * 10}, f, protocol=2)
 
     def wrong_md5(copy):
-        (copy / data.MANIFEST_NAME).write_text(json.dumps({"data_batch_1": "0" * 32}))
+        (copy / MANIFEST_NAME).write_text(json.dumps({"data_batch_1": "0" * 32}))
 
     def drop_test_batch(copy):
-        (copy / data.TEST_FILE).unlink()
+        (copy / TEST_FILE).unlink()
 
     cases = [
         Case("flag type", "coarse", [*base, "--n-trials", "three"], expect="not an integer"),
@@ -166,7 +186,11 @@ def bad_inputs(data_dir, folder, base_argv=()):
 
 
 def delete_experiment(workdir):
-    """Create and delete the MLflow experiment "gone" in the store of ``workdir``."""
+    """Create and delete the MLflow experiment "gone" in the store of ``workdir``.
+
+    clrsearch.tracking has no function that deletes an experiment, so this
+    one talks to MLflow itself.
+    """
     import logging
 
     from mlflow.tracking import MlflowClient
@@ -184,7 +208,7 @@ def check_bad_input(case, workdir, env):
         case.prepare(workdir)
     run_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db", **case.env}
     done = subprocess.run([sys.executable, "-m", f"clrsearch.{case.command}", *case.argv], cwd=workdir,
-                          env=run_env, capture_output=True, text=True, timeout=300)
+                          env=run_env, capture_output=True, text=True, timeout=SETTINGS.bad_input_timeout)
     problems = []
     lines = done.stderr.strip().splitlines()
     if done.returncode != 2:
@@ -256,27 +280,23 @@ def kill(process, how):
 
 def wait_mid_trial(process, how, storage, name, rng):
     """Wait until a trial of ``process`` (or of its helper) trains, then a random fraction of a second more."""
-    from . import storage as storage_module
-
     while process.poll() is None:
-        pids = storage_module.running_pids(storage, name)
+        pids = queue.running_pids(storage, name)
         wanted = set(children(process.pid)) if how == "SIGKILL helper of 2 workers" else {process.pid}
         if pids & wanted:
-            time.sleep(rng.uniform(0, 0.3))
+            time.sleep(rng.uniform(0, SETTINGS.mid_trial_delay))
             return True
-        time.sleep(0.05)
+        time.sleep(SETTINGS.poll_seconds)
     return False
 
 
 def slot_results(storage, name):
     """slot -> [(state, value)] of the trials that count as the slot's result; their numbers; the failed trials."""
-    from . import storage as storage_module
-
     results, numbers, failed = {}, set(), []
-    for t in storage_module.read_trials(storage, name):
-        results.setdefault(t.user_attrs.get(storage_module.SLOT), [])
-        if storage_module.is_final(t):
-            results[t.user_attrs.get(storage_module.SLOT)].append((t.state.name, t.value))
+    for t in queue.read_trials(storage, name):
+        results.setdefault(t.user_attrs.get(queue.SLOT), [])
+        if queue.is_final(t):
+            results[t.user_attrs.get(queue.SLOT)].append((t.state.name, t.value))
             numbers.add(t.number)
         elif t.state.name == "FAIL":
             failed.append(t)
@@ -284,18 +304,32 @@ def slot_results(storage, name):
 
 
 def logged_trials(workdir, name):
-    """Numbers of the trials of study ``name`` with a trial run in MLflow that its process finished writing."""
-    from mlflow.tracking import MlflowClient
+    """Numbers of the trials of study ``name`` with a trial run in the MLflow store of ``workdir``.
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{Path(workdir).absolute()}/mlflow.db")
-    experiment = client.get_experiment_by_name("clrsearch")
-    runs = client.search_runs([experiment.experiment_id], max_results=50000,
-                              filter_string=f"tags.level = 'trial' and tags.study_name = '{name}'")
-    return {int(r.data.tags["trial"]) for r in runs
-            if r.info.status != "RUNNING" and "clrsearch.ended" not in r.data.tags}
+    As the study itself counts them (:func:`clrsearch.tracking.logged_trials`):
+    a run that a dead process left unfinished does not count; one still
+    RUNNING does, and shows in ``running_runs`` instead.
+    """
+    with tracking_store(f"sqlite:///{Path(workdir).absolute()}/mlflow.db"):
+        return tracking.logged_trials(tracking.EXPERIMENT, name)
+
+
+@contextlib.contextmanager
+def tracking_store(uri):
+    """Within the block, MLflow calls of this process go to the store ``uri`` ($MLFLOW_TRACKING_URI)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MLFLOW_TRACKING_URI"]
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def running_runs(workdir):
+    """MLflow runs left RUNNING in the store of ``workdir``, read from its SQLite file."""
     import sqlite3
 
     with sqlite3.connect(Path(workdir) / "mlflow.db") as db:
@@ -308,12 +342,11 @@ def inject(data_dir, workdir, kills, seed, storage, say):
     Kill k is of kind ``KILLS[k % 4]``; kills 0-3, 8-11, ... land at a random
     moment of the run, kills 4-7, 12-15, ... while a trial trains.
     """
-    from . import storage as storage_module
-
     workdir = Path(workdir)
-    (workdir / "faults.toml").write_text(STUDY_TOML)
+    (workdir / "faults.toml").write_text(SETTINGS.study_toml)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db",
-           "CLRSEARCH_HEARTBEAT_SECONDS": "1", "CLRSEARCH_GRACE_SECONDS": "3"}
+           "CLRSEARCH_HEARTBEAT_SECONDS": f"{SETTINGS.heartbeat_seconds:g}",
+           "CLRSEARCH_GRACE_SECONDS": f"{SETTINGS.grace_seconds:g}"}
     storage = storage or f"sqlite:///{workdir}/studies.db"
     rng = random.Random(seed)
 
@@ -361,8 +394,8 @@ def inject(data_dir, workdir, kills, seed, storage, say):
                 if not ready:  # the start ended by itself: how long starts take now, on this machine
                     estimate = (estimate + time.perf_counter() - began) / 2
                 break
-            # -SIGINT: Ctrl-C while the interpreter itself was starting, before any clrsearch code ran.
-            if process.returncode not in (130, 128 + signal.SIGKILL, -signal.SIGKILL, -signal.SIGINT):
+            # Killed by SIGINT itself: Ctrl-C while the interpreter was starting, before any clrsearch code ran.
+            if exit_status(process.returncode) not in (128 + signal.SIGINT, 128 + signal.SIGKILL):
                 raise RuntimeError(f"{name} ended with status {process.returncode}: {err.strip()[-2000:]}")
         got, numbers, failed = slot_results(storage, name)
         figures["slots"] += len(expected)
@@ -372,7 +405,7 @@ def inject(data_dir, workdir, kills, seed, storage, say):
             figures["trials lost"] += len(results) == 0
             figures["trials duplicated"] += max(0, len(results) - 1)
             figures["values differing from the reference"] += bool(results) and results[0] != reference_results[0]
-        given_back = sum(1 for t in failed if t.user_attrs.get("reason") == storage_module.INTERRUPTED)
+        given_back = sum(1 for t in failed if t.user_attrs.get("reason") == queue.INTERRUPTED)
         figures["trials given back on Ctrl-C and trained again"] += given_back
         figures["trials lost with their worker and trained again"] += len(failed) - given_back
     figures["MLflow runs left RUNNING"] = running_runs(workdir)
@@ -399,18 +432,18 @@ def report(figures, bad, seconds):
     return "\n".join(lines)
 
 
-@cli.entry_point
+@entry_point
 def main(argv=None):
-    parser = cli.ArgumentParser(prog="python -m clrsearch.faults", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python tools/faults.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help="folder of cifar-10-batches-py (default: as the studies find it)")
-    parser.add_argument("--kills", type=cli.positive_int, default=16, help="kills to land (default 16)")
-    parser.add_argument("--seed", type=cli.non_negative_int, default=0, help="seed of the kill moments")
+    parser.add_argument("--kills", type=positive_int, default=SETTINGS.kills,
+                        help=f"kills to land (default {SETTINGS.kills})")
+    parser.add_argument("--seed", type=non_negative_int, default=SETTINGS.seed,
+                        help=f"seed of the kill moments (default {SETTINGS.seed})")
     parser.add_argument("--storage", help="study storage URL (default: SQLite in the work folder)")
     parser.add_argument("--workdir", help="keep everything in this folder (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    from .data import ensure_data
-
     data_dir = ensure_data(args.data_dir)
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
     started = time.perf_counter()
