@@ -1,82 +1,40 @@
-"""Shared fixtures: a tiny CIFAR-10 copy in the official on-disk format, MLflow
+"""Shared fixtures: a tiny CIFAR-10 copy in the official on-disk format, no network, MLflow
 stores copied from one migrated template, a throwaway PostgreSQL server.
 
-In the tiny copy each class has its own random mean image; an image is its class mean plus
-pixel noise, so a two-layer network learns it well above chance in a few
-epochs, but not perfectly from 200 images.
+The references the fixtures and tests build on are in :mod:`helpers`. The developer
+tools of ``tools/`` are imported by the tests as top-level modules (``import bench``).
 """
-import pickle
-import shutil
+import sys
+import urllib.error
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-D, C = 3072, 10
-CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
-               "dog", "frog", "horse", "ship", "truck")
-PATTERN_AMPLITUDE = 10.0  # pixel levels (0..255) of the class mean around grey
-NOISE_STD = 50.0  # pixel levels of the per-image noise
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
-
-def _images(rng, patterns, n):
-    """Balanced labels (n,) and uint8 rows (n, D) drawn around the class patterns (C, D)."""
-    labels = rng.permutation(np.arange(n) % C)  # (n,)
-    noise = rng.standard_normal((n, D), dtype=np.float32)  # (n, D)
-    rows = 128 + PATTERN_AMPLITUDE * patterns[labels] + NOISE_STD * noise  # (n, D)
-    return np.clip(np.rint(rows), 0, 255).astype(np.uint8), labels
-
-
-def _dump(path, obj):
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def write_tiny_cifar(dest, n_per_batch=200, n_test=200, seed=0) -> Path:
-    """Write ``dest/cifar-10-batches-py`` as the official python files lay it out.
-
-    Parameters
-    ----------
-    dest : path
-        Parent folder, created if needed.
-    n_per_batch : int
-        Images in each of ``data_batch_1`` .. ``data_batch_5``.
-    n_test : int
-        Images in ``test_batch``.
-    seed : int
-        Seed of the class patterns, labels and noise.
-
-    Returns
-    -------
-    Path
-        The ``cifar-10-batches-py`` folder.
-    """
-    rng = np.random.default_rng(seed)
-    folder = Path(dest) / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    patterns = rng.standard_normal((C, D)).astype(np.float32)  # (C, D)
-    batches = [(f"data_batch_{i}", f"training batch {i} of 5", n_per_batch) for i in range(1, 6)]
-    batches.append(("test_batch", "testing batch 1 of 1", n_test))
-    for name, label, n in batches:
-        rows, labels = _images(rng, patterns, n)
-        _dump(folder / name, {
-            b"batch_label": label.encode(),
-            b"labels": [int(v) for v in labels],
-            b"data": rows,
-            b"filenames": [f"{name}_{k:05d}.png".encode() for k in range(n)],
-        })
-    _dump(folder / "batches.meta", {
-        b"label_names": [n.encode() for n in CLASS_NAMES],
-        b"num_cases_per_batch": n_per_batch,
-        b"num_vis": D,
-    })
-    return folder
+import helpers  # noqa: E402  (after the path: helpers lives beside this file)
 
 
 @pytest.fixture
 def tiny_cifar(tmp_path) -> Path:
     """A ``cifar-10-batches-py`` folder of 5 x 200 training and 200 test images."""
-    return write_tiny_cifar(tmp_path)
+    return helpers.write_tiny_cifar(tmp_path)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No download reaches the network (file: URLs still open) and the user's cache and
+    ``$CLRSEARCH_DATA`` are out of reach: the cache is a folder of ``tmp_path``."""
+    from clrsearch.data import download
+
+    def refuse(url, timeout):
+        if not url.startswith("file:"):
+            raise urllib.error.URLError("network disabled in tests")
+        return download.urllib.request.urlopen(url, timeout=timeout)
+
+    monkeypatch.setattr(download, "_open_url", refuse)
+    monkeypatch.delenv("CLRSEARCH_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 # ----------------------------------------------------------------------------- stores
@@ -99,9 +57,9 @@ def store(tmp_path_factory, mlflow_template):
     from mlflow.tracking import MlflowClient
 
     folder = tmp_path_factory.mktemp("mlflow")
-    shutil.copyfile(mlflow_template, folder / "mlflow.db")
+    uri = helpers.copy_store(mlflow_template, folder)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         mp.chdir(folder)
         yield MlflowClient()

@@ -8,40 +8,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from clrsearch import gradcheck, network
+from clrsearch import gradcheck as command
+from clrsearch.cli import gradcheck as cli_gradcheck
+from clrsearch.config import DataConfig
 from clrsearch.errors import UsageError
+from clrsearch.nn import gradcheck, network
+from helpers import centred_differences, random_network, tiny_problem
 
 D, M, C, N = 7, 5, 4, 6  # tiny sizes: inputs, hidden units, classes, images
 
 
-def tiny_problem(rng, d=D, n=N, c=C):
-    """Random inputs X (d, n) and one-hot labels Y (c, n), float64."""
-    X = rng.standard_normal((d, n))  # (d, n)
-    Y = np.eye(c)[:, rng.integers(0, c, n)]  # (c, n)
-    return X, Y
-
-
-def with_biases(params, rng):
-    """Non-zero biases, so that their gradients are exercised too."""
-    params = dict(params)
-    params["b1"] = 0.1 * rng.standard_normal(params["b1"].shape)
-    params["b2"] = 0.1 * rng.standard_normal(params["b2"].shape)
-    return params
-
-
 def naive_gradients(params, X, Y, lam, h):
     """Perturb one entry, call network.cost twice: the definition, entry by entry."""
-    grads = {}
-    for name in network.PARAM_NAMES:
-        grads[name] = np.empty_like(params[name])
-        for idx in np.ndindex(params[name].shape):
-            moved = {k: v.copy() for k, v in params.items()}
-            moved[name][idx] += h
-            plus = network.cost(moved, X, Y, lam)
-            moved[name][idx] -= 2 * h
-            minus = network.cost(moved, X, Y, lam)
-            grads[name][idx] = (plus - minus) / (2 * h)
-    return grads
+    return centred_differences(lambda p: network.cost(p, X, Y, lam), params, h)
 
 
 def relative_errors(ga, gn, floor=1e-8):
@@ -54,8 +33,8 @@ def relative_errors(ga, gn, floor=1e-8):
 @pytest.mark.parametrize("lam", [0.0, 0.1])
 def test_analytic_gradients_match_centred_differences(lam):
     rng = np.random.default_rng(0)
-    X, Y = tiny_problem(rng)
-    params = with_biases(network.init_params(D, M, C, rng), rng)
+    X, Y = tiny_problem(rng, D, N, C)
+    params = random_network(rng, D, M, C)
     analytic = network.gradients(params, X, Y, lam)
     numeric = gradcheck.numerical_gradients(params, X, Y, lam)
     for name in network.PARAM_NAMES:
@@ -66,7 +45,7 @@ def test_analytic_gradients_match_centred_differences(lam):
 
 def test_population_gradients_match_each_member_alone():
     rng = np.random.default_rng(1)
-    X, Y = tiny_problem(rng)
+    X, Y = tiny_problem(rng, D, N, C)
     population = network.init_population(D, M, C, seeds=[3, 4, 5])  # W1 (3, M, D)
     population["b1"] = 0.1 * rng.standard_normal(population["b1"].shape)
     lams = np.array([0.0, 0.01, 0.3])  # (K,)
@@ -81,8 +60,8 @@ def test_population_gradients_match_each_member_alone():
 @pytest.mark.parametrize("lam", [0.0, 0.05])
 def test_batched_differences_equal_the_one_entry_loop(lam):
     rng = np.random.default_rng(2)
-    X, Y = tiny_problem(rng)
-    params = with_biases(network.init_params(D, M, C, rng), rng)
+    X, Y = tiny_problem(rng, D, N, C)
+    params = random_network(rng, D, M, C)
     h = 1e-5
     fast = gradcheck.numerical_gradients(params, X, Y, lam, h)
     slow = naive_gradients(params, X, Y, lam, h)
@@ -93,8 +72,8 @@ def test_batched_differences_equal_the_one_entry_loop(lam):
 def test_batched_differences_see_the_relu_kink_like_the_loop():
     """With a large step, perturbations cross ReLU kinks; both ways must still agree."""
     rng = np.random.default_rng(3)
-    X, Y = tiny_problem(rng)
-    params = with_biases(network.init_params(D, M, C, rng), rng)
+    X, Y = tiny_problem(rng, D, N, C)
+    params = random_network(rng, D, M, C)
     fast = gradcheck.numerical_gradients(params, X, Y, 0.02, h=0.3)
     slow = naive_gradients(params, X, Y, 0.02, h=0.3)
     for name in network.PARAM_NAMES:
@@ -103,7 +82,7 @@ def test_batched_differences_see_the_relu_kink_like_the_loop():
 
 def test_blocks_smaller_than_a_row_give_the_same_numbers(monkeypatch):
     rng = np.random.default_rng(4)
-    X, Y = tiny_problem(rng)
+    X, Y = tiny_problem(rng, D, N, C)
     params = network.init_params(D, M, C, rng)
     whole = gradcheck.numerical_gradients(params, X, Y, 0.1)
     monkeypatch.setattr(gradcheck, "_block_rows", lambda c, n: 2)
@@ -114,7 +93,7 @@ def test_blocks_smaller_than_a_row_give_the_same_numbers(monkeypatch):
 
 def test_entries_selects_parameters():
     rng = np.random.default_rng(5)
-    X, Y = tiny_problem(rng)
+    X, Y = tiny_problem(rng, D, N, C)
     params = network.init_params(D, M, C, rng)
     assert set(gradcheck.numerical_gradients(params, X, Y, 0.0, entries=["W2"])) == {"W2"}
     with pytest.raises(ValueError, match="unknown"):
@@ -158,31 +137,30 @@ def test_scenario_inputs_slice_the_training_set():
 
 @pytest.fixture
 def tiny_splits(monkeypatch):
-    """``data.load_splits`` serving 6 random images of 24 dimensions, 10 classes."""
-    data = pytest.importorskip("clrsearch.data")
+    """The command's ``load_splits`` serving 6 random images of 24 dimensions, 10 classes; records its calls."""
     rng = np.random.default_rng(6)
     X, Y = tiny_problem(rng, d=24, n=6, c=10)
     calls = []
 
-    def load_splits(split="batch1", data_dir=None, **options):
-        calls.append((split, data_dir, options))
+    def load_splits(config, **options):
+        calls.append((config, options))
         return SimpleNamespace(train=SimpleNamespace(X=X, Y=Y, y=Y.argmax(axis=0)))
 
-    monkeypatch.setattr(data, "load_splits", load_splits)
+    monkeypatch.setattr(cli_gradcheck, "load_splits", load_splits)
     return calls
 
 
 def test_cli_prints_a_table_per_scenario(tiny_splits, capsys):
-    assert gradcheck.main(["--data-dir", "somewhere"]) == 0
+    assert command.main(["--data-dir", "somewhere"]) == 0
     out = capsys.readouterr().out
     assert "scenario 1: D = 20, N = 1, M = 50" in out
     assert "scenario 2: D = 24, N = 5, M = 50" in out and "lam = 0.01" in out
     assert out.count("100.00%") >= 8
-    assert tiny_splits == [("batch1", "somewhere", {"dtype": np.float64})]
+    assert tiny_splits == [(DataConfig("batch1", data_dir="somewhere"), {"dtype": np.float64})]
 
 
 def test_cli_json(tiny_splits, capsys):
-    assert gradcheck.main(["--json", "--scenario", "2", "--lam", "0.1", "--seed", "3"]) == 0
+    assert command.main(["--json", "--scenario", "2", "--lam", "0.1", "--seed", "3"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] is True and list(report["scenarios"]) == ["2"]
     scenario = report["scenarios"]["2"]
@@ -193,21 +171,21 @@ def test_cli_json(tiny_splits, capsys):
 
 
 def test_cli_exits_1_when_an_error_is_too_large(tiny_splits, capsys):
-    assert gradcheck.main(["--scenario", "1", "--h", "0.5"]) == 1
+    assert command.main(["--scenario", "1", "--h", "0.5"]) == 1
     assert "FAILED" in capsys.readouterr().out
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tiny_splits, monkeypatch, capsys):
     with pytest.raises(SystemExit) as bad_flag:
-        gradcheck.main(["--scenario", "3"])
+        command.main(["--scenario", "3"])
     assert bad_flag.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
     def missing(*args, **kwargs):
         raise UsageError("no CIFAR-10 data at /nowhere")
 
-    monkeypatch.setattr("clrsearch.data.load_splits", missing)
+    monkeypatch.setattr(cli_gradcheck, "load_splits", missing)
     with pytest.raises(SystemExit) as bad_data:
-        gradcheck.main(["--data-dir", "/nowhere"])
+        command.main(["--data-dir", "/nowhere"])
     assert bad_data.value.code == 2
     assert capsys.readouterr().err == "error: no CIFAR-10 data at /nowhere\n"

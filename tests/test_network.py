@@ -4,45 +4,16 @@ cost, the initialisation's statistics, and a 2-class, 3-image example worked by 
 import numpy as np
 import pytest
 
-from clrsearch import network
+from clrsearch.nn import network
+from helpers import centred_differences, random_network, tiny_problem
 
 D, M, C, N = 6, 5, 3, 4  # tiny sizes: inputs, hidden units, classes, images
 H_STEP = 1e-6  # step of the centred differences
 
 
-def tiny_problem(rng, d=D, n=N, c=C):
-    """Random inputs X (d, n) and one-hot labels Y (c, n), float64."""
-    X = rng.standard_normal((d, n))  # (d, n)
-    Y = np.eye(c)[:, rng.integers(0, c, n)]  # (c, n)
-    return X, Y
-
-
-def random_params(rng, *lead):
-    """Weights and non-zero biases, so that every gradient is exercised; leading axes ``lead``."""
-    return {
-        "W1": rng.standard_normal((*lead, M, D)) / np.sqrt(D),
-        "b1": 0.1 * rng.standard_normal((*lead, M, 1)),
-        "W2": rng.standard_normal((*lead, C, M)) / np.sqrt(M),
-        "b2": 0.1 * rng.standard_normal((*lead, C, 1)),
-    }
-
-
-def centred_differences(params, X, Y, lam, k=None):
-    """(J(p + h) - J(p - h)) / 2h entry by entry, J = network.cost (member k of a population)."""
-    grads = {}
-    for name in network.PARAM_NAMES:
-        values = params[name] if k is None else params[name][k]
-        grads[name] = np.empty_like(values)
-        for idx in np.ndindex(values.shape):
-            full = idx if k is None else (k, *idx)
-            costs = []
-            for sign in (1, -1):
-                moved = {key: v.copy() for key, v in params.items()}
-                moved[name][full] += sign * H_STEP
-                J = network.cost(moved, X, Y, lam)
-                costs.append(J if k is None else J[k])
-            grads[name][idx] = (costs[0] - costs[1]) / (2 * H_STEP)
-    return grads
+def numeric_gradients(params, X, Y, lam, k=None):
+    """Centred differences of J = network.cost (of member k of a population)."""
+    return centred_differences(lambda p: network.cost(p, X, Y, lam), params, H_STEP, k)
 
 
 def assert_gradients_agree(analytic, numeric, where=""):
@@ -59,28 +30,28 @@ def assert_gradients_agree(analytic, numeric, where=""):
 @pytest.mark.parametrize("lam", [0.0, 0.3])
 def test_gradients_of_one_network_match_centred_differences(lam):
     rng = np.random.default_rng(1)
-    X, Y = tiny_problem(rng)
-    params = random_params(rng)
+    X, Y = tiny_problem(rng, D, N, C)
+    params = random_network(rng, D, M, C)
     analytic = network.gradients(params, X, Y, lam)
-    assert_gradients_agree(analytic, centred_differences(params, X, Y, lam), f"lam={lam}: ")
+    assert_gradients_agree(analytic, numeric_gradients(params, X, Y, lam), f"lam={lam}: ")
 
 
 def test_gradients_of_a_population_match_centred_differences_member_by_member():
     rng = np.random.default_rng(2)
-    X, Y = tiny_problem(rng)
+    X, Y = tiny_problem(rng, D, N, C)
     lams = np.array([0.0, 0.05, 0.7])  # (K,), one lambda per member
-    params = random_params(rng, lams.size)  # W1 (K, M, D)
+    params = random_network(rng, D, M, C, lead=(lams.size,))  # W1 (K, M, D)
     analytic = network.gradients(params, X, Y, lams)
     for k in range(lams.size):
         member = {name: g[k] for name, g in analytic.items()}
-        assert_gradients_agree(member, centred_differences(params, X, Y, lams, k), f"member {k}: ")
+        assert_gradients_agree(member, numeric_gradients(params, X, Y, lams, k), f"member {k}: ")
 
 
 def test_population_cost_is_each_members_cost_with_its_own_lambda():
     rng = np.random.default_rng(3)
-    X, Y = tiny_problem(rng)
+    X, Y = tiny_problem(rng, D, N, C)
     lams = np.array([0.0, 0.2])
-    params = random_params(rng, 2)
+    params = random_network(rng, D, M, C, lead=(2,))
     costs = network.cost(params, X, Y, lams)
     assert costs.shape == (2,)
     for k, lam in enumerate(lams):
@@ -170,3 +141,18 @@ def test_predict_and_scalars_have_one_entry_per_member_in_a_population():
     costs = network.cost(population, X, Y, np.array([0.0, 0.1]))
     assert costs.shape == (2,)
     assert costs[1] == pytest.approx(-(np.log(1 / 4) + np.log(3 / 4) + np.log(1 / 4)) / 3 + 0.7, rel=1e-12)
+
+
+def test_ensemble_predict_averages_probabilities_rather_than_counting_votes():
+    # On hand_worked's images the hidden layer is (ln 3, 0), (0, ln 3), (0, ln 3). A confident network
+    # (W2 = 3 I) gives its class p = 27/28; two mild ones (W2 = I/2, rows swapped) give the other class
+    # p = sqrt 3 / (1 + sqrt 3) ~ 0.634. Mean probability of the confident network's class:
+    # (27/28 + 2 / (1 + sqrt 3)) / 3 ~ 0.565 > 1/2, so the ensemble follows it although two of three vote against.
+    params, X, _, _ = hand_worked()
+    confident = dict(params, W2=3 * np.eye(2))
+    mild = dict(params, W2=0.5 * np.eye(2)[::-1].copy())
+    labels = network.ensemble_predict([confident, mild, mild], X)
+    assert labels.dtype == np.int64 and labels.shape == (3,)
+    np.testing.assert_array_equal(labels, [0, 1, 1])
+    np.testing.assert_array_equal(network.ensemble_predict([mild], X), [1, 0, 0])
+    np.testing.assert_array_equal(network.ensemble_predict([mild, mild], X), [1, 0, 0])

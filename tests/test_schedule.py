@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from clrsearch.schedule import MODES, cyclic_lr
+from clrsearch.nn.schedule import MODES, cyclic_lr
 
 ETA_MIN, ETA_MAX, N_S = 1e-5, 1e-1, 500
 

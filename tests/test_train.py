@@ -1,18 +1,22 @@
-"""The ``python -m clrsearch.train`` command on a tiny CIFAR-10 copy: its JSON
-summary, its plots, and one line with exit status 2 on bad input."""
+"""The ``python -m clrsearch.train`` command (:mod:`clrsearch.cli.train`, :mod:`clrsearch.nn.experiment`)
+on a tiny CIFAR-10 copy: its JSON summary, its plots, and one line with exit status 2 on bad input."""
 
 import json
 import os
 import runpy
 import subprocess
 import sys
-import urllib.error
 import warnings
 
+import numpy as np
 import pytest
 
-from clrsearch import data, experiment
-from conftest import write_tiny_cifar
+from clrsearch import train as command
+from clrsearch.config import DataConfig, Experiment, TrainConfig
+from clrsearch.data import download, load_splits
+from clrsearch.nn import network
+from clrsearch.nn.experiment import run_experiment
+from helpers import write_tiny_cifar
 
 SMALL = ["--n-s", "10", "--n-batch", "20", "--hidden", "8", "--quiet"]
 PLOTS = ("learning_curves", "eta", "confusion_test", "class_distribution")
@@ -22,19 +26,10 @@ NO_NETWORK = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.
               "no_proxy": "", "NO_PROXY": ""}
 
 
-@pytest.fixture
-def no_download(monkeypatch):
-    """Any attempt to fetch the archive fails as an unreachable host would."""
-    def refuse(url, timeout):
-        raise urllib.error.URLError("[Errno 111] Connection refused")
-
-    monkeypatch.setattr(data, "_open_url", refuse)
-
-
 def run_main(argv, capsys):
-    """Exit status, stdout and stderr of ``experiment.main(argv)`` run in this process."""
+    """Exit status, stdout and stderr of ``python -m clrsearch.train`` run in this process."""
     try:
-        status = experiment.main(argv)
+        status = command.main(argv)
     except SystemExit as stop:
         status = stop.code
     out, err = capsys.readouterr()
@@ -72,8 +67,25 @@ BAD_INPUT = {
 }
 
 
+def test_run_experiment_measures_the_trained_network_on_every_split(tiny_cifar):
+    splits = load_splits(DataConfig("batch1", data_dir=str(tiny_cifar)))
+    experiment = Experiment(DataConfig("batch1"), TrainConfig(n_batch=20, n_s=10, hidden=8), lam=0.01, seed=3)
+    outcome = run_experiment(experiment, splits)
+    net = network.member(outcome.result.params, 0)
+    predictions = np.argmax(network.forward(net, splits.test.X), axis=0)
+    np.testing.assert_array_equal(outcome.test_predictions, predictions)
+    assert outcome.test_accuracy == np.mean(predictions == splits.test.y)
+    for split in ("train", "val"):
+        s = getattr(splits, split)
+        expected = np.mean(np.argmax(network.forward(net, s.X), axis=0) == s.y)
+        assert getattr(outcome, f"{split}_accuracy") == expected, split
+    assert outcome.summary() == {"train_accuracy": outcome.train_accuracy, "val_accuracy": outcome.val_accuracy,
+                                 "test_accuracy": outcome.test_accuracy, "status": "finished", "lam": 0.01, "seed": 3}
+    assert outcome.result.seeds == (3,) and outcome.result.history.eta.size == 2 * 10
+
+
 @pytest.mark.parametrize("case", BAD_INPUT)
-def test_bad_input_exits_2_with_one_line(case, tiny_cifar, tmp_path, capsys, no_download):
+def test_bad_input_exits_2_with_one_line(case, tiny_cifar, tmp_path, capsys, offline):
     flags, name = BAD_INPUT[case]
     argv = ["--data-dir", str(tiny_cifar), "--out", str(tmp_path / "plots"), "--n-s", "2", "--quiet", *flags]
     status, out, err = run_main(argv, capsys)
@@ -83,7 +95,7 @@ def test_bad_input_exits_2_with_one_line(case, tiny_cifar, tmp_path, capsys, no_
     assert not (tmp_path / "plots").exists()
 
 
-def test_missing_data_directory_exits_2_with_one_line(tmp_path, capsys, no_download):
+def test_missing_data_directory_exits_2_with_one_line(tmp_path, capsys, offline):
     missing = tmp_path / "nowhere"
     status, out, err = run_main(["--data-dir", str(missing), *SMALL, "--out", str(tmp_path / "plots")], capsys)
     assert status == 2
@@ -94,7 +106,7 @@ def test_incomplete_data_directory_exits_2_without_downloading(tmp_path, capsys,
     def fail(url, timeout):
         raise AssertionError("an existing data folder must not trigger a download")
 
-    monkeypatch.setattr(data, "_open_url", fail)
+    monkeypatch.setattr(download, "_open_url", fail)
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     status, out, err = run_main(["--data-dir", str(folder), *SMALL], capsys)

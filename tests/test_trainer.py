@@ -6,38 +6,23 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from clrsearch import network
-from clrsearch import train as train_module
 from clrsearch.config import TrainConfig
 from clrsearch.errors import UsageError
-from clrsearch.schedule import cyclic_lr
-from clrsearch.train import _Population, train
+from clrsearch.nn import network, trainer
+from clrsearch.nn.schedule import cyclic_lr
+from clrsearch.nn.trainer import _Population, train
+from helpers import GAUSS_C as C
+from helpers import GAUSS_D as D
+from helpers import gaussian_dataset, relative_difference
 
-D, C = 12, 3  # input size and classes of the synthetic problems
 HIDDEN = 8
 
-
-MEANS = np.random.default_rng(100).standard_normal((D, C))  # (D, C), one mean input per class
-
-
-def dataset(n, seed):
-    """Gaussian inputs around the class means: X (D, n), Y (C, n), y (n,)."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, C, n)  # (n,)
-    X = MEANS[:, y] + rng.standard_normal((D, n))  # (D, n)
-    return SimpleNamespace(X=X, Y=np.eye(C)[:, y], y=y)
-
-
-TRAIN, VAL = dataset(60, seed=0), dataset(30, seed=1)
+TRAIN, VAL = gaussian_dataset(60, seed=0), gaussian_dataset(30, seed=1)
 
 
 def config(**fields):
     base = dict(n_batch=10, cycles=1, n_s=6, eta_min=1e-3, eta_max=5e-2, hidden=HIDDEN, dtype="float64")
     return TrainConfig(**{**base, **fields})
-
-
-def relative_difference(a, b):
-    return np.abs(a - b).max() / np.abs(b).max()
 
 
 def gradient_descent(params, batches, etas, lam):
@@ -70,7 +55,7 @@ def test_population_steps_are_plain_gradient_descent(eta, lams):
 @pytest.mark.parametrize("block_rows", [1, 5, 7])
 def test_the_first_layer_update_applied_in_row_blocks_is_the_same_descent(monkeypatch, block_rows):
     # 3 members × 8 hidden units = 24 rows: blocks of 1, 5 (4 × 5 + 4) and 7 (4 × 6) rows.
-    monkeypatch.setattr(train_module, "_GRADIENT_BLOCK_BYTES", block_rows * D * 8)
+    monkeypatch.setattr(trainer, "_GRADIENT_BLOCK_BYTES", block_rows * D * 8)
     lams = np.array([0.0, 0.01, 0.2])
     start = network.init_population(D, HIDDEN, C, (3, 4, 5))
     population = _Population({k: v.copy() for k, v in start.items()}, lams, n_batch=10)

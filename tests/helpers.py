@@ -1,0 +1,196 @@
+"""Shared references of the tests, written independently of the package.
+
+- :func:`write_tiny_cifar`: a tiny CIFAR-10 copy in the official on-disk format;
+- :func:`read_raw_batch`: a batch read back with plain ``pickle``; :func:`assert_one_line_naming`;
+- :func:`tiny_problem`, :func:`gaussian_dataset`, :func:`random_network`: small synthetic problems;
+- :func:`centred_differences`: the gradient of ``network.cost`` by its definition, entry by entry;
+- :func:`copy_store`: an MLflow store copied from the migrated template (see ``conftest.mlflow_template``);
+- :func:`steps_and_values`: a logged metric's history;
+- :func:`dead_pid`: the pid of a process that has exited.
+
+In the tiny CIFAR copy each class has its own random mean image; an image is its
+class mean plus pixel noise, so a two-layer network learns it well above chance
+in a few epochs, but not perfectly from 200 images.
+"""
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+CIFAR_D, CIFAR_C = 3072, 10
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
+               "dog", "frog", "horse", "ship", "truck")
+PATTERN_AMPLITUDE = 10.0  # pixel levels (0..255) of the class mean around grey
+NOISE_STD = 50.0  # pixel levels of the per-image noise
+
+
+# ----------------------------------------------------------------------------- tiny CIFAR-10
+
+
+def _images(rng, patterns, n):
+    """Balanced labels (n,) and uint8 rows (n, D) drawn around the class patterns (C, D)."""
+    labels = rng.permutation(np.arange(n) % CIFAR_C)  # (n,)
+    noise = rng.standard_normal((n, CIFAR_D), dtype=np.float32)  # (n, D)
+    rows = 128 + PATTERN_AMPLITUDE * patterns[labels] + NOISE_STD * noise  # (n, D)
+    return np.clip(np.rint(rows), 0, 255).astype(np.uint8), labels
+
+
+def _dump(path, obj):
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def write_tiny_cifar(dest, n_per_batch=200, n_test=200, seed=0) -> Path:
+    """Write ``dest/cifar-10-batches-py`` as the official python files lay it out.
+
+    Parameters
+    ----------
+    dest : path
+        Parent folder, created if needed.
+    n_per_batch : int
+        Images in each of ``data_batch_1`` .. ``data_batch_5``.
+    n_test : int
+        Images in ``test_batch``.
+    seed : int
+        Seed of the class patterns, labels and noise.
+
+    Returns
+    -------
+    Path
+        The ``cifar-10-batches-py`` folder.
+    """
+    rng = np.random.default_rng(seed)
+    folder = Path(dest) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    patterns = rng.standard_normal((CIFAR_C, CIFAR_D)).astype(np.float32)  # (C, D)
+    batches = [(f"data_batch_{i}", f"training batch {i} of 5", n_per_batch) for i in range(1, 6)]
+    batches.append(("test_batch", "testing batch 1 of 1", n_test))
+    for name, label, n in batches:
+        rows, labels = _images(rng, patterns, n)
+        _dump(folder / name, {
+            b"batch_label": label.encode(),
+            b"labels": [int(v) for v in labels],
+            b"data": rows,
+            b"filenames": [f"{name}_{k:05d}.png".encode() for k in range(n)],
+        })
+    _dump(folder / "batches.meta", {
+        b"label_names": [n.encode() for n in CLASS_NAMES],
+        b"num_cases_per_batch": n_per_batch,
+        b"num_vis": CIFAR_D,
+    })
+    return folder
+
+
+def assert_one_line_naming(raised, *parts):
+    """The message of ``pytest.raises``' ``raised`` is one line holding every part (str of each)."""
+    message = str(raised.value)
+    assert "\n" not in message, message
+    for part in parts:
+        assert str(part) in message, message
+
+
+def read_raw_batch(path):
+    """Rows (N, D) uint8 and labels (N,) of a batch file, read with plain pickle."""
+    with open(path, "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    return np.asarray(d[b"data"]), np.asarray(d[b"labels"])
+
+
+# ----------------------------------------------------------------------------- synthetic problems
+
+GAUSS_D, GAUSS_C = 12, 3  # input size and classes of `gaussian_dataset`
+_GAUSS_MEANS = np.random.default_rng(100).standard_normal((GAUSS_D, GAUSS_C))  # (D, C), one mean per class
+
+
+def tiny_problem(rng, d, n, c):
+    """Random inputs X (d, n) and one-hot labels Y (c, n), float64."""
+    X = rng.standard_normal((d, n))  # (d, n)
+    Y = np.eye(c)[:, rng.integers(0, c, n)]  # (c, n)
+    return X, Y
+
+
+def gaussian_dataset(n, seed, dtype=np.float64):
+    """Gaussian inputs around one mean per class: X (12, n) Fortran order, Y (3, n) one-hot, y (n,)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, GAUSS_C, n)  # (n,)
+    X = np.asfortranarray(_GAUSS_MEANS[:, y] + rng.standard_normal((GAUSS_D, n)), dtype=dtype)  # (D, n)
+    return SimpleNamespace(X=X, Y=np.eye(GAUSS_C, dtype=dtype)[:, y], y=y)
+
+
+def random_network(rng, d, m, c, lead=()):
+    """Weights of SPEC's scales and non-zero biases, so that every gradient is exercised.
+
+    ``lead`` adds leading axes (a population: ``(K,)``). Float64.
+    """
+    return {
+        "W1": rng.standard_normal((*lead, m, d)) / np.sqrt(d),
+        "b1": 0.1 * rng.standard_normal((*lead, m, 1)),
+        "W2": rng.standard_normal((*lead, c, m)) / np.sqrt(m),
+        "b2": 0.1 * rng.standard_normal((*lead, c, 1)),
+    }
+
+
+def centred_differences(cost, params, h, k=None):
+    """(J(p + h) - J(p - h)) / 2h, perturbing one entry at a time: the gradient by its definition.
+
+    Parameters
+    ----------
+    cost : callable(params) -> float, or (K,) for a population
+    params : dict name -> array (not modified)
+    h : float, step
+    k : int or None, the member of a population whose entries are perturbed and whose cost is read
+
+    Returns
+    -------
+    dict name -> array shaped like ``params[name]`` (like member ``k`` of it)
+    """
+    grads = {}
+    for name, values in params.items():
+        shape = values.shape if k is None else values.shape[1:]
+        grads[name] = np.empty(shape)
+        for idx in np.ndindex(shape):
+            entry = idx if k is None else (k, *idx)
+            costs = []
+            for sign in (1, -1):
+                moved = {key: v.copy() for key, v in params.items()}
+                moved[name][entry] += sign * h
+                J = cost(moved)
+                costs.append(J if k is None else J[k])
+            grads[name][idx] = (costs[0] - costs[1]) / (2 * h)
+    return grads
+
+
+def relative_difference(a, b):
+    """Largest absolute difference relative to the largest entry of ``b``."""
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+# ----------------------------------------------------------------------------- MLflow, processes
+
+
+def copy_store(template, folder) -> str:
+    """Copy the migrated, empty MLflow store ``template`` into ``folder``/mlflow.db; returns its tracking URI.
+
+    A copy saves each test MLflow's seconds of database migrations.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, folder / "mlflow.db")
+    return f"sqlite:///{folder}/mlflow.db"
+
+
+def steps_and_values(client, run_id, key):
+    """Steps and values of a logged metric, in step order."""
+    history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+    return [m.step for m in history], [m.value for m in history]
+
+
+def dead_pid():
+    """The pid of a process that has run and exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
