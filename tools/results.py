@@ -1,6 +1,6 @@
 """Reproduce the figures of the study on the real data and write them to docs/RESULTS.md.
 
-    python -m clrsearch.results --data-dir DIR [--section core] [--out docs/RESULTS.md]
+    python tools/results.py --data-dir DIR [--section core] [--out docs/RESULTS.md]
 
 Each section is a function returning markdown, registered in ``SECTIONS``.
 In the output file a section sits between ``<!-- section: NAME -->`` and
@@ -19,36 +19,56 @@ Section ``core``:
 - ``fig3`` and ``fig4``: test accuracy for seeds 0, 1, 2, each run being
   ``python -m clrsearch.train --preset fig3 --seed S``, and their mean ± std;
 - a "Done when" table against the targets and the original report.
+
+Seeds, targets and the default output file are the fields of :class:`ResultsSettings`.
 """
 
-import hashlib
 import math
 import platform
 import re
+import shlex
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import cli, gradcheck
-from .config import PRESETS
+from clrsearch.cli.args import ArgumentParser, entry_point
+from clrsearch.cli.train import parse_experiment
+from clrsearch.config import DataConfig
+from clrsearch.data import ensure_data, load_splits
+from clrsearch.data.download import _md5
+from clrsearch.nn import gradcheck
+from clrsearch.nn.experiment import run_experiment
+from clrsearch.nn.gradcheck import share
 
-DEFAULT_OUT = Path("docs") / "RESULTS.md"
+
+@dataclass(frozen=True)
+class ResultsSettings:
+    """Seeds, targets and where the page goes; ``SETTINGS`` is the one in use."""
+
+    out: str = "docs/RESULTS.md"  # default of --out, relative to the working directory
+    figure_seeds: tuple = (0, 1, 2)  # seeds of each SPEC figure's runs (initial weights and mini-batch order)
+    gradcheck_seed: int = 0  # seed of the checked network's initial weights (python -m clrsearch.gradcheck's default)
+    gradcheck_lam: float = 0.01  # lambda of scenario 2 (the command's default); scenario 1 uses 0
+    gradcheck_seconds: float = 60.0  # seconds scenario 2 must finish within
+    # Test accuracy, %, for each SPEC figure: (figure, (our target for the mean over seeds,
+    # the original report, the assignment text)).
+    figure_targets: tuple = (("fig3", (45.5, 46.01, 45.85)), ("fig4", (46.8, 47.29, 47.47)))
+    final_target: float = 51.0  # %, test accuracy of the final model (original report 51.14%, validation 52.5%)
+
+    def targets(self, figure):
+        """(target, original report, assignment) of ``figure``, each a test accuracy in %."""
+        return dict(self.figure_targets)[figure]
+
+
+SETTINGS = ResultsSettings()
 TITLE = "# clrsearch results"
-INTRO = ("Figures of the study reproduced by `python -m clrsearch.results`. Each section is "
+INTRO = ("Figures of the study reproduced by `python tools/results.py`. Each section is "
          "rewritten only by a run of that section; the commands under each table reproduce "
          "every number in it.")
-
-FIGURE_SEEDS = (0, 1, 2)
-GRADCHECK_SEED = 0  # initial weights of the checked network (the command's default)
-GRADCHECK_LAM = 0.01  # lambda of scenario 2 (the command's default); scenario 1 uses 0
-GRADCHECK_SECONDS = 60.0  # scenario 2 must finish within this
-# Test accuracy, %, for each SPEC figure: our target for the mean over seeds,
-# the original report, and the assignment text.
-FIGURE_TARGETS = {"fig3": (45.5, 46.01, 45.85), "fig4": (46.8, 47.29, 47.47)}
 
 
 def log(message):
@@ -59,24 +79,22 @@ def log(message):
 
 def core_section(data_dir):
     """Gradient check, sanity run, fig3 and fig4 over three seeds; markdown."""
-    from . import data
-    from .experiment import run
-
-    folder = data.ensure_data(data_dir, download=False)
+    folder = ensure_data(data_dir, download=False)
     checks = gradient_check(folder)
-    sanity_experiment = with_data(PRESETS["sanity"], folder)
+    sanity_experiment = train_experiment(train_argv("sanity", folder))
     log(f"sanity: {sanity_experiment.data.n_train} images, {sanity_experiment.train.total_steps} updates")
-    sanity = run(sanity_experiment)
+    sanity = run_experiment(sanity_experiment, splits_of(sanity_experiment))
     log(f"sanity: training accuracy {100 * sanity.train_accuracy:.2f}%")
     sanity_epoch = first_epoch_at(sanity.result.history, "train_accuracy", 1.0)
-    figures = {}
-    for name in FIGURE_TARGETS:
+    figures, data_sets = {}, DataSets()
+    for name, _ in SETTINGS.figure_targets:
         figures[name] = []
-        for seed in FIGURE_SEEDS:
-            experiment = seeded(with_data(PRESETS[name], folder), seed)
+        for seed in SETTINGS.figure_seeds:
+            experiment = train_experiment(train_argv(name, folder, seed))
             log(f"{name} seed {seed}: {experiment.train.total_steps} updates")
-            start = time.perf_counter()
-            outcome = run(experiment)
+            splits = data_sets.of(experiment)
+            start = time.perf_counter()  # training and evaluation; the data are loaded once, before
+            outcome = run_experiment(experiment, splits)
             seconds = time.perf_counter() - start
             log(f"{name} seed {seed}: test accuracy {100 * outcome.test_accuracy:.2f}% ({seconds:.0f} s)")
             figures[name].append((seed, outcome, seconds))
@@ -85,7 +103,7 @@ def core_section(data_dir):
              f"Data: `{folder}` ({data_fingerprint(folder)}). "
              f"numpy {np.__version__}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}. "
              "The whole section:", "",
-             "```", f"python -m clrsearch.results --data-dir {folder} --section core", "```", ""]
+             "```", f"python tools/results.py --data-dir {folder} --section core", "```", ""]
     lines += done_when(checks, sanity, sanity_epoch, figures)
     lines += gradcheck_markdown(checks, folder)
     lines += sanity_markdown(sanity, sanity_epoch, folder)
@@ -94,27 +112,52 @@ def core_section(data_dir):
     return "\n".join(lines).rstrip() + "\n"
 
 
-def with_data(experiment, folder):
-    return replace(experiment, data=replace(experiment.data, data_dir=str(folder)))
+def train_argv(preset, folder, seed=None):
+    """The flags of ``python -m clrsearch.train`` that run ``preset`` (with ``seed``) on the data in ``folder``."""
+    return ["--preset", preset, *([] if seed is None else ["--seed", str(seed)]), "--data-dir", str(folder)]
 
 
-def seeded(experiment, seed):
-    """The experiment as ``python -m clrsearch.train --seed S`` builds it: the
-    seed sets both the initial weights and the mini-batch order."""
-    return replace(experiment, seed=seed, train=replace(experiment.train, shuffle_seed=seed))
+def train_command(argv):
+    """``argv`` as the command line shown under a table."""
+    return shlex.join(["python", "-m", "clrsearch.train", *argv])
+
+
+def train_experiment(argv):
+    """The experiment ``python -m clrsearch.train`` builds from ``argv``: the same flags give the same numbers.
+
+    A seed sets both the initial weights and the mini-batch order.
+    """
+    experiment, _ = parse_experiment(argv)
+    return experiment
+
+
+def splits_of(experiment):
+    """The experiment's splits, loaded as the ``train`` command loads them (never downloaded here)."""
+    return load_splits(experiment.data, dtype=np.dtype(experiment.train.dtype), download=False)
+
+
+class DataSets:
+    """The splits of each experiment, loaded once for all the runs on the same data."""
+
+    def __init__(self):
+        self._loaded = {}
+
+    def of(self, experiment):
+        key = (experiment.data, experiment.train.dtype)
+        if key not in self._loaded:
+            self._loaded[key] = splits_of(experiment)
+        return self._loaded[key]
 
 
 def gradient_check(folder):
     """Both SPEC scenarios as ``python -m clrsearch.gradcheck`` runs them: {scenario: result}."""
-    from . import data
-
-    train = data.load_splits("batch1", folder, dtype=np.float64, download=False).train
+    train = load_splits(DataConfig("batch1", data_dir=str(folder)), dtype=np.float64, download=False).train
     results = {}
     for scenario in gradcheck.SCENARIOS:
         X, Y = gradcheck.scenario_inputs(train.X, train.Y, scenario)
-        lam = 0.0 if scenario == 1 else GRADCHECK_LAM
+        lam = 0.0 if scenario == 1 else SETTINGS.gradcheck_lam
         log(f"gradient check, scenario {scenario}: D = {X.shape[0]}, N = {X.shape[1]}, lambda = {lam:g}")
-        result = gradcheck.run_check(X, Y, lam, gradcheck.HIDDEN, np.random.default_rng(GRADCHECK_SEED))
+        result = gradcheck.run_check(X, Y, lam, gradcheck.HIDDEN, np.random.default_rng(SETTINGS.gradcheck_seed))
         log(f"gradient check, scenario {scenario}: {result['seconds']:.1f} s")
         results[scenario] = result
     return results
@@ -128,23 +171,12 @@ def first_epoch_at(history, metric, level, member=0):
 
 def data_fingerprint(folder):
     """md5 of the files split batch1 reads, so a reader can tell which copy of CIFAR-10 it was."""
-    parts = []
-    for name in ("data_batch_1", "data_batch_2", "test_batch"):
-        md5 = hashlib.md5()
-        with open(Path(folder) / name, "rb") as f:
-            while chunk := f.read(1 << 20):
-                md5.update(chunk)
-        parts.append(f"{name} md5 `{md5.hexdigest()}`")
-    return ", ".join(parts)
+    return ", ".join(f"{name} md5 `{_md5(Path(folder) / name)}`"
+                     for name in ("data_batch_1", "data_batch_2", "test_batch"))
 
 
 def pct(value):
     return f"{100 * value:.2f}%"
-
-
-def share(percent):
-    """A percentage rounded down to 0.01, so that 100.00% means every entry."""
-    return f"{math.floor(percent * 100) / 100:.2f}%"
 
 
 def mean_std(values):
@@ -164,13 +196,14 @@ def done_when(checks, sanity, sanity_epoch, figures):
         rows.append((f"gradient check, scenario {scenario}: largest absolute error", "< 1e-6",
                      f"{worst:.1e}", original, yes_no(worst < gradcheck.TOLERANCE)))
     seconds = checks[2]["seconds"]
-    rows.append(("gradient check, scenario 2: time", f"< {GRADCHECK_SECONDS:.0f} s", f"{seconds:.2f} s", "—",
-                 yes_no(seconds < GRADCHECK_SECONDS)))
+    limit = SETTINGS.gradcheck_seconds
+    rows.append(("gradient check, scenario 2: time", f"< {limit:.0f} s", f"{seconds:.2f} s", "—",
+                 yes_no(seconds < limit)))
     epoch = "never" if sanity_epoch is None else f"epoch {sanity_epoch:g}"
     rows.append(("sanity: training accuracy", "100%", f"{pct(sanity.train_accuracy)} (first at {epoch})",
                  "100% by epoch ~13", yes_no(sanity.train_accuracy == 1.0)))
     for name, runs in figures.items():
-        target, original, assignment = FIGURE_TARGETS[name]
+        target, original, assignment = SETTINGS.targets(name)
         mean, std = mean_std([100 * outcome.test_accuracy for _, outcome, _ in runs])
         rows.append((f"{name}: mean test accuracy, seeds {', '.join(str(s) for s, _, _ in runs)}",
                      f">= {target:.1f}%", f"{mean:.2f}% ± {std:.2f}",
@@ -179,14 +212,14 @@ def done_when(checks, sanity, sanity_epoch, figures):
             "| check | target | ours | original report | met |",
             "|---|---|---|---|---|",
             *(f"| {' | '.join(row)} |" for row in rows), "",
-            f"± is the sample standard deviation over the {len(FIGURE_SEEDS)} seeds, in percentage points; "
+            f"± is the sample standard deviation over the {len(SETTINGS.figure_seeds)} seeds, in percentage points; "
             "each seed sets both the initial weights and the mini-batch order.", ""]
 
 
 def gradcheck_markdown(checks, folder):
     lines = ["### Gradient check", "",
              f"Analytic gradients against centred differences (h = {checks[1]['h']:g}, float64, "
-             f"M = {gradcheck.HIDDEN}, initial weights from seed {GRADCHECK_SEED}) on the first training "
+             f"M = {gradcheck.HIDDEN}, initial weights from seed {SETTINGS.gradcheck_seed}) on the first training "
              "images of split batch1; relative error |ga − gn| / max(eps, |ga| + |gn|).", "",
              "| scenario | inputs | λ | param | abs < 1e-6 | max abs error | rel < 1e-6 | max rel error |",
              "|---|---|---|---|---|---|---|---|"]
@@ -197,8 +230,8 @@ def gradcheck_markdown(checks, folder):
                          f"| {row['max_abs']:.2e} | {share(row['pct_rel_below'])} | {row['max_rel']:.2e} |")
     lines += ["", "Time (analytic and numerical gradients): "
               + ", ".join(f"scenario {s} {r['seconds']:.2f} s" for s, r in checks.items()) + ".", "",
-              "```", f"python -m clrsearch.gradcheck --data-dir {folder} --seed {GRADCHECK_SEED} "
-              f"--lam {GRADCHECK_LAM:g}", "```", ""]
+              "```", f"python -m clrsearch.gradcheck --data-dir {folder} --seed {SETTINGS.gradcheck_seed} "
+              f"--lam {SETTINGS.gradcheck_lam:g}", "```", ""]
     return lines
 
 
@@ -217,14 +250,14 @@ def sanity_markdown(sanity, epoch, folder):
              f"| {pct(sanity.train_accuracy)} | {'never' if epoch is None else f'{epoch:g}'} "
              f"| {history.final('train_cost')[0]:.2e} | {history.final('train_loss')[0]:.2e} |", "",
              "Training accuracy by epoch: " + ", ".join(f"{e}: {pct(a)}" for e, a in at.items()) + ".", "",
-             "```", f"python -m clrsearch.train --preset sanity --data-dir {folder}", "```", ""]
+             "```", train_command(train_argv("sanity", folder)), "```", ""]
     return lines
 
 
 def figure_markdown(name, runs, folder):
     experiment = runs[0][1].experiment
     t = experiment.train
-    original = FIGURE_TARGETS[name][1]
+    original = SETTINGS.targets(name)[1]
     lines = [f"### {name}", "",
              f"Split batch1 ({runs[0][1].splits.train.n:,} training images), λ = {experiment.lam:g}, "
              f"n_batch {t.n_batch}, {t.cycles} cycle{'s' if t.cycles > 1 else ''} of 2 × {t.n_s} steps, "
@@ -240,15 +273,11 @@ def figure_markdown(name, runs, folder):
         mean, std = mean_std([100 * getattr(outcome, key) for _, outcome, _ in runs])
         cells.append(f"{mean:.2f}% ± {std:.2f}")
     lines += [f"| mean ± std | {' | '.join(cells)} | |", "",
-              "```", *(f"python -m clrsearch.train --preset {name} --seed {seed} --data-dir {folder}"
-                       for seed, _, _ in runs), "```", ""]
+              "```", *(train_command(train_argv(name, folder, seed)) for seed, _, _ in runs), "```", ""]
     return lines
 
 
 # ---------------------------------------------------------------- section search
-
-FINAL_TARGET = 51.0  # test accuracy of the final model, % (original report 51.14%, validation 52.5%)
-
 
 def search_section(data_dir):
     """The default coarse study, then the default fine study and final model; markdown.
@@ -299,7 +328,7 @@ def search_markdown(coarse, fine):
                       f"± {pct(best['std_val_accuracy'])}.",
                   "", "Wall time " + f"{out['wall_seconds']:.0f} s (" +
                   ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + ").", ""]
-    ok = 100 * final["test_accuracy"] >= FINAL_TARGET
+    ok = 100 * final["test_accuracy"] >= SETTINGS.final_target
     lines += ["### Final model", "",
               f"λ = {final['lam']:.4g}, 3 cycles of 2 × 900 steps, registered as "
               f"`models:/clrsearch-cifar10/{final['model_version']}` (alias `champion`).", "",
@@ -308,7 +337,7 @@ def search_markdown(coarse, fine):
               f"| test accuracy | {pct(final['test_accuracy'])} | 51.14% |",
               f"| test accuracy, snapshot ensemble of the cycle ends | {pct(final['ensemble_test_accuracy'])} | — |",
               f"| training accuracy | {pct(final['train_accuracy'])} | — |", "",
-              f"Done when: final test accuracy ≥ {FINAL_TARGET:g}%: {yes_no(ok)}.", ""]
+              f"Done when: final test accuracy ≥ {SETTINGS.final_target:g}%: {yes_no(ok)}.", ""]
     return "\n".join(lines)
 
 
@@ -355,16 +384,16 @@ def write_sections(path, sections):
 
 
 def _parser():
-    parser = cli.ArgumentParser(prog="python -m clrsearch.results", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python tools/results.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir",
                         help="folder cifar-10-batches-py or its parent (default $CLRSEARCH_DATA or the cache)")
     parser.add_argument("--section", action="append", choices=sorted(SECTIONS),
                         help="section to run; repeat for several (default all)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"markdown file to update (default {DEFAULT_OUT})")
+    parser.add_argument("--out", default=SETTINGS.out, help=f"markdown file to update (default {SETTINGS.out})")
     return parser
 
 
-@cli.entry_point
+@entry_point
 def main(argv=None):
     args = _parser().parse_args(argv)
     names = args.section or list(SECTIONS)
