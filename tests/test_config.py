@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from clrsearch.config import PRESETS, DataConfig, Experiment, TrainConfig
+from clrsearch.config import (DEFAULT_SEARCH, PRESETS, DataConfig, Experiment, SearchConfig, StudyConfig,
+                              TrainConfig, flat_params)
 from clrsearch.errors import UsageError
 
 INVALID_TRAIN = [
@@ -93,3 +94,25 @@ def test_presets_follow_the_spec_table(name, split, n_train, n_batch, cycles, n_
     assert (e.data.split, e.data.n_train) == (split, n_train)
     assert (e.train.n_batch, e.train.cycles, e.train.n_s, e.lam) == (n_batch, cycles, n_s, lam)
     assert (e.train.eta_min, e.train.eta_max) == (1e-5, 1e-1)
+
+
+def test_check_fits_refuses_a_mini_batch_larger_than_the_training_set():
+    TrainConfig(n_batch=100).check_fits(100)
+    with pytest.raises(UsageError, match=r"n_batch \(101\) is larger than the training set \(100 images\)"):
+        TrainConfig(n_batch=101).check_fits(100)
+
+
+def test_total_trials_is_the_grid_size_of_a_fine_study_and_n_trials_of_a_coarse_one():
+    assert StudyConfig(kind="coarse", n_trials=7).total_trials == 7
+    assert StudyConfig(kind="fine", sampler="grid", n_trials=7, grid=(0.0, 0.001, 0.002)).total_trials == 3
+
+
+def test_flat_params_cover_every_field():
+    flat = flat_params(DEFAULT_SEARCH["fine"])
+    sections = {"study": DEFAULT_SEARCH["fine"].study, "data": DEFAULT_SEARCH["fine"].data,
+                "train": DEFAULT_SEARCH["fine"].train}
+    expected = {f"{s}.{f.name}" for s, obj in sections.items() for f in dataclasses.fields(obj)}
+    assert set(flat) == expected
+    assert flat["study.n_trials"] == 10 and flat["train.n_s"] == 900 and flat["data.data_dir"] is None
+    grid = SearchConfig(StudyConfig(kind="fine", sampler="grid", grid=(0.0, 0.0015)))
+    assert flat_params(grid)["study.grid"] == "0,0.0015"

@@ -1,4 +1,4 @@
-"""``python -m clrsearch.evaluate`` on a model registered in a temporary store: the
+"""``python -m clrsearch.evaluate`` (clrsearch.cli.evaluate) on a model registered in a temporary store: the
 accuracy and confusion matrix it prints are those computed independently from the
 network, and a missing model is one line and exit status 2."""
 
@@ -6,28 +6,30 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_tiny_cifar
 
-from clrsearch import evaluate, network, tracking
-from clrsearch.config import TrainConfig
+from clrsearch import evaluate, tracking
+from clrsearch.cli import evaluate as cli_evaluate
+from clrsearch.config import DataConfig, TrainConfig
 from clrsearch.data import load_batch, load_splits
-from clrsearch.train import train
+from clrsearch.nn import network
+from clrsearch.nn.trainer import train
+from helpers import write_tiny_cifar
 
 
 @pytest.fixture(scope="module")
 def champion(store, tmp_path_factory):
     """A registered champion, and the predictions on the test batch computed from its network."""
     folder = write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=80)
-    splits = load_splits("batch1", folder)
+    splits = load_splits(DataConfig("batch1", data_dir=str(folder)))
     result = train(splits.train, splits.val, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8), [0.01], [3])
     params = network.member(result.params, 0)
     predictions = network.predict(params, splits.test.X)  # (N,)
     raw, labels = load_batch(folder / "test_batch")
     accuracy = float(np.mean(predictions == labels))
-    tracking.log_final_model(
-        experiment="evaluate", run_name="final", params={}, history=result.history, member=0, val_accuracy=0.5,
-        test_accuracy=accuracy, test_true=labels, test_pred=predictions, class_names=splits.label_names,
-        networks=params, normaliser=splits.normaliser, dtype="float32", input_example=raw[:2])
+    tracking.log_final_model(tracking.FinalModel(
+        run_name="final", params={}, history=result.history, member=0, val_accuracy=0.5, test_accuracy=accuracy,
+        test_true=labels, test_pred=predictions, class_names=splits.label_names, networks=params,
+        normaliser=splits.normaliser, dtype="float32", input_example=raw[:2]), "evaluate")
     return folder, labels, predictions, splits.label_names
 
 
@@ -77,3 +79,11 @@ def test_no_store_at_all_is_one_line_and_creates_none(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "python -m clrsearch.fine" in err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_format_matrix_aligns_counts_under_the_class_names():
+    text = cli_evaluate.format_matrix([[12, 0], [3, 105]], ["cat", "airplane"])
+    # Names 16 wide ("true \\ predicted"), then columns 9 wide (the longest name, "airplane", and a space).
+    assert text.splitlines() == ["true \\ predicted" + "      cat" + " airplane",
+                                 "cat" + " " * 13 + "       12" + "        0",
+                                 "airplane" + " " * 8 + "        3" + "      105"]

@@ -9,6 +9,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from clrsearch import plots
+from clrsearch.nn.lrrange import RangeResult
 
 CLASSES = ["cat", "dog", "ship"]
 KEYS = ("train_cost", "train_loss", "train_accuracy", "val_cost", "val_loss", "val_accuracy")
@@ -181,4 +182,18 @@ def test_lr_range_axes_and_suggestion():
     (span,) = ax.patches
     (x0, _), (x1, _) = ax.transData.inverted().transform(span.get_window_extent().get_points())
     assert (x0, x1) == (pytest.approx(1e-4), pytest.approx(1e-1))
+    _render(fig)
+
+
+def test_lr_range_result_draws_a_range_tests_curves_and_marks_its_suggestion():
+    etas = np.linspace(0.01, 0.3, 8)
+    result = RangeResult(etas=etas, accuracy=np.linspace(0.1, 0.4, 8), loss=np.linspace(2.3, 1.7, 8),
+                         eta_min=0.05, eta_max=0.2)
+    fig = plots.lr_range_result(result)
+    ax, loss_ax = fig.axes
+    np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), etas)
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), 100 * result.accuracy)
+    np.testing.assert_allclose(loss_ax.get_lines()[0].get_ydata(), result.loss)
+    bounds = sorted(line.get_xdata()[0] for line in ax.get_lines()[1:])  # the dotted lines at the suggestion
+    assert bounds == [0.05, 0.2]
     _render(fig)

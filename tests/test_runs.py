@@ -1,26 +1,22 @@
-"""The run tree of a study in a temporary MLflow store, checked against the records
-and the History arrays it came from; runs end with the right status however the
-block ends; the reused confusion figure draws what plots.confusion_matrix draws."""
+"""The run tree of a study (clrsearch.tracking.runs) in a temporary MLflow store, checked against
+the records and the History arrays it came from; runs end with the right status however the block ends."""
 
 import csv
 import json
 import math
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pytest
-from conftest import write_tiny_cifar
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from clrsearch import network, plots, tracking
-from clrsearch.config import TrainConfig
+from clrsearch import plots, tracking
+from clrsearch.config import DataConfig, TrainConfig
 from clrsearch.data import load_splits
-from clrsearch.schedule import cyclic_lr
-from clrsearch.train import train
+from clrsearch.nn import network
+from clrsearch.nn.trainer import train
+from helpers import steps_and_values, write_tiny_cifar
 
 PARENT = "mlflow.parentRunId"
 PROTOCOL = {"n_batch": 20, "cycles": 1, "n_s": 10, "split": "batch1"}
@@ -29,10 +25,12 @@ PROTOCOL = {"n_batch": 20, "cycles": 1, "n_s": 10, "split": "batch1"}
 @pytest.fixture(scope="module")
 def population(tmp_path_factory):
     """Three tiny networks trained together, and their validation predictions."""
-    splits = load_splits("batch1", write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=50))
+    folder = write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=50)
+    splits = load_splits(DataConfig("batch1", data_dir=str(folder)))
     config = TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8, evals_per_cycle=4)
     result = train(splits.train, splits.val, config, [0.01, 0.01, 0.1], [1, 2, 1])
     return splits, result, network.predict(result.params, splits.val.X)  # (K, N_val)
+
 
 
 def trial_records(population):
@@ -64,10 +62,6 @@ def runs_of(client, experiment):
     exp = client.get_experiment_by_name(experiment)
     return client.search_runs([exp.experiment_id], max_results=1000)
 
-
-def steps_and_values(client, run_id, key):
-    history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
-    return [m.step for m in history], [m.value for m in history]
 
 
 @pytest.fixture(scope="module")
@@ -194,77 +188,3 @@ def test_a_failure_while_logging_a_seed_ends_its_runs_failed(store, population):
     statuses = {r.data.tags.get("level"): r.info.status for r in runs_of(store, "broken")
                 if r.data.tags.get("seed") != "1"}
     assert statuses == {"study": "FAILED", "trial": "FAILED", "seed": "FAILED"}
-
-
-def test_eta_keeps_every_turning_point_and_at_most_about_eta_points():
-    eta = cyclic_lr(np.arange(3600), 1e-5, 1e-1, 900, "triangular", 1.0)  # 2 cycles of the coarse study
-    steps = tracking.eta_steps(eta)
-    assert len(steps) <= tracking.ETA_POINTS + 5
-    assert {0, 900, 1800, 2700, 3599} <= set(steps.tolist())
-    assert np.all(np.diff(steps) > 0)
-    metrics = tracking.eta_metrics(eta, timestamp=0)
-    assert [m.step for m in metrics] == steps.tolist()
-    assert [m.value for m in metrics] == eta[steps].tolist()
-    assert max(m.value for m in metrics) == eta.max()
-    short = np.linspace(0, 1, 50)
-    assert tracking.eta_steps(short).tolist() == list(range(50))
-
-
-def matrices(n=3):
-    """``n`` predictions of 2000 labels, more accurate each time, and the labels."""
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 10, 2000)
-    return y, [np.where(rng.random(2000) < 0.4 + 0.2 * k, y, rng.integers(0, 10, 2000)) for k in range(n)]
-
-
-def full_redraw(figure):
-    """Pixels of the reused figure drawn whole, as a new figure would be."""
-    for artist in figure.figure.get_children():
-        artist.set_animated(False)
-    for artist in figure.figure.axes[0].get_children():
-        artist.set_animated(False)
-    canvas = FigureCanvasAgg(figure.figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())
-
-
-def test_reused_confusion_figure_draws_what_plots_draws():
-    names = tuple("abcdefghij")
-    y, predictions = matrices()
-    figure = tracking.ConfusionFigure()
-    for k, pred in enumerate(predictions):
-        pixels = figure.draw(y, pred, names, title=f"validation, seed {k}").copy()
-    assert pixels.shape == (576, 648, 4)  # 9 x 8 inches at 72 dpi
-    fresh = plots.confusion_matrix(y, pred, names, title="validation, seed 2")
-    ax, fresh_ax = figure.figure.axes[0], fresh.axes[0]
-    assert [t.get_text() for t in ax.texts] == [t.get_text() for t in fresh_ax.texts]
-    assert [t.get_color() for t in ax.texts] == [t.get_color() for t in fresh_ax.texts]
-    assert ax.get_title() == fresh_ax.get_title()
-    np.testing.assert_array_equal(ax.images[0].get_array(), fresh_ax.images[0].get_array())
-    assert ax.images[0].get_clim() == fresh_ax.images[0].get_clim()
-    assert figure.figure.axes[1].get_ylim() == fresh.axes[1].get_ylim()  # the colour bar follows
-    # Composed over the kept background, the pixels are those of the whole figure drawn anew
-    # (but for the odd anti-aliased pixel where the left spine meets the cells).
-    assert np.mean(np.any(full_redraw(figure) != pixels, axis=-1)) < 1e-4
-
-
-def test_a_style_drawing_over_the_cells_makes_the_figure_redraw_whole():
-    y, predictions = matrices()
-    with matplotlib.rc_context({"axes.grid": True, "xtick.direction": "in"}):
-        figure = tracking.ConfusionFigure()
-        for k, pred in enumerate(predictions):
-            pixels = figure.draw(y, pred, tuple("abcdefghij"), title=f"seed {k}").copy()
-        np.testing.assert_array_equal(full_redraw(figure), pixels)
-
-
-def test_confusion_report_counts_true_rows_against_predicted_columns():
-    report = tracking.confusion_report([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], ("a", "b", "c"))
-    assert report["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
-    assert report["accuracy"] == pytest.approx(4 / 6)
-    assert report["class_names"] == ["a", "b", "c"] and report["n_images"] == 6
-
-
-def test_git_commit_is_the_short_hash_of_the_checkout():
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(tracking.__file__).parent,
-                         capture_output=True, text=True)
-    assert tracking.git_commit() == (out.stdout.strip() if out.returncode == 0 else "unknown")

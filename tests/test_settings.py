@@ -1,4 +1,4 @@
-"""Study definitions: built-in defaults, TOML files, flags, and their errors."""
+"""Study definitions (clrsearch.cli.settings): built-in defaults, TOML files, flags, and their errors."""
 
 import argparse
 import dataclasses
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from clrsearch.cli.settings import apply_overrides, load_search_config, parse_grid, read_toml, search_parser
 from clrsearch.config import DEFAULT_SEARCH
 from clrsearch.errors import UsageError
-from clrsearch.settings import apply_overrides, flat_params, load_search_config, parse_grid, read_toml, search_parser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,11 +76,3 @@ def test_bad_toml_names_the_problem(tmp_path, text, message):
 def test_missing_config_file_is_an_error(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
         parse("coarse", ["--config", str(tmp_path / "nope.toml")], tmp_path)
-
-
-def test_flat_params_cover_every_field():
-    flat = flat_params(DEFAULT_SEARCH["fine"])
-    sections = {"study": DEFAULT_SEARCH["fine"].study, "data": DEFAULT_SEARCH["fine"].data,
-                "train": DEFAULT_SEARCH["fine"].train}
-    expected = {f"{s}.{f.name}" for s, obj in sections.items() for f in dataclasses.fields(obj)}
-    assert set(flat) == expected

@@ -1,9 +1,10 @@
-"""The registered model, logged twice into a temporary store: the alias follows the
-newest version, and what MLflow loads back predicts, from raw rows in any of the
-accepted forms, exactly what the network functions predict."""
+"""The final model's run and the registered model (clrsearch.tracking.registry), logged twice into a
+temporary store: the alias follows the newest version, and what MLflow loads back predicts, from raw
+rows in any of the accepted forms, exactly what the network functions predict."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,15 +14,16 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_tiny_cifar
 from PIL import Image
-from test_tracking import steps_and_values
 
-from clrsearch import network, plots, tracking
-from clrsearch.config import TrainConfig
+from clrsearch import plots, tracking
+from clrsearch.config import DataConfig, TrainConfig
 from clrsearch.data import D, load_batch, load_splits
-from clrsearch.model import Classifier, predict_labels, raw_rows
-from clrsearch.train import train
+from clrsearch.errors import UsageError
+from clrsearch.nn import network
+from clrsearch.nn.trainer import train
+from clrsearch.tracking import registry
+from helpers import steps_and_values, write_tiny_cifar
 
 NAME = tracking.REGISTERED_NAME
 
@@ -30,7 +32,7 @@ NAME = tracking.REGISTERED_NAME
 def registered(store, tmp_path_factory):
     """Version 1: an ensemble of two networks; version 2, the champion: one network."""
     folder = write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=60)
-    splits = load_splits("batch1", folder)
+    splits = load_splits(DataConfig("batch1", data_dir=str(folder)))
     result = train(splits.train, splits.val, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8),
                    [0.01, 0.01], [1, 2])
     nets = [network.member(result.params, k) for k in range(2)]
@@ -40,13 +42,14 @@ def registered(store, tmp_path_factory):
         pass
     logged = []
     for version_nets in (nets, nets[:1]):
-        pred = predict_labels(version_nets, X)
-        logged.append(tracking.log_final_model(
-            experiment="final", run_name="final:tiny", params={"lam": 0.01, "cycles": 1},
-            history=result.history, member=0, val_accuracy=0.25, test_accuracy=float(np.mean(pred == labels)),
-            test_true=labels, test_pred=pred, class_names=splits.label_names, networks=version_nets,
-            normaliser=splits.normaliser, dtype="float32", input_example=raw[:3], parent_run_id=parent.run_id,
-            extra_metrics={"train_accuracy": 0.5}, figures={"eta": plots.eta_curve(result.history.eta)}))
+        pred = network.ensemble_predict(version_nets, X)
+        final = tracking.FinalModel(
+            run_name="final:tiny", params={"lam": 0.01, "cycles": 1}, history=result.history, member=0,
+            val_accuracy=0.25, test_accuracy=float(np.mean(pred == labels)), test_true=labels, test_pred=pred,
+            class_names=splits.label_names, networks=version_nets, normaliser=splits.normaliser, dtype="float32",
+            input_example=raw[:3], extra_metrics={"train_accuracy": 0.5},
+            figures={"eta": plots.eta_curve(result.history.eta)})
+        logged.append(tracking.log_final_model(final, "final", parent_run_id=parent.run_id))
     return {"splits": splits, "result": result, "nets": nets, "raw": raw, "labels": labels, "X": X,
             "logged": logged, "parent": parent.run_id}
 
@@ -120,16 +123,43 @@ def test_a_fresh_process_loads_the_champion_with_the_installed_package_only(stor
     np.testing.assert_array_equal(np.load(tmp_path / "predictions.npy"), expected)
 
 
-def test_classifier_file_round_trip_keeps_predictions_names_and_dtype(registered, tmp_path):
-    splits = registered["splits"]
-    classifier = Classifier(tuple(registered["nets"]), splits.normaliser, splits.label_names, "float32")
-    loaded = Classifier.load(classifier.save(tmp_path / "weights.npz"))
-    assert (loaded.class_names, loaded.dtype, len(loaded.networks)) == (splits.label_names, "float32", 2)
-    assert loaded.networks[0]["W1"].dtype == np.float32
-    np.testing.assert_array_equal(loaded.predict(registered["raw"]), classifier.predict(registered["raw"]))
+def test_a_single_network_given_as_a_dict_is_a_model_of_one_network(store, registered):
+    raw, X = registered["raw"], registered["X"]
+    net = registered["nets"][1]
+    final = tracking.FinalModel(
+        run_name="final:dict", params={}, history=registered["result"].history, member=1, val_accuracy=0.5,
+        test_accuracy=0.5, test_true=registered["labels"], test_pred=network.predict(net, X),
+        class_names=registered["splits"].label_names, networks=net, normaliser=registered["splits"].normaliser,
+        dtype="float32", input_example=raw[:2])
+    run_id, version = tracking.log_final_model(final, "final-dict", registered_name="clrsearch-dict", alias="only")
+    assert store.get_run(run_id).data.params == {"n_networks": "1"}
+    assert store.get_run(run_id).data.tags["registered_model"] == f"clrsearch-dict/{version}"
+    assert str(store.get_model_version_by_alias("clrsearch-dict", "only").version) == version
+    loaded = tracking.load_model("models:/clrsearch-dict@only")
+    np.testing.assert_array_equal(loaded.predict(raw), network.predict(net, X))
+    assert str(store.get_model_version_by_alias(NAME, "champion").version) == "2"  # the champion stays
 
 
-@pytest.mark.parametrize("shape", [(5, D - 1), (D - 1,), (2, 3, D)])
-def test_rows_of_the_wrong_shape_are_refused(shape):
-    with pytest.raises(ValueError, match="expected CIFAR-10 rows"):
-        raw_rows(np.zeros(shape, np.uint8))
+def test_load_model_of_an_unknown_model_is_a_usage_error_naming_the_fix(store, registered):
+    with pytest.raises(UsageError) as error:
+        tracking.load_model(f"models:/{NAME}@no-such-alias")
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"cannot load model models:/{NAME}@no-such-alias (")
+    assert message.endswith("train and register one with python -m clrsearch.fine first")
+
+
+def test_load_model_without_a_store_creates_none(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(UsageError, match=re.escape(f"no MLflow store at {tmp_path}/mlflow.db to load")):
+        registry.load_model(f"models:/{NAME}@champion")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_metrics_are_the_latest_values_and_empty_without_a_run(store, registered):
+    run_id, _ = registered["logged"][1]
+    metrics = tracking.run_metrics(run_id)
+    assert metrics["final_val_accuracy"] == 0.25 and metrics["final_train_accuracy"] == 0.5
+    assert metrics["val_accuracy"] == pytest.approx(registered["result"].history.metrics["val_accuracy"][-1, 0])
+    assert tracking.run_metrics(None) == {} and tracking.run_metrics("0" * 32) == {}
