@@ -5,6 +5,7 @@ Invalid values raise :class:`UsageError` when the config is built, so that a
 bad flag or TOML field fails before any data is read or any run is created.
 """
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -13,6 +14,7 @@ from .nn.schedule import MODES
 
 DTYPES = ("float32", "float64")
 SPLITS = ("batch1", "full")
+AUGMENTATIONS = ("none", "flip")  # "flip": each training image mirrored left-right with probability 1/2
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class TrainConfig:
     eval_train_size: int | None = None  # training images used for the training curves (None: all)
     snapshots: bool = False  # keep the networks at the end of every cycle
     max_steps: int | None = None  # stop after this many update steps (None: 2 * n_s * cycles)
+    augment: str = "none"  # none | flip (mirror each image of a mini-batch left-right with probability 1/2)
 
     def __post_init__(self):
         _check_int(self.n_batch, "n_batch", minimum=1)
@@ -72,6 +75,8 @@ class TrainConfig:
             _check_int(self.eval_train_size, "eval_train_size", minimum=1)
         if self.max_steps is not None:
             _check_int(self.max_steps, "max_steps", minimum=1)
+        _check(self.augment in AUGMENTATIONS,
+               f"augment must be one of {', '.join(AUGMENTATIONS)}, not {self.augment!r}")
 
     def check_fits(self, n_train):
         """Raise UsageError unless a mini-batch fits in a training set of ``n_train`` images."""
@@ -132,31 +137,42 @@ SAMPLERS = ("random", "tpe", "grid")
 PRUNERS = ("none", "median", "hyperband")
 MEDIAN_STARTUP_TRIALS = 3  # finished trials the median pruner waits for before it prunes
 KINDS = ("coarse", "fine")
+REPLICATES = ("paired", "init")
+GRID_DIMENSIONS = ("lam", "n_s", "n_s_epochs", "cycles", "augment")  # n_s_epochs: n_s = k * floor(n / n_batch)
+DEFAULT_STORAGE = "sqlite:///studies/clrsearch.db"  # Optuna storage of a study that names none
 
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """An Optuna study over lambda: which values, how many seeds, where it is stored."""
+    """An Optuna study over lambda (and, in the fine grid, the schedule): which points, how many replicates,
+    how they are compared, where the study is stored, and the final model of a fine study."""
 
     kind: str = "coarse"  # coarse (random or TPE over a log range) or fine (grid)
     name: str = "coarse"  # Optuna study name; rerunning the same name resumes it
-    storage: str | None = None  # Optuna storage URL (None: sqlite:///studies/clrsearch.db)
+    storage: str | None = None  # Optuna storage URL (None: DEFAULT_STORAGE)
     sampler: str = "random"  # random | tpe | grid
     seed: int = 0  # sampler seed: the same seed draws the same lambdas
     n_trials: int = 10  # lambda values tried (coarse)
-    n_seeds: int = 3  # networks trained per lambda, init seeds first_seed, first_seed + 1, ...
-    first_seed: int = 0
+    n_seeds: int = 3  # replicates per trial (the first round of a race)
+    first_seed: int = 0  # replicate r starts from init seed first_seed + r
+    replicates: str = "paired"  # paired: replicate r also fixes the mini-batch order; init: init seeds only
+    alpha: float = 0.05  # level of the Holm-corrected paired test against the best trial
     lam_min: float = 1e-5  # coarse range, sampled log-uniformly
     lam_max: float = 1e-1
-    grid: tuple = ()  # fine: lambda values; empty: derived from the coarse study
-    grid_points: int = 8  # fine: size of a derived grid
+    grid: tuple = ()  # fine: (dimension, values) pairs, e.g. (("lam", (0, 0.001)), ("n_s_epochs", (2, 4)));
+    #                   a plain tuple of numbers is a lambda grid; no "lam" dimension: lambda derived from coarse
+    grid_points: int = 8  # fine: lambda values of a derived grid
     coarse_study: str = "coarse"  # fine: the study a derived grid comes from
+    race: bool = True  # fine: more replicates for the points tied with the best, round by round
+    race_seeds: int = 3  # fine: replicates added per race round
+    max_seeds: int = 15  # fine: replicates of a point at which the race stops
     trials_per_population: int = 10  # trials trained together as one population
     pruner: str = "none"  # none | median | hyperband, on validation accuracy at each cycle end
     experiment: str = "clrsearch"  # MLflow experiment
-    final_cycles: int = 3  # fine: cycles of the final model
     final: bool = True  # fine: train, log and register the final model
-    ensemble: bool = False  # fine: register the snapshot ensemble of the final run
+    final_seeds: int = 5  # fine: networks of the final model (replicates 0, 1, ...), registered as their ensemble
+    final_val_size: int = 1000  # fine: validation images held out of the final model's training set
+    final_extra_cycles: int = 1  # fine: cycles the final model trains beyond the winning point's
 
     def __post_init__(self):
         _check(self.kind in KINDS, f"kind must be coarse or fine, not {self.kind!r}")
@@ -164,33 +180,79 @@ class StudyConfig:
         _check(self.storage is None or isinstance(self.storage, str), "storage must be a URL string")
         _check(self.sampler in SAMPLERS, f"sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}")
         _check(self.pruner in PRUNERS, f"pruner must be one of {', '.join(PRUNERS)}, not {self.pruner!r}")
-        for name in ("seed", "first_seed"):
+        _check(self.replicates in REPLICATES,
+               f"replicates must be one of {', '.join(REPLICATES)}, not {self.replicates!r}")
+        for name in ("seed", "first_seed", "final_extra_cycles"):
             _check_int(getattr(self, name), name, minimum=0)
-        for name in ("n_trials", "n_seeds", "grid_points", "trials_per_population", "final_cycles"):
+        for name in ("n_trials", "n_seeds", "grid_points", "trials_per_population", "race_seeds", "max_seeds",
+                     "final_seeds", "final_val_size"):
             _check_int(getattr(self, name), name, minimum=1)
+        _check_float(self.alpha, "alpha", minimum=0.0)
+        _check(0 < self.alpha < 1, f"alpha must be in (0, 1), not {self.alpha:g}")
         check_lam(self.lam_min)
         check_lam(self.lam_max)
         _check(0 < self.lam_min < self.lam_max,
                f"lam_min ({self.lam_min:g}) must be > 0 and smaller than lam_max ({self.lam_max:g})")
-        _check(isinstance(self.grid, tuple), "grid must be a list of numbers")
-        for lam in self.grid:
-            check_lam(lam)
-        _check(len(set(self.grid)) == len(self.grid), "grid values must be distinct")
+        object.__setattr__(self, "grid", _grid_pairs(self.grid))
         _check(isinstance(self.experiment, str) and self.experiment.strip() != "",
                "experiment must be a non-empty string")
         _check(self.sampler != "grid" or self.kind == "fine", "the grid sampler belongs to the fine study")
         _check(self.kind != "fine" or self.sampler == "grid", "the fine study uses the grid sampler")
-        _check(isinstance(self.final, bool) and isinstance(self.ensemble, bool), "final and ensemble must be true or false")
+        for name in ("final", "race"):
+            _check(isinstance(getattr(self, name), bool), f"{name} must be true or false")
 
     @property
     def seeds(self):
-        """Init seeds of the networks of every trial."""
+        """Init seeds of the first round's replicates 0 .. n_seeds - 1."""
         return tuple(range(self.first_seed, self.first_seed + self.n_seeds))
 
     @property
+    def grid_dimensions(self):
+        """The fine grid as a dict dimension -> values, in the order given."""
+        return dict(self.grid)
+
+    @property
+    def points(self):
+        """Every point of the grid as a dict dimension -> value, the first dimension varying slowest."""
+        names = [name for name, _ in self.grid]
+        return [dict(zip(names, values)) for values in itertools.product(*(values for _, values in self.grid))]
+
+    @property
     def total_trials(self):
-        """Trials the study holds when done: one per grid point (fine, grid resolved), else ``n_trials``."""
-        return len(self.grid) if self.kind == "fine" else self.n_trials
+        """Trials of the first round: one per grid point (fine, grid resolved), else ``n_trials``."""
+        return len(self.points) if self.kind == "fine" else self.n_trials
+
+
+def _grid_pairs(grid):
+    """``grid`` as a tuple of (dimension, values) pairs, checked; a tuple of numbers is a lambda grid."""
+    _check(isinstance(grid, tuple), "grid must be a list of numbers or a table of dimensions")
+    if grid and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in grid):
+        grid = (("lam", grid),)
+    pairs = []
+    for item in grid:
+        _check(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str),
+               f"grid must be a list of numbers or (dimension, values) pairs, not {item!r}")
+        name, values = item[0], tuple(item[1]) if isinstance(item[1], (tuple, list)) else (item[1],)
+        _check(name in GRID_DIMENSIONS,
+               f"grid dimension {name!r} is not one of {', '.join(GRID_DIMENSIONS)}")
+        _check(len(values) > 0, f"grid dimension {name} has no values")
+        _check(len(set(values)) == len(values), f"grid values of {name} must be distinct")
+        for value in values:
+            _check_grid_value(name, value)
+        pairs.append((name, values))
+    names = [name for name, _ in pairs]
+    _check(len(set(names)) == len(names), "each grid dimension may be given once")
+    _check(not ("n_s" in names and "n_s_epochs" in names), "give the half cycle as n_s or as n_s_epochs, not both")
+    return tuple(pairs)
+
+
+def _check_grid_value(name, value):
+    if name == "lam":
+        check_lam(value)
+    elif name == "augment":
+        _check(value in AUGMENTATIONS, f"augment must be one of {', '.join(AUGMENTATIONS)}, not {value!r}")
+    else:
+        _check_int(value, name, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -210,8 +272,17 @@ def flat_params(config: SearchConfig) -> dict:
     flat = {}
     for section in SECTIONS:
         for name, value in asdict(getattr(config, section)).items():
-            flat[f"{section}.{name}"] = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else value
+            flat[f"{section}.{name}"] = _flat(value)
     return flat
+
+
+def _flat(value):
+    """A config value as logged: tuples of numbers as 0,0.001; a grid as lam=0,0.001;n_s_epochs=2,4."""
+    if not isinstance(value, tuple):
+        return value
+    if value and isinstance(value[0], tuple):
+        return ";".join(f"{name}={_flat(values)}" for name, values in value)
+    return ",".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in value)
 
 
 # The search protocol of SPEC: 45,000 training / 5,000 validation images,

@@ -20,7 +20,7 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
-from ..config import DEFAULT_SEARCH, DTYPES, PRUNERS, SAMPLERS, SECTIONS, SearchConfig
+from ..config import DEFAULT_SEARCH, DTYPES, GRID_DIMENSIONS, PRUNERS, SAMPLERS, SECTIONS, SearchConfig
 from ..errors import UsageError
 from ..nn.schedule import MODES
 from . import args as cli
@@ -33,17 +33,27 @@ FLAGS = {
     "--seed": ("study", "seed", cli.non_negative_int, "sampler seed"),
     "--n-trials": ("study", "n_trials", cli.positive_int, "lambda values to try (coarse)"),
     "--n-seeds": ("study", "n_seeds", cli.positive_int, "networks per lambda"),
-    "--first-seed": ("study", "first_seed", cli.non_negative_int, "init seed of the first network of a trial"),
+    "--first-seed": ("study", "first_seed", cli.non_negative_int, "init seed of replicate 0"),
+    "--replicates": ("study", "replicates", str, "paired (replicate r fixes init and mini-batch order) or init "
+                                                  "(init seeds only, one shared order)"),
+    "--alpha": ("study", "alpha", cli.positive_float, "level of the Holm-corrected paired test (default 0.05)"),
     "--lam-min": ("study", "lam_min", cli.positive_float, "smallest lambda of the coarse range"),
     "--lam-max": ("study", "lam_max", cli.positive_float, "largest lambda of the coarse range"),
-    "--grid": ("study", "grid", None, "fine grid, comma-separated, e.g. 0,0.001,0.002"),
+    "--grid": ("study", "grid", None, "fine grid: lambdas 0,0.001,0.002, or one dimension as NAME=V1,V2 "
+                                      "(lam, n_s, n_s_epochs, cycles, augment); repeat for more dimensions"),
     "--grid-points": ("study", "grid_points", cli.positive_int, "size of a grid derived from the coarse study"),
     "--coarse-study": ("study", "coarse_study", str, "coarse study a derived grid comes from"),
     "--trials-per-population": ("study", "trials_per_population", cli.positive_int,
                                 "trials trained together as one population"),
     "--pruner": ("study", "pruner", str, f"one of {', '.join(PRUNERS)}"),
     "--experiment": ("study", "experiment", str, "MLflow experiment name"),
-    "--final-cycles": ("study", "final_cycles", cli.positive_int, "cycles of the final model (fine)"),
+    "--race-seeds": ("study", "race_seeds", cli.positive_int, "replicates added per race round (fine)"),
+    "--max-seeds": ("study", "max_seeds", cli.positive_int, "replicates of a point at which the race stops (fine)"),
+    "--final-seeds": ("study", "final_seeds", cli.positive_int, "networks of the final model, registered as "
+                                                                "their ensemble (fine)"),
+    "--final-val-size": ("study", "final_val_size", cli.positive_int, "validation images of the final run (fine)"),
+    "--final-extra-cycles": ("study", "final_extra_cycles", cli.non_negative_int,
+                             "cycles the final model trains beyond the winning point's (fine)"),
     "--data-dir": ("data", "data_dir", str, "folder of cifar-10-batches-py"),
     "--val-size": ("data", "val_size", cli.positive_int, "validation images held out"),
     "--split-seed": ("data", "split_seed", cli.non_negative_int, "seed of the validation hold-out"),
@@ -59,21 +69,34 @@ FLAGS = {
     "--shuffle-seed": ("train", "shuffle_seed", cli.non_negative_int, "seed of the mini-batch order"),
     "--evals-per-cycle": ("train", "evals_per_cycle", cli.positive_int, "learning-curve points per cycle"),
     "--eval-train-size": ("train", "eval_train_size", cli.positive_int, "training images for the training curve"),
+    "--augment": ("train", "augment", str, "none or flip (mirror each training image with probability 1/2)"),
 }
 
 
 def parse_grid(text):
-    """'0, 0.001,0.002' -> (0.0, 0.001, 0.002); one clear error for anything else."""
-    values = []
-    for item in text.split(","):
+    """One ``--grid``: '0, 0.001,0.002' -> ("lam", (0.0, 0.001, 0.002)); 'n_s_epochs=2,4' -> ("n_s_epochs", (2, 4)).
+
+    Lambda values are numbers, ``augment`` values names, the other dimensions integers.
+    """
+    name, _, values = text.rpartition("=")
+    name = name.strip() or "lam"
+    if name not in GRID_DIMENSIONS:
+        raise argparse.ArgumentTypeError(f"grid dimension {name!r} is not one of {', '.join(GRID_DIMENSIONS)}")
+    kind, what = {"lam": (float, "a number"), "augment": (str, "a name")}.get(name, (int, "an integer"))
+    parsed = []
+    for item in values.split(","):
         item = item.strip()
         try:
-            values.append(float(item))
+            parsed.append(kind(item))
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"grid item {item!r} is not a number; write the grid as comma-separated numbers, "
-                f"e.g. 0,0.001,0.002") from None
-    return tuple(values)
+                f"grid item {item!r} of {name} is not {what}; write the grid as comma-separated values, "
+                f"e.g. 0,0.001,0.002 or n_s_epochs=2,4") from None
+    return name, tuple(parsed)
+
+
+FINE_ONLY = ("--grid", "--grid-points", "--coarse-study", "--race-seeds", "--max-seeds", "--final-seeds",
+             "--final-val-size", "--final-extra-cycles")
 
 
 def search_parser(kind, description):
@@ -81,17 +104,19 @@ def search_parser(kind, description):
     parser = cli.ArgumentParser(prog=f"python -m clrsearch.{kind}", description=description)
     parser.add_argument("--config", help=f"study definition (default studies/{kind}.toml if present)")
     for flag, (section, name, kind_of, help_text) in FLAGS.items():
-        if kind == "coarse" and flag in ("--grid", "--grid-points", "--coarse-study", "--final-cycles"):
+        if kind == "coarse" and flag in FINE_ONLY:
             continue
         if kind == "fine" and flag in ("--n-trials", "--lam-min", "--lam-max", "--sampler"):
             continue
-        parser.add_argument(flag, dest=f"{section}.{name}", type=parse_grid if name == "grid" else kind_of,
-                            help=help_text)
+        if name == "grid":
+            parser.add_argument(flag, dest=f"{section}.{name}", type=parse_grid, action="append", help=help_text)
+        else:
+            parser.add_argument(flag, dest=f"{section}.{name}", type=kind_of, help=help_text)
     if kind == "fine":
         parser.add_argument("--no-final", dest="study.final", action="store_const", const=False,
                             help="skip the final model")
-        parser.add_argument("--ensemble", dest="study.ensemble", action="store_const", const=True,
-                            help="register the snapshot ensemble of the final run")
+        parser.add_argument("--no-race", dest="study.race", action="store_const", const=False,
+                            help="the fixed protocol: n_seeds replicates per grid point, no race")
     parser.add_argument("--workers", type=cli.positive_int, default=1,
                         help="processes on this machine sharing the study (default 1)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -186,8 +211,10 @@ def _check_type(value, annotation, where):
 
 
 def _grid_tuple(grid, source):
-    if isinstance(grid, tuple):
-        return grid
-    if not isinstance(grid, list):
-        raise UsageError(f"{source}: grid must be a list of numbers, e.g. grid = [0, 0.001, 0.002]")
-    return tuple(grid)
+    """A grid from TOML or flags as StudyConfig takes it: numbers (lambdas), a table, or (name, values) pairs."""
+    if isinstance(grid, dict):
+        return tuple((name, tuple(values) if isinstance(values, list) else (values,)) for name, values in grid.items())
+    if not isinstance(grid, (list, tuple)):
+        raise UsageError(f"{source}: grid must be a list of numbers, e.g. grid = [0, 0.001, 0.002], or a table "
+                         f"[study.grid] of dimensions, e.g. lam = [0, 0.002] and n_s_epochs = [2, 4]")
+    return tuple(tuple(item) if isinstance(item, list) else item for item in grid)

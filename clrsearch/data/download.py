@@ -19,8 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .cifar10 import (ARCHIVE_URL, DATA_FILES, ENV_VAR, FOLDER_NAME, META_FILE, REPLACE, TEST_FILE,
-                      DataError, resolve_data_dir, where_to_put)
+from .cifar10 import (ARCHIVE_URL, DATA_FILES, ENV_VAR, FOLDER_NAME, DataError, resolve_data_dir, where_to_put)
 
 MANIFEST_NAME = "clrsearch-md5.json"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"

@@ -1,9 +1,13 @@
-"""The final model of a fine study: trained at the best lambda, tested, logged and registered.
+"""The final model of a fine study: the assignment's final run, tested, logged and registered.
 
-It trains ``final_cycles`` cycles on the study's data with the first seed,
-keeps the network at every cycle end (a snapshot ensemble), and registers the
-last network, or with ``--ensemble`` the snapshot ensemble, as
-``clrsearch-cifar10@champion``.
+It trains on every training image but ``final_val_size`` (1,000 by default,
+split ``full``), at the winning point's settings plus ``final_extra_cycles``
+cycles, as one population of ``final_seeds`` networks (replicates 0, 1, ...:
+init seeds ``first_seed + r``, one shared mini-batch order). The registered
+model is their ensemble, which averages the members' class probabilities
+(one network with ``final_seeds = 1``). The run also reports every member's
+test accuracy, their mean and spread, and the snapshot ensemble of all
+members' cycle ends.
 """
 
 from dataclasses import dataclass, replace
@@ -11,79 +15,101 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .. import plots, tracking
-from ..config import Experiment, SearchConfig
-from ..data import load_batch
+from ..config import DataConfig, SearchConfig, TrainConfig
+from ..data import load_batch, load_splits
 from ..data.cifar10 import TEST_FILE
 from ..errors import UsageError
 from ..nn import network
-from ..nn.experiment import ExperimentResult, run_experiment
+from ..nn.trainer import TrainResult, train
+from .study import LAM, point_train_config
 
 
-def final_experiment(config: SearchConfig, lam):
-    """The final model of a fine study: best lambda, ``final_cycles`` cycles, curves per epoch."""
-    final_train = replace(config.train, cycles=config.study.final_cycles, evals_per_cycle=None,
-                          eval_train_size=None, snapshots=True)
-    return Experiment(config.data, final_train, lam=float(lam), seed=config.study.first_seed)
+def final_data(config: SearchConfig) -> DataConfig:
+    """The data of the final run: ``final_val_size`` images held out of split ``full``; batch1 as it is."""
+    if config.data.split != "full":
+        return config.data
+    return replace(config.data, val_size=config.study.final_val_size)
+
+
+def final_train_config(config: SearchConfig, params, n_train) -> TrainConfig:
+    """The winning point's protocol on ``n_train`` images, ``final_extra_cycles`` cycles longer, curves per epoch."""
+    point = point_train_config(config.train, params, n_train)
+    return replace(point, cycles=point.cycles + config.study.final_extra_cycles, evals_per_cycle=None,
+                   eval_train_size=None, snapshots=True)
 
 
 @dataclass(frozen=True)
 class FinalResult:
-    """The trained final model and what it scored; accuracies are fractions 0..1."""
+    """The trained final population and what it scored; accuracies are fractions 0..1."""
 
-    outcome: ExperimentResult
-    snapshots: list  # one network per cycle end
-    ensemble_pred: np.ndarray  # (N_test,) labels of the snapshot ensemble
-    ensemble_accuracy: float  # test accuracy of the snapshot ensemble
-    use_ensemble: bool  # register the snapshot ensemble instead of the last network
-
-    @property
-    def networks(self):
-        return self.snapshots if self.use_ensemble else [network.member(self.outcome.result.params, 0)]
-
-    @property
-    def test_pred(self):
-        return self.ensemble_pred if self.use_ensemble else self.outcome.test_predictions
-
-    @property
-    def test_accuracy(self):
-        """Test accuracy of the registered model."""
-        return self.ensemble_accuracy if self.use_ensemble else self.outcome.test_accuracy
+    params: dict  # the winning point
+    train_config: TrainConfig
+    training: TrainResult
+    networks: list  # one dict per member
+    test_pred: np.ndarray  # (N_test,) labels of the registered model (the members' ensemble)
+    test_accuracy: float  # of the registered model
+    val_accuracy: float
+    train_accuracy: float
+    member_test_accuracies: list  # per member
+    snapshot_accuracy: float  # ensemble of every member's cycle-end snapshots
 
 
-def train_final(config: SearchConfig, lam, splits, progress=None) -> FinalResult:
-    """Train the final model at ``lam`` and test it and its snapshot ensemble."""
-    outcome = run_experiment(final_experiment(config, lam), splits, progress=progress)
-    snapshots = [network.member(p, 0) for p in outcome.result.snapshots]
-    ensemble_pred = network.ensemble_predict(snapshots, splits.test.X)
-    ensemble_accuracy = float(np.mean(ensemble_pred == splits.test.y))
-    return FinalResult(outcome, snapshots, ensemble_pred, ensemble_accuracy, config.study.ensemble)
+def train_final(config: SearchConfig, params, splits, progress=None) -> FinalResult:
+    """Train the final population at the point ``params`` on ``splits`` and test it."""
+    train_config = final_train_config(config, params, splits.train.n)
+    seeds = [config.study.first_seed + r for r in range(config.study.final_seeds)]
+    training = train(splits.train, splits.val, train_config, [params[LAM]] * len(seeds), seeds, progress=progress)
+    networks = [network.member(training.params, k) for k in range(len(seeds))]
+    snapshots = [network.member(p, k) for p in training.snapshots for k in range(len(seeds))]
+
+    def accuracy(nets, dataset):
+        return float(np.mean(network.ensemble_predict(nets, dataset.X) == dataset.y))
+
+    test_pred = network.ensemble_predict(networks, splits.test.X)
+    return FinalResult(
+        params=dict(params), train_config=train_config, training=training, networks=networks, test_pred=test_pred,
+        test_accuracy=float(np.mean(test_pred == splits.test.y)), val_accuracy=accuracy(networks, splits.val),
+        train_accuracy=accuracy(networks, splits.train),
+        member_test_accuracies=[accuracy([n], splits.test) for n in networks],
+        snapshot_accuracy=accuracy(snapshots, splits.test) if snapshots else float("nan"))
 
 
 def log_final(final: FinalResult, config: SearchConfig, splits, parent_run_id):
-    """Log the final model's run under the study run and register the model; returns (run_id, version)."""
-    outcome = final.outcome
-    experiment = outcome.experiment
-    lam, train = experiment.lam, experiment.train
+    """Log the final run under the study run and register the model; returns (run_id, version)."""
+    train_config, data = final.train_config, final_data(config)
+    members = np.array(final.member_test_accuracies)
     raw_test, _ = load_batch(splits.data_dir / TEST_FILE)
     record = tracking.FinalModel(
         run_name=f"final:{config.study.name}",
-        params={"lam": lam, "cycles": train.cycles, "n_s": train.n_s, "n_batch": train.n_batch,
-                "eta_min": train.eta_min, "eta_max": train.eta_max, "clr_mode": train.clr_mode,
-                "seed": experiment.seed, "split": experiment.data.split, "val_size": experiment.data.val_size,
-                "ensemble": final.use_ensemble, "dtype": train.dtype},
-        history=outcome.result.history, member=0, val_accuracy=outcome.val_accuracy,
+        params={**final.params, "cycles": train_config.cycles, "n_s": train_config.n_s,
+                "n_batch": train_config.n_batch, "eta_min": train_config.eta_min, "eta_max": train_config.eta_max,
+                "clr_mode": train_config.clr_mode, "augment": train_config.augment,
+                "first_seed": config.study.first_seed, "members": len(final.networks), "split": data.split,
+                "val_size": data.val_size, "n_train": splits.train.n, "dtype": train_config.dtype},
+        history=final.training.history, member=0, val_accuracy=final.val_accuracy,
         test_accuracy=final.test_accuracy, test_true=splits.test.y, test_pred=final.test_pred,
         class_names=splits.label_names, networks=final.networks, normaliser=splits.normaliser,
-        dtype=train.dtype, input_example=raw_test[:5],
-        extra_metrics={"train_accuracy": outcome.train_accuracy, "final_network_test_accuracy": outcome.test_accuracy,
-                       "snapshot_ensemble_test_accuracy": final.ensemble_accuracy},
-        figures={"learning_curves": plots.learning_curves(outcome.result.history, x="step",
-                                                          title=f"final model, lambda = {lam:.4g}"),
-                 "eta": plots.eta_curve(outcome.result.history.eta)})
+        dtype=train_config.dtype, input_example=raw_test[:5],
+        extra_metrics={"train_accuracy": final.train_accuracy, "members_mean_test_accuracy": float(members.mean()),
+                       "members_std_test_accuracy": float(members.std()),
+                       "snapshot_ensemble_test_accuracy": final.snapshot_accuracy,
+                       **{f"member_{r}_test_accuracy": a for r, a in enumerate(final.member_test_accuracies)}},
+        figures={"learning_curves": plots.learning_curves(final.training.history, x="step",
+                                                          title=f"final model, lambda = {final.params[LAM]:.4g}"),
+                 "eta": plots.eta_curve(final.training.history.eta)},
+        members=tuple(range(len(final.networks))))
     return tracking.log_final_model(record, config.study.experiment, parent_run_id=parent_run_id)
 
 
+def load_final_splits(config: SearchConfig, splits):
+    """The splits of the final run: ``splits`` when they are the same, else loaded anew."""
+    data = final_data(config)
+    if data == config.data:
+        return splits
+    return load_splits(data, dtype=np.dtype(config.train.dtype), download=data.data_dir is None)
+
+
 def check_best(best):
-    """Raise UsageError when a fine study has no completed trial to take lambda from."""
+    """Raise UsageError when a fine study has no completed trial to take its settings from."""
     if best is None:
         raise UsageError("the fine study has no completed trial to pick lambda from")

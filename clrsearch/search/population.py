@@ -1,14 +1,23 @@
-"""A population: several trials trained together, every seed of every trial one member.
+"""Populations: the trials a worker claimed, trained together replicate by replicate, and told to the study.
 
-Trial i of a population of T trials owns the members ``i * n_seeds ..
-(i + 1) * n_seeds - 1``; all members share one mini-batch order. At each
-cycle end a pruner, when the study has one, judges every trial on the mean
-validation accuracy of its members. Results are recorded in the study under
-the study lock, as :class:`TrialResult`\\ s.
+A trial trains the replicates ``new_replicates`` of its point (0 .. n_seeds - 1
+in the first round, more in later rounds of a race). Replicate r starts from
+init seed ``first_seed + r``; under the ``paired`` protocol (the default) it
+also fixes the mini-batch order (shuffle seed ``train.shuffle_seed + r``, the
+flips of ``augment`` with it), identically for every trial of the study, so
+that trials can be compared replicate by replicate (:mod:`.compare`). Every
+population step gathers one mini-batch for all its members, so the claimed
+trials train as one population per replicate: a *block*. Under the ``init``
+protocol (the original report's seeds) all replicates share one order and
+train as one block.
+
+A pruner, when the study has one, judges each trial at its cycle ends on the
+first block it trains in; a pruned trial trains no further block.
 """
 
+import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import optuna
@@ -18,7 +27,20 @@ from ..config import SearchConfig
 from ..nn import network
 from ..nn.trainer import TrainResult, train
 from . import queue
-from .study import LAM
+from .compare import compare_to_best
+from .queue import NEW_REPLICATES, POINT, ROUND
+from .study import ACCURACIES, LAM, REPLICATES, point_train_config, suggest_params
+
+
+@dataclass(frozen=True)
+class ReplicateRun:
+    """One replicate of one trial: which block trained it, in which column, and how it ended."""
+
+    replicate: int
+    block: int  # index into PopulationOutcome.blocks
+    member: int  # column of the block's population
+    val_accuracy: float  # final, fraction 0..1
+    status: str  # finished | diverged | stopped
 
 
 @dataclass(frozen=True)
@@ -26,12 +48,29 @@ class TrialResult:
     """One trial of a population, as trained and as recorded in the study."""
 
     number: int  # Optuna trial number
-    lam: float
+    point: int  # the point of the study it evaluates (its slot in the first round)
+    round: int  # round of the race, 1 for the first
+    params: dict  # the point: lam, and any schedule dimension of the grid
     state: str  # "COMPLETE" | "PRUNED" | "FAIL"
     reason: str  # why pruned or failed; "" when complete
-    members: range  # columns of the trial's seeds in the population
-    accuracies: tuple  # final validation accuracy per seed, fractions 0..1
+    runs: tuple  # ReplicateRun per replicate trained by this trial
+    prior: dict = field(default_factory=dict)  # replicate -> accuracy of the point's earlier rounds
     recorded: bool = True  # False: another worker took the trial for dead and its copy runs elsewhere
+
+    @property
+    def lam(self):
+        return self.params[LAM]
+
+    @property
+    def replicates(self):
+        """Every replicate of the point so far, sorted."""
+        return sorted({**self.prior, **{run.replicate: run.val_accuracy for run in self.runs}})
+
+    @property
+    def accuracies(self):
+        """Final validation accuracies aligned with ``replicates``."""
+        values = {**self.prior, **{run.replicate: run.val_accuracy for run in self.runs}}
+        return [values[r] for r in self.replicates]
 
     @property
     def mean(self):
@@ -43,43 +82,93 @@ class TrialResult:
 
 
 @dataclass
-class PopulationOutcome:
-    """One trained population: its trials, the training result and the final validation predictions."""
+class Block:
+    """One population of the claimed trials: who its members are and how they trained."""
 
-    trials: list  # optuna Trials, in population order
-    results: list  # TrialResult per trial, in population order
+    members: list  # (trial index, replicate) per member
     training: TrainResult
-    val_pred: np.ndarray  # (K, N_val)
+    val_pred: np.ndarray  # (K, N_val) final predictions
+    train_configs: list  # TrainConfig per member
 
 
-def suggest_lam(trial, study_cfg):
-    """Lambda of a trial: log-uniform for the coarse study, the grid's range for the fine one."""
-    if study_cfg.kind == "fine":
-        return trial.suggest_float(LAM, min(study_cfg.grid), max(study_cfg.grid))
-    return trial.suggest_float(LAM, study_cfg.lam_min, study_cfg.lam_max, log=True)
+@dataclass
+class PopulationOutcome:
+    """The claimed trials after training: their results and the blocks that trained them."""
+
+    trials: list  # optuna Trials, in claim order
+    results: list  # TrialResult per trial
+    blocks: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """What a claimed trial trains: its point, its replicates, its protocol."""
+
+    trial: object  # optuna Trial
+    point: int
+    round: int
+    params: dict
+    replicates: tuple
+    train_config: object  # TrainConfig of the point
+
+
+def _claimed(trials, config, n_train):
+    claimed = []
+    for trial in trials:
+        attrs = trial.user_attrs
+        params = suggest_params(trial, config.study)
+        replicates = tuple(attrs.get(NEW_REPLICATES, range(config.study.n_seeds)))
+        claimed.append(_Claimed(trial, attrs.get(POINT, trial.number), attrs.get(ROUND, 1), params, replicates,
+                                point_train_config(config.train, params, n_train)))
+    return claimed
+
+
+def plan_blocks(claimed, config: SearchConfig):
+    """The blocks to train: lists of (trial index, replicate), one list per population.
+
+    ``paired``: one block per replicate, in replicate order, holding every
+    trial that trains it. ``init``: one block with every (trial, replicate).
+    """
+    pairs = [(i, r) for i, c in enumerate(claimed) for r in c.replicates]
+    if config.study.replicates == "init":
+        return [pairs]
+    by_replicate = {}
+    for i, r in pairs:
+        by_replicate.setdefault(r, []).append((i, r))
+    return [by_replicate[r] for r in sorted(by_replicate)]
+
+
+def total_steps(trials, config: SearchConfig, n_train):
+    """Update steps of training the claimed trials, block after block: the length of a progress bar."""
+    claimed = _claimed(trials, config, n_train)
+    return sum(max(claimed[i].train_config.total_steps for i, _ in block) for block in plan_blocks(claimed, config))
 
 
 class _Pruning:
-    """``on_eval`` of the trainer: reports each trial's mean accuracy at cycle ends and stops pruned trials."""
+    """``on_eval`` of the trainer: reports each trial's accuracy at its cycle ends and stops pruned trials."""
 
-    def __init__(self, trials, config: SearchConfig):
-        self.trials, self.config = trials, config
-        self.n_seeds = config.study.n_seeds
-        self.pruned = {}  # trial index -> reason
+    def __init__(self, claimed, members, config: SearchConfig, pruned):
+        self.claimed, self.members, self.config = claimed, members, config
+        self.pruned = pruned  # trial index -> reason, shared across blocks
 
     def __call__(self, point):
-        if not point.cycle_end or self.config.study.pruner == "none":
+        if self.config.study.pruner == "none":
             return []
+        ending = getattr(point, "cycle_end_members", None)
+        ending = set(range(len(self.members))) if ending is None and point.cycle_end else set(ending or ())
         stop = []
-        cycle = round(point.step / (2 * self.config.train.n_s))
-        for i, trial in enumerate(self.trials):
-            members = range(i * self.n_seeds, (i + 1) * self.n_seeds)
-            if i in self.pruned or not any(m in point.active for m in members):
+        by_trial = {}
+        for m, (i, _) in enumerate(self.members):
+            by_trial.setdefault(i, []).append(m)
+        for i, members in by_trial.items():
+            if i in self.pruned or not any(m in point.active and m in ending for m in members):
                 continue
-            accuracy = float(np.nanmean(point.metrics["val_accuracy"][list(members)]))
+            c = self.claimed[i]
+            cycle = round(point.step / (2 * c.train_config.n_s))
+            accuracy = float(np.nanmean(point.metrics["val_accuracy"][members]))
             try:
-                trial.report(accuracy, step=cycle)
-                prune = cycle < self.config.train.cycles and trial.should_prune()
+                c.trial.report(accuracy, step=cycle)
+                prune = cycle < c.train_config.cycles and c.trial.should_prune()
             except optuna.exceptions.UpdateFinishedTrialError:  # another worker took it for dead
                 self.pruned[i] = "taken over by another worker"
                 stop.extend(members)
@@ -91,60 +180,120 @@ class _Pruning:
 
 
 def train_population(trials, config: SearchConfig, splits, progress=None, timer=None):
-    """Train every seed of every trial as one population; report cycle ends to the pruner.
+    """Train the new replicates of every claimed trial, block by block.
 
     Returns
     -------
-    PopulationOutcome
+    PopulationOutcome, its results not yet told (see :func:`tell`)
     """
-    n_seeds = config.study.n_seeds
-    lams = [suggest_lam(t, config.study) for t in trials]
-    member_lams = np.repeat(lams, n_seeds)  # (K,)
-    member_seeds = np.tile(config.study.seeds, len(trials))  # (K,)
-    pruning = _Pruning(trials, config)
+    claimed = _claimed(trials, config, splits.train.n)
+    pruned = {}
+    blocks = []
+    for members in plan_blocks(claimed, config):
+        members = [(i, r) for i, r in members if i not in pruned]
+        if not members:
+            continue
+        report = not blocks  # the pruner judges each trial on its first block
+        blocks.append(_train_block(claimed, members, config, splits, progress, timer,
+                                   _Pruning(claimed, members, config, pruned) if report else None))
+    results = []
+    for i, c in enumerate(claimed):
+        runs = tuple(ReplicateRun(r, b, m, float(np.mean(block.val_pred[m] == splits.val.y)),
+                                  block.training.status[m])
+                     for b, block in enumerate(blocks) for m, (j, r) in enumerate(block.members) if j == i)
+        state, reason = _state(c, runs, blocks, pruned.get(i))
+        results.append(TrialResult(c.trial.number, c.point, c.round, c.params, state, reason, runs))
+    return PopulationOutcome(list(trials), results, blocks)
 
+
+def _train_block(claimed, members, config, splits, progress, timer, pruning):
+    """Train one population: member k is replicate r of trial i for (i, r) = members[k]."""
+    study_cfg = config.study
+    configs = []
+    for i, r in members:
+        train_config = claimed[i].train_config
+        if study_cfg.replicates == "paired":
+            train_config = replace(train_config, shuffle_seed=train_config.shuffle_seed + r)
+        configs.append(train_config)
+    lams = [claimed[i].params[LAM] for i, _ in members]  # (K,)
+    seeds = [study_cfg.first_seed + r for _, r in members]  # (K,)
+    schedule = configs[0] if all(c == configs[0] for c in configs) else tuple(configs)
     started = time.perf_counter()
-    result = train(splits.train, splits.val, config.train, member_lams, member_seeds, on_eval=pruning,
-                   progress=progress)
+    result = train(splits.train, splits.val, schedule, lams, seeds, on_eval=pruning, progress=progress)
     evaluation = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):
         val_pred = network.predict(result.params, splits.val.X)  # (K, N_val)
     if timer is not None:
         timer.add("evaluation", result.eval_seconds + time.perf_counter() - evaluation)
         timer.add("training", evaluation - started - result.eval_seconds)
-
-    results = []
-    for i, (trial, lam) in enumerate(zip(trials, lams)):
-        members = range(i * n_seeds, (i + 1) * n_seeds)
-        diverged = [m for m in members if result.status[m] == "diverged"]
-        if diverged:
-            m = diverged[0]
-            state, reason = "FAIL", (f"diverged: NaN or inf in the cost at update step {result.stopped_at[m]} "
-                                     f"(seed {member_seeds[m]}, eta_max {config.train.eta_max:g})")
-        elif i in pruning.pruned:
-            state, reason = "PRUNED", pruning.pruned[i]
-        else:
-            state, reason = "COMPLETE", ""
-        accuracies = tuple(float(np.mean(val_pred[m] == splits.val.y)) for m in members)
-        results.append(TrialResult(trial.number, lam, state, reason, members, accuracies))
-    return PopulationOutcome(list(trials), results, result, val_pred)
+    return Block(list(members), result, val_pred, configs)
 
 
-def tell(study, outcome: PopulationOutcome):
-    """Record every trial of a population in the study; returns the TrialResults, ``recorded`` set.
+def _state(claimed, runs, blocks, pruned_reason):
+    diverged = [run for run in runs if run.status == "diverged"]
+    if diverged:
+        run = diverged[0]
+        training = blocks[run.block].training
+        return "FAIL", (f"diverged: NaN or inf in the cost at update step {training.stopped_at[run.member]} "
+                        f"(replicate {run.replicate}, eta_max {claimed.train_config.eta_max:g})")
+    if pruned_reason is not None:
+        return "PRUNED", pruned_reason
+    return "COMPLETE", ""
 
-    A trial is not recorded when it is no longer this worker's: another
-    worker took it for dead (its heartbeat stalled past the grace period) and
-    a copy of it runs or ran elsewhere.
+
+def tell(study, outcome: PopulationOutcome, alpha=0.05):
+    """Record every claimed trial in the study; returns the TrialResults with ``prior`` and ``recorded`` set.
+
+    A trial's value is the mean accuracy over all replicates of its point so
+    far (this round's and the earlier rounds' of a race); its user attrs
+    ``p_vs_best`` and ``verdict`` compare it with the best of the points
+    finished by then (the summary compares all of them again at the end). A
+    trial is not recorded when it is no longer this worker's: another worker
+    took it for dead (its heartbeat stalled past the grace period) and a copy
+    of it runs or ran elsewhere.
     """
     with queue.study_lock(queue.url_of(study)):
-        return [_tell_one(study, trial, result) for trial, result in zip(outcome.trials, outcome.results)]
+        results = [replace(result, prior=point_accuracies(study, result.point, result.round))
+                   for result in outcome.results]
+        comparisons = _compare_with_study(study, results, alpha)
+        return [_tell_one(study, trial, result, comparisons.get(("new", result.point)))
+                for trial, result in zip(outcome.trials, results)]
 
 
-def _tell_one(study, trial, result: TrialResult):
+def _compare_with_study(study, results, alpha):
+    """Comparisons of the completed points: the study's latest accuracies, these results in their place."""
+    accuracies = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        point, round_ = t.user_attrs.get(POINT, t.number), t.user_attrs.get(ROUND, 1)
+        if t.user_attrs.get(REPLICATES) and round_ >= accuracies.get(("study", point), (0, None))[0]:
+            accuracies[("study", point)] = (round_, dict(zip(t.user_attrs[REPLICATES], t.user_attrs[ACCURACIES])))
+    entries = {key: values for key, (_, values) in accuracies.items()}
+    for result in results:
+        entries.pop(("study", result.point), None)
+        if result.state == "COMPLETE":
+            entries[("new", result.point)] = dict(zip(result.replicates, result.accuracies))
+    return compare_to_best(entries, alpha)
+
+
+def point_accuracies(study, point, before_round):
+    """replicate -> accuracy of ``point`` as its latest completed trial of a round before ``before_round`` holds."""
+    earlier = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if t.user_attrs.get(POINT, t.number) == point and t.user_attrs.get(ROUND, 1) < before_round]
+    if not earlier:
+        return {}
+    latest = max(earlier, key=lambda t: t.user_attrs.get(ROUND, 1))
+    return dict(zip(latest.user_attrs.get(REPLICATES, []), latest.user_attrs.get(ACCURACIES, [])))
+
+
+def _tell_one(study, trial, result: TrialResult, comparison):
     try:
-        trial.set_user_attr("val_accuracies", list(result.accuracies))
+        trial.set_user_attr(REPLICATES, result.replicates)
+        trial.set_user_attr(ACCURACIES, result.accuracies)
         trial.set_user_attr("val_accuracy_std", result.std)
+        if comparison is not None:
+            trial.set_user_attr("delta_vs_best", comparison.delta)
+            trial.set_user_attr("p_vs_best", None if math.isnan(comparison.p) else comparison.p)
+            trial.set_user_attr("verdict", comparison.verdict)
         if result.state == "COMPLETE":
             study.tell(trial, result.mean)
         else:

@@ -35,17 +35,19 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from .. import processes
-from ..config import WORKER_TIMING
+from ..config import DEFAULT_STORAGE, WORKER_TIMING
 from ..errors import UsageError, first_line, redact
 from . import workers
 
-DEFAULT_STORAGE = "sqlite:///studies/clrsearch.db"
 SCHEMES = ("sqlite", "postgresql")
 # SQLAlchemy picks the driver of postgresql:// URLs (psycopg2 before 2.1, psycopg 3 since); +psycopg2 names one.
 DRIVERS = {"psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'"}
 WORKER_ATTR = "clrsearch:worker"  # host:pid:start of the process running a trial
 SLOT = "slot"  # user attr: which lambda of the study a trial evaluates
 INTERRUPTED = "interrupted"  # reason of a trial given back on Ctrl-C
+# User attrs of an enqueued trial, carried to the copies of its slot: the point of the study it evaluates,
+# the round of the race it belongs to (1 for the first) and the replicates it trains.
+POINT, ROUND, NEW_REPLICATES = "point", "round", "new_replicates"
 _ADVISORY_KEY = 20151506  # pg_advisory_lock key of study_lock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -208,12 +210,12 @@ def others_running(study):
     return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
-def enqueue_missing(study, lams):
-    """Enqueue slot k with lambda ``lams[k]`` unless a trial of that slot exists. Call it under study_lock."""
+def enqueue_missing(study, entries):
+    """Enqueue the entries slot -> (params, user attrs) whose slot has no trial yet. Call it under study_lock."""
     slots = {t.user_attrs.get(SLOT) for t in study.get_trials(deepcopy=False)}
-    for slot, lam in enumerate(lams):
+    for slot, (params, user_attrs) in sorted(entries.items()):
         if slot not in slots:
-            study.enqueue_trial({"lam": float(lam)}, user_attrs={SLOT: slot})
+            study.enqueue_trial(params, user_attrs={SLOT: slot, **user_attrs})
 
 
 def recover_dead_workers(study):
@@ -370,4 +372,5 @@ def _requeue(study, frozen):
         return
     if deaths(study, slot) > WORKER_TIMING.max_deaths:
         return
-    study.enqueue_trial(params, user_attrs={SLOT: slot, "retry_of": frozen.number})
+    carried = {key: frozen.user_attrs[key] for key in (POINT, ROUND, NEW_REPLICATES) if key in frozen.user_attrs}
+    study.enqueue_trial(params, user_attrs={SLOT: slot, **carried, "retry_of": frozen.number})

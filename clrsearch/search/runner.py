@@ -24,8 +24,8 @@ from ..config import RangeTest, flat_params
 from ..data import load_splits
 from ..errors import UsageError, redact
 from ..nn.lrrange import run_range_test
-from . import final, queue, summary, workers
-from .population import tell, train_population
+from . import final, queue, race, summary, workers
+from .population import tell, total_steps, train_population
 from .study import create_or_load, resolve_grid
 from .summary import Timer
 
@@ -200,6 +200,8 @@ class StudyRunner:
             trials = queue.next_trials(study, self.config)
             if not trials:
                 running = queue.others_running(study)
+                if not running and race.advance(study, self.config):
+                    continue
                 if not running:
                     return
                 if not waiting_said:
@@ -216,24 +218,31 @@ class StudyRunner:
 
     def train_and_tell(self, study, trials, splits):
         """Train one population, record it in the study, then in MLflow."""
-        total = self.config.study.total_trials
-        done = len(queue.finished_trials(study))
-        label = f"trials {done + 1}-{done + len(trials)} of {total}" if len(trials) > 1 else f"trial {done + 1} of {total}"
-        best = summary.best_row(summary.trials_table(study))
-        with queue.Heartbeat(study, trials), \
-                self.progress(self.config.train.total_steps, "step", self.quiet, label) as bar:
+        study_cfg = self.config.study
+        round_ = max(t.user_attrs.get(queue.ROUND, 1) for t in trials)
+        if round_ > 1:
+            label = f"race round {round_}: {len(trials)} points"
+        else:
+            done, total = len(queue.finished_trials(study)), study_cfg.total_trials
+            label = (f"trials {done + 1}-{done + len(trials)} of {total}" if len(trials) > 1
+                     else f"trial {done + 1} of {total}")
+        best = summary.best_row(summary.trials_table(study, study_cfg.alpha))
+        steps = total_steps(trials, self.config, splits.train.n)
+        with queue.Heartbeat(study, trials), self.progress(steps, "step", self.quiet, label) as bar:
             if bar is not None and best is not None:
                 bar.set_postfix_str(f"best {100 * best['mean_val_accuracy']:.2f}% at lambda {best['lam']:.3g}")
             outcome = train_population(trials, self.config, splits, progress=bar, timer=self.timer)
-            outcome.results = tell(study, outcome)
+            outcome.results = tell(study, outcome, study_cfg.alpha)
         with self.timer.timed("tracking"):
             self.parent.log_trials(summary.trial_records(outcome, self.config, splits))
         for result in outcome.results:
             if not result.recorded:
                 self.say(f"trial {result.number}: lambda {result.lam:.4g}  taken over by another worker")
             else:
-                self.say(f"trial {result.number}: lambda {result.lam:.4g}  val accuracy {100 * result.mean:.2f} ± "
-                         f"{100 * result.std:.2f} %  {result.state}")
+                settings = "  ".join(f"{k} {v:.4g}" if k == "lam" else f"{k} {v}" for k, v in result.params.items())
+                self.say(f"trial {result.number}: {settings.replace('lam ', 'lambda ', 1)}  val accuracy "
+                         f"{100 * result.mean:.2f} ± {100 * result.std:.2f} % ({len(result.replicates)})  "
+                         f"{result.state}")
 
     # ------------------------------------------------------------------ summary and final model
 
@@ -241,10 +250,13 @@ class StudyRunner:
         """The table of a finished study, its figures in MLflow, and the final model of a fine study."""
         study_cfg = self.config.study
         summary.log_lost_trials(study, self.config, self.url, self.parent)
-        rows = summary.trials_table(study)
-        self.say(summary.format_table(rows, study_cfg.n_seeds))
+        rows = summary.trials_table(study, study_cfg.alpha)
+        self.say(summary.format_table(rows))
+        with queue.study_lock(self.url):
+            study.set_user_attr("verdicts", summary.verdicts(rows))
         with self.timer.timed("tracking"):
             self.parent.log_summary(rows, summary.study_figures(study, rows, study_cfg.kind))
+            self.parent.mark_trials(summary.verdicts(rows))
         result = {"study": study_cfg.name, "kind": study_cfg.kind, "storage": redact(self.url),
                   "trials": rows, "best": summary.best_row(rows), "mlflow_run_id": self.parent.run_id}
         if study_cfg.kind == "fine" and study_cfg.final:
@@ -254,24 +266,29 @@ class StudyRunner:
         return result
 
     def final_model(self, best, splits):
-        """Train the final model at the best lambda, test it, log it and register it."""
+        """Train the final model at the best point, test it, log it and register it."""
         final.check_best(best)
-        lam = best["lam"]
-        train = final.final_experiment(self.config, lam).train
-        self.say(f"final model: lambda {lam:.4g}, {train.cycles} cycles of 2 x {train.n_s} steps")
+        params = {name: best[name] for name in self.config.study.grid_dimensions if name in best}
+        final_splits = final.load_final_splits(self.config, splits)
+        train = final.final_train_config(self.config, params, final_splits.train.n)
+        settings = ", ".join(f"{k} {v:.4g}" if k == "lam" else f"{k} {v}" for k, v in params.items())
+        self.say(f"final model: {settings.replace('lam ', 'lambda ', 1)}; {self.config.study.final_seeds} networks "
+                 f"on {final_splits.train.n} images, {train.cycles} cycles of 2 x {train.n_s} steps")
         with self.timer.timed("final model"), \
                 self.progress(train.total_steps, "step", self.quiet, "final model") as bar:
-            trained = final.train_final(self.config, lam, splits, progress=bar)
+            trained = final.train_final(self.config, params, final_splits, progress=bar)
         with self.timer.timed("tracking"):
-            run_id, version = final.log_final(trained, self.config, splits, self.parent.run_id)
-        outcome = trained.outcome
-        self.say(f"final model: train {100 * outcome.train_accuracy:.2f}%, validation "
-                 f"{100 * outcome.val_accuracy:.2f}%, test {100 * outcome.test_accuracy:.2f}% (snapshot ensemble "
-                 f"of {len(trained.snapshots)}: {100 * trained.ensemble_accuracy:.2f}%)")
+            run_id, version = final.log_final(trained, self.config, final_splits, self.parent.run_id)
+        members = np.array(trained.member_test_accuracies)
+        self.say(f"final model: test {100 * trained.test_accuracy:.2f}% (ensemble of {len(members)}), members "
+                 f"{100 * members.mean():.2f} ± {100 * members.std():.2f} %, snapshot ensemble "
+                 f"{100 * trained.snapshot_accuracy:.2f}%; validation {100 * trained.val_accuracy:.2f}%, "
+                 f"train {100 * trained.train_accuracy:.2f}%")
         self.say(f"registered as models:/{tracking.REGISTERED_NAME}/{version} (alias champion), run {run_id}")
-        return {"lam": lam, "train_accuracy": outcome.train_accuracy, "val_accuracy": outcome.val_accuracy,
-                "test_accuracy": outcome.test_accuracy, "ensemble_test_accuracy": trained.ensemble_accuracy,
-                "registered_test_accuracy": trained.test_accuracy, "model_version": version, "run_id": run_id}
+        return {**params, "train_accuracy": trained.train_accuracy, "val_accuracy": trained.val_accuracy,
+                "test_accuracy": trained.test_accuracy, "member_test_accuracies": trained.member_test_accuracies,
+                "snapshot_ensemble_test_accuracy": trained.snapshot_accuracy, "model_version": version,
+                "run_id": run_id}
 
     # ------------------------------------------------------------------ before the study
 

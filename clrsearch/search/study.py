@@ -23,54 +23,66 @@ from dataclasses import replace
 import optuna
 from optuna.trial import TrialState
 
-from ..config import MEDIAN_STARTUP_TRIALS, SearchConfig
+from ..config import MEDIAN_STARTUP_TRIALS, SearchConfig, TrainConfig
 from ..errors import UsageError
 from . import queue
+from .compare import PAIRED_TEST
+from .queue import NEW_REPLICATES, POINT, ROUND
 
 LAM = "lam"  # the name of lambda in Optuna
+# User attrs of a told trial: every replicate of its point so far and their final validation accuracies.
+REPLICATES, ACCURACIES = "replicates", "val_accuracies"
+RACE_LEFT = "race_left"  # study user attr: point -> the round after which the race left it behind
 
 
 def create_or_load(config: SearchConfig, study_storage):
-    """The study of ``config`` (its grid resolved), created and filled with its queued points if needed.
+    """The study of ``config`` (its grid resolved), created and filled with its first round of points if needed.
 
     Runs under :func:`queue.study_lock`, so concurrent workers create it once.
     """
     study_cfg = config.study
-    grid = study_cfg.grid
     try:
         study = optuna.create_study(study_name=study_cfg.name, storage=study_storage, direction="maximize",
                                     sampler=make_sampler(config), pruner=make_pruner(config),
                                     load_if_exists=True)
     except optuna.exceptions.OptunaError as error:
         raise UsageError(f"cannot open study {study_cfg.name!r}: {error}") from None
-    attrs = study.user_attrs
-    if not attrs:
-        study.set_user_attr("kind", study_cfg.kind)
-        study.set_user_attr("sampler", study_cfg.sampler)
-        study.set_user_attr("seeds", list(study_cfg.seeds))
-        study.set_user_attr("protocol", protocol_params(config))
-        if grid:
-            study.set_user_attr("grid", list(grid))
+    if not study.user_attrs:
+        for key, value in study_identity(config).items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("paired_test", PAIRED_TEST)
+        study.set_user_attr("alpha", study_cfg.alpha)
     else:
         _check_same_study(study, config)
-    if study_cfg.sampler == "random":
-        queue.enqueue_missing(study, planned_lambdas(study_cfg))
-    elif study_cfg.sampler == "grid":
-        queue.enqueue_missing(study, grid)
+    if study_cfg.sampler in ("random", "grid"):
+        queue.enqueue_missing(study, first_round(study_cfg))
     return study
 
 
-def _check_same_study(study, config):
-    """A study resumed under the same name must keep its kind, sampler, seeds, protocol and grid."""
-    attrs, study_cfg = study.user_attrs, config.study
-    wanted = {"kind": study_cfg.kind, "sampler": study_cfg.sampler, "seeds": list(study_cfg.seeds),
-              "protocol": protocol_params(config)}
+def study_identity(config):
+    """What a study resumed under the same name must keep: kind, sampler, replicates, protocol, grid."""
+    study_cfg = config.study
+    identity = {"kind": study_cfg.kind, "sampler": study_cfg.sampler, "seeds": list(study_cfg.seeds),
+                "protocol": protocol_params(config)}
     if study_cfg.grid:
-        wanted["grid"] = list(study_cfg.grid)
-    for key, value in wanted.items():
+        identity["grid"] = [[name, list(values)] for name, values in study_cfg.grid]
+    return identity
+
+
+def _check_same_study(study, config):
+    attrs = study.user_attrs
+    for key, value in study_identity(config).items():
         if attrs.get(key) != value:
             raise UsageError(f"study {study.study_name!r} already exists with another {key} "
                              f"({attrs.get(key)!r}, not {value!r}); pick a new --study-name or the same settings")
+
+
+def first_round(study_cfg):
+    """slot -> (params, user attrs) of the points enqueued up front: the planned lambdas, or the grid."""
+    points = ([{LAM: lam} for lam in planned_lambdas(study_cfg)] if study_cfg.sampler == "random"
+              else study_cfg.points)
+    replicates = list(range(study_cfg.n_seeds))
+    return {slot: (params, {POINT: slot, ROUND: 1, NEW_REPLICATES: replicates}) for slot, params in enumerate(points)}
 
 
 def make_sampler(config):
@@ -78,8 +90,35 @@ def make_sampler(config):
     if study_cfg.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=study_cfg.seed, constant_liar=True)
     if study_cfg.sampler == "grid":
-        return optuna.samplers.GridSampler({LAM: list(study_cfg.grid)}, seed=study_cfg.seed)
+        return optuna.samplers.GridSampler({name: list(values) for name, values in study_cfg.grid},
+                                           seed=study_cfg.seed)
     return optuna.samplers.RandomSampler(seed=study_cfg.seed)
+
+
+def suggest_params(trial, study_cfg):
+    """The point of a trial: lambda log-uniform for the coarse study; every grid dimension for the fine one."""
+    if study_cfg.kind != "fine":
+        return {LAM: trial.suggest_float(LAM, study_cfg.lam_min, study_cfg.lam_max, log=True)}
+    params = {}
+    for name, values in study_cfg.grid:
+        if name == LAM:
+            params[name] = trial.suggest_float(name, min(values), max(values))
+        elif name == "augment":
+            params[name] = trial.suggest_categorical(name, list(values))
+        else:
+            params[name] = trial.suggest_int(name, min(values), max(values))
+    return params
+
+
+def point_train_config(train: TrainConfig, params, n_train):
+    """The training protocol of a point: ``train`` with the point's schedule dimensions applied.
+
+    ``n_s_epochs`` k means n_s = k * floor(n_train / n_batch) update steps.
+    """
+    changes = {name: params[name] for name in ("n_s", "cycles", "augment") if name in params}
+    if "n_s_epochs" in params:
+        changes["n_s"] = int(params["n_s_epochs"]) * (n_train // train.n_batch)
+    return replace(train, **changes) if changes else train
 
 
 def make_pruner(config):
@@ -129,7 +168,7 @@ def protocol_params(config):
     return {"split": d.split, "val_size": d.val_size, "split_seed": d.split_seed, "n_train": d.n_train,
             "n_batch": t.n_batch, "cycles": t.cycles, "n_s": t.n_s, "eta_min": t.eta_min, "eta_max": t.eta_max,
             "clr_mode": t.clr_mode, "gamma": t.gamma, "hidden": t.hidden, "dtype": t.dtype,
-            "shuffle_seed": t.shuffle_seed}
+            "shuffle_seed": t.shuffle_seed, "augment": t.augment, "replicates": config.study.replicates}
 
 
 def resolve_grid(config: SearchConfig, study_storage) -> SearchConfig:
@@ -142,17 +181,20 @@ def resolve_grid(config: SearchConfig, study_storage) -> SearchConfig:
 
 
 def _fine_grid(config, study_storage):
-    if config.study.grid:
-        return tuple(sorted(config.study.grid))
+    """The grid's dimensions, each sorted; lambda from the study's own grid or the coarse study when not given."""
+    given = {name: tuple(sorted(values)) for name, values in config.study.grid}
+    if LAM in given:
+        return tuple(given.items())
     try:
         existing = optuna.load_study(study_name=config.study.name, storage=study_storage)
     except KeyError:
         existing = None
-    if existing is not None and existing.user_attrs.get("grid"):
-        return tuple(existing.user_attrs["grid"])
+    stored = dict((name, tuple(values)) for name, values in (existing.user_attrs.get("grid") or [])) if existing else {}
+    if LAM in stored:
+        return ((LAM, stored[LAM]), *given.items())
     try:
         coarse = optuna.load_study(study_name=config.study.coarse_study, storage=study_storage)
     except KeyError:
         raise UsageError(f"no coarse study {config.study.coarse_study!r} in the storage to derive the grid from; "
                          f"run python -m clrsearch.coarse first, or give --grid 0,0.001,0.002") from None
-    return derive_grid(coarse, config.study.grid_points)
+    return ((LAM, derive_grid(coarse, config.study.grid_points)), *given.items())

@@ -13,7 +13,10 @@ from optuna.trial import TrialState
 
 from .. import plots, processes, tracking
 from . import queue
-from .study import LAM, protocol_params
+from ..config import GRID_DIMENSIONS
+from .compare import compare_to_best
+from .queue import POINT, ROUND
+from .study import ACCURACIES, LAM, RACE_LEFT, REPLICATES, protocol_params
 
 
 @dataclass
@@ -42,40 +45,102 @@ class _Timed:
         self.timer.add(self.name, time.perf_counter() - self.started)
 
 
-def trials_table(study):
-    """One row per finished trial, sorted by lambda."""
-    rows = []
+def latest_trials(study):
+    """The finished trial that stands for each point of the study: the one of the point's latest round."""
+    latest = {}
     for t in queue.finished_trials(study):
-        accuracies = t.user_attrs.get("val_accuracies", [])
+        point = t.user_attrs.get(POINT, t.number)
+        if point not in latest or t.user_attrs.get(ROUND, 1) > latest[point].user_attrs.get(ROUND, 1):
+            latest[point] = t
+    return list(latest.values())
+
+
+def compare_points(frozen_trials, alpha):
+    """trial number -> Comparison of the completed ones with the best (see :mod:`.compare`)."""
+    accuracies = {t.number: dict(zip(t.user_attrs.get(REPLICATES, []), t.user_attrs.get(ACCURACIES, [])))
+                  for t in frozen_trials if t.state == TrialState.COMPLETE and t.user_attrs.get(REPLICATES)}
+    return compare_to_best(accuracies, alpha)
+
+
+def trials_table(study, alpha=0.05):
+    """One row per point (its latest trial), sorted by the point's settings, with its paired comparison."""
+    trials = latest_trials(study)
+    comparisons = compare_points(trials, alpha)
+    left = race_left(study)
+    rows = []
+    for t in trials:
+        c = comparisons.get(t.number)
         rows.append({
             "trial": t.number,
-            "lam": t.params.get(LAM, float("nan")),
+            "point": t.user_attrs.get(POINT, t.number),
+            **{name: value for name, value in t.params.items()},
             "state": t.state.name,
             "mean_val_accuracy": t.value if t.state == TrialState.COMPLETE else float("nan"),
             "std_val_accuracy": t.user_attrs.get("val_accuracy_std", float("nan")),
-            "val_accuracies": " ".join(f"{a:.4f}" for a in accuracies),
+            "replicates": len(t.user_attrs.get(REPLICATES, [])),
+            "val_accuracies": " ".join(f"{a:.4f}" for a in t.user_attrs.get(ACCURACIES, [])),
+            "delta_vs_best": c.delta if c else float("nan"),
+            "ci_low": c.ci_low if c else float("nan"),
+            "ci_high": c.ci_high if c else float("nan"),
+            "p_vs_best": c.p if c else float("nan"),
+            "verdict": c.verdict if c else "",
+            "rounds": t.user_attrs.get(ROUND, 1),
+            "left_race": left.get(t.user_attrs.get(POINT, t.number), ""),
             "reason": t.user_attrs.get("reason", "") if t.state != TrialState.COMPLETE else "",
         })
-    return sorted(rows, key=lambda r: r["lam"])
+    return sorted(rows, key=lambda r: tuple(r[name] for name in _point_keys(rows)))
+
+
+def _point_keys(rows):
+    """The columns that name a point: lambda first, then the schedule dimensions present."""
+    present = set().union(*rows) if rows else set()
+    return [LAM] + [name for name in GRID_DIMENSIONS if name != LAM and name in present]
+
+
+def race_left(study):
+    """point -> round after which it left the race, as the race recorded it in the study."""
+    return {int(point): round_ for point, round_ in study.user_attrs.get(RACE_LEFT, {}).items()}
+
+
+def verdicts(rows):
+    """trial number -> its comparison with the best, JSON-ready, for the study's user attrs and the trial runs."""
+    def number(value):
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    return {str(r["trial"]): {"delta_vs_best": number(r["delta_vs_best"]), "p_vs_best": number(r["p_vs_best"]),
+                              "verdict": r["verdict"]} for r in rows if r["verdict"]}
 
 
 def best_row(rows):
-    complete = [r for r in rows if r["state"] == "COMPLETE"]
-    return max(complete, key=lambda r: r["mean_val_accuracy"]) if complete else None
+    """The row of the best point, or None."""
+    best = [r for r in rows if r["verdict"] == "best"]
+    return best[0] if best else None
 
 
-def format_table(rows, n_seeds):
+def format_table(rows):
     """The table printed at the end of a study."""
-    lines = [f"{'trial':>5}  {'lambda':>10}  {'val accuracy (mean ± std of ' + str(n_seeds) + ' seeds)':<38} state"]
+    keys = _point_keys(rows)
+    dims = [k for k in keys if k != LAM]
+    header = (f"{'trial':>5}  {'lambda':>10}  " + "".join(f"{k:>11}  " for k in dims)
+              + f"{'val accuracy (mean ± std, n)':<30} {'Δ vs best [95% CI]':<26} {'p (Holm)':>9}  verdict")
+    lines = [header]
     for r in rows:
         accuracy = ("" if math.isnan(r["mean_val_accuracy"])
-                    else f"{100 * r['mean_val_accuracy']:6.2f} ± {100 * r['std_val_accuracy']:.2f} %")
-        state = r["state"] + (f" ({r['reason']})" if r["reason"] else "")
-        lines.append(f"{r['trial']:>5}  {r['lam']:>10.3g}  {accuracy:<38} {state}")
+                    else f"{100 * r['mean_val_accuracy']:6.2f} ± {100 * r['std_val_accuracy']:.2f} % ({r['replicates']})")
+        delta = ("" if math.isnan(r["delta_vs_best"]) or r["verdict"] == "best"
+                 else f"{100 * r['delta_vs_best']:+.2f} [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]")
+        p = "" if math.isnan(r["p_vs_best"]) else f"{r['p_vs_best']:.3g}"
+        verdict = r["verdict"] or r["state"] + (f" ({r['reason']})" if r["reason"] else "")
+        if r["left_race"] != "":
+            verdict += f", left after round {r['left_race']}"
+        lines.append(f"{r['trial']:>5}  {r[LAM]:>10.3g}  " + "".join(f"{str(r[k]):>11}  " for k in dims)
+                     + f"{accuracy:<30} {delta:<26} {p:>9}  {verdict}")
     best = best_row(rows)
     if best is not None:
-        lines.append(f"best: trial {best['trial']}, lambda {best['lam']:.4g}, validation accuracy "
-                     f"{100 * best['mean_val_accuracy']:.2f} ± {100 * best['std_val_accuracy']:.2f} %")
+        settings = ", ".join([f"lambda {best[LAM]:.4g}"] + [f"{k} {best[k]}" for k in dims])
+        lines.append(f"best: trial {best['trial']}, {settings}, validation accuracy "
+                     f"{100 * best['mean_val_accuracy']:.2f} ± {100 * best['std_val_accuracy']:.2f} % "
+                     f"({best['replicates']} replicates)")
     return "\n".join(lines)
 
 
@@ -93,20 +158,25 @@ def study_figures(study, rows, kind):
 
 
 def trial_records(outcome, config, splits):
-    """What the tracking layer logs for the recorded trials of one population."""
+    """What the tracking layer logs for the recorded trials of one population: a run per trial, and
+    under it a run per replicate trained."""
     protocol = protocol_params(config)
     records = []
     for result in outcome.results:
         if not result.recorded:
             continue
-        seeds = [tracking.SeedRecord(
-            seed=seed, val_accuracy=accuracy, history=outcome.training.history, member=m,
-            val_true=splits.val.y, val_pred=outcome.val_pred[m], class_names=splits.label_names,
-            status=outcome.training.status[m])
-            for seed, accuracy, m in zip(config.study.seeds, result.accuracies, result.members)]
-        records.append(tracking.TrialRecord(number=result.number, lam=result.lam, state=result.state,
-                                            mean=result.mean, std=result.std, seeds=seeds, params=protocol,
-                                            reason=result.reason))
+        seeds = []
+        for run in result.runs:
+            block = outcome.blocks[run.block]
+            seeds.append(tracking.SeedRecord(
+                seed=run.replicate, val_accuracy=run.val_accuracy, history=block.training.history,
+                member=run.member, val_true=splits.val.y, val_pred=block.val_pred[run.member],
+                class_names=splits.label_names, status=run.status))
+        records.append(tracking.TrialRecord(
+            number=result.number, lam=result.lam, state=result.state, mean=result.mean, std=result.std,
+            seeds=seeds, params={**protocol, **result.params}, reason=result.reason,
+            tags={"point": result.point, "round": result.round},
+            seed_accuracies=dict(zip(result.replicates, result.accuracies))))
     return records
 
 
@@ -133,10 +203,11 @@ def log_lost_trials(study, config, url, parent):
 
 def lost_record(frozen, config):
     """A TrialRecord, without seed runs, of a finished trial as the study holds it."""
-    accuracies = frozen.user_attrs.get("val_accuracies", [])
     return tracking.TrialRecord(
         number=frozen.number, lam=frozen.params[LAM], state=frozen.state.name,
         mean=frozen.value if frozen.value is not None else float("nan"),
-        std=frozen.user_attrs.get("val_accuracy_std", float("nan")), params=protocol_params(config),
-        reason=frozen.user_attrs.get("reason", ""), tags={"curves": "lost"},
-        seed_accuracies=dict(zip(config.study.seeds, accuracies)))
+        std=frozen.user_attrs.get("val_accuracy_std", float("nan")),
+        params={**protocol_params(config), **frozen.params}, reason=frozen.user_attrs.get("reason", ""),
+        tags={"curves": "lost", "point": frozen.user_attrs.get(POINT, frozen.number),
+              "round": frozen.user_attrs.get(ROUND, 1)},
+        seed_accuracies=dict(zip(frozen.user_attrs.get(REPLICATES, []), frozen.user_attrs.get(ACCURACIES, []))))

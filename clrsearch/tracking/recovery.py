@@ -68,19 +68,26 @@ def logged_trials(experiment: str, study_name: str) -> set:
     A run that a dead process left unfinished (ended by ``end_dead_runs``)
     does not count.
     """
+    return set(trial_runs(experiment, study_name))
+
+
+def trial_runs(experiment: str, study_name: str) -> dict:
+    """trial number -> run id of the trial runs of ``study_name`` (the latest one of a trial logged twice),
+    leaving out runs that a dead process left unfinished."""
     from mlflow.entities import ViewType
 
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        return set()
+        return {}
     quote = '"' if "'" in study_name else "'"
-    trial_runs = f"tags.level = 'trial' and tags.study_name = {quote}{study_name}{quote}"
-    numbers, token = set(), None
+    filter_string = f"tags.level = 'trial' and tags.study_name = {quote}{study_name}{quote}"
+    runs, token = {}, None
     while True:
-        page = client.search_runs([found.experiment_id], filter_string=trial_runs,
-                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
-        numbers.update(int(r.data.tags["trial"]) for r in page if "clrsearch.ended" not in r.data.tags)
+        page = client.search_runs([found.experiment_id], filter_string=filter_string,
+                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time ASC"])
+        runs.update({int(r.data.tags["trial"]): r.info.run_id for r in page if "clrsearch.ended" not in r.data.tags})
         token = page.token
         if not token:
-            return numbers
+            return runs

@@ -15,6 +15,7 @@ import mlflow
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
@@ -40,7 +41,7 @@ class FinalModel:
     ----------
     run_name : str
     params : dict, flat config of the final training
-    history : clrsearch.nn.trainer.History; member : int, its column to log
+    history : clrsearch.nn.trainer.History; member : int, its column logged under the plain names
     val_accuracy, test_accuracy : float, fractions 0..1
     test_true, test_pred : (N_test,) int labels and predictions
     class_names : sequence of C str
@@ -69,6 +70,7 @@ class FinalModel:
     input_example: np.ndarray  # (n, 3072) uint8
     extra_metrics: dict = field(default_factory=dict)
     figures: dict = field(default_factory=dict)
+    members: tuple = ()  # more columns of ``history`` whose curves are logged, as ``member_<k>/<name>``
 
     def classifier(self) -> Classifier:
         """The model that is logged: the networks with the normaliser and class names."""
@@ -108,6 +110,9 @@ def log_final_model(final: FinalModel, experiment: str = EXPERIMENT, parent_run_
 
         now = now_ms()
         curves = curve_metrics(final.history, final.member, now) + eta_metrics(final.history.eta, now)
+        for k in final.members:
+            curves += [Metric(f"member_{k}/{m.key}", m.value, m.timestamp, m.step)
+                       for m in curve_metrics(final.history, k, now)]
         log_batch(client, run_id, metrics=curves, tags={"registered_model": f"{registered_name}/{version}"})
         artifacts = folder / "artifacts"
         artifacts.mkdir()

@@ -37,6 +37,7 @@ from .artifacts import (CONFUSION_DPI, FIGURE_DPI, ConfusionFigure, confusion_re
                         scalar_metrics, write_csv, write_json)
 from .client import (HEARTBEAT_TAG, RunHeartbeat, beat, create_run, end_run, ended, error_status, log_batch, now_ms,
                      one_thread)
+from .recovery import trial_runs
 from .store import EXPERIMENT, experiment_id, git_commit
 
 # How a trial's Optuna state and a seed's training status end their runs.
@@ -162,6 +163,20 @@ class StudyRun:
             for trial, seed_files in zip(new, files):
                 self._trial_runs[trial.number] = self._log_trial(trial, seed_files)
         return {trial.number: self._trial_runs[trial.number] for trial in trials}
+
+    def mark_trials(self, verdicts: dict) -> None:
+        """Log each trial's comparison with the best on its trial run: metrics ``delta_vs_best`` and
+        ``p_vs_best``, tag ``verdict``; ``verdicts`` maps trial number (str or int) -> those three values."""
+        with self._timed():
+            runs = trial_runs(self.experiment, self.tags.get("study_name", ""))
+            now = now_ms()
+            for number, v in verdicts.items():
+                run_id = runs.get(int(number))
+                if run_id is None:
+                    continue
+                log_batch(self._client, run_id, tags={"verdict": v["verdict"]},
+                          metrics=scalar_metrics({"delta_vs_best": v["delta_vs_best"], "p_vs_best": v["p_vs_best"]},
+                                                 now))
 
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
         """Scalar metrics of the study run (NaN and None left out)."""
