@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 TRAIN_COLOR = "tab:blue"
 VAL_COLOR = "tab:orange"
 BEST_COLOR = "tab:red"
+TIED_COLOR = "tab:green"
+WORSE_COLOR = "tab:gray"
 
 _X_LABELS = {"step": "update step", "epoch": "epoch"}
 _PANELS = (  # (metric suffix, panel title, y label, scale to display units)
@@ -134,8 +136,9 @@ def confusion_matrix(y_true, y_pred, class_names, title: str | None = None) -> F
     return fig
 
 
-def lambda_search(lams, means, stds, log_x: bool = True, best_lam=None, title: str | None = None) -> Figure:
-    """Mean validation accuracy of each lambda with ±3σ error bars.
+def lambda_search(lams, means, stds, log_x: bool = True, best_lam=None, title: str | None = None,
+                  tied=None) -> Figure:
+    """Mean validation accuracy of each lambda with ±3σ error bars; points tied with the best ringed.
 
     Parameters
     ----------
@@ -145,6 +148,7 @@ def lambda_search(lams, means, stds, log_x: bool = True, best_lam=None, title: s
     log_x : bool, log lambda axis; falls back to linear when a lambda is <= 0
     best_lam : float, optional, the lambda to highlight; default the highest mean
     title : str, optional
+    tied : (L,) bool, optional, the points a paired test could not tell from the best
 
     Returns
     -------
@@ -153,6 +157,7 @@ def lambda_search(lams, means, stds, log_x: bool = True, best_lam=None, title: s
     lams, means, stds = (np.asarray(a, dtype=float) for a in (lams, means, stds))
     order = np.argsort(lams)
     lams, means, stds = lams[order], 100.0 * means[order], 100.0 * stds[order]  # (L,), percent
+    tied = np.zeros(lams.size, bool) if tied is None else np.asarray(tied, bool)[order]  # (L,)
     best = int(np.argmax(means)) if best_lam is None else int(np.argmin(np.abs(lams - best_lam)))
 
     fig = Figure(figsize=(7.0, 4.8), layout="constrained")
@@ -161,6 +166,9 @@ def lambda_search(lams, means, stds, log_x: bool = True, best_lam=None, title: s
                 capsize=4, markersize=5, linewidth=1.2, label="mean ± 3σ")
     ax.plot(lams[best], means[best], marker="*", markersize=16, color=BEST_COLOR, linestyle="none",
             label=f"best λ = {lams[best]:.3g} ({means[best]:.2f}%)", zorder=3)
+    if tied.any():
+        ax.plot(lams[tied], means[tied], marker="o", markersize=11, markerfacecolor="none", markeredgewidth=1.6,
+                color=TIED_COLOR, linestyle="none", label="tied with the best (paired test)", zorder=3)
     if log_x and np.all(lams > 0):
         ax.set_xscale("log")
     ax.set_xlabel("λ (L2 strength)")
@@ -169,6 +177,67 @@ def lambda_search(lams, means, stds, log_x: bool = True, best_lam=None, title: s
     ax.grid(True, which="minor", alpha=0.1)
     ax.legend(loc="best")
     ax.set_title(title if title is not None else "λ search: mean validation accuracy ± 3σ")
+    return fig
+
+
+def paired_differences(labels, deltas, lows, highs, verdicts, title: str | None = None) -> Figure:
+    """Each trial's mean paired difference to the best with its confidence interval, tied ones marked.
+
+    Parameters
+    ----------
+    labels : (L,) str, one per trial, e.g. its settings
+    deltas, lows, highs : (L,) float, mean difference and interval bounds, as fractions (NaN: untested)
+    verdicts : (L,) str, "best", "tied" or "worse"
+    title : str, optional
+    """
+    deltas, lows, highs = (100.0 * np.asarray(a, dtype=float) for a in (deltas, lows, highs))  # (L,) points
+    y = np.arange(len(labels))
+    colors = {"best": BEST_COLOR, "tied": TIED_COLOR, "worse": WORSE_COLOR}
+    fig = Figure(figsize=(7.0, 1.2 + 0.35 * max(len(labels), 3)), layout="constrained")
+    ax = fig.subplots()
+    ax.axvline(0.0, color=BEST_COLOR, linewidth=1.0, alpha=0.6)
+    for verdict, color in colors.items():
+        mask = np.asarray(verdicts) == verdict
+        if not mask.any():
+            continue
+        finite = mask & np.isfinite(lows)
+        ax.errorbar(deltas[finite], y[finite], xerr=[deltas[finite] - lows[finite], highs[finite] - deltas[finite]],
+                    fmt="o", color=color, capsize=3, markersize=5, linestyle="none", label=verdict)
+        ax.plot(deltas[mask & ~finite], y[mask & ~finite], "o", color=color,
+                label=None if finite.any() else verdict)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("paired difference to the best (validation accuracy, points), 95% interval")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(loc="best")
+    ax.set_title(title if title is not None else "paired comparison with the best trial")
+    return fig
+
+
+def race(labels, rounds, means, left, title: str | None = None) -> Figure:
+    """Mean validation accuracy of each point after every round of a race, until it left.
+
+    Parameters
+    ----------
+    labels : (L,) str, one per point
+    rounds : list of L lists of ints, the rounds a point took part in
+    means : list of L lists of floats, its mean accuracy (fraction) over its replicates after each of them
+    left : (L,) int or None, the round after which a point left the race (None: in it to the end)
+    title : str, optional
+    """
+    fig = Figure(figsize=(7.0, 4.8), layout="constrained")
+    ax = fig.subplots()
+    for label, xs, ys, out in zip(labels, rounds, means, left):
+        color = WORSE_COLOR if out is not None else TIED_COLOR
+        ax.plot(xs, 100.0 * np.asarray(ys, dtype=float), "o-", linewidth=1.2, markersize=4, label=label)
+        if out is not None:
+            ax.plot(xs[-1], 100.0 * ys[-1], marker="x", markersize=9, color=color, linestyle="none")
+    ax.set_xlabel("round (x: left the race after it)")
+    ax.set_ylabel("mean validation accuracy over its replicates (%)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small", ncols=2)
+    ax.set_title(title if title is not None else "race: who was eliminated when")
     return fig
 
 

@@ -145,16 +145,48 @@ def format_table(rows):
 
 
 def study_figures(study, rows, kind):
-    """Figures logged on the parent run."""
+    """Figures logged on the study run: lambda ± 3σ (one per schedule of the grid), the paired differences,
+    the race of a fine study, and Optuna's own."""
     figures = {}
     complete = [r for r in rows if r["state"] == "COMPLETE"]
-    if complete:
-        figures["lambda_search"] = plots.lambda_search(
-            [r["lam"] for r in complete], [r["mean_val_accuracy"] for r in complete],
-            [r["std_val_accuracy"] for r in complete], log_x=kind == "coarse",
-            title=f"{kind} search: mean validation accuracy ± 3σ")
-        figures.update(plots.optuna_figures(study))
+    if not complete:
+        return figures
+    dims = [k for k in _point_keys(rows) if k != LAM]
+    groups = {}
+    for r in complete:
+        groups.setdefault(tuple(r[k] for k in dims), []).append(r)
+    for key, group in groups.items():
+        suffix = "".join(f"_{k}_{v}" for k, v in zip(dims, key))
+        figures[f"lambda_search{suffix}"] = plots.lambda_search(
+            [r["lam"] for r in group], [r["mean_val_accuracy"] for r in group],
+            [r["std_val_accuracy"] for r in group], log_x=kind == "coarse",
+            best_lam=next((r["lam"] for r in group if r["verdict"] == "best"), None),
+            title=f"{kind} search{suffix.replace('_', ' ')}: mean validation accuracy ± 3σ",
+            tied=[r["verdict"] == "tied" for r in group])
+    figures["paired_differences"] = plots.paired_differences(
+        [_label(r, dims) for r in complete], [r["delta_vs_best"] for r in complete],
+        [r["ci_low"] for r in complete], [r["ci_high"] for r in complete], [r["verdict"] for r in complete],
+        title=f"{kind} search: paired difference to the best, 95% interval")
+    if kind == "fine" and max(r["rounds"] for r in complete) > 1:
+        figures["race"] = race_figure(study, rows, dims)
+    figures.update(plots.optuna_figures(study))
     return figures
+
+
+def _label(row, dims):
+    return ", ".join([f"λ {row[LAM]:.3g}"] + [f"{k} {row[k]}" for k in dims])
+
+
+def race_figure(study, rows, dims):
+    """Each point's mean after every round it took part in (see :func:`plots.race`)."""
+    history = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        history.setdefault(t.user_attrs.get(POINT, t.number), []).append((t.user_attrs.get(ROUND, 1), t.value))
+    rows = [r for r in rows if r["point"] in history]
+    series = [sorted(history[r["point"]]) for r in rows]
+    return plots.race([_label(r, dims) for r in rows], [[x for x, _ in s] for s in series],
+                      [[y for _, y in s] for s in series],
+                      [r["left_race"] if r["left_race"] != "" else None for r in rows])
 
 
 def trial_records(outcome, config, splits):
