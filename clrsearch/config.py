@@ -293,7 +293,8 @@ _SEARCH_TRAIN = TrainConfig(n_batch=100, cycles=2, n_s=900, eta_min=1e-5, eta_ma
 DEFAULT_SEARCH = {
     "coarse": SearchConfig(StudyConfig(kind="coarse", name="coarse", sampler="random", n_trials=10,
                                        trials_per_population=10), _SEARCH_DATA, _SEARCH_TRAIN),
-    "fine": SearchConfig(StudyConfig(kind="fine", name="fine", sampler="grid", trials_per_population=8),
+    "fine": SearchConfig(StudyConfig(kind="fine", name="fine", sampler="grid", trials_per_population=16,
+                                     grid=(("n_s_epochs", (2, 4)),)),
                          _SEARCH_DATA, _SEARCH_TRAIN),
 }
 

@@ -1,0 +1,109 @@
+"""Paired replicates and the race of the fine study, end to end on tiny data.
+
+The independent reference: replicate r of a trial is a network trained alone
+with init seed r and mini-batch order shuffle_seed + r, which must give
+exactly the accuracy the study recorded.
+"""
+from dataclasses import replace
+
+import numpy as np
+import optuna
+import pytest
+
+import helpers
+from clrsearch import coarse, fine
+from clrsearch.config import DataConfig, TrainConfig
+from clrsearch.data import load_splits
+from clrsearch.nn import network
+from clrsearch.nn.trainer import train
+from clrsearch.search.compare import compare_to_best
+
+TINY = ["--n-s", "10", "--n-batch", "20", "--hidden", "8", "--eval-train-size", "100", "--val-size", "200",
+        "--evals-per-cycle", "2", "--cycles", "1", "--dtype", "float64", "--quiet"]
+TINY_TRAIN = TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8, dtype="float64", evals_per_cycle=2,
+                         eval_train_size=100)
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch, mlflow_template):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", helpers.copy_store(mlflow_template, tmp_path))
+    folder = helpers.write_tiny_cifar(tmp_path / "data")
+    return folder
+
+
+def trials_of(name):
+    study = optuna.load_study(study_name=name, storage="sqlite:///studies/clrsearch.db")
+    return study, [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def alone(splits, lam, replicate, train_config=TINY_TRAIN):
+    """Validation accuracy of replicate ``replicate`` at ``lam`` trained as a population of one."""
+    config = replace(train_config, shuffle_seed=train_config.shuffle_seed + replicate)
+    result = train(splits.train, splits.val, config, [lam], [replicate])
+    return float(np.mean(network.predict(network.member(result.params, 0), splits.val.X) == splits.val.y))
+
+
+def test_each_replicate_is_the_network_trained_alone(workspace):
+    assert coarse.main(["--data-dir", str(workspace), *TINY, "--n-trials", "2", "--n-seeds", "2"]) == 0
+    study, trials = trials_of("coarse")
+    splits = load_splits(DataConfig("full", val_size=200, data_dir=str(workspace)), dtype=np.float64)
+    assert len(trials) == 2
+    for t in trials:
+        assert t.user_attrs["replicates"] == [0, 1]
+        expected = [alone(splits, t.params["lam"], r) for r in (0, 1)]
+        assert t.user_attrs["val_accuracies"] == expected
+        assert t.value == pytest.approx(np.mean(expected), abs=1e-15)
+        assert t.user_attrs["verdict"] in ("best", "tied", "worse")
+    assert study.user_attrs["paired_test"].startswith("paired t-test")
+    assert study.user_attrs["alpha"] == 0.05
+    # replicates 0 and 1 saw different mini-batch orders: the same lambda gives different networks
+    assert alone(splits, 0.0, 0) != alone(splits, 0.0, 1)
+
+
+def test_the_init_protocol_shares_one_order(workspace):
+    assert coarse.main(["--data-dir", str(workspace), *TINY, "--n-trials", "1", "--n-seeds", "2",
+                        "--replicates", "init"]) == 0
+    _, [trial] = trials_of("coarse")
+    splits = load_splits(DataConfig("full", val_size=200, data_dir=str(workspace)), dtype=np.float64)
+    shared = [float(np.mean(network.predict(network.member(
+        train(splits.train, splits.val, TINY_TRAIN, [trial.params["lam"]], [r]).params, 0), splits.val.X)
+        == splits.val.y)) for r in (0, 1)]
+    assert trial.user_attrs["val_accuracies"] == shared
+
+
+def test_race_gives_tied_points_more_replicates_and_drops_the_worse(workspace):
+    # lambda 3 collapses the network to near chance: worse after the first round; 0 and 1e-4 stay close.
+    args = ["--data-dir", str(workspace), *TINY, "--grid", "0,0.0001,3", "--n-seeds", "3", "--race-seeds", "2",
+            "--max-seeds", "7", "--no-final"]
+    assert fine.main(args) == 0
+    study, trials = trials_of("fine")
+    points = {}
+    for t in trials:
+        points.setdefault(t.user_attrs["point"], []).append(t)
+    left = {int(p): r for p, r in study.user_attrs.get("race_left", {}).items()}
+    assert left.get(2) == 1  # lambda 3 left after round 1
+    assert [t.user_attrs["round"] for t in points[2]] == [1]
+    for point, ts in points.items():
+        ts.sort(key=lambda t: t.user_attrs["round"])
+        assert [t.user_attrs["round"] for t in ts] == list(range(1, len(ts) + 1))
+        trained = [r for t in ts for r in t.user_attrs["new_replicates"]]
+        assert trained == list(range(len(trained)))  # no replicate twice, none skipped
+        last = ts[-1]
+        assert last.user_attrs["replicates"] == trained
+        assert last.value == pytest.approx(np.mean(last.user_attrs["val_accuracies"]), abs=1e-15)
+    # every round after the first holds exactly the points tied with the best after the round before
+    rounds = max(t.user_attrs["round"] for t in trials)
+    for k in range(1, rounds):
+        standing = {p: dict(zip(ts[k - 1].user_attrs["replicates"], ts[k - 1].user_attrs["val_accuracies"]))
+                    for p, ts in points.items() if len(ts) >= k}
+        verdicts = compare_to_best(standing, 0.05)
+        assert {p for p, ts in points.items() if len(ts) > k} == {p for p, c in verdicts.items()
+                                                                  if c.verdict != "worse"}
+    final_counts = {len(ts[-1].user_attrs["replicates"]) for p, ts in points.items() if p not in left}
+    assert final_counts <= {3, 5, 7}
+    # a replicate of a race round is the network trained alone as well
+    splits = load_splits(DataConfig("full", val_size=200, data_dir=str(workspace)), dtype=np.float64)
+    longest = max(points.values(), key=len)[-1]
+    r = longest.user_attrs["replicates"][-1]
+    assert longest.user_attrs["val_accuracies"][-1] == alone(splits, longest.params["lam"], r)
