@@ -115,4 +115,4 @@ def test_flat_params_cover_every_field():
     assert set(flat) == expected
     assert flat["study.n_trials"] == 10 and flat["train.n_s"] == 900 and flat["data.data_dir"] is None
     grid = SearchConfig(StudyConfig(kind="fine", sampler="grid", grid=(0.0, 0.0015)))
-    assert flat_params(grid)["study.grid"] == "0,0.0015"
+    assert flat_params(grid)["study.grid"] == "lam=0,0.0015"

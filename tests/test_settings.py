@@ -45,11 +45,11 @@ def test_config_flag_reads_another_file(tmp_path):
     other = tmp_path / "mine.toml"
     other.write_text('[study]\ngrid = [0, 0.5]\nname = "mine"\n')
     config = parse("fine", ["--config", str(other)], tmp_path)
-    assert config.study.grid == (0.0, 0.5) and config.study.name == "mine"
+    assert config.study.grid == (("lam", (0.0, 0.5)),) and config.study.name == "mine"
 
 
 def test_grid_flag_parses_comma_separated_numbers(tmp_path):
-    assert parse("fine", ["--grid", "0, 0.001,0.002"], tmp_path).study.grid == (0.0, 0.001, 0.002)
+    assert parse("fine", ["--grid", "0, 0.001,0.002"], tmp_path).study.grid == (("lam", (0.0, 0.001, 0.002)),)
     with pytest.raises(argparse.ArgumentTypeError, match="not a number"):
         parse_grid("0,abc")
 

@@ -1,0 +1,118 @@
+"""Claimed trials trained together and told to the study (clrsearch.search.population): every
+replicate as a network trained alone would be, told as TrialResults, and a trial another worker took
+over left as that worker recorded it."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from optuna.trial import TrialState
+
+from clrsearch.config import DataConfig, SearchConfig, StudyConfig, TrainConfig
+from clrsearch.data import load_splits
+from clrsearch.nn import network
+from clrsearch.nn.trainer import train
+from clrsearch.search import population, queue, study
+from clrsearch.search.population import TrialResult
+from helpers import write_tiny_cifar
+
+GRID = (0.0, 0.02)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    folder = write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=20)
+    return load_splits(DataConfig("batch1", data_dir=str(folder)), dtype=np.float64)
+
+
+def search_config(replicates="paired", n_seeds=2):
+    return SearchConfig(
+        StudyConfig(kind="fine", name="pop", sampler="grid", grid=GRID, n_seeds=n_seeds, first_seed=3,
+                    replicates=replicates, race=False, trials_per_population=2),
+        DataConfig("batch1"),
+        TrainConfig(n_batch=20, cycles=1, n_s=5, hidden=8, dtype="float64", shuffle_seed=10, evals_per_cycle=1))
+
+
+def claimed_study(tmp_path, config):
+    """A new fine study of GRID in a SQLite file, and its trials claimed by this process."""
+    url = f"sqlite:///{tmp_path}/pop.db"
+    with queue.study_lock(url):
+        storage = queue.open_storage(url)
+        config = study.resolve_grid(config, storage)
+        created = study.create_or_load(config, storage)
+    return config, created, queue.next_trials(created, config)
+
+
+def alone(splits, config, lam, replicate, shuffle_seed):
+    """Validation accuracy of one network trained by itself: init seed first_seed + replicate."""
+    result = train(splits.train, splits.val, replace(config.train, shuffle_seed=shuffle_seed), [lam],
+                   [config.study.first_seed + replicate])
+    return float(np.mean(network.predict(network.member(result.params, 0), splits.val.X) == splits.val.y))
+
+
+@pytest.mark.parametrize("replicates", ["paired", "init"])
+def test_each_replicate_is_the_network_trained_alone_and_tell_records_the_means(tmp_path, splits, replicates):
+    config, created, trials = claimed_study(tmp_path, search_config(replicates))
+    assert len(trials) == 2
+    outcome = population.train_population(trials, config, splits)
+    # paired: replicate r trains on the mini-batch order of shuffle seed 10 + r; init: all on shuffle seed 10.
+    expected = {lam: [alone(splits, config, lam, r, 10 + r if replicates == "paired" else 10) for r in (0, 1)]
+                for lam in GRID}
+    assert len(outcome.blocks) == (2 if replicates == "paired" else 1)
+    for result in outcome.results:
+        assert isinstance(result, TrialResult)
+        assert result.state == "COMPLETE" and result.reason == "" and result.round == 1
+        assert result.replicates == [0, 1]
+        assert result.accuracies == pytest.approx(expected[result.lam], abs=1e-12)
+
+    told = population.tell(created, outcome)
+    assert [r.number for r in told] == [t.number for t in trials]
+    assert all(isinstance(r, TrialResult) and r.recorded and r.prior == {} for r in told)
+    for result in told:
+        frozen = created.trials[result.number]
+        assert frozen.state == TrialState.COMPLETE
+        assert frozen.value == pytest.approx(np.mean(expected[result.lam]), abs=1e-12)
+        assert frozen.user_attrs["replicates"] == [0, 1]
+        assert frozen.user_attrs["val_accuracies"] == pytest.approx(expected[result.lam], abs=1e-12)
+        assert frozen.user_attrs["val_accuracy_std"] == pytest.approx(np.std(expected[result.lam]), abs=1e-12)
+        assert result.mean == frozen.value and result.std == frozen.user_attrs["val_accuracy_std"]
+
+
+def test_blocks_are_one_population_per_replicate_when_paired_and_one_in_all_when_not(tmp_path, splits):
+    config, _, trials = claimed_study(tmp_path, search_config(n_seeds=3))
+    claimed = population._claimed(trials, config, splits.train.n)
+    assert population.plan_blocks(claimed, config) == [[(0, 0), (1, 0)], [(0, 1), (1, 1)], [(0, 2), (1, 2)]]
+    init = replace(config, study=replace(config.study, replicates="init"))
+    assert population.plan_blocks(claimed, init) == [[(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]]
+    # 100 images / 20 per batch, one cycle of 2 x 5 steps: 10 steps per block.
+    assert population.total_steps(trials, config, splits.train.n) == 3 * 10
+    assert population.total_steps(trials, init, splits.train.n) == 10
+
+
+def test_a_trial_taken_over_by_another_worker_is_not_recorded_again(tmp_path, splits):
+    config, created, trials = claimed_study(tmp_path, search_config(n_seeds=1))
+    outcome = population.train_population(trials, config, splits)
+    lost = trials[0]
+    created._storage.set_trial_state_values(lost._trial_id, TrialState.FAIL)  # another worker failed it
+    told = population.tell(created, outcome)
+    assert [r.recorded for r in told] == [False, True]
+    assert created.trials[lost.number].state == TrialState.FAIL
+    assert "val_accuracies" in created.trials[trials[1].number].user_attrs
+    assert created.trials[trials[1].number].state == TrialState.COMPLETE
+
+
+def test_a_diverging_trial_fails_with_the_step_and_replicate_in_its_reason(tmp_path, splits):
+    config = search_config(n_seeds=1)
+    config = replace(config, study=replace(config.study, grid=(0.0, 1e12)))
+    config, created, trials = claimed_study(tmp_path, config)
+    outcome = population.train_population(trials, config, splits)
+    by_lam = {r.lam: r for r in outcome.results}
+    assert by_lam[0.0].state == "COMPLETE"
+    failed = by_lam[1e12]
+    assert failed.state == "FAIL"
+    assert failed.reason.startswith("diverged: NaN or inf in the cost at update step ")
+    assert "(replicate 0, eta_max 0.1)" in failed.reason
+    population.tell(created, outcome)
+    frozen = created.trials[failed.number]
+    assert frozen.state == TrialState.FAIL and frozen.user_attrs["final_failure"] is True
+    assert frozen.user_attrs["reason"] == failed.reason
