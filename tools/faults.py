@@ -186,18 +186,9 @@ def bad_inputs(data_dir, folder, base_argv=()):
 
 
 def delete_experiment(workdir):
-    """Create and delete the MLflow experiment "gone" in the store of ``workdir``.
-
-    clrsearch.tracking has no function that deletes an experiment, so this
-    one talks to MLflow itself.
-    """
-    import logging
-
-    from mlflow.tracking import MlflowClient
-
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    client = MlflowClient(tracking_uri=f"sqlite:///{Path(workdir).absolute()}/mlflow.db")
-    client.delete_experiment(client.create_experiment("gone"))
+    """Create and delete the MLflow experiment "gone" in the store of ``workdir``."""
+    with tracking_store(f"sqlite:///{Path(workdir).absolute()}/mlflow.db"):
+        tracking.delete_experiment("gone")
 
 
 def check_bad_input(case, workdir, env):

@@ -307,9 +307,17 @@ class Tour:
     model_version: str  # the version the alias points to
 
 
-def tour(client, experiment: str = tracking.EXPERIMENT, registered_name: str = tracking.REGISTERED_NAME,
+def tour(client=None, experiment: str = tracking.EXPERIMENT, registered_name: str = tracking.REGISTERED_NAME,
          alias: str = tracking.ALIAS) -> Tour:
     """Pick from the store what the screenshots show.
+
+    Parameters
+    ----------
+    client : MlflowClient, optional
+        Client of the server shown (tracking and registry); by default that of
+        ``$MLFLOW_TRACKING_URI``.
+    experiment, registered_name, alias : str, optional
+        What to look for, the package's own names by default.
 
     Raises
     ------
@@ -317,57 +325,27 @@ def tour(client, experiment: str = tracking.EXPERIMENT, registered_name: str = t
         No experiment, finished study run with trials, or model alias to show.
     """
     hint = "run python -m clrsearch.coarse and python -m clrsearch.fine first"
-    exp_id = _experiment_id(client, experiment)
+    exp_id = tracking.find_experiment_id(experiment, client)
     if exp_id is None:
         raise UsageError(f"no MLflow experiment {experiment!r} in the store; {hint}")
-    study = _latest_study_run(client, exp_id)
+    study = tracking.latest_study_run(exp_id, client)
     if study is None:
         raise UsageError(f"no finished study run in experiment {experiment!r}; {hint}")
-    trials = _children(client, exp_id, study.info.run_id, "trial")
+    trials = tracking.child_runs(exp_id, study.info.run_id, "trial", client)
     scored = [t for t in trials if "mean_val_accuracy" in t.data.metrics]
     if not scored:
         raise UsageError(f"study run {study.info.run_name!r} has no scored trial runs; {hint}")
     best = max(scored, key=lambda t: t.data.metrics["mean_val_accuracy"])
-    seeds = sorted(_children(client, exp_id, best.info.run_id, "seed"), key=lambda s: int(s.data.tags["seed"]))
+    seeds = sorted(tracking.child_runs(exp_id, best.info.run_id, "seed", client),
+                   key=lambda s: int(s.data.tags["seed"]))
     if not seeds:
         raise UsageError(f"trial run {best.info.run_name!r} has no seed runs; {hint}")
-    version = _aliased_version(client, registered_name, alias)
+    version = tracking.aliased_version(registered_name, alias, client)
     if version is None:
         raise UsageError(f"no registered model {registered_name}@{alias} in the store; "
                          f"run python -m clrsearch.fine first")
     names = tuple(t.info.run_name for t in sorted(trials, key=lambda t: int(t.data.tags["trial"])))
     return Tour(exp_id, study.info.run_name, names, seeds[0].info.run_id, str(version))
-
-
-# The reads of the store that clrsearch.tracking does not offer; ``client`` is that of the server shown.
-
-def _experiment_id(client, name: str) -> str | None:
-    """Id of the experiment ``name``, None when there is none (never created here)."""
-    found = client.get_experiment_by_name(name)
-    return None if found is None else found.experiment_id
-
-
-def _latest_study_run(client, experiment_id: str):
-    """The FINISHED study run (tag ``level`` = ``study``) that started last, or None."""
-    studies = client.search_runs([experiment_id], "tags.level = 'study' and attributes.status = 'FINISHED'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
-    return studies[0] if studies else None
-
-
-def _children(client, experiment_id: str, run_id: str, level: str) -> list:
-    """The runs nested under ``run_id`` whose tag ``level`` is ``level`` (trial or seed)."""
-    return client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and tags.level = '{level}'",
-                              max_results=1000)
-
-
-def _aliased_version(client, name: str, alias: str) -> str | None:
-    """The version of the registered model ``name`` that ``alias`` points to, or None."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
 
 
 def take(browser, url: str, out, seen: Tour) -> list:
@@ -418,6 +396,22 @@ def server_for(tracking_uri: str):
     return mlflow_server(tracking_uri, Path("mlruns"))
 
 
+@contextlib.contextmanager
+def reading_from(url: str):
+    """Within the block, this process reads MLflow's tracking and registry stores through the server at ``url``."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, url))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @entry_point
 def main(argv=None):
     parser = ArgumentParser(prog="python tools/screenshots.py", description=__doc__.split("\n\n")[0])
@@ -428,11 +422,9 @@ def main(argv=None):
                         help=f"Chromium executable (default {SETTINGS.chromium})")
     args = parser.parse_args(argv)
 
-    from mlflow.tracking import MlflowClient
-
     try:
-        with chromium(args.chromium) as browser, server_for(args.tracking_uri) as url:
-            seen = tour(MlflowClient(tracking_uri=url, registry_uri=url))
+        with chromium(args.chromium) as browser, server_for(args.tracking_uri) as url, reading_from(url):
+            seen = tour()
             paths = take(browser, url, args.out, seen)
     except RuntimeError as error:  # the server did not start
         raise UsageError(str(error)) from None

@@ -168,6 +168,32 @@ def load_model(model_uri: str):
         raise UsageError(f"cannot load model {model_uri} ({reason}); {hint}") from error
 
 
+def aliased_version(name: str = REGISTERED_NAME, alias: str = ALIAS,
+                    client: MlflowClient | None = None) -> str | None:
+    """The version of a registered model that an alias points to.
+
+    Parameters
+    ----------
+    name : str, optional
+        Registered model name, ``REGISTERED_NAME`` by default.
+    alias : str, optional
+        Alias of one of its versions, ``ALIAS`` by default.
+    client : MlflowClient, optional
+        Client of the registry to read, ``MlflowClient()`` (``$MLFLOW_REGISTRY_URI``,
+        else ``$MLFLOW_TRACKING_URI``) by default.
+
+    Returns
+    -------
+    str or None
+        The version number as a string; None when there is no such model or alias.
+    """
+    client = client or MlflowClient()
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
 def run_metrics(run_id: str | None) -> dict:
     """Latest value of every metric of the run; empty when there is no such run."""
     if not run_id:

@@ -249,6 +249,63 @@ class StudyRun:
         return folder
 
 
+def latest_study_run(experiment_id: str, client: MlflowClient | None = None):
+    """The FINISHED study run (tag ``level`` = ``study``) of an experiment that started last.
+
+    Parameters
+    ----------
+    experiment_id : str
+        Id of the experiment to search.
+    client : MlflowClient, optional
+        Client of the store to read, ``MlflowClient()`` (``$MLFLOW_TRACKING_URI``) by default.
+
+    Returns
+    -------
+    mlflow.entities.Run or None
+        The run with the latest start time, None when the experiment has no
+        finished study run.
+    """
+    client = client or MlflowClient()
+    studies = client.search_runs([experiment_id], "tags.level = 'study' and attributes.status = 'FINISHED'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    return studies[0] if studies else None
+
+
+def child_runs(experiment_id: str, parent_run_id: str, level: str, client: MlflowClient | None = None, *,
+               page_size: int = 1000) -> list:
+    """The runs nested directly under a run whose tag ``level`` is ``level``, every page of them.
+
+    Parameters
+    ----------
+    experiment_id : str
+        Id of the experiment to search.
+    parent_run_id : str
+        Id of the parent run (tag ``mlflow.parentRunId`` of its children).
+    level : str
+        Value of the children's tag ``level``: ``trial`` under a study run,
+        ``seed`` under a trial run, ``final`` for the final model's run.
+    client : MlflowClient, optional
+        Client of the store to read, ``MlflowClient()`` (``$MLFLOW_TRACKING_URI``) by default.
+    page_size : int, optional
+        Runs asked for per search call (MLflow allows up to 50 000).
+
+    Returns
+    -------
+    list of mlflow.entities.Run
+        All such runs (active ones), in the order MLflow returns them.
+    """
+    client = client or MlflowClient()
+    quote = '"' if "'" in level else "'"
+    filter_string = f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_run_id}' and tags.level = {quote}{level}{quote}"
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=page_size, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def log_range_test(result, test, data, train_config, experiment: str = EXPERIMENT) -> str:
     """One run holding an LR range test's settings, suggestion, curve and plot (``lr_range.png``); returns its id.
 

@@ -51,6 +51,61 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     return experiment.experiment_id
 
 
+def find_experiment_id(name: str = EXPERIMENT, client: MlflowClient | None = None) -> str | None:
+    """Id of the experiment ``name``, without creating it.
+
+    Parameters
+    ----------
+    name : str, optional
+        Experiment name, ``EXPERIMENT`` by default.
+    client : MlflowClient, optional
+        Client of the store to read, ``MlflowClient()`` (``$MLFLOW_TRACKING_URI``) by default.
+
+    Returns
+    -------
+    str or None
+        The experiment's id, also when it is deleted; None when the store has
+        no experiment of that name.
+    """
+    client = client or MlflowClient()
+    found = client.get_experiment_by_name(name)
+    return None if found is None else found.experiment_id
+
+
+def delete_experiment(name: str, client: MlflowClient | None = None) -> str:
+    """Delete the experiment ``name``, creating it first when the store has none of that name.
+
+    Parameters
+    ----------
+    name : str
+        Experiment name.
+    client : MlflowClient, optional
+        Client of the store, ``MlflowClient()`` (``$MLFLOW_TRACKING_URI``) by default.
+
+    Returns
+    -------
+    str
+        Id of the deleted experiment. An experiment deleted already stays so
+        and its id is returned.
+    """
+    with _quiet_store_creation():
+        client = client or MlflowClient()
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            try:
+                exp_id = client.create_experiment(name)
+            except MlflowException:  # created meanwhile by another process
+                found = client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+        if found is not None:
+            exp_id = found.experiment_id
+            if found.lifecycle_stage != "active":
+                return exp_id
+        client.delete_experiment(exp_id)
+    return exp_id
+
+
 def check_store(experiment: str = EXPERIMENT) -> None:
     """Raise UsageError unless the tracking store answers and ``experiment`` is not deleted.
 
