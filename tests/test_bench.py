@@ -1,38 +1,30 @@
-"""The benchmark's pieces on tiny synthetic problems: its baselines compute SPEC's
-update, the trainer and both baselines agree step for step, and the report renders
-with or without torch and the study. Speed is never asserted."""
+"""The benchmark's pieces (tools/bench.py) on tiny synthetic problems: its baselines compute SPEC's
+update, the trainer and both baselines agree step for step, the targets are judged right, and the
+report renders with or without torch and the study. Speed is never asserted."""
 
 import json
 import sys
-from types import SimpleNamespace
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from clrsearch import bench, network
+import bench
 from clrsearch.config import TrainConfig
-from clrsearch.schedule import cyclic_lr
-from clrsearch.train import train
+from clrsearch.nn import network
+from clrsearch.nn.schedule import cyclic_lr
+from clrsearch.nn.trainer import train
+from helpers import GAUSS_C as C
+from helpers import GAUSS_D as D
+from helpers import gaussian_dataset as dataset
+from helpers import random_network as _random_network
 
-D, C, HIDDEN = 12, 3, 8  # input size, classes and hidden units of the synthetic problems
-
-
-def dataset(n, seed, dtype=np.float64):
-    """Gaussian inputs around one mean per class: X (D, n) Fortran order, Y (C, n), y (n,)."""
-    rng = np.random.default_rng(seed)
-    means = np.random.default_rng(100).standard_normal((D, C))  # (D, C)
-    y = rng.integers(0, C, n)  # (n,)
-    X = np.asfortranarray(means[:, y] + rng.standard_normal((D, n)), dtype=dtype)  # (D, n)
-    return SimpleNamespace(X=X, Y=np.eye(C, dtype=dtype)[:, y], y=y)
+HIDDEN = 8  # hidden units of the synthetic problems
 
 
 def random_network(seed):
     """A network with non-zero biases, so that every term of the update is exercised."""
-    rng = np.random.default_rng(seed)
-    params = network.init_params(D, HIDDEN, C, rng)
-    params["b1"] += 0.1 * rng.standard_normal(params["b1"].shape)
-    params["b2"] += 0.1 * rng.standard_normal(params["b2"].shape)
-    return params
+    return _random_network(np.random.default_rng(seed), D, HIDDEN, C)
 
 
 def test_update_flops_counts_the_five_products():
@@ -55,7 +47,7 @@ def test_numpy_step_is_gradient_descent_on_spec_cost():
 def test_triangular_eta_is_the_package_schedule():
     n_s = 7
     steps = np.arange(5 * n_s)
-    expected = cyclic_lr(steps, bench.ETA_MIN, bench.ETA_MAX, n_s)
+    expected = cyclic_lr(steps, bench.SETTINGS.eta_min, bench.SETTINGS.eta_max, n_s)
     np.testing.assert_allclose([bench.triangular_eta(int(t), n_s) for t in steps], expected, rtol=1e-12)
 
 
@@ -63,12 +55,13 @@ def test_numpy_loop_matches_the_trainer_at_k1():
     # 16 steps over 6 batches per epoch: two reshuffles, and the cycle turns at step 8.
     data = dataset(60, seed=3)
     steps, n_batch, lam, seed = 16, 10, 0.02, 5
-    config = TrainConfig(n_batch=n_batch, cycles=1, n_s=steps // 2, eta_min=bench.ETA_MIN, eta_max=bench.ETA_MAX,
+    config = TrainConfig(n_batch=n_batch, cycles=1, n_s=steps // 2, eta_min=bench.SETTINGS.eta_min,
+                         eta_max=bench.SETTINGS.eta_max,
                          hidden=HIDDEN, dtype="float64", evals_per_cycle=1, eval_train_size=10)
     result = train(data, None, config, [lam], [seed])
     init = network.init_params(D, HIDDEN, C, np.random.default_rng(seed))
     clock = bench.StepClock()
-    params = bench.numpy_loop(data.X, data.Y, init, steps, n_batch, steps // 2, lam, clock=clock)
+    params = bench.numpy_loop(data.X, data.Y, init, bench.Loop(steps, n_batch, steps // 2, lam), clock=clock)
     assert clock.steps == steps - 1  # counted from the end of the first update
     for name in network.PARAM_NAMES:
         np.testing.assert_allclose(params[name], result.params[name][0], rtol=1e-9, atol=1e-12, err_msg=name)
@@ -79,8 +72,9 @@ def test_torch_loop_trains_the_same_network_as_numpy():
     data = dataset(60, seed=4)
     steps, n_batch, n_s, lam = 16, 10, 5, 0.02
     init = random_network(6)
-    expected = bench.numpy_loop(data.X, data.Y, init, steps, n_batch, n_s, lam)
-    got = bench.torch_loop(torch, data.X, data.y, init, steps, n_batch, n_s, lam)
+    loop = bench.Loop(steps, n_batch, n_s, lam)
+    expected = bench.numpy_loop(data.X, data.Y, init, loop)
+    got = bench.torch_loop(torch, data.X, data.y, init, loop)
     for name in network.PARAM_NAMES:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-9, atol=1e-12, err_msg=name)
 
@@ -94,12 +88,13 @@ def tiny_summary(torch=None, study=None):
     """A whole run of the benchmark on 300 synthetic float32 images, with tiny sizes."""
     data = dataset(300, seed=7, dtype=np.float32)
     peaks, rows = bench.measure(data, steps=4, repeats=1, torch=torch, peak_size=64, populations=(1, 2))
-    meta = {"command": "python -m clrsearch.bench --steps 4", "date": "2025-01-01T00:00:00+00:00",
+    settings = bench.SETTINGS
+    meta = {"command": "python tools/bench.py --steps 4", "date": "2025-01-01T00:00:00+00:00",
             "machine": bench.machine_info(torch), "rss_method": "VmHWM",
-            "workload": {"n_train": 300, "n_batch": bench.N_BATCH, "hidden": bench.HIDDEN, "classes": C,
+            "workload": {"n_train": 300, "n_batch": settings.n_batch, "hidden": settings.hidden, "classes": C,
                          "inputs": D, "steps": 4, "repeats": 1, "dtype": "float32", "peak_size": 64,
                          "data_bytes": data.X.nbytes}}
-    return bench.summarise(peaks, rows, study, bench.update_flops(D, bench.HIDDEN, C, bench.N_BATCH), meta)
+    return bench.summarise(peaks, rows, study, bench.update_flops(D, settings.hidden, C, settings.n_batch), meta)
 
 
 def test_report_renders_without_torch_and_study():
@@ -117,8 +112,40 @@ def test_report_renders_without_torch_and_study():
     targets = {t["target"]: t for t in summary["targets"]}
     assert len(targets) == 6
     assert targets["K = 30 updates/s vs PyTorch one network at a time"]["passed"] is None
-    assert targets["K = 1 updates/s vs the plain numpy loop"]["passed"] in (True, False)
+    rates = {r["name"]: r["updates_per_s"] for r in summary["results"] if not r["skipped"]}
+    k1 = targets["K = 1 updates/s vs the plain numpy loop"]
+    assert k1["measured"] == rates["clrsearch trainer, K = 1"] / rates["plain numpy loop, one network"]
+    assert k1["passed"] is (k1["measured"] >= bench.SETTINGS.target_k1_vs_numpy)
     assert bench.render_targets(summary).count("\n") == 5
+
+
+def rows(**rates):
+    """Measurements with one rate each, by short name: numpy, torch, K1, K30."""
+    names = {"numpy": ("plain numpy loop, one network", 1), "torch": ("PyTorch CPU, one network at a time", 1),
+             "K1": ("clrsearch trainer, K = 1", 1), "K30": ("clrsearch trainer, K = 30", 30)}
+    return [bench.Measurement(*names[key], rates=[rate], extra_seconds=[0.0]) for key, rate in rates.items()]
+
+
+def test_targets_pass_and_fail_on_hand_made_rates():
+    flops = 1e9  # one GFLOP per update: updates/s are GFLOP/s
+    # K = 30 at 3.5 x PyTorch (goal 3x) and 35 of 50 GFLOP/s (70%, goal 60%); K = 1 at 0.8 x numpy (goal 1x).
+    summary = bench.summarise([50.0], rows(numpy=10.0, torch=10.0, K1=8.0, K30=35.0), None, flops, {})
+    targets = {t["target"]: t for t in summary["targets"]}
+    vs_torch = targets["K = 30 updates/s vs PyTorch one network at a time"]
+    assert (vs_torch["measured"], vs_torch["passed"], vs_torch["shown"]) == (pytest.approx(3.5), True, "3.5x")
+    peak = targets["K = 30 effective GFLOP/s vs measured matmul peak"]
+    assert (peak["measured"], peak["passed"]) == (pytest.approx(0.7), True)
+    k1 = targets["K = 1 updates/s vs the plain numpy loop"]
+    assert (k1["measured"], k1["passed"], k1["shown"]) == (pytest.approx(0.8), False, "0.80x")
+    for name in ("coarse study wall time", "coarse study peak memory (RSS)",
+                 "coarse study tracking time vs its wall time"):
+        assert (targets[name]["passed"], targets[name]["shown"]) == (None, "not measured")
+    assert bench.render_targets(summary).splitlines()[2] == "- **FAIL** K = 1 updates/s vs the plain numpy loop >= 1x: 0.80x"
+    results = {r["name"]: r for r in summary["results"]}
+    assert results["clrsearch trainer, K = 30"]["vs_torch"] == pytest.approx(3.5)
+    # K = 30 at 2 x PyTorch and 40% of the peak fails both its goals; K = 1 at 1.2 x numpy passes.
+    slow = bench.summarise([50.0], rows(numpy=10.0, torch=10.0, K1=12.0, K30=20.0), None, flops, {})
+    assert [t["passed"] for t in slow["targets"]][:3] == [False, False, True]
 
 
 def test_report_renders_a_study_and_a_failed_study():
@@ -170,11 +197,11 @@ def test_missing_data_dir_is_one_line_and_exit_2(tmp_path, capsys):
 def test_main_writes_json_and_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "load_training_set", lambda data_dir: dataset(300, seed=8, dtype=np.float32))
     monkeypatch.setattr(bench, "import_torch", lambda: None)
-    monkeypatch.setattr(bench, "PEAK_SIZE", 64)
-    monkeypatch.setattr(bench, "POPULATIONS", (1, 3))
+    monkeypatch.setattr(bench, "SETTINGS", replace(bench.SETTINGS, peak_size=64, populations=(1, 3)))
     out = tmp_path / "docs" / "PERFORMANCE.md"
     assert bench.main(["--steps", "4", "--repeats", "2", "--skip-study", "--json", "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["workload"]["steps"] == 4 and summary["study"] is None
     assert all(len(r["updates_per_s_all"]) == 2 for r in summary["results"] if not r["skipped"])
-    assert "python -m clrsearch.bench --steps 4 --repeats 2" in out.read_text()
+    assert "python tools/bench.py --steps 4 --repeats 2" in out.read_text()
+    assert [r["K"] for r in summary["results"]] == [1, 1, 1, 3, bench.SETTINGS.ceiling_k]

@@ -4,9 +4,9 @@
 through Playwright. The runs page lists the fine study's run with its trial
 runs nested under it, a seed run's artifacts page shows its confusion matrix,
 and the model page shows ``clrsearch-cifar10`` with the alias ``champion``.
-Screenshots (also those of ``python -m clrsearch.screenshots``) and the
-server's log go to ``.ci/artifacts/ui/``. Skipped when Chromium or Playwright
-is missing.
+Screenshots (also those of ``python tools/screenshots.py``) and the server's
+log go to a temporary folder, never into the repository. Skipped when Chromium
+or Playwright is missing.
 """
 
 from dataclasses import dataclass
@@ -16,12 +16,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from clrsearch import coarse, fine, screenshots, tracking
-from conftest import write_tiny_cifar
-from test_search import TINY
+import screenshots
+from clrsearch import coarse, fine, tracking
+from helpers import copy_store, write_tiny_cifar
 
+pytestmark = [pytest.mark.ui, pytest.mark.slow]
 expect = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)").expect
-ARTIFACTS = Path(__file__).resolve().parents[1] / ".ci" / "artifacts" / "ui"
+TINY = ["--n-s", "10", "--n-batch", "20", "--hidden", "8", "--eval-train-size", "100", "--val-size", "200",
+        "--evals-per-cycle", "2", "--quiet"]
+FINE = ["--no-race", "--final-seeds", "1", "--final-val-size", "200", "--final-extra-cycles", "0"]
 
 
 @dataclass
@@ -31,26 +34,27 @@ class UI:
     page: object  # playwright Page
     client: MlflowClient  # on the store itself
     seen: screenshots.Tour
+    artifacts: Path  # screenshots and the server's log
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory):
-    if not Path(screenshots.CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {screenshots.CHROMIUM} (apt-get install chromium)")
+def ui(tmp_path_factory, mlflow_template):
+    if not Path(screenshots.SETTINGS.chromium).is_file():
+        pytest.skip(f"no Chromium at {screenshots.SETTINGS.chromium} (apt-get install chromium)")
     folder = tmp_path_factory.mktemp("ui")
     args = ["--data-dir", str(write_tiny_cifar(folder / "data")), *TINY]
-    store = f"sqlite:///{folder}/mlflow.db"
+    store = copy_store(mlflow_template, folder)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         mp.setenv("MLFLOW_TRACKING_URI", store)
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         assert coarse.main(args + ["--n-trials", "2"]) == 0
-        assert fine.main(args + ["--grid", "0,0.01", "--final-cycles", "1"]) == 0
+        assert fine.main(args + ["--grid", "0,0.01", *FINE]) == 0
     client = MlflowClient(store, registry_uri=store)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with screenshots.mlflow_server(store, folder / "mlruns", log_path=ARTIFACTS / "server.log") as url, \
+    artifacts = tmp_path_factory.mktemp("ui-artifacts")
+    with screenshots.mlflow_server(store, folder / "mlruns", log_path=artifacts / "server.log") as url, \
             screenshots.chromium() as browser:
-        yield UI(url, browser, screenshots.new_page(browser), client, screenshots.tour(client))
+        yield UI(url, browser, screenshots.new_page(browser), client, screenshots.tour(client), artifacts)
 
 
 def test_the_tour_is_the_fine_study_its_grid_and_the_first_model_version(ui):
@@ -70,7 +74,7 @@ def test_runs_page_lists_the_study_run_with_its_trial_runs_nested_under_it(ui):
     screenshots.expand_run(page, seen.study_run)
     for link in trials:
         expect(link).to_be_visible()
-    screenshots.save(page, ARTIFACTS / "runs.png", page.get_by_role("row"))
+    screenshots.save(page, ui.artifacts / "runs.png", page.get_by_role("row"))
     # Newest first: the fine study, its nested runs indented under it, then the coarse study.
     top, below = parent.bounding_box(), other.bounding_box()
     for link in trials:
@@ -82,7 +86,7 @@ def test_runs_page_lists_the_study_run_with_its_trial_runs_nested_under_it(ui):
 def test_seed_run_artifacts_page_shows_the_confusion_matrix(ui, tmp_path):
     page, seen = ui.page, ui.seen
     image = screenshots.open_artifact(page, ui.url, seen.experiment_id, seen.seed_run_id, "confusion_val.png")
-    screenshots.save(page, ARTIFACTS / "confusion.png", image)
+    screenshots.save(page, ui.artifacts / "confusion.png", image)
     expect(image).to_be_visible()
     expect(page.get_by_role("heading", name="seed-0", exact=True)).to_be_visible()
     logged = Path(ui.client.download_artifacts(seen.seed_run_id, "confusion_val.png", str(tmp_path)))
@@ -95,13 +99,13 @@ def test_model_page_shows_the_registered_model_with_its_champion_alias(ui):
     row = screenshots.open_model(page, ui.url, tracking.REGISTERED_NAME, ui.seen.model_version)
     expect(page.get_by_role("heading", name=tracking.REGISTERED_NAME, exact=True)).to_be_visible()
     expect(screenshots.alias_tag(row, tracking.ALIAS)).to_be_visible()
-    screenshots.save(page, ARTIFACTS / "model.png", row)
+    screenshots.save(page, ui.artifacts / "model.png", row)
 
 
 def test_readme_screenshots_show_the_runs_table_confusion_matrix_and_model(ui):
-    paths = screenshots.take(ui.browser, ui.url, ARTIFACTS / "readme", ui.seen)
+    paths = screenshots.take(ui.browser, ui.url, ui.artifacts / "readme", ui.seen)
     assert [path.name for path in paths] == ["mlflow_runs.png", "mlflow_confusion.png", "mlflow_model.png"]
     for path in paths:
         with Image.open(path) as png:
-            assert png.format == "PNG" and png.width == screenshots.VIEWPORT["width"]
-            assert 300 < png.height <= screenshots.VIEWPORT["height"]
+            assert png.format == "PNG" and png.width == screenshots.SETTINGS.viewport_width
+            assert 300 < png.height <= screenshots.SETTINGS.viewport_height
