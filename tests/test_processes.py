@@ -1,0 +1,74 @@
+"""Which process is alive (clrsearch.processes): a worker's name, whether it still runs, and the
+heartbeat timing read from the environment."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from clrsearch import processes
+from clrsearch.errors import UsageError
+from helpers import dead_pid
+
+
+def start_ticks(pid):
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks), read here independently."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
+
+
+def test_identity_is_host_pid_and_start_time():
+    assert processes.identity() == f"{socket.gethostname()}:{os.getpid()}:{start_ticks(os.getpid())}"
+    assert processes.identity(1) == f"{socket.gethostname()}:1:{start_ticks(1)}"
+
+
+def test_a_running_worker_of_this_host_is_alive_and_a_gone_or_recycled_one_is_not():
+    me = processes.identity()
+    assert processes.alive(me) is True
+    assert processes.alive(processes.identity(dead_pid())) is False
+    host, pid, start = me.rsplit(":", 2)
+    assert processes.alive(f"{host}:{pid}:{int(start) + 1}") is False  # the same pid, started at another time
+    assert processes.alive(f"{host}:{pid}:0") is True  # start unknown: the pid decides
+
+
+def test_a_killed_child_not_yet_reaped_is_dead():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    worker = processes.identity(child.pid)
+    assert processes.alive(worker) is True
+    child.send_signal(signal.SIGKILL)
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # dead, but left a zombie
+        assert processes.alive(worker) is False
+    finally:
+        child.wait()
+
+
+@pytest.mark.parametrize("worker", ["elsewhere:12:34", "not a worker", None, "host:pid:1"])
+def test_workers_of_other_hosts_or_unreadable_names_are_unknown(worker):
+    assert processes.alive(worker) is None
+
+
+def test_timing_comes_from_the_environment_or_the_defaults(monkeypatch):
+    monkeypatch.delenv("CLRSEARCH_HEARTBEAT_SECONDS", raising=False)
+    monkeypatch.delenv("CLRSEARCH_GRACE_SECONDS", raising=False)
+    assert (processes.heartbeat_seconds(), processes.grace_seconds()) == (5.0, 20.0)
+    monkeypatch.setenv("CLRSEARCH_HEARTBEAT_SECONDS", "0.5")
+    monkeypatch.setenv("CLRSEARCH_GRACE_SECONDS", "2")
+    assert (processes.heartbeat_seconds(), processes.grace_seconds()) == (0.5, 2.0)
+
+
+@pytest.mark.parametrize("heartbeat, grace, message", [
+    ("0", "20", "CLRSEARCH_HEARTBEAT_SECONDS must be a number of seconds > 0, not '0'"),
+    ("soon", "20", "CLRSEARCH_HEARTBEAT_SECONDS must be a number of seconds > 0, not 'soon'"),
+    ("5", "inf", "CLRSEARCH_GRACE_SECONDS must be a number of seconds > 0, not 'inf'"),
+    ("5", "5", "CLRSEARCH_GRACE_SECONDS (5) must be longer than the heartbeat interval (5 s)"),
+])
+def test_bad_timing_is_a_usage_error_naming_the_variable(monkeypatch, heartbeat, grace, message):
+    monkeypatch.setenv("CLRSEARCH_HEARTBEAT_SECONDS", heartbeat)
+    monkeypatch.setenv("CLRSEARCH_GRACE_SECONDS", grace)
+    with pytest.raises(UsageError) as error:
+        processes.grace_seconds()
+    assert message in str(error.value)
