@@ -1,14 +1,14 @@
 """Studies that survive killed workers, share a PostgreSQL storage, and refuse bad input.
 
 The tests that share a study between processes run against a real PostgreSQL
-server (see ``postgres_server`` in conftest.py) and are skipped without one.
+server (see ``postgres_server`` in conftest.py) and are skipped without one. The
+fine studies here run without the race (``--no-race``): each grid point is one trial.
 Heartbeats beat every second and a worker elsewhere is taken for dead after
 3 s (``CLRSEARCH_HEARTBEAT_SECONDS``, ``CLRSEARCH_GRACE_SECONDS``).
 """
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +19,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from clrsearch import coarse, faults, fine, storage, tracking, workers
-from conftest import write_tiny_cifar
+import faults
+from clrsearch import coarse, fine, processes, tracking
+from clrsearch.search import queue
+from helpers import copy_store, dead_pid, write_tiny_cifar
 
 # One seed per lambda keeps MLflow's writes few. 32 hidden units: from 24 rows of W1 on, OpenBLAS sums
 # every member's products in the same order whatever the population size, so that a trial's value
@@ -29,6 +31,7 @@ TINY = ["--n-s", "10", "--n-batch", "20", "--hidden", "32", "--n-seeds", "1", "-
         "--eval-train-size", "100", "--evals-per-cycle", "1", "--quiet"]
 SLOW = ["--n-s", "200"]  # a population trains for a few tenths of a second: long enough to be caught running
 GRID = "0,0.001,0.003,0.01,0.03,0.1"
+FINE = ("--no-race", "--no-final")  # one trial per grid point, no final model
 TIMING = {"CLRSEARCH_HEARTBEAT_SECONDS": "1", "CLRSEARCH_GRACE_SECONDS": "3"}
 
 
@@ -42,8 +45,7 @@ class Workspace:
 
     def __init__(self, folder, data, template):
         self.folder = folder
-        shutil.copy(template, folder / "mlflow.db")
-        self.tracking_uri = f"sqlite:///{folder}/mlflow.db"
+        self.tracking_uri = copy_store(template, folder)
         self.env = {**os.environ, **TIMING, "MLFLOW_TRACKING_URI": self.tracking_uri}
         self.args = ["--data-dir", str(data), *TINY]
         self.storage = f"sqlite:///{folder}/studies/clrsearch.db"
@@ -82,7 +84,7 @@ def one_worker_grid(tmp_path_factory, tiny_data, mlflow_template):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(space.folder)
         patch.setenv("MLFLOW_TRACKING_URI", space.tracking_uri)
-        assert fine.main([*space.args, "--grid", GRID, "--no-final"]) == 0
+        assert fine.main([*space.args, "--grid", GRID, *FINE]) == 0
     return {t.params["lam"]: t.value for t in load(space.storage, "fine").get_trials()}
 
 
@@ -95,7 +97,7 @@ def results_by_slot(study):
     slots = {}
     for t in study.get_trials():
         slots.setdefault(t.user_attrs["slot"], [])
-        if storage.is_final(t):
+        if queue.is_final(t):
             slots[t.user_attrs["slot"]].append(t)
     return slots
 
@@ -110,7 +112,7 @@ def wait_for(predicate, timeout=60.0, what="the condition"):
 
 def running_trial_of(url, name, pid):
     """Whether study ``name`` has a RUNNING trial owned by process ``pid``."""
-    return pid in storage.running_pids(url, name)
+    return pid in queue.running_pids(url, name)
 
 
 def assert_each_grid_point_once(study, values):
@@ -130,11 +132,13 @@ def assert_no_run_left_running(space):
 # ----------------------------------------------------------------------------- several workers
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_three_workers_of_two_commands_share_an_empty_postgresql_database_and_agree_with_one_worker(
         workspace, postgres_url, one_worker_grid):
     # As on two machines, one of them running two workers: started at the same moment, on a database
     # without tables yet, in populations of two so that every worker gets some.
-    args = ("--grid", GRID, "--no-final", "--trials-per-population", "2", "--storage", postgres_url)
+    args = ("--grid", GRID, *FINE, "--trials-per-population", "2", "--storage", postgres_url)
     commands = [workspace.start("fine", *args, "--workers", "2"), workspace.start("fine", *args)]
     outputs = [command.communicate(timeout=180) for command in commands]
     assert [command.returncode for command in commands] == [0, 0], [err for _, err in outputs]
@@ -152,16 +156,18 @@ def test_three_workers_of_two_commands_share_an_empty_postgresql_database_and_ag
     assert_no_run_left_running(workspace)
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_a_helper_killed_mid_trial_is_recovered_by_its_parent_which_reports_it(workspace, postgres_url):
     # Longer trials, one per population: the parent is still busy when its helper has started.
-    args = ("--grid", GRID, "--no-final", "--n-s", "300", "--trials-per-population", "1", "--storage", postgres_url,
+    args = ("--grid", GRID, *FINE, "--n-s", "300", "--trials-per-population", "1", "--storage", postgres_url,
             "--workers", "2")
     parent = workspace.start("fine", *args)
     helper = []
 
     def helper_running():
         assert parent.poll() is None, "the parent finished before its helper claimed a trial"
-        helper[:] = storage.running_pids(postgres_url, "fine") - {parent.pid}
+        helper[:] = queue.running_pids(postgres_url, "fine") - {parent.pid}
         return bool(helper)
 
     wait_for(helper_running, what="the helper to claim trials")
@@ -176,22 +182,23 @@ def test_a_helper_killed_mid_trial_is_recovered_by_its_parent_which_reports_it(w
     dead = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(dead) == 1 and "died" in dead[0].user_attrs["reason"]
     for t in dead:
-        retry = slots[t.user_attrs["slot"]][0]
-        assert retry.user_attrs["retry_of"] == t.number and retry.params == t.params
+        retry = slots[t.user_attrs["slot"]][0]  # a trial killed before it drew its lambda has no params yet
+        assert retry.user_attrs["retry_of"] == t.number and retry.params == t.system_attrs["fixed_params"]
     assert_no_run_left_running(workspace)
 
 
 # ----------------------------------------------------------------------------- one worker, killed
 
 
+@pytest.mark.slow
 def test_a_sigkilled_study_resumes_in_a_restarted_worker_with_the_values_of_an_uninterrupted_run(workspace):
-    args = ("--grid", GRID, "--no-final", "--trials-per-population", "2", *SLOW)
+    args = ("--grid", GRID, *FINE, "--trials-per-population", "2", *SLOW)
     reference = f"sqlite:///{workspace.folder}/uninterrupted.db"
     assert fine.main([*workspace.args, *args, "--storage", reference, "--experiment", "uninterrupted"]) == 0
     uninterrupted = {t.params["lam"]: t.value for t in load(reference, "fine").get_trials()}
 
     process = workspace.start("fine", *args)
-    wait_for(lambda: any(t.state == TrialState.COMPLETE for t in storage.read_trials(workspace.storage, "fine"))
+    wait_for(lambda: any(t.state == TrialState.COMPLETE for t in queue.read_trials(workspace.storage, "fine"))
              and running_trial_of(workspace.storage, "fine", process.pid), what="a completed trial and a running one")
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -209,6 +216,7 @@ def test_a_sigkilled_study_resumes_in_a_restarted_worker_with_the_values_of_an_u
     assert_no_run_left_running(workspace)
 
 
+@pytest.mark.slow
 def test_ctrl_c_gives_the_trials_back_says_how_to_resume_and_the_study_resumes(workspace):
     args = ("--n-trials", "3", "--trials-per-population", "1", *SLOW)
     process = workspace.start("coarse", *args)
@@ -221,7 +229,7 @@ def test_ctrl_c_gives_the_trials_back_says_how_to_resume_and_the_study_resumes(w
     assert "to resume it, run the same command again: python -m clrsearch.coarse --data-dir" in err
     study = load(workspace.storage, "coarse")
     given_back = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(given_back) == 1 and given_back[0].user_attrs["reason"] == storage.INTERRUPTED
+    assert len(given_back) == 1 and given_back[0].user_attrs["reason"] == queue.INTERRUPTED
     assert [r.info.status for r in workspace.runs() if r.data.tags.get("level") == "study"] == ["KILLED"]
 
     assert coarse.main([*workspace.args, *args]) == 0
@@ -234,9 +242,9 @@ def test_trials_told_by_a_process_that_died_before_logging_them_are_logged_by_th
     def die(self, trials):
         raise KeyboardInterrupt
 
-    dead = workers.identity(_dead_pid())
+    dead = processes.identity(dead_pid())
     with monkeypatch.context() as patch:  # a process that dies between telling Optuna and writing to MLflow
-        patch.setattr(workers, "identity", lambda pid=None: dead)
+        patch.setattr(processes, "identity", lambda pid=None: dead)
         patch.setattr(tracking.StudyRun, "log_trials", die)
         with pytest.raises(SystemExit):
             coarse.main(args)
@@ -256,7 +264,7 @@ def test_trials_told_by_a_process_that_died_before_logging_them_are_logged_by_th
 
 
 def test_a_diverging_lambda_fails_within_its_first_epoch_and_the_study_goes_on(workspace):
-    assert fine.main([*workspace.args, "--grid", "0,0.001,1000", "--no-final"]) == 0
+    assert fine.main([*workspace.args, "--grid", "0,0.001,1000", *FINE]) == 0
     trials = {t.params["lam"]: t for t in load(workspace.storage, "fine").get_trials()}
     assert [trials[lam].state for lam in (0.0, 0.001)] == [TrialState.COMPLETE] * 2
     failed = trials[1000.0]
@@ -268,12 +276,14 @@ def test_a_diverging_lambda_fails_within_its_first_epoch_and_the_study_goes_on(w
     assert runs[str(failed.number)].data.tags["reason"] == failed.user_attrs["reason"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", ["median", "hyperband"])
 def test_a_hopeless_lambda_is_pruned_after_its_first_cycle(workspace, pruner):
-    # lambda up to 3: the largest ones shrink the weights at every peak of eta. Smaller networks than
-    # elsewhere, which the tiny data does not fit perfectly after one cycle.
+    # lambda up to 30: the largest ones shrink the weights at every peak of eta. The pruner judges a trial
+    # on its first replicate, which at lambda 0.1 fits the tiny data perfectly after one cycle; smaller
+    # networks than elsewhere.
     assert coarse.main([*workspace.args, "--hidden", "16", "--n-seeds", "2", "--pruner", pruner, "--n-trials", "8",
-                        "--trials-per-population", "1", "--lam-min", "1e-4", "--lam-max", "3"]) == 0
+                        "--trials-per-population", "1", "--lam-min", "1e-4", "--lam-max", "30"]) == 0
     study = load(workspace.storage, "coarse")
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert max(study.trials, key=lambda t: t.params["lam"]) in pruned
@@ -287,86 +297,6 @@ def test_a_hopeless_lambda_is_pruned_after_its_first_cycle(workspace, pruner):
         assert runs[str(t.number)].data.tags["reason"] == t.user_attrs["reason"]
 
 
-# ----------------------------------------------------------------------------- storage and tracking, directly
-
-
-def test_claims_of_concurrent_processes_never_overlap(tmp_path):
-    url = f"sqlite:///{tmp_path}/claims.db"
-    with storage.study_lock(url):
-        study = optuna.create_study(study_name="s", storage=storage.open_storage(url))
-        storage.enqueue_missing(study, [float(k) for k in range(60)])
-    claimer = ("import sys, optuna; from clrsearch import storage\n"
-               "url = sys.argv[1]; study = optuna.load_study(study_name='s', storage=storage.open_storage(url))\n"
-               "while True:\n"
-               "    with storage.study_lock(url):\n"
-               "        trials = storage.claim_waiting(study, 1)\n"
-               "    if not trials: break\n"
-               "    print(trials[0].number, flush=True)\n")
-    processes = [subprocess.Popen([sys.executable, "-c", claimer, url], stdout=subprocess.PIPE, text=True)
-                 for _ in range(3)]
-    claimed = [int(n) for p in processes for n in p.communicate(timeout=120)[0].split()]
-    assert sorted(claimed) == list(range(60))
-
-
-def _dead_pid():
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
-
-
-def test_trials_of_dead_workers_get_one_copy_each_and_live_ones_are_left_alone(tmp_path, monkeypatch):
-    timing = {"CLRSEARCH_HEARTBEAT_SECONDS": 0.3, "CLRSEARCH_GRACE_SECONDS": 1.0}
-    for name, value in timing.items():
-        monkeypatch.setenv(name, str(value))
-    url = f"sqlite:///{tmp_path}/recover.db"
-    with storage.study_lock(url):
-        study = optuna.create_study(study_name="s", storage=storage.open_storage(url))
-        storage.enqueue_missing(study, [0.1, 0.2, 0.3, 0.4])
-        dead_here, elsewhere, alive, half_done = storage.claim_waiting(study, 4)
-    study._storage.set_trial_system_attr(dead_here._trial_id, storage.WORKER_ATTR, workers.identity(_dead_pid()))
-    study._storage.set_trial_system_attr(elsewhere._trial_id, storage.WORKER_ATTR, "elsewhere:1:1")
-    for trial in (dead_here, elsewhere, alive, half_done):
-        trial.suggest_float("lam", 0.1, 0.4)
-    # A worker that failed a dead worker's trial, then died before enqueueing its copy:
-    study._storage.set_trial_state_values(half_done._trial_id, TrialState.FAIL)
-
-    storage.recover_dead_workers(study)
-    states = {t.number: t.state for t in study.get_trials()}
-    assert states[dead_here.number] == TrialState.FAIL  # at once: its process is gone from this host
-    assert states[elsewhere.number] == states[alive.number] == TrialState.RUNNING
-    with storage.Heartbeat(study, [alive]):
-        time.sleep(timing["CLRSEARCH_GRACE_SECONDS"] + 1.2)  # SQLite's clock, which heartbeats use, ticks in seconds
-        storage.recover_dead_workers(study)
-        storage.recover_dead_workers(study)  # twice: still one copy per slot
-    trials = study.get_trials()
-    assert trials[elsewhere.number].state == TrialState.FAIL  # after the grace period without heartbeat
-    assert trials[alive.number].state == TrialState.RUNNING
-    copies = [t for t in trials if t.state == TrialState.WAITING]
-    assert sorted((t.user_attrs["slot"], t.user_attrs["retry_of"]) for t in copies) == \
-        sorted((t.user_attrs["slot"], t.number) for t in (dead_here, elsewhere, half_done))
-    assert sorted(t.system_attrs["fixed_params"]["lam"] for t in copies) == [0.1, 0.2, 0.4]
-
-
-def test_runs_of_dead_processes_end_killed(workspace):
-    client = MlflowClient()
-    experiment = tracking.experiment_id(client, "clrsearch")
-    now = time.time()
-
-    def run(worker, beat=None):
-        tags = {} if worker is None else {tracking.WORKER_TAG: worker}
-        if beat is not None:
-            tags[tracking.HEARTBEAT_TAG] = f"{beat:.0f}"
-        return client.create_run(experiment, tags=tags).info.run_id
-
-    dead_here = run(workers.identity(_dead_pid()))
-    alive_here = run(workers.identity())
-    stale = run("elsewhere:1:1", now - 60)
-    fresh = run("elsewhere:2:1", now)
-    untagged = run(None)
-    assert tracking.end_dead_runs("clrsearch") == 2
-    status = {r: client.get_run(r).info.status for r in (dead_here, alive_here, stale, fresh, untagged)}
-    assert status == {dead_here: "KILLED", alive_here: "RUNNING", stale: "KILLED", fresh: "RUNNING",
-                      untagged: "RUNNING"}
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -379,8 +309,7 @@ def test_every_kind_of_bad_input_gets_one_line_exit_2_and_leaves_nothing_behind(
     problems = {}
     for k, case in enumerate(cases):
         folder = tmp_path / f"case-{k}"
-        folder.mkdir()
-        shutil.copy(mlflow_template, folder / "mlflow.db")
+        copy_store(mlflow_template, folder)
         if case.prepare is not None:
             case.prepare(folder)
         with monkeypatch.context() as patch:
