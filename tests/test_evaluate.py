@@ -33,6 +33,7 @@ def champion(store, tmp_path_factory):
     return folder, labels, predictions, splits.label_names
 
 
+@pytest.mark.slow
 def test_prints_the_accuracy_and_the_confusion_matrix_computed_independently(champion, capsys):
     folder, labels, predictions, names = champion
     assert evaluate.main(["--data-dir", str(folder)]) == 0
@@ -49,6 +50,7 @@ def test_prints_the_accuracy_and_the_confusion_matrix_computed_independently(cha
     assert len({len(line) for line in lines[2:]}) == 1  # aligned columns
 
 
+@pytest.mark.slow
 def test_json_holds_accuracy_confusion_matrix_and_class_names(champion, capsys):
     folder, labels, predictions, names = champion
     assert evaluate.main(["--data-dir", str(folder), "--json"]) == 0
@@ -60,6 +62,7 @@ def test_json_holds_accuracy_confusion_matrix_and_class_names(champion, capsys):
     assert result["accuracy"] == result["logged_test_accuracy"] == pytest.approx(np.mean(predictions == labels))
 
 
+@pytest.mark.slow
 def test_an_unknown_model_is_one_line_and_exit_status_2(champion, capsys):
     folder = champion[0]
     with pytest.raises(SystemExit) as stop:

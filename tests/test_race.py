@@ -18,6 +18,8 @@ from clrsearch.nn import network
 from clrsearch.nn.trainer import train
 from clrsearch.search.compare import compare_to_best
 
+pytestmark = pytest.mark.slow  # whole studies, one after the other
+
 TINY = ["--n-s", "10", "--n-batch", "20", "--hidden", "8", "--eval-train-size", "100", "--val-size", "200",
         "--evals-per-cycle", "2", "--cycles", "1", "--dtype", "float64", "--quiet"]
 TINY_TRAIN = TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8, dtype="float64", evals_per_cycle=2,

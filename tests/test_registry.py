@@ -54,6 +54,7 @@ def registered(store, tmp_path_factory):
             "logged": logged, "parent": parent.run_id}
 
 
+@pytest.mark.slow
 def test_each_registration_adds_a_version_and_moves_the_alias(store, registered):
     (run1, v1), (run2, v2) = registered["logged"]
     assert (v1, v2) == ("1", "2")
@@ -61,6 +62,7 @@ def test_each_registration_adds_a_version_and_moves_the_alias(store, registered)
     assert [store.get_model_version(NAME, v).run_id for v in (v1, v2)] == [run1, run2]
 
 
+@pytest.mark.slow
 def test_champion_predicts_what_the_network_predicts_from_raw_rows(store, registered):
     raw, X = registered["raw"], registered["X"]
     expected = network.predict(registered["nets"][0], X)  # (N,)
@@ -72,6 +74,7 @@ def test_champion_predicts_what_the_network_predicts_from_raw_rows(store, regist
         np.testing.assert_array_equal(model.predict(rows), expected[:len(rows)])
 
 
+@pytest.mark.slow
 def test_an_ensemble_version_averages_the_class_probabilities(store, registered):
     nets, X = registered["nets"], registered["X"]
     P = (network.forward(nets[0], X) + network.forward(nets[1], X)) / 2  # (C, N)
@@ -79,6 +82,7 @@ def test_an_ensemble_version_averages_the_class_probabilities(store, registered)
     np.testing.assert_array_equal(predictions, np.argmax(P, axis=0))
 
 
+@pytest.mark.slow
 def test_final_run_holds_accuracies_curves_confusion_matrix_and_the_model(store, registered):
     run_id, _ = registered["logged"][1]
     run = store.get_run(run_id)
@@ -110,6 +114,7 @@ def test_final_run_holds_accuracies_curves_confusion_matrix_and_the_model(store,
     assert mlflow.get_logged_model(info.model_id).experiment_id == run.info.experiment_id
 
 
+@pytest.mark.slow
 def test_a_fresh_process_loads_the_champion_with_the_installed_package_only(store, registered, tmp_path):
     np.save(tmp_path / "rows.npy", registered["raw"])
     script = ("import sys, numpy, mlflow.pyfunc\n"
@@ -123,6 +128,7 @@ def test_a_fresh_process_loads_the_champion_with_the_installed_package_only(stor
     np.testing.assert_array_equal(np.load(tmp_path / "predictions.npy"), expected)
 
 
+@pytest.mark.slow
 def test_a_single_network_given_as_a_dict_is_a_model_of_one_network(store, registered):
     raw, X = registered["raw"], registered["X"]
     net = registered["nets"][1]
@@ -140,6 +146,7 @@ def test_a_single_network_given_as_a_dict_is_a_model_of_one_network(store, regis
     assert str(store.get_model_version_by_alias(NAME, "champion").version) == "2"  # the champion stays
 
 
+@pytest.mark.slow
 def test_load_model_of_an_unknown_model_is_a_usage_error_naming_the_fix(store, registered):
     with pytest.raises(UsageError) as error:
         tracking.load_model(f"models:/{NAME}@no-such-alias")
@@ -157,6 +164,7 @@ def test_load_model_without_a_store_creates_none(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_run_metrics_are_the_latest_values_and_empty_without_a_run(store, registered):
     run_id, _ = registered["logged"][1]
     metrics = tracking.run_metrics(run_id)

@@ -237,6 +237,7 @@ def test_ctrl_c_gives_the_trials_back_says_how_to_resume_and_the_study_resumes(w
     assert len(slots) == 3 and all(len(found) == 1 for found in slots.values())
 
 
+@pytest.mark.slow
 def test_trials_told_by_a_process_that_died_before_logging_them_are_logged_by_the_next(workspace, monkeypatch):
     args = [*workspace.args, "--n-trials", "2", "--trials-per-population", "2"]
     def die(self, trials):
@@ -263,6 +264,7 @@ def test_trials_told_by_a_process_that_died_before_logging_them_are_logged_by_th
 # ----------------------------------------------------------------------------- trials that end early
 
 
+@pytest.mark.slow
 def test_a_diverging_lambda_fails_within_its_first_epoch_and_the_study_goes_on(workspace):
     assert fine.main([*workspace.args, "--grid", "0,0.001,1000", *FINE]) == 0
     trials = {t.params["lam"]: t for t in load(workspace.storage, "fine").get_trials()}
@@ -330,6 +332,7 @@ def test_every_kind_of_bad_input_gets_one_line_exit_2_and_leaves_nothing_behind(
     assert problems == {}
 
 
+@pytest.mark.slow
 def test_bad_input_from_the_shell_is_one_line_without_traceback(workspace):
     done = workspace.run("coarse", "--eta-min", "0.1", "--eta-max", "0.01")
     assert done.returncode == 2

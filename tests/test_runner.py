@@ -187,6 +187,7 @@ def test_exhausted_grid_stops_cleanly(workspace, monkeypatch, capsys):
     assert len(load(config).get_trials()) == 2
 
 
+@pytest.mark.slow
 def test_a_diverging_lambda_fails_alone(workspace):
     config = workspace("fine", grid=(0.0, 1000.0), final=False, n_seeds=1)
     assert run(config) == 0
