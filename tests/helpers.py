@@ -5,13 +5,15 @@
 - :func:`tiny_problem`, :func:`gaussian_dataset`, :func:`random_network`: small synthetic problems;
 - :func:`centred_differences`: the gradient of ``network.cost`` by its definition, entry by entry;
 - :func:`copy_store`: an MLflow store copied from the migrated template (see ``conftest.mlflow_template``);
-- :func:`steps_and_values`: a logged metric's history;
+- :func:`steps_and_values`, :func:`experiment_runs`: a logged metric's history, an experiment's runs;
+- :func:`log_uniform_draws`: the lambdas a seeded Optuna RandomSampler draws, computed with NumPy;
 - :func:`dead_pid`: the pid of a process that has exited.
 
 In the tiny CIFAR copy each class has its own random mean image; an image is its
 class mean plus pixel noise, so a two-layer network learns it well above chance
 in a few epochs, but not perfectly from 200 images.
 """
+import math
 import pickle
 import shutil
 import subprocess
@@ -187,6 +189,18 @@ def steps_and_values(client, run_id, key):
     """Steps and values of a logged metric, in step order."""
     history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
     return [m.step for m in history], [m.value for m in history]
+
+
+def experiment_runs(client, experiment):
+    """Every run of the MLflow experiment named ``experiment`` (none when it does not exist)."""
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id], max_results=1000)
+
+
+def log_uniform_draws(seed, n, low, high):
+    """What Optuna's RandomSampler draws: u ~ U(log low, log high) from NumPy's RandomState(seed), then exp."""
+    rng = np.random.RandomState(seed)
+    return [math.exp(rng.uniform(math.log(low), math.log(high))) for _ in range(n)]
 
 
 def dead_pid():

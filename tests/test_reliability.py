@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 import faults
 from clrsearch import coarse, fine, processes, tracking
 from clrsearch.search import queue
-from helpers import copy_store, dead_pid, write_tiny_cifar
+from helpers import copy_store, dead_pid, experiment_runs, write_tiny_cifar
 
 # One seed per lambda keeps MLflow's writes few. 32 hidden units: from 24 rows of W1 on, OpenBLAS sums
 # every member's products in the same order whatever the population size, so that a trial's value
@@ -62,9 +62,7 @@ class Workspace:
                               text=True, timeout=timeout)
 
     def runs(self):
-        client = MlflowClient(tracking_uri=self.tracking_uri)
-        experiment = client.get_experiment_by_name("clrsearch")
-        return [] if experiment is None else client.search_runs([experiment.experiment_id], max_results=1000)
+        return experiment_runs(MlflowClient(tracking_uri=self.tracking_uri), "clrsearch")
 
 
 @pytest.fixture

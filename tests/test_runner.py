@@ -19,7 +19,7 @@ from clrsearch.data import load_batch, load_splits
 from clrsearch.nn.trainer import train
 from clrsearch.search import population, queue, runner
 from clrsearch.search.runner import RunOptions, StudyRunner
-from helpers import copy_store, write_tiny_cifar
+from helpers import copy_store, experiment_runs, log_uniform_draws, write_tiny_cifar
 
 TRAIN = TrainConfig(n_batch=20, cycles=2, n_s=10, hidden=8, evals_per_cycle=2, eval_train_size=100)
 
@@ -57,15 +57,7 @@ def load(config):
 
 
 def all_runs():
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name("clrsearch")
-    return client.search_runs([experiment.experiment_id], max_results=1000)
-
-
-def log_uniform_draws(seed, n, low, high):
-    """What Optuna's RandomSampler draws: u ~ U(log low, log high) from NumPy's RandomState(seed), then exp."""
-    rng = np.random.RandomState(seed)
-    return [math.exp(rng.uniform(math.log(low), math.log(high))) for _ in range(n)]
+    return experiment_runs(MlflowClient(), "clrsearch")
 
 
 @pytest.mark.slow

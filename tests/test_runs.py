@@ -16,7 +16,7 @@ from clrsearch.config import DataConfig, TrainConfig
 from clrsearch.data import load_splits
 from clrsearch.nn import network
 from clrsearch.nn.trainer import train
-from helpers import steps_and_values, write_tiny_cifar
+from helpers import experiment_runs, steps_and_values, write_tiny_cifar
 
 PARENT = "mlflow.parentRunId"
 PROTOCOL = {"n_batch": 20, "cycles": 1, "n_s": 10, "split": "batch1"}
@@ -56,11 +56,6 @@ def trial_records(population):
     failed = tracking.TrialRecord(number=2, lam=5.0, state="FAIL", mean=math.nan, std=math.nan,
                                   params=PROTOCOL, seeds=[], reason="all seeds diverged")
     return [complete, pruned, failed]
-
-
-def runs_of(client, experiment):
-    exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id], max_results=1000)
 
 
 
@@ -105,7 +100,7 @@ def test_parent_run_holds_config_tags_summary_and_ends_finished(store, logged_st
 
 def test_one_trial_run_per_trial_nested_under_the_study_with_its_state(store, logged_study):
     study, trials, ids, again = logged_study
-    runs = {r.info.run_id: r for r in runs_of(store, "tree")}
+    runs = {r.info.run_id: r for r in experiment_runs(store, "tree")}
     trial_runs = [r for r in runs.values() if r.data.tags.get(PARENT) == study.run_id]
     assert sorted(r.info.run_id for r in trial_runs) == sorted(ids.values())
     assert again == {0: ids[0]}  # logged once only
@@ -133,7 +128,7 @@ def test_one_trial_run_per_trial_nested_under_the_study_with_its_state(store, lo
 def test_seed_runs_hold_the_curves_by_update_step_eta_and_confusion_matrix(store, logged_study, population):
     _, trials, ids, _ = logged_study
     splits = population[0]
-    runs = runs_of(store, "tree")
+    runs = experiment_runs(store, "tree")
     for trial in trials:
         for seed in trial.seeds:
             (run,) = [r for r in runs if r.data.tags.get(PARENT) == ids[trial.number]
@@ -173,7 +168,7 @@ def test_every_run_ends_when_the_block_raises(store, population, error, status):
         with tracking.StudyRun(experiment, "raises", {"a": 1}, {}) as study:
             study.log_trials(trial_records(population)[:1])
             raise error
-    runs = runs_of(store, experiment)
+    runs = experiment_runs(store, experiment)
     assert len(runs) == 4  # study, trial, two seeds
     assert store.get_run(study.run_id).info.status == status
     assert sorted(r.info.status for r in runs if r.info.run_id != study.run_id) == ["FINISHED"] * 3
@@ -185,6 +180,6 @@ def test_a_failure_while_logging_a_seed_ends_its_runs_failed(store, population):
     with pytest.raises(IndexError):
         with tracking.StudyRun("broken", "broken", {}, {}) as study:
             study.log_trials([broken])
-    statuses = {r.data.tags.get("level"): r.info.status for r in runs_of(store, "broken")
+    statuses = {r.data.tags.get("level"): r.info.status for r in experiment_runs(store, "broken")
                 if r.data.tags.get("seed") != "1"}
     assert statuses == {"study": "FAILED", "trial": "FAILED", "seed": "FAILED"}

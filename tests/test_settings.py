@@ -1,7 +1,6 @@
 """Study definitions (clrsearch.cli.settings): built-in defaults, TOML files, flags, and their errors."""
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import pytest

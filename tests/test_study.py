@@ -2,10 +2,8 @@
 seeded NumPy generator, the fine grid derived from coarse trials chosen by hand, and a study that is
 created once, filled with its points, and refused when resumed with other settings."""
 
-import math
 from dataclasses import replace
 
-import numpy as np
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
@@ -14,12 +12,7 @@ from optuna.trial import TrialState, create_trial
 from clrsearch.config import DEFAULT_SEARCH, SearchConfig, StudyConfig
 from clrsearch.errors import UsageError
 from clrsearch.search import queue, study
-
-
-def log_uniform_draws(seed, n, low, high):
-    """What Optuna's RandomSampler draws: u ~ U(log low, log high) from NumPy's RandomState(seed), then exp."""
-    rng = np.random.RandomState(seed)
-    return [math.exp(rng.uniform(math.log(low), math.log(high))) for _ in range(n)]
+from helpers import log_uniform_draws
 
 
 def test_planned_lambdas_are_the_seeded_log_uniform_draws():
