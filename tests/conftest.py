@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny CIFAR-10 copy in the official on-disk format, no network, MLflow
-stores copied from one migrated template, a throwaway PostgreSQL server.
+stores and Optuna storages copied from templates made once, a throwaway PostgreSQL server.
 
 The references the fixtures and tests build on are in :mod:`helpers`. The developer
 tools of ``tools/`` are imported by the tests as top-level modules (``import bench``).
@@ -48,6 +48,22 @@ def mlflow_template(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
     return path
+
+
+@pytest.fixture(scope="session")
+def optuna_template(tmp_path_factory) -> Path:
+    """An Optuna SQLite storage with its tables and no study, created once: a copy opens in a tenth of the time."""
+    from optuna.storages import RDBStorage
+
+    path = tmp_path_factory.mktemp("optuna-template") / "studies.db"
+    RDBStorage(f"sqlite:///{path}").engine.dispose()
+    return path
+
+
+@pytest.fixture
+def study_url(tmp_path, optuna_template) -> str:
+    """URL of a new, empty Optuna SQLite storage in ``tmp_path`` (a copy of the template)."""
+    return helpers.copy_storage(optuna_template, tmp_path / "studies.db")
 
 
 @pytest.fixture(scope="module")

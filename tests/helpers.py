@@ -4,7 +4,8 @@
 - :func:`read_raw_batch`: a batch read back with plain ``pickle``; :func:`assert_one_line_naming`;
 - :func:`tiny_problem`, :func:`gaussian_dataset`, :func:`random_network`: small synthetic problems;
 - :func:`centred_differences`: the gradient of ``network.cost`` by its definition, entry by entry;
-- :func:`copy_store`: an MLflow store copied from the migrated template (see ``conftest.mlflow_template``);
+- :func:`copy_store`, :func:`copy_storage`: an MLflow store and an Optuna storage copied from their templates
+  (``conftest.mlflow_template``, ``conftest.optuna_template``);
 - :func:`steps_and_values`, :func:`experiment_runs`: a logged metric's history, an experiment's runs;
 - :func:`log_uniform_draws`: the lambdas a seeded Optuna RandomSampler draws, computed with NumPy;
 - :func:`dead_pid`: the pid of a process that has exited.
@@ -183,6 +184,17 @@ def copy_store(template, folder) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template, folder / "mlflow.db")
     return f"sqlite:///{folder}/mlflow.db"
+
+
+def copy_storage(template, path) -> str:
+    """Copy the empty Optuna SQLite storage ``template`` (tables made, no study) to ``path``; returns its URL.
+
+    Optuna takes seconds to create its tables in a new file; a copy opens at once.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
 
 
 def steps_and_values(client, run_id, key):

@@ -33,9 +33,8 @@ def search_config(replicates="paired", n_seeds=2):
         TrainConfig(n_batch=20, cycles=1, n_s=5, hidden=8, dtype="float64", shuffle_seed=10, evals_per_cycle=1))
 
 
-def claimed_study(tmp_path, config):
-    """A new fine study of GRID in a SQLite file, and its trials claimed by this process."""
-    url = f"sqlite:///{tmp_path}/pop.db"
+def claimed_study(url, config):
+    """A new fine study of GRID in the storage ``url``, and its trials claimed by this process."""
     with queue.study_lock(url):
         storage = queue.open_storage(url)
         config = study.resolve_grid(config, storage)
@@ -51,8 +50,8 @@ def alone(splits, config, lam, replicate, shuffle_seed):
 
 
 @pytest.mark.parametrize("replicates", ["paired", "init"])
-def test_each_replicate_is_the_network_trained_alone_and_tell_records_the_means(tmp_path, splits, replicates):
-    config, created, trials = claimed_study(tmp_path, search_config(replicates))
+def test_each_replicate_is_the_network_trained_alone_and_tell_records_the_means(study_url, splits, replicates):
+    config, created, trials = claimed_study(study_url, search_config(replicates))
     assert len(trials) == 2
     outcome = population.train_population(trials, config, splits)
     # paired: replicate r trains on the mini-batch order of shuffle seed 10 + r; init: all on shuffle seed 10.
@@ -78,8 +77,8 @@ def test_each_replicate_is_the_network_trained_alone_and_tell_records_the_means(
         assert result.mean == frozen.value and result.std == frozen.user_attrs["val_accuracy_std"]
 
 
-def test_blocks_are_one_population_per_replicate_when_paired_and_one_in_all_when_not(tmp_path, splits):
-    config, _, trials = claimed_study(tmp_path, search_config(n_seeds=3))
+def test_blocks_are_one_population_per_replicate_when_paired_and_one_in_all_when_not(study_url, splits):
+    config, _, trials = claimed_study(study_url, search_config(n_seeds=3))
     claimed = population._claimed(trials, config, splits.train.n)
     assert population.plan_blocks(claimed, config) == [[(0, 0), (1, 0)], [(0, 1), (1, 1)], [(0, 2), (1, 2)]]
     init = replace(config, study=replace(config.study, replicates="init"))
@@ -89,8 +88,8 @@ def test_blocks_are_one_population_per_replicate_when_paired_and_one_in_all_when
     assert population.total_steps(trials, init, splits.train.n) == 10
 
 
-def test_a_trial_taken_over_by_another_worker_is_not_recorded_again(tmp_path, splits):
-    config, created, trials = claimed_study(tmp_path, search_config(n_seeds=1))
+def test_a_trial_taken_over_by_another_worker_is_not_recorded_again(study_url, splits):
+    config, created, trials = claimed_study(study_url, search_config(n_seeds=1))
     outcome = population.train_population(trials, config, splits)
     lost = trials[0]
     created._storage.set_trial_state_values(lost._trial_id, TrialState.FAIL)  # another worker failed it
@@ -101,10 +100,10 @@ def test_a_trial_taken_over_by_another_worker_is_not_recorded_again(tmp_path, sp
     assert created.trials[trials[1].number].state == TrialState.COMPLETE
 
 
-def test_a_diverging_trial_fails_with_the_step_and_replicate_in_its_reason(tmp_path, splits):
+def test_a_diverging_trial_fails_with_the_step_and_replicate_in_its_reason(study_url, splits):
     config = search_config(n_seeds=1)
     config = replace(config, study=replace(config.study, grid=(0.0, 1e12)))
-    config, created, trials = claimed_study(tmp_path, config)
+    config, created, trials = claimed_study(study_url, config)
     outcome = population.train_population(trials, config, splits)
     by_lam = {r.lam: r for r in outcome.results}
     assert by_lam[0.0].state == "COMPLETE"

@@ -73,19 +73,19 @@ def test_an_unreachable_postgresql_server_is_one_line_without_the_password():
 # ----------------------------------------------------------------------------- claims
 
 
-def test_enqueue_missing_enqueues_each_slot_once(tmp_path):
-    study = new_study(f"sqlite:///{tmp_path}/q.db", 0.1, 0.2)
+def test_enqueue_missing_enqueues_each_slot_once(study_url):
+    study = new_study(study_url, 0.1, 0.2)
     with queue.study_lock(queue.url_of(study)):
         queue.enqueue_missing(study, {**lambdas(0.5, 0.6, 0.3), 3: ({"lam": 0.4}, {"point": 7})})
     trials = study.get_trials()
     assert [(t.user_attrs[queue.SLOT], t.system_attrs["fixed_params"]["lam"]) for t in trials] == \
         [(0, 0.1), (1, 0.2), (2, 0.3), (3, 0.4)]
     assert trials[3].user_attrs["point"] == 7
-    assert queue.url_of(study) == f"sqlite:///{tmp_path}/q.db"
+    assert queue.url_of(study) == study_url
 
 
-def test_a_claimed_trial_names_its_worker_before_it_runs(tmp_path):
-    study = new_study(f"sqlite:///{tmp_path}/q.db", 0.1, 0.2, 0.3)
+def test_a_claimed_trial_names_its_worker_before_it_runs(study_url):
+    study = new_study(study_url, 0.1, 0.2, 0.3)
     with queue.study_lock(queue.url_of(study)):
         claimed = queue.claim_waiting(study, 2)
     assert [t.number for t in claimed] == [0, 1]
@@ -97,8 +97,8 @@ def test_a_claimed_trial_names_its_worker_before_it_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_claims_of_concurrent_processes_never_overlap(tmp_path):
-    url = f"sqlite:///{tmp_path}/claims.db"
+def test_claims_of_concurrent_processes_never_overlap(study_url):
+    url = study_url
     new_study(url, *range(60))
     claimer = ("import sys, optuna; from clrsearch.search import queue\n"
                "url = sys.argv[1]; study = optuna.load_study(study_name='s', storage=queue.open_storage(url))\n"
@@ -114,21 +114,22 @@ def test_claims_of_concurrent_processes_never_overlap(tmp_path):
     assert [p.returncode for p in claimers] == [0, 0, 0]
 
 
-def test_read_trials_of_a_study_not_made_yet_is_empty(tmp_path):
+def test_read_trials_of_a_study_not_made_yet_is_empty(tmp_path, study_url):
     assert queue.read_trials(f"sqlite:///{tmp_path}/none.db", "s") == []
-    new_study(f"sqlite:///{tmp_path}/q.db", 0.1)
-    assert queue.read_trials(f"sqlite:///{tmp_path}/q.db", "other") == []
-    assert [t.state for t in queue.read_trials(f"sqlite:///{tmp_path}/q.db", "s")] == [TrialState.WAITING]
+    assert not (tmp_path / "none.db").exists()
+    new_study(study_url, 0.1)
+    assert queue.read_trials(study_url, "other") == []
+    assert [t.state for t in queue.read_trials(study_url, "s")] == [TrialState.WAITING]
 
 
 # ----------------------------------------------------------------------------- dead workers, Ctrl-C
 
 
-def test_trials_of_dead_workers_get_one_copy_each_and_live_ones_are_left_alone(tmp_path, monkeypatch):
+def test_trials_of_dead_workers_get_one_copy_each_and_live_ones_are_left_alone(study_url, monkeypatch):
     timing = {"CLRSEARCH_HEARTBEAT_SECONDS": 0.3, "CLRSEARCH_GRACE_SECONDS": 1.0}
     for name, value in timing.items():
         monkeypatch.setenv(name, str(value))
-    study = new_study(f"sqlite:///{tmp_path}/recover.db", 0.1, 0.2, 0.3, 0.4)
+    study = new_study(study_url, 0.1, 0.2, 0.3, 0.4)
     with queue.study_lock(queue.url_of(study)):
         dead_here, elsewhere, alive, half_done = queue.claim_waiting(study, 4)
     study._storage.set_trial_system_attr(dead_here._trial_id, queue.WORKER_ATTR, processes.identity(dead_pid()))
@@ -156,8 +157,8 @@ def test_trials_of_dead_workers_get_one_copy_each_and_live_ones_are_left_alone(t
     assert queue.deaths(study, 0) == 1 and queue.deaths(study, 2) == 0
 
 
-def test_trials_given_back_are_enqueued_again_and_not_counted_as_deaths(tmp_path):
-    study = new_study(f"sqlite:///{tmp_path}/q.db", 0.1, 0.2)
+def test_trials_given_back_are_enqueued_again_and_not_counted_as_deaths(study_url):
+    study = new_study(study_url, 0.1, 0.2)
     with queue.study_lock(queue.url_of(study)):
         first, second = queue.claim_waiting(study, 2)
     for trial in (first, second):

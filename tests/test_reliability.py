@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 import faults
 from clrsearch import coarse, fine, processes, tracking
 from clrsearch.search import queue
-from helpers import copy_store, dead_pid, experiment_runs, write_tiny_cifar
+from helpers import copy_storage, copy_store, dead_pid, experiment_runs, write_tiny_cifar
 
 # One seed per lambda keeps MLflow's writes few. 32 hidden units: from 24 rows of W1 on, OpenBLAS sums
 # every member's products in the same order whatever the population size, so that a trial's value
@@ -43,12 +43,13 @@ def tiny_data(tmp_path_factory):
 class Workspace:
     """A working directory with its own MLflow store, the environment for commands run in it."""
 
-    def __init__(self, folder, data, template):
+    def __init__(self, folder, data, templates):
         self.folder = folder
-        self.tracking_uri = copy_store(template, folder)
+        mlflow_template, self.optuna_template = templates
+        self.tracking_uri = copy_store(mlflow_template, folder)
         self.env = {**os.environ, **TIMING, "MLFLOW_TRACKING_URI": self.tracking_uri}
         self.args = ["--data-dir", str(data), *TINY]
-        self.storage = f"sqlite:///{folder}/studies/clrsearch.db"
+        self.storage = copy_storage(self.optuna_template, folder / "studies" / "clrsearch.db")
 
     def command(self, kind, *args):
         return [sys.executable, "-m", f"clrsearch.{kind}", *self.args, *args]
@@ -66,8 +67,8 @@ class Workspace:
 
 
 @pytest.fixture
-def workspace(tmp_path, tiny_data, mlflow_template, monkeypatch):
-    space = Workspace(tmp_path, tiny_data, mlflow_template)
+def workspace(tmp_path, tiny_data, mlflow_template, optuna_template, monkeypatch):
+    space = Workspace(tmp_path, tiny_data, (mlflow_template, optuna_template))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", space.tracking_uri)
     for name, value in TIMING.items():
@@ -76,9 +77,9 @@ def workspace(tmp_path, tiny_data, mlflow_template, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def one_worker_grid(tmp_path_factory, tiny_data, mlflow_template):
+def one_worker_grid(tmp_path_factory, tiny_data, mlflow_template, optuna_template):
     """lambda -> value of the fine grid run by one worker, uninterrupted."""
-    space = Workspace(tmp_path_factory.mktemp("one-worker"), tiny_data, mlflow_template)
+    space = Workspace(tmp_path_factory.mktemp("one-worker"), tiny_data, (mlflow_template, optuna_template))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(space.folder)
         patch.setenv("MLFLOW_TRACKING_URI", space.tracking_uri)
@@ -191,7 +192,7 @@ def test_a_helper_killed_mid_trial_is_recovered_by_its_parent_which_reports_it(w
 @pytest.mark.slow
 def test_a_sigkilled_study_resumes_in_a_restarted_worker_with_the_values_of_an_uninterrupted_run(workspace):
     args = ("--grid", GRID, *FINE, "--trials-per-population", "2", *SLOW)
-    reference = f"sqlite:///{workspace.folder}/uninterrupted.db"
+    reference = copy_storage(workspace.optuna_template, workspace.folder / "uninterrupted.db")
     assert fine.main([*workspace.args, *args, "--storage", reference, "--experiment", "uninterrupted"]) == 0
     uninterrupted = {t.params["lam"]: t.value for t in load(reference, "fine").get_trials()}
 

@@ -17,9 +17,9 @@ from clrsearch import coarse as coarse_command
 from clrsearch.config import DataConfig, SearchConfig, StudyConfig, TrainConfig
 from clrsearch.data import load_batch, load_splits
 from clrsearch.nn.trainer import train
-from clrsearch.search import population, queue, runner
+from clrsearch.search import population, runner
 from clrsearch.search.runner import RunOptions, StudyRunner
-from helpers import copy_store, experiment_runs, log_uniform_draws, write_tiny_cifar
+from helpers import copy_storage, copy_store, experiment_runs, log_uniform_draws, write_tiny_cifar
 
 TRAIN = TrainConfig(n_batch=20, cycles=2, n_s=10, hidden=8, evals_per_cycle=2, eval_train_size=100)
 
@@ -30,11 +30,11 @@ def tiny_data(tmp_path_factory):
 
 
 @pytest.fixture
-def workspace(tmp_path, monkeypatch, tiny_data, mlflow_template):
+def workspace(tmp_path, monkeypatch, tiny_data, mlflow_template, optuna_template):
     """A working directory with its own study storage and tracking store; returns ``config(kind, **study)``."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", copy_store(mlflow_template, tmp_path))
-    storage = f"sqlite:///{tmp_path}/studies/clrsearch.db"
+    storage = copy_storage(optuna_template, tmp_path / "studies" / "clrsearch.db")
     data = DataConfig("full", val_size=200, data_dir=str(tiny_data))
 
     def config(kind, train=TRAIN, **study):
@@ -110,7 +110,7 @@ def test_run_tree_parent_trial_seed_with_curves_and_artifacts(workspace):
 def hand_made_coarse_study(storage):
     """A coarse study whose best three lambdas are 7e-4, 2.2e-3 and 3e-3: the derived grid of 3 points is
     0 to 2 x 3e-3 in steps of 6e-3 / 2 = 3e-3."""
-    coarse = optuna.create_study(study_name="coarse", storage=queue.storage_url(storage), direction="maximize")
+    coarse = optuna.create_study(study_name="coarse", storage=storage, direction="maximize")
     distribution = {"lam": FloatDistribution(1e-5, 1e-1, log=True)}
     for lam, value in {1e-4: 0.40, 7e-4: 0.52, 2.2e-3: 0.50, 3e-3: 0.45, 5e-2: 0.30}.items():
         coarse.add_trial(create_trial(params={"lam": lam}, distributions=distribution, value=value))

@@ -60,8 +60,8 @@ def test_derive_grid_needs_a_completed_coarse_trial():
 
 
 @pytest.fixture
-def storage_url(tmp_path):
-    return f"sqlite:///{tmp_path}/studies.db"
+def storage_url(study_url):
+    return study_url
 
 
 def open_study(config, url):
