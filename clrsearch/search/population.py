@@ -89,6 +89,9 @@ class Block:
     training: TrainResult
     val_pred: np.ndarray  # (K, N_val) final predictions
     train_configs: list  # TrainConfig per member
+    started: float = 0.0  # wall-clock time (s since the epoch) when the block began training
+    ended: float = 0.0  # ... and when its last evaluation was done
+    eval_times: list = field(default_factory=list)  # wall-clock time of each evaluation point of its history
 
 
 @dataclass
@@ -218,15 +221,22 @@ def _train_block(claimed, members, config, splits, progress, timer, pruning):
     lams = [claimed[i].params[LAM] for i, _ in members]  # (K,)
     seeds = [study_cfg.first_seed + r for _, r in members]  # (K,)
     schedule = configs[0] if all(c == configs[0] for c in configs) else tuple(configs)
+    eval_times = []
+
+    def on_eval(point):
+        eval_times.append(time.time())
+        return pruning(point) if pruning is not None else []
+
+    wall_started = time.time()
     started = time.perf_counter()
-    result = train(splits.train, splits.val, schedule, lams, seeds, on_eval=pruning, progress=progress)
+    result = train(splits.train, splits.val, schedule, lams, seeds, on_eval=on_eval, progress=progress)
     evaluation = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):
         val_pred = network.predict(result.params, splits.val.X)  # (K, N_val)
     if timer is not None:
         timer.add("evaluation", result.eval_seconds + time.perf_counter() - evaluation)
         timer.add("training", evaluation - started - result.eval_seconds)
-    return Block(list(members), result, val_pred, configs)
+    return Block(list(members), result, val_pred, configs, wall_started, time.time(), eval_times)
 
 
 def _state(claimed, runs, blocks, pruned_reason):
