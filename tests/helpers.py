@@ -8,7 +8,7 @@
   (``conftest.mlflow_template``, ``conftest.optuna_template``);
 - :func:`steps_and_values`, :func:`experiment_runs`: a logged metric's history, an experiment's runs;
 - :func:`log_uniform_draws`: the lambdas a seeded Optuna RandomSampler draws, computed with NumPy;
-- :func:`dead_pid`: the pid of a process that has exited.
+- :func:`dead_pid`: the pid of a process that has exited; :func:`sigint_default` for children sent Ctrl-C.
 
 In the tiny CIFAR copy each class has its own random mean image; an image is its
 class mean plus pixel noise, so a two-layer network learns it well above chance
@@ -17,6 +17,7 @@ in a few epochs, but not perfectly from 200 images.
 import math
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -213,6 +214,12 @@ def log_uniform_draws(seed, n, low, high):
     """What Optuna's RandomSampler draws: u ~ U(log low, log high) from NumPy's RandomState(seed), then exp."""
     rng = np.random.RandomState(seed)
     return [math.exp(rng.uniform(math.log(low), math.log(high))) for _ in range(n)]
+
+
+def sigint_default():
+    """``preexec_fn`` of a child that must stop on SIGINT: Python only turns SIGINT into KeyboardInterrupt when
+    it did not inherit it ignored, and a shell starts background jobs (such as a test run) with it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def dead_pid():

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 import faults
 from clrsearch import coarse, fine, processes, tracking
 from clrsearch.search import queue
-from helpers import copy_storage, copy_store, dead_pid, experiment_runs, write_tiny_cifar
+from helpers import copy_storage, copy_store, dead_pid, experiment_runs, sigint_default, write_tiny_cifar
 
 # One seed per lambda keeps MLflow's writes few. 32 hidden units: from 24 rows of W1 on, OpenBLAS sums
 # every member's products in the same order whatever the population size, so that a trial's value
@@ -56,7 +56,7 @@ class Workspace:
 
     def start(self, kind, *args):
         return subprocess.Popen(self.command(kind, *args), cwd=self.folder, env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
 
     def run(self, kind, *args, timeout=180):
         return subprocess.run(self.command(kind, *args), cwd=self.folder, env=self.env, capture_output=True,
