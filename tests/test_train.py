@@ -134,6 +134,7 @@ def commands(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, names", [("missing data directory", "missing"), ("eta_min >= eta_max", "eta_min")])
 def test_command_exits_2_with_one_line_and_no_traceback(commands, case, names):
     result = commands[case]
@@ -144,6 +145,7 @@ def test_command_exits_2_with_one_line_and_no_traceback(commands, case, names):
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_python_m_train_exits_1_when_training_diverged(tiny_cifar, tmp_path, monkeypatch, capsys):
     # Runs the module as ``python -m clrsearch.train`` does, in this process.
     argv = ["--data-dir", str(tiny_cifar), *SMALL, "--eta-max", "1e8", "--out", str(tmp_path / "plots")]
