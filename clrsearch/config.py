@@ -7,7 +7,7 @@ bad flag or TOML field fails before any data is read or any run is created.
 
 import itertools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .errors import UsageError
 from .nn.schedule import MODES
@@ -295,7 +295,7 @@ DEFAULT_SEARCH = {
                                        trials_per_population=10), _SEARCH_DATA, _SEARCH_TRAIN),
     "fine": SearchConfig(StudyConfig(kind="fine", name="fine", sampler="grid", trials_per_population=16,
                                      grid=(("n_s_epochs", (2, 4)),)),
-                         _SEARCH_DATA, _SEARCH_TRAIN),
+                         _SEARCH_DATA, replace(_SEARCH_TRAIN, augment="flip")),
 }
 
 
