@@ -70,8 +70,11 @@ def test_champion_predicts_what_the_network_predicts_from_raw_rows(store, regist
     predictions = model.predict(raw)
     assert isinstance(predictions, np.ndarray) and predictions.dtype == np.int64
     np.testing.assert_array_equal(predictions, expected)
-    for rows in (raw.astype(np.float32), raw.astype(np.float64), pd.DataFrame(raw), raw[:1]):
+    for rows in (pd.DataFrame(raw), raw[:1]):
         np.testing.assert_array_equal(model.predict(rows), expected[:len(rows)])
+    # The tensor signature takes uint8 only; the model itself takes rows of any dtype.
+    for rows in (raw.astype(np.float32), raw.astype(np.float64)):
+        np.testing.assert_array_equal(model.unwrap_python_model().predict(None, rows), expected)
 
 
 @pytest.mark.slow
@@ -108,8 +111,7 @@ def test_final_run_holds_accuracies_curves_confusion_matrix_and_the_model(store,
             assert image.format == "PNG"
 
     info = mlflow.models.get_model_info(f"models:/{NAME}/2")
-    assert info.signature.inputs.to_dict()[0] == {"type": "double", "name": 0, "required": True}
-    assert len(info.signature.inputs.inputs) == D
+    assert info.signature.inputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "uint8", "shape": (-1, D)}}]
     assert info.saved_input_example_info is not None
     assert mlflow.get_logged_model(info.model_id).experiment_id == run.info.experiment_id
 
@@ -123,7 +125,8 @@ def test_a_fresh_process_loads_the_champion_with_the_installed_package_only(stor
               "numpy.save('predictions.npy', model.predict(numpy.load('rows.npy')))\n")
     env = dict(os.environ)  # the temporary store's MLFLOW_TRACKING_URI, no PYTHONPATH
     env.pop("PYTHONPATH", None)
-    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     expected = network.predict(registered["nets"][0], registered["X"])
     np.testing.assert_array_equal(np.load(tmp_path / "predictions.npy"), expected)
 
