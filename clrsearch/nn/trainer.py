@@ -5,12 +5,18 @@ lambda and initial-weight seed; K = 1 is an ordinary run. The population's
 first layer is one (K·M, D) matrix, so every update is two large matrix
 products however many networks train.
 
+Members may also follow schedules of their own (one TrainConfig each, equal
+but for the fields in ``SCHEDULE_FIELDS``): every step still gathers one
+mini-batch for all, each member updates with its own learning rate, and a
+member leaves the population at its own last step. With ``augment="flip"``
+each image of a mini-batch is mirrored left-right with probability 1/2.
+
 The ``train`` command (:mod:`clrsearch.cli.train`) runs one network through
 this loop; studies run populations of many.
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -20,6 +26,10 @@ from . import network
 from .schedule import cyclic_lr
 
 METRICS = ("train_loss", "train_cost", "train_accuracy", "val_loss", "val_cost", "val_accuracy")
+# The TrainConfig fields in which the members of one population may differ; all others are shared.
+SCHEDULE_FIELDS = ("n_s", "cycles", "eta_min", "eta_max", "clr_mode", "gamma", "max_steps", "evals_per_cycle")
+# A CIFAR-10 row: 1024 red, then 1024 green, then 1024 blue values, each channel row-major.
+IMAGE_SHAPE = (3, 32, 32)
 
 # The first-layer weights of member k are scale[k] * V1[k]: weight decay then
 # multiplies one number per member instead of sweeping (K, M, D) every step.
@@ -39,7 +49,8 @@ class History:
     epochs : (P,) float, the same points in epochs
     metrics : dict name -> (P, K) float, for the names in ``METRICS``;
         NaN once a member has stopped
-    eta : (T,) float, learning rate of every update step
+    eta : (T,) float, learning rate of every update step of the one schedule; with one
+        schedule per member (T_max, K), NaN after member k's last step (see ``eta_of``)
     batches_per_epoch : int
     """
 
@@ -59,13 +70,23 @@ class History:
                 out[k] = values[finite[-1], k]
         return out
 
+    def eta_of(self, k):
+        """(T_k,) learning rate of every update step of member k's schedule."""
+        if self.eta.ndim == 1:
+            return self.eta
+        column = self.eta[:, k]  # (T_max,)
+        return column[~np.isnan(column)]
+
 
 @dataclass(frozen=True)
 class EvalPoint:
     """What an ``on_eval`` callback sees at one evaluation point.
 
     ``metrics`` holds (K,) arrays over the whole population (NaN for stopped
-    members); ``active`` the indices of the members still training.
+    members); ``active`` the indices of the members still training, evaluated
+    here. ``cycle_end`` is true where the schedule of some member ends a
+    cycle, and ``cycle_end_members`` lists the active members whose cycle ends
+    here (all active members at a cycle end of a single schedule).
     """
 
     step: int
@@ -73,6 +94,7 @@ class EvalPoint:
     cycle_end: bool
     metrics: dict
     active: tuple
+    cycle_end_members: tuple = ()
 
 
 @dataclass
@@ -81,8 +103,15 @@ class TrainResult:
 
     ``status[k]`` is "finished", "diverged" (NaN or inf appeared) or
     "stopped" (an ``on_eval`` callback stopped it, e.g. pruning), and
-    ``stopped_at[k]`` the update step where it ended. ``snapshots`` holds the
-    population at the end of every cycle when the config asks for them.
+    ``stopped_at[k]`` the update step where it ended: None for a member that
+    finished a single schedule, its own last step for one that finished one of
+    several schedules.
+
+    ``snapshots``, when the config asks for them: for a single schedule, the
+    whole population (leading axis K, stopped members as they stopped) at
+    every cycle end; for one schedule per member, K lists, ``snapshots[k][c]``
+    member k's network (no leading axis) at the end of its cycle c + 1, taken
+    while it was still training.
     """
 
     params: dict
@@ -95,13 +124,14 @@ class TrainResult:
     eval_seconds: float = 0.0
 
 
-def train(train_set, val_set, config: TrainConfig, lams, seeds, *, on_eval=None, progress=None):
+def train(train_set, val_set, config, lams, seeds, *, on_eval=None, progress=None):
     """Train K networks, member k with lambda ``lams[k]`` and init seed ``seeds[k]``.
 
     Parameters
     ----------
     train_set, val_set : objects with ``X`` (D, N), ``Y`` (C, N) one-hot and ``y`` (N,)
-    config : TrainConfig
+    config : TrainConfig, or a sequence of K TrainConfigs, one per member, that
+        differ only in the fields of ``SCHEDULE_FIELDS``
     lams : sequence of K floats >= 0
     seeds : sequence of K ints
     on_eval : callable(EvalPoint) -> iterable of member indices to stop, or None
@@ -110,6 +140,14 @@ def train(train_set, val_set, config: TrainConfig, lams, seeds, *, on_eval=None,
     Returns
     -------
     TrainResult
+
+    Notes
+    -----
+    With one config per member, every step still gathers one mini-batch for all
+    (the shared ``shuffle_seed``), member k updates with its own learning rate
+    and stops as "finished" after its own ``total_steps``. The curves are
+    measured at the union of the members' evaluation points, for every member
+    still training; the population is done when its longest run is.
     """
     lams = np.asarray(lams, dtype=np.float64).reshape(-1)
     seeds = tuple(int(s) for s in seeds)
@@ -118,23 +156,23 @@ def train(train_set, val_set, config: TrainConfig, lams, seeds, *, on_eval=None,
     for lam in lams:
         check_lam(float(lam))
     n_train = train_set.X.shape[1]
-    if config.n_batch > n_train:
-        raise UsageError(f"n_batch ({config.n_batch}) is larger than the training set ({n_train} images)")
+    schedule = _member_configs(config, len(seeds))  # one TrainConfig, or a list of one per member
+    config = schedule if isinstance(schedule, TrainConfig) else schedule[0]  # the shared fields
+    config.check_fits(n_train)
 
     dtype = np.dtype(config.dtype)
     X = np.asfortranarray(train_set.X, dtype=dtype)  # (D, N), one image per contiguous column
     Y = np.asarray(train_set.Y, dtype=dtype)  # (C, N)
-    eval_sets = _eval_sets(train_set, val_set, config, dtype)
     D, C = X.shape[0], Y.shape[0]
+    if config.augment == "flip" and D != np.prod(IMAGE_SHAPE):
+        raise UsageError(f"augment='flip' mirrors CIFAR-10 images of {np.prod(IMAGE_SHAPE)} values, not {D}")
+    eval_sets = _eval_sets(train_set, val_set, config, dtype)
 
     population = _Population(network.init_population(D, config.hidden, C, seeds, dtype), lams, config.n_batch)
     batches_per_epoch = n_train // config.n_batch
-    total = config.total_steps
-    eta = cyclic_lr(np.arange(total), config.eta_min, config.eta_max, config.n_s, config.clr_mode, config.gamma)
-    eval_steps = _evaluation_steps(config, batches_per_epoch)
-    cycle_ends = set(range(2 * config.n_s, total + 1, 2 * config.n_s))
+    plan = _Plan.of(schedule, len(seeds), batches_per_epoch)
     recorder = _Recorder(len(seeds), batches_per_epoch)
-    snapshots = []
+    snapshots = [[] for _ in seeds] if plan.mixed else []
     eval_seconds = 0.0
 
     def evaluate(step):
@@ -143,38 +181,152 @@ def train(train_set, val_set, config: TrainConfig, lams, seeds, *, on_eval=None,
         params = population.params()
         metrics = _evaluate(params, eval_sets, lams[population.members])
         eval_seconds += time.perf_counter() - started
-        point = recorder.record(step, step in cycle_ends, population.members, metrics)
+        ending = plan.cycle_ends.get(step, ())
+        point = recorder.record(step, step in plan.cycle_ends, population.members, metrics,
+                                tuple(m for m in population.members if m in ending))
         population.stop(population.nonfinite(metrics), step, "diverged")
-        if config.snapshots and step in cycle_ends:
-            snapshots.append(population.full_params())
+        if config.snapshots and point.cycle_end:
+            _take_snapshots(snapshots, population, point.cycle_end_members, plan.mixed)
         if on_eval is not None:
             population.stop(on_eval(point) or (), step, "stopped")
 
-    rng = np.random.default_rng(config.shuffle_seed)
-    XT = X.T  # (N, D) C-order view of the same memory: gathering rows is contiguous
-    batch_T = np.empty((config.n_batch, D), dtype)  # (B, D)
+    batches = _mini_batches(X, Y, config)
     step = 0
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is detected, not warned
         evaluate(0)
-        while step < total and population.members:
-            order = rng.permutation(n_train)
-            for b in range(min(batches_per_epoch, total - step)):
-                idx = order[b * config.n_batch:(b + 1) * config.n_batch]
-                np.take(XT, idx, axis=0, out=batch_T, mode="clip")  # indices come from a permutation; clip avoids a buffered copy
-                population.step(batch_T.T, Y[:, idx], eta[step])  # (D, B), (C, B)
-                step += 1
-                population.stop(population.diverged(), step, "diverged")
-                if progress is not None:
-                    progress.update(1)
-                if step in eval_steps and population.members:
-                    evaluate(step)
-                if not population.members:
-                    break
+        while step < plan.total and population.members:
+            Xb, Yb = next(batches)  # (D, B), (C, B)
+            population.step(Xb, Yb, plan.eta[step, population.members] if plan.mixed else plan.eta[step])
+            step += 1
+            population.stop(population.diverged(), step, "diverged")
+            if progress is not None:
+                progress.update(1)
+            if step in plan.eval_steps and population.members:
+                evaluate(step)
+            population.stop(plan.last_steps.get(step, ()), step, "finished")
 
-    history = History(recorder.steps_array(), recorder.epochs_array(), recorder.metrics_arrays(), eta,
+    history = History(recorder.steps_array(), recorder.epochs_array(), recorder.metrics_arrays(), plan.eta,
                       batches_per_epoch)
     return TrainResult(population.full_params(), history, lams, seeds, population.status,
                        population.stopped_at, snapshots, eval_seconds)
+
+
+def flip_rows(rows, mask):
+    """Mirror left-right, in place, the CIFAR-10 images of ``rows`` that ``mask`` selects.
+
+    Parameters
+    ----------
+    rows : (B, D) C-contiguous array, each row an image of ``IMAGE_SHAPE`` (D = 3 * 32 * 32)
+    mask : (B,) bool, the rows to mirror
+    """
+    if not rows.flags.c_contiguous:
+        raise ValueError("flip_rows works in place on a C-contiguous (B, D) array")
+    picked = np.flatnonzero(mask)
+    lines = rows.reshape(rows.shape[0], -1, IMAGE_SHAPE[-1])  # (B, 3 * 32, 32) view: one image row per line
+    lines[picked] = lines[picked, :, ::-1]
+
+
+def _mini_batches(X, Y, config):
+    """Endless mini-batches (D, B), (C, B) of X (D, N), Y (C, N): a new permutation every epoch.
+
+    The order comes from ``shuffle_seed`` alone; the flips of ``augment="flip"`` from a
+    generator of their own, so that augmenting leaves the order as it is. The batch
+    (D, B) is one buffer, overwritten by the next one.
+    """
+    n_train, B = X.shape[1], config.n_batch
+    order_rng = np.random.default_rng(config.shuffle_seed)
+    flip_rng = np.random.default_rng([config.shuffle_seed, 1]) if config.augment == "flip" else None
+    XT = X.T  # (N, D) C-order view of the same memory: gathering rows is contiguous
+    batch_T = np.empty((B, X.shape[0]), X.dtype)  # (B, D)
+    while True:
+        order = order_rng.permutation(n_train)
+        for b in range(n_train // B):
+            idx = order[b * B:(b + 1) * B]
+            np.take(XT, idx, axis=0, out=batch_T, mode="clip")  # indices come from a permutation; clip avoids a buffered copy
+            if flip_rng is not None:
+                flip_rows(batch_T, flip_rng.random(B) < 0.5)
+            yield batch_T.T, Y[:, idx]
+
+
+def _member_configs(config, K):
+    """``config`` itself for one schedule, else the list of the K members' configs, checked.
+
+    Raises UsageError unless ``config`` is a TrainConfig, or K TrainConfigs equal
+    in every field outside ``SCHEDULE_FIELDS``.
+    """
+    if isinstance(config, TrainConfig):
+        return config
+    if not isinstance(config, (tuple, list)) or not all(isinstance(c, TrainConfig) for c in config):
+        raise UsageError(f"config must be a TrainConfig or a sequence of TrainConfigs, not {type(config).__name__}")
+    configs = list(config)
+    if len(configs) != K:
+        raise UsageError(f"need one TrainConfig per member, got {len(configs)} for {K} members")
+    shared = [f.name for f in fields(TrainConfig) if f.name not in SCHEDULE_FIELDS]
+    for k, member_config in enumerate(configs):
+        for name in shared:
+            if getattr(member_config, name) != getattr(configs[0], name):
+                raise UsageError(f"the members of a population may differ only in {', '.join(SCHEDULE_FIELDS)}; "
+                                 f"member {k} has {name} = {getattr(member_config, name)!r}, "
+                                 f"member 0 {getattr(configs[0], name)!r}")
+    return configs
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where each member's run goes: its learning rates, last step, evaluation points and cycle ends.
+
+    ``eta`` is (T,) for one schedule and (T_max, K) for one per member, NaN after
+    a member's last step; ``last_steps`` maps a step to the members of several
+    schedules whose run ends there (empty for one schedule: its members finish
+    with the loop).
+    """
+
+    eta: np.ndarray  # (T,) or (T_max, K)
+    total: int  # update steps of the longest run
+    eval_steps: frozenset  # steps after which the curves are measured, for any member
+    cycle_ends: dict  # step -> members whose cycle ends after it
+    last_steps: dict  # step -> members whose run ends after it
+
+    @property
+    def mixed(self):
+        return self.eta.ndim == 2
+
+    @classmethod
+    def of(cls, config, K, batches_per_epoch):
+        """The plan of one TrainConfig for all K members, or of a list of K, one per member."""
+        if isinstance(config, TrainConfig):
+            total = config.total_steps
+            eta = cyclic_lr(np.arange(total), config.eta_min, config.eta_max, config.n_s, config.clr_mode,
+                            config.gamma)  # (T,)
+            ends = {s: tuple(range(K)) for s in _cycle_ends(config)}
+            return cls(eta, total, frozenset(_evaluation_steps(config, batches_per_epoch)), ends, {})
+        total = max(c.total_steps for c in config)
+        eta = np.full((total, K), np.nan)  # (T_max, K)
+        eval_steps, ends, last_steps = set(), {}, {}
+        for k, c in enumerate(config):
+            eta[:c.total_steps, k] = cyclic_lr(np.arange(c.total_steps), c.eta_min, c.eta_max, c.n_s, c.clr_mode,
+                                               c.gamma)
+            eval_steps |= _evaluation_steps(c, batches_per_epoch)
+            for s in _cycle_ends(c):
+                ends[s] = ends.get(s, ()) + (k,)
+            last_steps[c.total_steps] = last_steps.get(c.total_steps, ()) + (k,)
+        return cls(eta, total, frozenset(eval_steps), ends, last_steps)
+
+
+def _cycle_ends(config):
+    """Update steps after which a cycle of ``config``'s schedule ends, within its run."""
+    return range(2 * config.n_s, config.total_steps + 1, 2 * config.n_s)
+
+
+def _take_snapshots(snapshots, population, members, mixed):
+    """Append the networks at a cycle end: the population (one schedule), else each member to its own list."""
+    if not mixed:
+        snapshots.append(population.full_params())
+        return
+    params = population.params()
+    for m in members:
+        if m in population.members:  # not just stopped as diverged
+            snapshots[m].append(network.member(params, population.members.index(m)))
 
 
 class _Population:
@@ -207,11 +359,18 @@ class _Population:
         self._dV1 = np.empty((min(K * M, self._block_rows), D), dtype)  # (rows, D)
 
     def step(self, Xb, Yb, eta):
-        """One update of every member on the mini-batch Xb (D, B), Yb (C, B)."""
+        """One update of every member on the mini-batch Xb (D, B), Yb (C, B).
+
+        ``eta`` is one learning rate for all members, or a (K,) array of one per member.
+        """
         K, M, D = self.V1.shape
         B = Xb.shape[1]
-        eta = float(eta)
         dtype = self.V1.dtype
+        if np.ndim(eta) == 0:
+            eta = rate = float(eta)
+        else:
+            eta = np.asarray(eta, dtype=np.float64)  # (K,)
+            rate = eta.astype(dtype)[:, None, None]  # (K, 1, 1): rounded to dtype as a Python float would be
         H = np.matmul(self.V1.reshape(K * M, D), Xb, out=self._H[:K * M]).reshape(K, M, B)  # V1 X
         H *= self.scale.astype(dtype)[:, None, None]  # W1 X
         H += self.b1
@@ -225,10 +384,10 @@ class _Population:
         G1 *= np.greater(H, 0, out=self._active[:K])
         decay = 1.0 - 2.0 * eta * self._lam  # (K,)
 
-        self.b1 -= eta * G1.sum(axis=2, keepdims=True)
-        self.b2 -= eta * G.sum(axis=2, keepdims=True)
+        self.b1 -= rate * G1.sum(axis=2, keepdims=True)
+        self.b2 -= rate * G.sum(axis=2, keepdims=True)
         self.W2 *= decay.astype(dtype)[:, None, None]
-        self.W2 -= eta * (G @ np.swapaxes(H, 1, 2))  # (K, C, M)
+        self.W2 -= rate * (G @ np.swapaxes(H, 1, 2))  # (K, C, M)
 
         new_scale = self.scale * decay
         for k in np.flatnonzero(np.abs(new_scale) < _MIN_SCALE):
@@ -355,7 +514,7 @@ class _Recorder:
         self.steps = []
         self.rows = {name: [] for name in METRICS}
 
-    def record(self, step, cycle_end, members, metrics):
+    def record(self, step, cycle_end, members, metrics, cycle_end_members):
         full = {}
         for name in METRICS:
             row = np.full(self.K, np.nan)
@@ -364,7 +523,7 @@ class _Recorder:
             self.rows[name].append(row)
             full[name] = row
         self.steps.append(step)
-        return EvalPoint(step, step / self.batches_per_epoch, cycle_end, full, tuple(members))
+        return EvalPoint(step, step / self.batches_per_epoch, cycle_end, full, tuple(members), cycle_end_members)
 
     def steps_array(self):
         return np.asarray(self.steps, dtype=np.int64)
