@@ -104,7 +104,6 @@ def test_an_unusable_store_is_one_line_naming_it_without_its_password(monkeypatc
                             "or unset it for sqlite:///mlflow.db")
 
 
-@pytest.mark.xfail(strict=True, reason="check_store quotes MLflow's error, which holds the URL with its password")
 def test_the_reason_of_an_unusable_store_does_not_show_its_password(monkeypatch):
     unreachable_server(monkeypatch)
     with pytest.raises(UsageError) as error:

@@ -75,6 +75,8 @@ class StudyRunner:
         processes.grace_seconds()  # checks the timing variables
         if self.helper is not None:
             workers.die_with_parent(self.helper["parent_pid"])
+        else:  # a tracking server that is down is reported at once, not after the seconds the data takes
+            tracking.probe_tracking_server()
         splits = self.load_data()
         if self.helper is None:
             tracking.check_store(self.config.study.experiment)

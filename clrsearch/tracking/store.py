@@ -1,31 +1,76 @@
-"""The tracking store: is it usable, which experiment, which commit.
+"""The tracking store: is it usable, which experiment, which commit, which source.
 
 Runs go where MLflow puts them by default: ``$MLFLOW_TRACKING_URI`` when set,
 else ``sqlite:///mlflow.db`` in the working directory with artifacts under
 ``mlruns/``. Experiment ``clrsearch`` unless a caller names another.
+
+Before a study, :func:`check_store` asks the store once. A tracking server
+(``http://`` or ``https://``) is first probed with one short request, so that
+a server that refuses or does not answer is reported within seconds instead of
+after MLflow's client has retried with back-off for minutes; during the study
+MLflow's own retries stay as they are, for transient errors.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import getpass
+import os
+import re
 import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from mlflow.entities import SourceType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 
 from ..errors import UsageError, redact
 
 EXPERIMENT = "clrsearch"
+PROBE_SECONDS = 3.0  # connect and read timeout of the probe of a tracking server
+CHECK_SECONDS = 5  # MLflow's request timeout during the check, which it makes once, without retries
+_FIX = ("point MLFLOW_TRACKING_URI at a running server (http://HOST:5000) or a database, "
+        "or unset it for sqlite:///mlflow.db")
 
 
 def git_commit() -> str:
     """Short hash of the commit the package is checked out at, or "unknown"."""
+    return _git("rev-parse", "--short", "HEAD") or "unknown"
+
+
+def _git(*args) -> str:
+    """Output of ``git args`` run beside the package's files; "" when it fails."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+@functools.lru_cache(maxsize=1)
+def source_tags() -> dict:
+    """MLflow's standard tags of the runs this process creates, found once per process.
+
+    ``mlflow.source.name`` (the script or module file, as ``sys.argv[0]``, like
+    MLflow's own runs), ``mlflow.source.type`` LOCAL, ``mlflow.user`` and, in a
+    git checkout, ``mlflow.source.git.commit`` (the full hash). The UI's Source
+    and User columns show them.
+    """
+    name = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    if os.path.isfile(name):
+        name = os.path.abspath(name)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid, e.g. in a container
+        user = "unknown"
+    tags = {MLFLOW_SOURCE_NAME: name, MLFLOW_SOURCE_TYPE: SourceType.to_string(SourceType.LOCAL), MLFLOW_USER: user}
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags[MLFLOW_GIT_COMMIT] = commit
+    return tags
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -110,23 +155,90 @@ def check_store(experiment: str = EXPERIMENT) -> None:
     """Raise UsageError unless the tracking store answers and ``experiment`` is not deleted.
 
     Creates no run and no experiment, so that a study refused here leaves
-    nothing behind in MLflow.
+    nothing behind in MLflow. A tracking server is probed first (see
+    :func:`probe_server`) and then asked once, without MLflow's retries, so
+    that the answer comes within ``PROBE_SECONDS + CHECK_SECONDS``; the error
+    names the store (without its password).
     """
     import mlflow
 
     uri = mlflow.get_tracking_uri()
+    probe_tracking_server()
     try:
-        with _quiet_store_creation():
+        with _quiet_store_creation(), _one_request():
             found = MlflowClient().get_experiment_by_name(experiment)
     except Exception as error:  # MlflowException, or the store's own error for a bad URI or a dead server
         reason = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"cannot use the MLflow tracking store {redact(uri)} ({reason}); point "
-                         f"MLFLOW_TRACKING_URI at a running server (http://HOST:5000) or a database, "
-                         f"or unset it for sqlite:///mlflow.db") from None
+        raise UsageError(f"cannot use the MLflow tracking store {redact(uri)} ({_without_passwords(reason)}); "
+                         f"{_FIX}") from None
     if found is not None and found.lifecycle_stage != "active":
         raise UsageError(f"MLflow experiment {experiment!r} is deleted; restore it "
                          f"(mlflow experiments restore --experiment-id {found.experiment_id}) "
                          f"or choose another experiment name")
+
+
+def probe_tracking_server() -> None:
+    """Raise UsageError when the tracking URI is a server that refuses or does not answer (:func:`probe_server`);
+    a database or file store is left to :func:`check_store`."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        probe_server(uri)
+
+
+def probe_server(uri: str, timeout: float = PROBE_SECONDS) -> None:
+    """Raise UsageError when the tracking server at ``uri`` refuses the connection or does not answer.
+
+    One GET of ``<uri>/health`` with ``timeout`` seconds to connect and to
+    answer. Any HTTP answer counts as an answer (a server behind a proxy may
+    have no ``/health``); so does a TLS error, which MLflow's client, with its
+    own certificate settings, judges next.
+    """
+    import requests
+
+    where = urlsplit(uri)
+    host = f"{where.hostname}:{where.port}" if where.port else str(where.hostname)
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout, allow_redirects=False).close()
+    except requests.exceptions.SSLError:
+        return
+    except requests.exceptions.Timeout:
+        reason = f"no answer from {host} within {timeout:g} s"
+    except requests.exceptions.ConnectionError as error:
+        text = str(error)
+        if "refused" in text.lower():
+            reason = f"connection refused by {host}"
+        elif "resolve" in text.lower() or "name or service" in text.lower() or "getaddrinfo" in text.lower():
+            reason = f"unknown host {where.hostname}"
+        else:
+            reason = f"cannot connect to {host}"
+    except requests.exceptions.RequestException as error:
+        reason = _without_passwords(type(error).__name__)
+    else:
+        return
+    raise UsageError(f"cannot use the MLflow tracking store {redact(uri)} ({reason}); {_FIX}")
+
+
+def _without_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` in it left out."""
+    return re.sub(r"(://[^/:@\s]+):[^@/\s]*@", r"\1@", text)
+
+
+@contextlib.contextmanager
+def _one_request():
+    """MLflow's HTTP client asks once, with a short timeout, inside the block; its settings come back after."""
+    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(CHECK_SECONDS)}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager
