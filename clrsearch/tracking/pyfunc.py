@@ -1,44 +1,44 @@
 """The registered model: raw CIFAR-10 rows in, predicted class indices out.
 
-``CifarClassifier`` is the ``mlflow.pyfunc.PythonModel`` that
-:func:`clrsearch.tracking.registry.log_final_model` logs and registers. It is logged as
-code: the model's code file is `MODEL_CODE`, three lines that import this
-module, and its one artifact, ``weights.npz`` (see `Classifier.save`), holds
-the networks, the normalisation statistics of the training split, the class
-names and the dtype the networks compute in. Loading the model needs the
-clrsearch package installed and nothing else::
+The model that :func:`clrsearch.tracking.registry.log_final_model` logs and
+registers is code, :mod:`.model_code` (NumPy only, written into the model as
+``cifar_classifier.py`` by `write_model_code`), and one artifact,
+``weights.npz`` (`Classifier.save`): the networks, the normalisation
+statistics of the training split, the class names and the dtype the networks
+compute in. Loading it needs numpy, pandas and mlflow, not clrsearch::
 
     model = mlflow.pyfunc.load_model("models:/clrsearch-cifar10@champion")
-    labels = model.predict(rows)  # rows (N, 3072) pixels 0..255 -> (N,) int64
+    labels = model.predict(rows)  # rows (N, 3072) uint8 pixels 0..255 -> (N,) int64
 
 Rows are images in the official CIFAR-10 layout (1024 red, then green, then
-blue values), uint8 or float, as a NumPy array or a pandas DataFrame: the
-model's signature declares 3072 columns of doubles, which MLflow fills from
-any of these (a tensor signature would accept one dtype only). Predictions are ``network.predict(params, normaliser.apply(rows.T, dtype))``
-exactly; several networks (a snapshot ensemble) average their class
-probabilities.
+blue values). The signature (`signature`) is one tensor input (-1, 3072) of
+uint8, as CIFAR-10 stores its pixels, and one output (-1,) of int64. MLflow
+checks a tensor's dtype exactly: in Python, pass uint8 arrays (or DataFrames
+of uint8 columns); float rows of pixel values go through
+``rows.astype(np.uint8)``, or ``model.unwrap_python_model().predict(None,
+rows)``, which takes rows of any dtype. Served, the model takes
+``{"inputs": rows}`` with integer or float pixel values, which the server
+turns into uint8. Predictions are
+``network.ensemble_predict(networks, normaliser.apply(rows.T, dtype))``
+exactly (`Classifier.predict`, the package's reference, which the model code
+repeats with NumPy alone).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow.pyfunc
 import numpy as np
-import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
 
 from ..data.cifar10 import D
 from ..data.splits import Normaliser
 from ..nn import network
 
 WEIGHTS_ARTIFACT = "weights"  # key of the weights file in the model's artifacts
-MODEL_CODE = '''"""clrsearch CIFAR-10 classifier; its weights are the model's "weights" artifact."""
-import mlflow.models
-
-from clrsearch.tracking.pyfunc import CifarClassifier
-
-mlflow.models.set_model(CifarClassifier())
-'''
+MODEL_FILE = Path(__file__).with_name("model_code.py")  # the model's code, logged as a file, never imported here
+MODEL_CODE = MODEL_FILE.read_text()
 
 
 def predict_labels(networks, X):
@@ -121,23 +121,14 @@ def raw_rows(model_input) -> np.ndarray:
     return rows
 
 
-class CifarClassifier(mlflow.pyfunc.PythonModel):
-    """The pyfunc model: ``predict(context, rows)`` -> (N,) int64 class indices."""
-
-    def __init__(self, classifier: Classifier | None = None):
-        self.classifier = classifier
-
-    def load_context(self, context):
-        self.classifier = Classifier.load(context.artifacts[WEIGHTS_ARTIFACT])
-
-    # The model's column signature hands every input over as a DataFrame of floats;
-    # called directly, a NumPy array works too.
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
-        return self.classifier.predict(raw_rows(model_input))
+def signature() -> ModelSignature:
+    """One tensor input, raw rows (-1, D) of uint8 pixels; one tensor output, labels (-1,) of int64."""
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, D))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]))
 
 
 def write_model_code(folder) -> Path:
-    """Write `MODEL_CODE` into ``folder``; its path is what ``python_model`` takes."""
+    """Write `MODEL_CODE` into ``folder`` as ``cifar_classifier.py``; its path is what ``python_model`` takes."""
     path = Path(folder) / "cifar_classifier.py"
     path.write_text(MODEL_CODE)
     return path
