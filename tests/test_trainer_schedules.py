@@ -46,7 +46,7 @@ def assert_close(actual, expected, tolerance, what):
     assert difference < tolerance, f"{what}: relative difference {difference:.2e}"
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", [pytest.param("float64", marks=pytest.mark.slow), "float32"])
 def test_each_member_of_a_mixed_population_trains_as_if_alone(cifar, dtype):
     # Evaluation points differ between the members, so the union is a superset of each one's.
     evals = (4, None, 3, 2)
@@ -63,7 +63,7 @@ def test_each_member_of_a_mixed_population_trains_as_if_alone(cifar, dtype):
                                        atol=ROUNDING[dtype], err_msg=f"member {k} {name}")
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
 def test_mixed_schedules_equal_single_schedule_populations_of_the_same_size_bit_for_bit(cifar, dtype):
     configs = [replace(c, dtype=dtype) for c in (LONG, PEAK, PEAK, LONG)]
     mixed, _ = run(cifar, configs)
