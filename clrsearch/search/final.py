@@ -10,7 +10,8 @@ test accuracy, their mean and spread, and the snapshot ensemble of all
 members' cycle ends.
 """
 
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -52,13 +53,25 @@ class FinalResult:
     train_accuracy: float
     member_test_accuracies: list  # per member
     snapshot_accuracy: float  # ensemble of every member's cycle-end snapshots
+    started: float | None = None  # wall-clock time (s since the epoch) when training began
+    ended: float | None = None  # ... and when it was done
+    eval_times: tuple = field(default_factory=tuple)  # wall-clock time of each evaluation point of its history
 
 
 def train_final(config: SearchConfig, params, splits, progress=None) -> FinalResult:
     """Train the final population at the point ``params`` on ``splits`` and test it."""
     train_config = final_train_config(config, params, splits.train.n)
     seeds = [config.study.first_seed + r for r in range(config.study.final_seeds)]
-    training = train(splits.train, splits.val, train_config, [params[LAM]] * len(seeds), seeds, progress=progress)
+    eval_times = []
+
+    def on_eval(point):  # the wall-clock time of each point, for the run's curves; nothing stops
+        eval_times.append(time.time())
+        return ()
+
+    started = time.time()
+    training = train(splits.train, splits.val, train_config, [params[LAM]] * len(seeds), seeds, on_eval=on_eval,
+                     progress=progress)
+    ended = time.time()
     networks = [network.member(training.params, k) for k in range(len(seeds))]
     snapshots = [network.member(p, k) for p in training.snapshots for k in range(len(seeds))]
 
@@ -71,7 +84,8 @@ def train_final(config: SearchConfig, params, splits, progress=None) -> FinalRes
         test_accuracy=float(np.mean(test_pred == splits.test.y)), val_accuracy=accuracy(networks, splits.val),
         train_accuracy=accuracy(networks, splits.train),
         member_test_accuracies=[accuracy([n], splits.test) for n in networks],
-        snapshot_accuracy=accuracy(snapshots, splits.test) if snapshots else float("nan"))
+        snapshot_accuracy=accuracy(snapshots, splits.test) if snapshots else float("nan"),
+        started=started, ended=ended, eval_times=tuple(eval_times))
 
 
 def log_final(final: FinalResult, config: SearchConfig, splits, parent_run_id):
@@ -97,7 +111,8 @@ def log_final(final: FinalResult, config: SearchConfig, splits, parent_run_id):
         figures={"learning_curves": plots.learning_curves(final.training.history, x="step",
                                                           title=f"final model, lambda = {final.params[LAM]:.4g}"),
                  "eta": plots.eta_curve(final.training.history.eta)},
-        members=tuple(range(len(final.networks))))
+        members=tuple(range(len(final.networks))), inputs=tracking.describe_splits(splits, data),
+        started=final.started, ended=final.ended, eval_times=final.eval_times, study_name=config.study.name)
     return tracking.log_final_model(record, config.study.experiment, parent_run_id=parent_run_id)
 
 

@@ -68,6 +68,7 @@ class StudyRunner:
         self.started = time.perf_counter()
         self.url = None
         self.parent = None  # the study's tracking.StudyRun
+        self.inputs = None  # tracking.DataInputs of the study's splits, logged on its runs
 
     def run(self):
         """Run this process's part of the study; returns the exit status."""
@@ -91,11 +92,12 @@ class StudyRunner:
     # ------------------------------------------------------------------ steps of run(), in order
 
     def load_data(self):
-        """The study's splits, checked against the mini-batch size."""
+        """The study's splits, checked against the mini-batch size, and their description for its runs."""
         with self.timer.timed("data"):
             d = self.config.data
             splits = load_splits(d, dtype=np.dtype(self.config.train.dtype), download=d.data_dir is None)
             self.config.train.check_fits(splits.train.n)
+            self.inputs = tracking.describe_splits(splits, d)
         return splits
 
     def blas_threads(self):
@@ -117,7 +119,7 @@ class StudyRunner:
     def help(self, study, splits):
         """A helper's part: train trials under the leader's run, leave the summary to it."""
         with tracking.StudyRun(self.config.study.experiment, tags={"study_name": self.config.study.name},
-                               run_id=self.helper["parent_run_id"]) as parent:
+                               run_id=self.helper["parent_run_id"], inputs=self.inputs) as parent:
             self.parent = parent
             try:
                 self.train_all(study, splits)
@@ -133,7 +135,7 @@ class StudyRunner:
                 "storage": redact(self.url), "git_commit": tracking.git_commit(), "workers": self.options.n_workers}
         status = 0
         with tracking.StudyRun(study_cfg.experiment, f"{study_cfg.kind}:{study_cfg.name}",
-                               flat_params(self.config), tags) as parent:
+                               flat_params(self.config), tags, inputs=self.inputs) as parent:
             self.parent = parent
             helpers = []
             try:
@@ -257,7 +259,8 @@ class StudyRunner:
         with queue.study_lock(self.url):
             study.set_user_attr("verdicts", summary.verdicts(rows))
         with self.timer.timed("tracking"):
-            self.parent.log_summary(rows, summary.study_figures(study, rows, study_cfg.kind))
+            self.parent.log_summary(rows, summary.study_figures(study, rows, study_cfg.kind),
+                                    summary.markdown_table(rows, f"{study_cfg.kind} study {study_cfg.name!r}"))
             self.parent.mark_trials(summary.verdicts(rows))
         result = {"study": study_cfg.name, "kind": study_cfg.kind, "storage": redact(self.url),
                   "trials": rows, "best": summary.best_row(rows), "mlflow_run_id": self.parent.run_id}
@@ -299,7 +302,8 @@ class StudyRunner:
         config = self.config
         with self.progress(None, "step", self.quiet, "LR range test") as bar:
             result = run_range_test(splits, config.train, RangeTest(), progress=bar)
-        tracking.log_range_test(result, RangeTest(), config.data, config.train, config.study.experiment)
+        tracking.log_range_test(result, RangeTest(), config.data, config.train, config.study.experiment,
+                                self.inputs)
         suggested = {"eta_min": result.eta_min, "eta_max": result.eta_max}
         etas = {name: float(f"{suggested[name]:.3g}") for name in sorted(self.options.auto_eta)}
         self.say("LR range test: " + ", ".join(f"{name} = {value:g}" for name, value in etas.items()))

@@ -18,6 +18,8 @@ from .compare import compare_to_best
 from .queue import POINT, ROUND
 from .study import ACCURACIES, LAM, RACE_LEFT, REPLICATES, protocol_params
 
+MAX_DESCRIPTION = 8000  # characters: MLflow's limit for a tag value, the run description included
+
 
 @dataclass
 class Timer:
@@ -144,6 +146,56 @@ def format_table(rows):
     return "\n".join(lines)
 
 
+def markdown_table(rows, title=""):
+    """The table of :func:`format_table` in Markdown, the best point said first and its row in bold: a study run's
+    description.
+
+    Parameters
+    ----------
+    rows : list of dict, from :func:`trials_table`
+    title : str, a heading line, e.g. the study's kind and name
+
+    Returns
+    -------
+    str, at most ``MAX_DESCRIPTION`` characters (MLflow's limit for a tag); rows that do not fit are
+    left out, with a line saying how many and where they are (``trials.csv``)
+    """
+    keys = _point_keys(rows)
+    dims = [k for k in keys if k != LAM]
+    lines = [f"### {title}", ""] if title else []
+    best = best_row(rows)
+    if best is not None:
+        settings = ", ".join([f"λ = {best[LAM]:.4g}"] + [f"{k} = {best[k]}" for k in dims])
+        lines += [f"**Best: trial {best['trial']}, {settings}: validation accuracy "
+                  f"{100 * best['mean_val_accuracy']:.2f} ± {100 * best['std_val_accuracy']:.2f} % "
+                  f"({best['replicates']} replicates).**", ""]
+    lines += [f"{len(rows)} points; Δ and its 95% interval: paired difference to the best, in accuracy points; "
+              "p: one-sided paired t-test, Holm-adjusted.", ""]
+    lines += ["| trial | λ | " + "".join(f"{k} | " for k in dims) + "val accuracy (mean ± std, n) | "
+              "Δ vs best [95% CI] | p (Holm) | verdict |",
+              "|" + "---:|" * (2 + len(dims)) + "---|---|---:|---|"]
+    body = []
+    for r in rows:
+        accuracy = ("" if math.isnan(r["mean_val_accuracy"])
+                    else f"{100 * r['mean_val_accuracy']:.2f} ± {100 * r['std_val_accuracy']:.2f} % ({r['replicates']})")
+        delta = ("" if math.isnan(r["delta_vs_best"]) or r["verdict"] == "best"
+                 else f"{100 * r['delta_vs_best']:+.2f} [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]")
+        p = "" if math.isnan(r["p_vs_best"]) else f"{r['p_vs_best']:.3g}"
+        verdict = r["verdict"] or r["state"] + (f" ({r['reason']})" if r["reason"] else "")
+        if r["left_race"] != "":
+            verdict += f", left after round {r['left_race']}"
+        cells = [str(r["trial"]), f"{r[LAM]:.3g}", *(str(r[k]) for k in dims), accuracy, delta, p,
+                 verdict.replace("|", "\\|")]
+        if r["verdict"] == "best":
+            cells = [f"**{c}**" if c else c for c in cells]
+        body.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines + body)
+    while len(text) > MAX_DESCRIPTION and body:
+        body.pop()
+        text = "\n".join(lines + body + ["", f"*{len(rows) - len(body)} more rows in trials.csv*"])
+    return text
+
+
 def study_figures(study, rows, kind):
     """Figures logged on the study run: lambda ± 3σ (one per schedule of the grid), the paired differences,
     the race of a fine study, and Optuna's own."""
@@ -203,12 +255,15 @@ def trial_records(outcome, config, splits):
             seeds.append(tracking.SeedRecord(
                 seed=run.replicate, val_accuracy=run.val_accuracy, history=block.training.history,
                 member=run.member, val_true=splits.val.y, val_pred=block.val_pred[run.member],
-                class_names=splits.label_names, status=run.status))
+                class_names=splits.label_names, status=run.status, eval_times=tuple(block.eval_times),
+                started=block.started, ended=block.ended))
+        blocks = [outcome.blocks[run.block] for run in result.runs]
         records.append(tracking.TrialRecord(
             number=result.number, lam=result.lam, state=result.state, mean=result.mean, std=result.std,
             seeds=seeds, params={**protocol, **result.params}, reason=result.reason,
             tags={"point": result.point, "round": result.round},
-            seed_accuracies=dict(zip(result.replicates, result.accuracies))))
+            seed_accuracies=dict(zip(result.replicates, result.accuracies)),
+            started=min((b.started for b in blocks), default=None), ended=max((b.ended for b in blocks), default=None)))
     return records
 
 

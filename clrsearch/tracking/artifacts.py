@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,32 +25,87 @@ def scalar_metrics(values: dict, timestamp: int, step: int = 0) -> list[Metric]:
             if value is not None and not math.isnan(value)]
 
 
-def curve_metrics(history, member: int, timestamp: int) -> list[Metric]:
+def curve_metrics(history, member: int, timestamp) -> list[Metric]:
     """The learning curves of one member, one metric per name and evaluation point, step = update step.
 
-    Points after the member stopped (all its values NaN) are left out; ``epoch``
-    maps each step to epochs.
+    ``timestamp`` is one time (ms since the epoch) for all points, or (P,) the
+    time each point was reached (:func:`point_timestamps`). Points after the
+    member stopped (all its values NaN) are left out; ``epoch`` maps each step
+    to epochs.
     """
     metrics = []
+    steps = np.asarray(history.steps)  # (P,)
+    stamps = np.broadcast_to(np.asarray(timestamp, dtype=np.int64), steps.shape)  # (P,) ms
     values = {name: np.asarray(v, dtype=float)[:, member] for name, v in history.metrics.items()}  # (P,) each
-    for p, step in enumerate(np.asarray(history.steps)):
+    for p, step in enumerate(steps):
         point = {name: v[p] for name, v in values.items()}
         if all(math.isnan(v) for v in point.values()):
             continue
         point["epoch"] = float(history.epochs[p])
-        metrics += [Metric(name, float(v), timestamp, int(step)) for name, v in point.items()]
+        metrics += [Metric(name, float(v), int(stamps[p]), int(step)) for name, v in point.items()]
     return metrics
 
 
-def eta_metrics(eta, timestamp: int, max_points: int = ETA_POINTS) -> list[Metric]:
+def eta_metrics(eta, timestamp, max_points: int = ETA_POINTS) -> list[Metric]:
     """``eta`` of every update step, thinned to about ``max_points`` regularly spaced steps.
 
-    The steps where the schedule turns (its maxima and minima) are always kept,
-    so that the logged curve reaches the true bounds.
+    ``timestamp`` is one time (ms) for all steps, or (T,) the time of each
+    update step (:func:`step_timestamps`). The steps where the schedule turns
+    (its maxima and minima) are always kept, so that the logged curve reaches
+    the true bounds.
     """
     eta = np.asarray(eta, dtype=float)  # (T,)
+    stamps = np.broadcast_to(np.asarray(timestamp, dtype=np.int64), eta.shape)  # (T,) ms
     steps = eta_steps(eta, max_points)
-    return [Metric("eta", float(eta[t]), timestamp, int(t)) for t in steps]
+    return [Metric("eta", float(eta[t]), int(stamps[t]), int(t)) for t in steps]
+
+
+def point_timestamps(steps, eval_times=(), started: float | None = None, ended: float | None = None) -> np.ndarray:
+    """(P,) int64 ms since the epoch: when training reached each evaluation point.
+
+    Parameters
+    ----------
+    steps : (P,) update steps of the evaluation points (``History.steps``)
+    eval_times : (P,) float, seconds since the epoch at each point, as recorded while training
+    started, ended : float, seconds since the epoch, the training's interval; used, the points placed
+        in it in proportion to their step, when ``eval_times`` does not match ``steps``
+
+    Without either, every point gets the present time.
+    """
+    steps = np.asarray(steps, dtype=float)  # (P,)
+    times = np.asarray(eval_times, dtype=float)  # (P,) s
+    if times.shape != steps.shape:
+        if started is None or ended is None:
+            return np.full(steps.shape, int(time.time() * 1000), dtype=np.int64)
+        last = steps.max() if steps.size and steps.max() > 0 else 1.0
+        times = started + (ended - started) * steps / last
+    return np.round(times * 1000).astype(np.int64)
+
+
+def step_timestamps(steps, point_ms, n_steps: int) -> np.ndarray:
+    """(T,) int64 ms of every update step 0 .. T-1, interpolated between the evaluation points' times.
+
+    ``steps`` (P,) and ``point_ms`` (P,) as for :func:`curve_metrics`.
+    """
+    steps = np.asarray(steps, dtype=float)  # (P,)
+    if steps.size == 0:
+        return np.full(n_steps, int(time.time() * 1000), dtype=np.int64)
+    return np.round(np.interp(np.arange(n_steps), steps, np.asarray(point_ms, dtype=float))).astype(np.int64)
+
+
+def timed_curves(history, member: int, eval_times=(), started=None, ended=None) -> list:
+    """The curves and eta of one member as metrics, each point at the time training reached it.
+
+    ``eval_times`` (P,) s since the epoch, aligned with ``history.steps``;
+    ``started``, ``ended`` s since the epoch, used when ``eval_times`` is not
+    (see :func:`point_timestamps`).
+    """
+    eta = np.asarray(history.eta, dtype=float)  # (T,), or (T_max, K) with one schedule per member
+    if eta.ndim == 2:
+        eta = eta[:, member][~np.isnan(eta[:, member])]
+    points = point_timestamps(history.steps, eval_times, started, ended)  # (P,) ms
+    return (curve_metrics(history, member, points)
+            + eta_metrics(eta, step_timestamps(history.steps, points, eta.size)))
 
 
 def eta_steps(eta, max_points: int = ETA_POINTS) -> np.ndarray:

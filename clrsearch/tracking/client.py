@@ -1,8 +1,11 @@
 """Writing runs: create, log in one batch, end with the right status, beat a heartbeat.
 
-Every run carries the tag ``clrsearch.worker`` (host:pid:start of the process
-that created it) and a study run the tag ``clrsearch.heartbeat``, refreshed
-while it runs; :mod:`.recovery` reads both to end the runs of dead processes.
+Every run carries MLflow's standard source and user tags (:func:`.store.source_tags`),
+the tag ``clrsearch.worker`` (host:pid:start of the process that created it)
+and a study run the tag ``clrsearch.heartbeat``, refreshed while it runs;
+:mod:`.recovery` reads the last two to end the runs of dead processes. A run
+written after the fact (a trial, a replicate, the final model) gets the start
+and end times of what it records.
 """
 
 import contextlib
@@ -16,14 +19,17 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from .. import processes
+from .store import source_tags
 
 WORKER_TAG = "clrsearch.worker"  # host:pid:start of the process that created a run
 HEARTBEAT_TAG = "clrsearch.heartbeat"  # unix time, refreshed while a study run runs
 
 
-def create_run(client, exp_id, run_name, tags) -> str:
-    tags = {WORKER_TAG: processes.identity(), **tags}
-    run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+def create_run(client, exp_id, run_name, tags, start_time: int | None = None) -> str:
+    """A new RUNNING run with the standard tags and ``tags``; ``start_time`` in ms since the epoch, else now."""
+    tags = {**source_tags(), WORKER_TAG: processes.identity(), **tags}
+    run = client.create_run(exp_id, start_time=start_time, run_name=run_name,
+                            tags={k: str(v) for k, v in tags.items()})
     return run.info.run_id
 
 
@@ -73,20 +79,22 @@ def one_thread():
 
 
 @contextlib.contextmanager
-def ended(client, run_id, status: str):
-    """End the run when the block ends: with ``status``, or KILLED / FAILED when it raises."""
+def ended(client, run_id, status: str, end_time: int | None = None):
+    """End the run when the block ends: with ``status`` at ``end_time`` (ms, None: now), or KILLED / FAILED
+    now when it raises."""
     try:
         yield
     except BaseException as error:
         end_run(client, run_id, error_status(error), quiet=True)
         raise
-    end_run(client, run_id, status)
+    end_run(client, run_id, status, end_time=end_time)
 
 
-def end_run(client, run_id, status: str, quiet: bool = False):
-    """Terminate the run; ``quiet`` keeps an MLflow error from hiding the exception being raised."""
+def end_run(client, run_id, status: str, quiet: bool = False, end_time: int | None = None):
+    """Terminate the run at ``end_time`` (ms, None: now); ``quiet`` keeps an MLflow error from hiding the
+    exception being raised."""
     try:
-        client.set_terminated(run_id, status)
+        client.set_terminated(run_id, status, end_time=end_time)
     except MlflowException:
         if not quiet:
             raise
@@ -106,3 +114,8 @@ def error_status(error: BaseException) -> str:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def to_ms(seconds: float | None) -> int | None:
+    """Seconds since the epoch as MLflow's milliseconds; None stays None (MLflow then takes now)."""
+    return None if seconds is None else int(round(seconds * 1000))

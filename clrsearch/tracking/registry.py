@@ -1,9 +1,19 @@
-"""The final model's run and the model registry: log, register, alias, load.
+"""The final model's run and the model registry: log, register, describe, alias, load.
 
 The final model run holds the curves, test_accuracy and final_val_accuracy,
-the test confusion matrix (confusion_test.png, .json) and the model, a pyfunc
-(:mod:`.pyfunc`) registered as ``clrsearch-cifar10`` with the alias
-``champion`` moved to the new version.
+the test confusion matrix (confusion_test.png, .json), the training,
+validation and test sets as dataset inputs, and the model, a pyfunc
+(:mod:`.pyfunc`, its own NumPy code and weights, requirements numpy, pandas and
+mlflow) registered as ``clrsearch-cifar10`` with the alias ``champion`` moved
+to the new version. The run starts and ends with the final training, and its
+curves carry the times training reached their points.
+
+The registry says what the model is: the registered model has a description
+(input, output, how to load and serve it); each version a description (study,
+settings, members, data, test accuracy) and tags (``lam`` and the schedule,
+``test_accuracy``, ``members``, ``study_name``, ``study_run_id``, ``run_id``).
+The logged model carries the run's accuracies, each linked to the dataset it
+was measured on, so that the model pages show them.
 """
 from __future__ import annotations
 
@@ -17,20 +27,24 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, infer_signature
+from mlflow.models import Model
+from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from .. import __version__, plots
+from .. import plots
 from ..errors import UsageError
-from .artifacts import FIGURE_DPI, confusion_report, curve_metrics, eta_metrics, scalar_metrics, write_json
-from .client import create_run, ended, log_batch, now_ms
-from .pyfunc import WEIGHTS_ARTIFACT, Classifier, raw_rows, write_model_code
+from .artifacts import (FIGURE_DPI, confusion_report, curve_metrics, point_timestamps, scalar_metrics, timed_curves,
+                        write_json)
+from .client import create_run, ended, log_batch, now_ms, to_ms
+from .datasets import TESTING, TRAINING, VALIDATION, DataInputs, log_inputs
+from .pyfunc import WEIGHTS_ARTIFACT, Classifier, raw_rows, signature, write_model_code
 from .store import EXPERIMENT, experiment_id, git_commit
 
 REGISTERED_NAME = "clrsearch-cifar10"
 ALIAS = "champion"
 MODEL_NAME = "model"  # name of the logged model within its run
+VERSION_SETTINGS = ("lam", "n_s", "n_s_epochs", "cycles", "clr_mode", "eta_min", "eta_max", "augment")  # tagged
 
 
 @dataclass
@@ -53,6 +67,11 @@ class FinalModel:
     extra_metrics : dict, more scalar metrics; like ``val_accuracy`` (logged as
         ``final_val_accuracy``), one named like a curve gets the prefix ``final_``
     figures : dict name -> Figure, logged as ``<name>.png``
+    members : tuple of int, more columns of ``history`` whose curves are logged, as ``member_<k>/<name>``
+    inputs : DataInputs, optional, the training, validation and test sets, logged as the run's inputs
+    started, ended : float, optional, s since the epoch: the final training's interval, the run's times
+    eval_times : (P,) float, s since the epoch when training reached each point of ``history``
+    study_name : str, the study the model comes from, in the version's description and tags
     """
 
     run_name: str
@@ -70,7 +89,12 @@ class FinalModel:
     input_example: np.ndarray  # (n, 3072) uint8
     extra_metrics: dict = field(default_factory=dict)
     figures: dict = field(default_factory=dict)
-    members: tuple = ()  # more columns of ``history`` whose curves are logged, as ``member_<k>/<name>``
+    members: tuple = ()
+    inputs: DataInputs | None = None
+    started: float | None = None
+    ended: float | None = None
+    eval_times: tuple = ()
+    study_name: str = ""
 
     def classifier(self) -> Classifier:
         """The model that is logged: the networks with the normaliser and class names."""
@@ -95,24 +119,27 @@ def log_final_model(final: FinalModel, experiment: str = EXPERIMENT, parent_run_
     tags = {"level": "final", "git_commit": git_commit()}
     if parent_run_id:
         tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    run_id = create_run(client, exp_id, final.run_name, tags)
-    with ended(client, run_id, "FINISHED"), tempfile.TemporaryDirectory(prefix="clrsearch-") as folder:
+    run_id = create_run(client, exp_id, final.run_name, tags, start_time=to_ms(final.started))
+    end = to_ms(final.ended)
+    with ended(client, run_id, "FINISHED", end_time=end), tempfile.TemporaryDirectory(prefix="clrsearch-") as folder:
         folder = Path(folder)
-        # Logged before the model, so that the logged model carries them too. A final value named
-        # like a curve (val_accuracy, train_accuracy, ...) gets the prefix final_: same key, one history.
+        params = {**final.params, "n_networks": len(classifier.networks)}
+        log_batch(client, run_id, params=params)
+        log_inputs(client, run_id, final.inputs, (TRAINING, VALIDATION, TESTING))
+        model_id = _log_model(client, run_id, classifier, final.input_example, folder / "model", params)
+        # Logged once the model exists, for the run and the model at once, each linked to its set. A final
+        # value named like a curve (val_accuracy, ...) gets the prefix final_: same key, one history.
         extra = {"val_accuracy": final.val_accuracy, "test_accuracy": final.test_accuracy, **final.extra_metrics}
         summary = {f"final_{key}" if key in final.history.metrics else key: value for key, value in extra.items()}
-        params = {**final.params, "n_networks": len(classifier.networks)}
-        log_batch(client, run_id, metrics=scalar_metrics(summary, now_ms()), params=params)
-        version = _log_model(client, run_id, classifier, final.input_example, registered_name, folder / "model",
-                             params)
+        log_batch(client, run_id, metrics=_of_model(scalar_metrics(summary, end or now_ms()), model_id, final.inputs))
+        version = _register(client, registered_name, model_id, run_id, final, parent_run_id)
         client.set_registered_model_alias(registered_name, alias, version)
 
-        now = now_ms()
-        curves = curve_metrics(final.history, final.member, now) + eta_metrics(final.history.eta, now)
+        curves = timed_curves(final.history, final.member, final.eval_times, final.started, final.ended)
+        points = point_timestamps(final.history.steps, final.eval_times, final.started, final.ended)  # (P,) ms
         for k in final.members:
             curves += [Metric(f"member_{k}/{m.key}", m.value, m.timestamp, m.step)
-                       for m in curve_metrics(final.history, k, now)]
+                       for m in curve_metrics(final.history, k, points)]
         log_batch(client, run_id, metrics=curves, tags={"registered_model": f"{registered_name}/{version}"})
         artifacts = folder / "artifacts"
         artifacts.mkdir()
@@ -126,25 +153,84 @@ def log_final_model(final: FinalModel, experiment: str = EXPERIMENT, parent_run_
     return run_id, version
 
 
-def _log_model(client, run_id, classifier, input_example, registered_name, folder: Path, params) -> str:
-    """Log ``classifier`` as a pyfunc model of the run and register it; returns the new version."""
+def _of_model(metrics: list[Metric], model_id: str, inputs: DataInputs | None) -> list[Metric]:
+    """The metrics as metrics of the logged model too, each linked to the set it was measured on, found by its
+    name: ``test``, ``val``, ``train``."""
+    sets = () if inputs is None else (("test", inputs.testing), ("val", inputs.validation), ("train", inputs.training))
+    linked = []
+    for m in metrics:
+        on = next((s for word, s in sets if word in m.key), None)
+        linked.append(Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id,
+                             dataset_name=on and on.name, dataset_digest=on and on.digest))
+    return linked
+
+
+def _log_model(client, run_id, classifier, input_example, folder: Path, params) -> str:
+    """Log ``classifier`` as a pyfunc model of the run, its code and weights; returns the logged model's id."""
     folder.mkdir()
     weights = classifier.save(folder / "weights.npz")
     code = write_model_code(folder)
-    example = raw_rows(input_example)
-    # Column schema of doubles: uint8 and float rows, arrays and DataFrames all pass it.
-    signature = infer_signature(pd.DataFrame(example.astype(np.float64)), classifier.predict(example))
-    requirements = [f"clrsearch=={__version__}", f"mlflow=={mlflow.__version__}",
-                    f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
+    # What the model code imports, pinned as installed here: every package is on PyPI.
+    requirements = [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
     # Created here so that it belongs to the run's experiment, not to the default one.
     logged = client.create_logged_model(client.get_run(run_id).info.experiment_id, name=MODEL_NAME, source_run_id=run_id,
                                         params={key: str(value) for key, value in params.items()})
-    info = Model.log(artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id,
-                     model_id=logged.model_id, python_model=str(code),
-                     artifacts={WEIGHTS_ARTIFACT: str(weights)}, signature=signature,
-                     input_example=pd.DataFrame(example), pip_requirements=requirements,
-                     registered_model_name=registered_name)
-    return str(info.registered_model_version)
+    Model.log(artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id, model_id=logged.model_id,
+              python_model=str(code), artifacts={WEIGHTS_ARTIFACT: str(weights)}, signature=signature(),
+              input_example=raw_rows(input_example).astype(np.uint8), pip_requirements=requirements)
+    return logged.model_id
+
+
+def _register(client, name, model_id, run_id, final: FinalModel, parent_run_id) -> str:
+    """A new version of the registered model ``name`` (created when missing), described and tagged."""
+    try:
+        client.create_registered_model(name, description=model_description(final))
+    except MlflowException as error:
+        if error.error_code not in (ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS)):
+            raise
+        client.update_registered_model(name, description=model_description(final))
+    members = len(final.classifier().networks)
+    tags = {key: final.params[key] for key in VERSION_SETTINGS if key in final.params}
+    tags.update({"test_accuracy": f"{final.test_accuracy:.4f}", "members": members, "study_name": final.study_name,
+                 "study_run_id": parent_run_id or "", "run_id": run_id})
+    version = client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
+                                          tags={key: str(value) for key, value in tags.items()},
+                                          description=version_description(final, run_id, parent_run_id, members),
+                                          model_id=model_id)
+    return str(version.version)
+
+
+def model_description(final: FinalModel) -> str:
+    """The registered model's description (Markdown): what goes in, what comes out, how to load and serve it."""
+    classes = ", ".join(f"{k} {name}" for k, name in enumerate(final.class_names))
+    return (f"Two-layer NumPy networks classifying CIFAR-10 images, trained with cyclical learning rates by "
+            f"clrsearch; the L2 strength λ is chosen by a coarse random and a fine grid search (Optuna).\n\n"
+            f"- **input**: raw CIFAR-10 rows, a tensor (-1, 3072) of uint8 pixels: 1024 red, then 1024 green, "
+            f"then 1024 blue values per image\n"
+            f"- **output**: class indices (-1,) int64: {classes}\n"
+            f"- **alias** `{ALIAS}`: the latest final model of a fine study\n"
+            f"- **load**: `mlflow.pyfunc.load_model(\"models:/{REGISTERED_NAME}@{ALIAS}\")` (needs numpy, pandas, "
+            f"mlflow)\n"
+            f"- **serve**: `mlflow models serve -m models:/{REGISTERED_NAME}@{ALIAS} --env-manager local`, "
+            f"then POST `{{\"inputs\": rows}}` to `/invocations`")
+
+
+def version_description(final: FinalModel, run_id: str, parent_run_id: str | None, members: int) -> str:
+    """A version's description (Markdown): its study, settings, members, data and test accuracy."""
+    settings = ", ".join(f"{key} {value}" for key, value in final.params.items())
+    n_test = len(final.test_true)
+    lines = [f"Final model of the study `{final.study_name or '?'}`: test accuracy "
+             f"**{100 * final.test_accuracy:.2f} %** on {n_test} test images, validation accuracy "
+             f"{100 * final.val_accuracy:.2f} %.", "",
+             f"- **members**: {members} network{'s' if members > 1 else ''}"
+             + (", their class probabilities averaged" if members > 1 else ""),
+             f"- **settings**: {settings}"]
+    if final.inputs is not None:
+        lines.append(f"- **data**: trained on `{final.inputs.training.name}`, validated on "
+                     f"`{final.inputs.validation.name}`, tested on `{final.inputs.testing.name}` "
+                     f"(from {final.inputs.testing.source})")
+    lines.append(f"- **runs**: final run `{run_id}`" + (f" of study run `{parent_run_id}`" if parent_run_id else ""))
+    return "\n".join(lines)
 
 
 def load_model(model_uri: str):

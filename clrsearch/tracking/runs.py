@@ -1,7 +1,7 @@
 """One study run as a tree of MLflow runs::
 
-    study run    the config as params; tags study, kind, sampler, git_commit;
-    |            trials.csv and the study's figures; tracking_seconds
+    study run    the config as params; tags study, kind, sampler, git_commit; the summary
+    |            table as its description; trials.csv and the study's figures; tracking_seconds
     +- trial run     lam and the protocol as params; mean_val_accuracy,
     |  |             std_val_accuracy, val_accuracy_seed_<seed>; tags study_name, trial, state,
     |  |             reason (a trial whose runs died with their process is logged again
@@ -14,6 +14,14 @@
 Run status says how a run ended: FINISHED, KILLED for a pruned trial or a
 stopped seed (and for Ctrl-C), FAILED for a failed trial, a diverged seed or an
 exception. The final model's run is :mod:`.registry`'s.
+
+Every run has MLflow's source and user tags, and the study, trial and seed
+runs the training and validation sets as dataset inputs (:mod:`.datasets`).
+Trial and seed runs are written once their population has trained, with the
+times of that training: a seed run starts and ends with its block, a trial
+run spans the blocks of its replicates, and every point of a curve carries
+the time training reached it, so that the UI's durations and time axes are
+those of the training.
 
 Each run is written with one ``MlflowClient.log_batch`` and one
 ``log_artifacts`` call, and the confusion matrices of a study are drawn on one
@@ -30,13 +38,14 @@ from pathlib import Path
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from .. import plots
-from .artifacts import (CONFUSION_DPI, FIGURE_DPI, ConfusionFigure, confusion_report, curve_metrics, eta_metrics,
-                        scalar_metrics, write_csv, write_json)
+from .artifacts import (CONFUSION_DPI, FIGURE_DPI, ConfusionFigure, confusion_report, scalar_metrics, timed_curves,
+                        write_csv, write_json)
 from .client import (HEARTBEAT_TAG, RunHeartbeat, beat, create_run, end_run, ended, error_status, log_batch, now_ms,
-                     one_thread)
+                     one_thread, to_ms)
+from .datasets import DataInputs, log_inputs
 from .recovery import trial_runs
 from .store import EXPERIMENT, experiment_id, git_commit
 
@@ -57,6 +66,9 @@ class SeedRecord:
     val_pred: np.ndarray  # (N_val,) int predictions of the final network
     class_names: tuple
     status: str  # "finished" | "diverged" | "stopped"
+    eval_times: tuple = ()  # (P,) s since the epoch when training reached each point of ``history``
+    started: float | None = None  # s since the epoch: when its population began training (None: unknown)
+    ended: float | None = None  # ... and when it was done
 
 
 @dataclass
@@ -73,6 +85,8 @@ class TrialRecord:
     reason: str = ""  # why pruned or failed
     tags: dict = field(default_factory=dict)  # more tags of the trial run
     seed_accuracies: dict = field(default_factory=dict)  # seed -> final val accuracy, when ``seeds`` is empty
+    started: float | None = None  # s since the epoch: when its first replicate began training (None: unknown)
+    ended: float | None = None  # ... and when its last one was done
 
 
 class StudyRun:
@@ -92,6 +106,9 @@ class StudyRun:
         is added unless given
     run_id : str, optional, an existing study run to log trials under (the
         helper workers of ``--workers N``); it is neither created nor ended here
+    inputs : tracking.DataInputs, optional, the study's data: the training and
+        validation sets become dataset inputs of the study run and of every
+        trial and seed run
 
     Attributes
     ----------
@@ -100,8 +117,10 @@ class StudyRun:
     """
 
     def __init__(self, experiment: str = EXPERIMENT, run_name: str | None = None,
-                 params: dict | None = None, tags: dict | None = None, run_id: str | None = None):
+                 params: dict | None = None, tags: dict | None = None, run_id: str | None = None,
+                 inputs: DataInputs | None = None):
         self.experiment = experiment
+        self.inputs = inputs
         self.run_name = run_name
         self.params = dict(params or {})
         self.tags = dict(tags or {})
@@ -127,6 +146,7 @@ class StudyRun:
             self.run_id = create_run(self._client, self.experiment_id, self.run_name, tags)
             try:
                 log_batch(self._client, self.run_id, params=self.params)
+                log_inputs(self._client, self.run_id, self.inputs)
             except BaseException as error:
                 end_run(self._client, self.run_id, error_status(error), quiet=True)
                 raise
@@ -183,13 +203,16 @@ class StudyRun:
         with self._timed():
             log_batch(self._client, self.run_id, metrics=scalar_metrics(metrics, now_ms(), step))
 
-    def log_summary(self, table_rows: list[dict], figures: dict | None = None) -> None:
-        """``trials.csv`` (one row per dict, columns in first-seen order) and ``<name>.png`` per figure."""
+    def log_summary(self, table_rows: list[dict], figures: dict | None = None, description: str | None = None) -> None:
+        """``trials.csv`` (one row per dict, columns in first-seen order), ``<name>.png`` per figure, and
+        ``description`` (Markdown) as the run's description, ``mlflow.note.content``, shown atop its page."""
         with self._timed(), tempfile.TemporaryDirectory(prefix="clrsearch-") as folder:
             write_csv(Path(folder) / "trials.csv", table_rows)
             for stem, fig in (figures or {}).items():
                 fig.savefig(Path(folder) / f"{stem}.png", dpi=FIGURE_DPI)
             self._client.log_artifacts(self.run_id, folder)
+            if description is not None:
+                log_batch(self._client, self.run_id, tags={MLFLOW_RUN_NOTE: description})
 
     def set_tags(self, tags: dict) -> None:
         """Add or overwrite tags of the study run."""
@@ -213,13 +236,15 @@ class StudyRun:
             tags["study_name"] = self.tags["study_name"]
         if trial.reason:
             tags["reason"] = trial.reason
-        run_id = create_run(client, self.experiment_id, f"trial-{trial.number} lam={trial.lam:.3g}", tags)
-        with ended(client, run_id, TRIAL_STATUS.get(trial.state, "FAILED")):
+        run_id = create_run(client, self.experiment_id, f"trial-{trial.number} lam={trial.lam:.3g}", tags,
+                            start_time=to_ms(trial.started))
+        with ended(client, run_id, TRIAL_STATUS.get(trial.state, "FAILED"), end_time=to_ms(trial.ended)):
             values = {"mean_val_accuracy": trial.mean, "std_val_accuracy": trial.std}
             values.update({f"val_accuracy_seed_{seed}": a for seed, a in trial.seed_accuracies.items()})
             values.update({f"val_accuracy_seed_{s.seed}": s.val_accuracy for s in trial.seeds})
-            log_batch(client, run_id, metrics=scalar_metrics(values, now_ms()),
+            log_batch(client, run_id, metrics=scalar_metrics(values, to_ms(trial.ended) or now_ms()),
                        params={"lam": trial.lam, **trial.params})
+            log_inputs(client, run_id, self.inputs)
             for seed, files in zip(trial.seeds, seed_files):
                 self._log_seed(trial, seed, run_id, files)
         return run_id
@@ -229,12 +254,12 @@ class StudyRun:
         client = self._client
         tags = {"level": "seed", "trial": trial.number, "lam": trial.lam, "seed": seed.seed, "status": seed.status,
                 MLFLOW_PARENT_RUN_ID: trial_run_id}
-        run_id = create_run(client, self.experiment_id, f"seed-{seed.seed}", tags)
-        with ended(client, run_id, SEED_STATUS.get(seed.status, "FAILED")):
-            now = now_ms()
-            metrics = curve_metrics(seed.history, seed.member, now) + eta_metrics(seed.history.eta, now)
-            metrics += scalar_metrics({"final_val_accuracy": seed.val_accuracy}, now)
+        run_id = create_run(client, self.experiment_id, f"seed-{seed.seed}", tags, start_time=to_ms(seed.started))
+        with ended(client, run_id, SEED_STATUS.get(seed.status, "FAILED"), end_time=to_ms(seed.ended)):
+            metrics = timed_curves(seed.history, seed.member, seed.eval_times, seed.started, seed.ended)
+            metrics += scalar_metrics({"final_val_accuracy": seed.val_accuracy}, to_ms(seed.ended) or now_ms())
             log_batch(client, run_id, metrics=metrics)
+            log_inputs(client, run_id, self.inputs)
             client.log_artifacts(run_id, str(files.result()))
         return run_id
 
@@ -306,19 +331,22 @@ def child_runs(experiment_id: str, parent_run_id: str, level: str, client: Mlflo
             return runs
 
 
-def log_range_test(result, test, data, train_config, experiment: str = EXPERIMENT) -> str:
+def log_range_test(result, test, data, train_config, experiment: str = EXPERIMENT,
+                   inputs: DataInputs | None = None) -> str:
     """One run holding an LR range test's settings, suggestion, curve and plot (``lr_range.png``); returns its id.
 
     Parameters
     ----------
     result : clrsearch.nn.lrrange.RangeResult
     test : clrsearch.config.RangeTest; data : DataConfig; train_config : TrainConfig
+    inputs : DataInputs, optional, the data it ran on: its training and validation sets are logged
     """
     params = {**{f"range.{k}": v for k, v in test.__dict__.items()}, "data.split": data.split,
               "train.n_batch": train_config.n_batch, "train.hidden": train_config.hidden}
     rows = [{"eta": float(e), "val_accuracy": float(a), "val_loss": float(l)}
             for e, a, l in zip(result.etas, result.accuracy, result.loss)]
-    with StudyRun(experiment, "lr-range-test", params, {"kind": "lr_range_test", "git_commit": git_commit()}) as run:
+    with StudyRun(experiment, "lr-range-test", params, {"kind": "lr_range_test", "git_commit": git_commit()},
+                  inputs=inputs) as run:
         run.log_metrics({"suggested_eta_min": result.eta_min, "suggested_eta_max": result.eta_max})
         run.log_summary(rows, {"lr_range": plots.lr_range_result(result)})
         return run.run_id
