@@ -274,14 +274,20 @@ def class_distribution(labels_by_split: dict[str, np.ndarray], class_names) -> F
 
 
 def lr_range(etas, accuracies, losses=None, suggestion=None) -> Figure:
-    """LR range test: validation accuracy (and loss) after short runs at each eta.
+    """LR range test: validation accuracy (and loss) along the etas tried.
+
+    The x axis is the one on which the points are evenly spaced, so that each
+    gets its share of the width and the low end stays readable: linear for
+    the points of a linear ramp (``clrsearch.nn.lrrange``), logarithmic for
+    log-spaced etas spanning two decades or more.
 
     Parameters
     ----------
     etas : (E,) float > 0, learning rates tried
     accuracies : (E,) float, validation accuracy as a fraction
     losses : (E,) float, optional, validation loss, drawn on a second y axis
-    suggestion : (eta_min, eta_max), optional, the chosen bounds, shaded
+    suggestion : (eta_min, eta_max), optional, the chosen bounds: shaded, and each marked by a dotted
+        line labelled with its value
 
     Returns
     -------
@@ -293,8 +299,10 @@ def lr_range(etas, accuracies, losses=None, suggestion=None) -> Figure:
     fig = Figure(figsize=(7.5, 4.8), layout="constrained")
     ax = fig.subplots()
     handles = ax.plot(etas, accuracies, "o-", color=TRAIN_COLOR, markersize=4, label="validation accuracy")
-    if np.all(etas > 0) and etas.max() >= 100 * etas.min():
+    if _log_spaced(etas):
         ax.set_xscale("log")
+    else:
+        ax.set_xlim(0, etas.max() * 1.02)
     ax.set_xlabel("learning rate η")
     ax.set_ylabel("validation accuracy (%)", color=TRAIN_COLOR)
     ax.grid(True, which="major", alpha=0.3)
@@ -307,11 +315,24 @@ def lr_range(etas, accuracies, losses=None, suggestion=None) -> Figure:
         eta_min, eta_max = suggestion
         handles.append(ax.axvspan(eta_min, eta_max, color="tab:green", alpha=0.15,
                                   label=f"η range [{eta_min:.2g}, {eta_max:.2g}]"))
-        for bound in (eta_min, eta_max):
+        for name, bound, side in (("η_min", eta_min, "right"), ("η_max", eta_max, "left")):
             ax.axvline(bound, color="tab:green", linestyle=":", linewidth=1.2)
+            # Labels inside the range, at the top: η_min to the right of its line, η_max to the left of its own.
+            ax.annotate(f"{name} {bound:.2g}", (bound, 1), xycoords=("data", "axes fraction"),
+                        xytext=(3 if side == "right" else -3, -4), textcoords="offset points",
+                        ha="left" if side == "right" else "right", va="top", color="tab:green", fontsize=9)
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))  # clear of both y axes
     ax.set_title("LR range test")
     return fig
+
+
+def _log_spaced(values) -> bool:
+    """True when sorted positive ``values`` span two decades or more and their ratios vary less than their
+    differences: points evenly spaced on a log axis rather than a linear one."""
+    if values.size < 3 or np.any(values <= 0) or values.max() < 100 * values.min():
+        return False
+    steps, ratios = np.diff(values), np.diff(np.log(values))
+    return np.std(ratios) / np.mean(ratios) < np.std(steps) / np.mean(steps)
 
 
 def lr_range_result(result) -> Figure:
