@@ -1,16 +1,13 @@
 """Reproduce the figures of the study on the real data and write them to docs/RESULTS.md.
 
-    python tools/results.py --data-dir DIR [--section core] [--out docs/RESULTS.md]
+    python tools/results.py --data-dir DIR [--section NAME ...] [--out docs/RESULTS.md] [--study-args FLAGS]
 
 Each section is a function returning markdown, registered in ``SECTIONS``.
 In the output file a section sits between ``<!-- section: NAME -->`` and
 ``<!-- end: NAME -->``; a run rewrites only the sections it ran and keeps the
 others as they are, so sections can be produced by separate runs (and added
-by other modules). Progress goes to stderr.
-
-Section ``search``: the default ``python -m clrsearch.coarse`` then
-``python -m clrsearch.fine`` in the working directory, their tables, the final
-model's validation and test accuracy and the time split.
+by other modules). Each section is written as soon as it is done, so a
+section that fails keeps the ones before it. Progress goes to stderr.
 
 Section ``core``:
 
@@ -20,6 +17,24 @@ Section ``core``:
   ``python -m clrsearch.train --preset fig3 --seed S``, and their mean ± std;
 - a "Done when" table against the targets and the original report.
 
+Section ``search``: ``python -m clrsearch.coarse --json`` then
+``python -m clrsearch.fine --json`` in the working directory (their runs land
+in its MLflow store, their studies in its Optuna storage). Per study, every
+point's λ and schedule, mean ± std of its paired replicates, paired difference
+to the best with its 95% interval, Holm-corrected p and verdict, and for the
+fine study the round it left the race; the final model (winning settings, its
+members' test accuracies, the registered ensemble's, the snapshot
+ensemble's); "Done when" against issue 11's targets; the cost of each stage.
+
+Section ``augment``: a fine study ``flip-effect`` (``--grid augment=none,flip``
+at the fine study's best λ, n_s_epochs 4, 5 replicates, no race, no final
+model) and the paired difference flip − none.
+
+Section ``schedule``: no training; the fine study in the storage, the best
+point of each schedule of its grid against the overall best.
+
+``--study-args`` adds flags to every study command (for quick checks on a
+tiny configuration); it also says which fine study augment and schedule read.
 Seeds, targets and the default output file are the fields of :class:`ResultsSettings`.
 """
 
@@ -57,7 +72,21 @@ class ResultsSettings:
     # Test accuracy, %, for each SPEC figure: (figure, (our target for the mean over seeds,
     # the original report, the assignment text)).
     figure_targets: tuple = (("fig3", (45.5, 46.01, 45.85)), ("fig4", (46.8, 47.29, 47.47)))
-    final_target: float = 51.0  # %, test accuracy of the final model (original report 51.14%, validation 52.5%)
+    # Section search: the targets of issue 11 and the original report's final run.
+    final_target: float = 55.0  # %, test accuracy of the registered final model (the members' ensemble)
+    member_target: float = 53.0  # %, the final model's members' mean test accuracy, as single networks
+    fine_minutes: float = 8.0  # wall time of the default fine study, race and final model included
+    report_test: float = 51.14  # %, test accuracy of the original report's final network
+    report_val: float = 52.5  # %, its validation accuracy
+    # Section augment: the flip-effect study (python -m clrsearch.fine with these flags).
+    augment_study: str = "flip-effect"  # its Optuna study name
+    augment_lam: float = 0.003  # lambda when the storage holds no finished fine study to take the best from
+    augment_n_s_epochs: int = 4  # its schedule: n_s = 4 * floor(n / n_batch)
+    augment_seeds: int = 5  # paired replicates of each setting
+    # One trial per population: a population gathers one mini-batch for all its members, and the trainer
+    # refuses members that differ in augment. The pairing does not suffer: replicate r has the same initial
+    # weights and mini-batch order in whichever population it trains.
+    augment_trials_per_population: int = 1
 
     def targets(self, figure):
         """(target, original report, assignment) of ``figure``, each a test accuracy in %."""
@@ -77,9 +106,9 @@ def log(message):
 
 # ---------------------------------------------------------------- section core
 
-def core_section(data_dir):
+def core_section(run):
     """Gradient check, sanity run, fig3 and fig4 over three seeds; markdown."""
-    folder = ensure_data(data_dir, download=False)
+    folder = ensure_data(run.data_dir, download=False)
     checks = gradient_check(folder)
     sanity_experiment = train_experiment(train_argv("sanity", folder))
     log(f"sanity: {sanity_experiment.data.n_train} images, {sanity_experiment.train.total_steps} updates")
@@ -277,13 +306,66 @@ def figure_markdown(name, runs, folder):
     return lines
 
 
-# ---------------------------------------------------------------- section search
+# ---------------------------------------------------------------- the study commands
 
-def search_section(data_dir):
-    """The default coarse study, then the default fine study and final model; markdown.
+@dataclass(frozen=True)
+class SectionInput:
+    """What every section gets: the data folder and the flags added to every study command."""
 
-    Both run as the commands a user types, in the working directory, so their
-    runs land in the MLflow store there (``mlflow ui`` shows them).
+    data_dir: str | None = None  # --data-dir; None: $CLRSEARCH_DATA or the cache
+    study_args: tuple = ()  # --study-args, split into words
+
+
+# Flags one study command takes and the other refuses. The fine command's: clrsearch.cli.settings.FINE_ONLY
+# (each with a value) and these two (without); the coarse command's: COARSE_ONLY (each with a value).
+NO_VALUE_FINE_FLAGS = ("--no-final", "--no-race")
+COARSE_ONLY = ("--n-trials", "--lam-min", "--lam-max", "--sampler")
+
+
+def without_flags(study_args, valued, bare=()):
+    """``study_args`` without the flags of ``valued`` (and their values) and of ``bare``."""
+    kept, words = [], list(study_args)
+    while words:
+        word = words.pop(0)
+        flag = word.split("=", 1)[0]
+        if flag in bare:
+            continue
+        if flag in valued:
+            if "=" not in word and words:
+                words.pop(0)
+            continue
+        kept.append(word)
+    return kept
+
+
+def study_argv(kind, study_args):
+    """The flags the study command of ``kind`` gets from ``--study-args``: those the other command alone takes
+    are left out, so that one string serves both."""
+    from clrsearch.cli.settings import FINE_ONLY
+
+    if kind == "coarse":
+        return without_flags(study_args, FINE_ONLY, NO_VALUE_FINE_FLAGS)
+    return without_flags(study_args, COARSE_ONLY)
+
+
+def study_config(kind, argv):
+    """The SearchConfig ``python -m clrsearch.<kind> ARGV`` runs in the working directory (its parser, its TOML)."""
+    from clrsearch.cli.settings import load_search_config, search_parser
+
+    return load_search_config(kind, search_parser(kind, "").parse_args(argv))
+
+
+def shown_command(kind, argv, data_dir):
+    """The command line shown under a table: ``python -m clrsearch.<kind> ARGV``, with the data folder if given."""
+    prefix = f"CLRSEARCH_DATA={shlex.quote(str(data_dir))} " if data_dir else ""
+    return prefix + shlex.join(["python", "-m", f"clrsearch.{kind}", *argv])
+
+
+def run_study(kind, argv, data_dir):
+    """Run ``python -m clrsearch.<kind> ARGV --json`` in the working directory; its JSON summary.
+
+    The summary gets two keys of the tool's: ``wall_seconds``, the command's
+    wall time (imports included), and ``command``, its command line.
     """
     import json
     import os
@@ -292,58 +374,521 @@ def search_section(data_dir):
     env = dict(os.environ)
     if data_dir:
         env["CLRSEARCH_DATA"] = str(data_dir)
-    outputs = {}
-    for kind in ("coarse", "fine"):
-        command = [sys.executable, "-m", f"clrsearch.{kind}", "--json"]
-        log(f"{kind} study: {' '.join(command[1:])}")
-        started = time.perf_counter()
-        done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"python -m clrsearch.{kind} failed with status {done.returncode}")
-        outputs[kind] = json.loads(done.stdout.strip().splitlines()[-1])
-        outputs[kind]["wall_seconds"] = time.perf_counter() - started
-    return search_markdown(outputs["coarse"], outputs["fine"])
+    argv = [*argv, "--json"]
+    command = shown_command(kind, argv, data_dir)
+    log(f"{kind} study: {command}")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", f"clrsearch.{kind}", *argv], env=env, stdout=subprocess.PIPE,
+                          text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{command} failed with status {done.returncode}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["wall_seconds"] = time.perf_counter() - started
+    out["command"] = command
+    log(f"{kind} study: {out['wall_seconds']:.0f} s")
+    return out
 
 
-def _optional_pct(value):
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else pct(value)
+def load_study(config):
+    """The Optuna study ``config`` names, from its storage; None when the storage or the study does not exist.
+
+    Nothing is created: a SQLite file that is missing stays missing.
+    """
+    import optuna
+
+    from clrsearch.config import DEFAULT_STORAGE
+    from clrsearch.search.queue import sqlite_path
+
+    url = config.study.storage or DEFAULT_STORAGE
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        return None
+    try:
+        return optuna.load_study(study_name=config.study.name, storage=url)
+    except KeyError:
+        return None
 
 
-def search_markdown(coarse, fine):
-    final = fine["final"]
+def study_rows(study, config):
+    """The trials table of ``study`` (see ``search.summary.trials_table``) at the alpha it was run with."""
+    from clrsearch.search.summary import trials_table
+
+    return trials_table(study, study.user_attrs.get("alpha", config.study.alpha))
+
+
+# ---------------------------------------------------------------- rendering helpers
+
+def number(value):
+    """``value`` as a float, None for a missing value (JSON null, NaN, "")."""
+    if value is None or value == "":
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def accuracy_cell(row):
+    """Mean ± sample std of the replicates' validation accuracies, in %, and their count."""
+    mean, std = number(row.get("mean_val_accuracy")), number(row.get("std_val_accuracy"))
+    if mean is None:
+        return ""
+    spread = "" if std is None else f" ± {100 * std:.2f}"
+    return f"{100 * mean:.2f}%{spread} ({row.get('replicates', '?')})"
+
+
+def delta_cell(row):
+    """Paired difference to the best, in points, with its 95% interval; — for the best itself."""
+    if row.get("verdict") == "best":
+        return "—"
+    delta, low, high = (number(row.get(key)) for key in ("delta_vs_best", "ci_low", "ci_high"))
+    if delta is None:
+        return ""
+    if low is None or high is None:
+        return f"{100 * delta:+.2f} (no interval: < 2 common replicates)"
+    return f"{100 * delta:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
+
+
+def p_cell(row):
+    if row.get("verdict") == "best":
+        return "—"
+    p = number(row.get("p_vs_best"))
+    return "" if p is None else f"{p:.3g}"
+
+
+def verdict_cell(row):
+    """The verdict, in bold for the best; the state (and reason) of a trial that did not complete."""
+    verdict = row.get("verdict") or ""
+    if verdict == "best":
+        return "**best**"
+    if verdict:
+        return verdict
+    reason = row.get("reason") or ""
+    return row.get("state", "") + (f" ({reason})" if reason else "")
+
+
+def race_cell(row):
+    """When the point left the fine study's race: after round R, or still in at the end."""
+    if row.get("left_race", "") != "":
+        return f"after round {row['left_race']}"
+    if row.get("state") != "COMPLETE":
+        return ""
+    return f"stayed to the end ({row.get('rounds', 1)} rounds)"
+
+
+def schedule_keys(rows):
+    """The grid dimensions beside lambda that the rows carry, in the package's order."""
+    from clrsearch.config import GRID_DIMENSIONS
+
+    present = set().union(*rows) if rows else set()
+    return [name for name in GRID_DIMENSIONS if name != "lam" and name in present]
+
+
+def settings_text(row, keys):
+    """λ and the schedule dimensions of a row, e.g. "λ = 0.003, n_s_epochs 4"."""
+    return ", ".join([f"λ = {row['lam']:.4g}"] + [f"{key} {row[key]}" for key in keys if key in row])
+
+
+def raced(rows):
+    """Whether the rows come from a study that raced (some point took more than one round or left)."""
+    return any(r.get("left_race", "") != "" or (r.get("rounds") or 1) > 1 for r in rows)
+
+
+def table(header, rows):
+    """A markdown table: ``header`` and every row a list of cells."""
+    return [f"| {' | '.join(header)} |", "|" + "---|" * len(header),
+            *(f"| {' | '.join(str(c).replace('|', '/') for c in row)} |" for row in rows)]
+
+
+def trials_markdown(rows, race=False):
+    """The table of one study: λ, the schedule dimensions, mean ± std (n), Δ [95% CI], p, verdict (and race)."""
+    keys = schedule_keys(rows)
+    header = ["trial", "λ", *keys, "val accuracy, mean ± std (n)", "Δ vs best, points [95% CI]", "p (Holm)",
+              "verdict", *(["left the race"] if race else [])]
+    body = []
+    for r in rows:
+        body.append([r["trial"], f"{r['lam']:.4g}", *(r[k] for k in keys), accuracy_cell(r), delta_cell(r),
+                     p_cell(r), verdict_cell(r), *([race_cell(r)] if race else [])])
+    return table(header, body)
+
+
+def best_of(out):
+    """The best row of a study summary: its ``best``, else the row whose verdict is best; None if none."""
+    best = out.get("best")
+    if best:
+        return best
+    return next((r for r in out.get("trials", []) if r.get("verdict") == "best"), None)
+
+
+def race_markdown(rows):
+    """Who left the fine study's race when, and how it ended."""
+    complete = [r for r in rows if r.get("state") == "COMPLETE"]
+    if not complete:
+        return []
+    rounds = max((r.get("rounds") or 1) for r in complete)
+    left = {}
+    for r in complete:
+        if r.get("left_race", "") != "":
+            left.setdefault(int(r["left_race"]), []).append(r)
+    stayed = [r for r in complete if r.get("left_race", "") == ""]
+    tied = [r for r in stayed if r.get("verdict") == "tied"]
+    parts = [f"{len(left[k])} point{'s' if len(left[k]) != 1 else ''} after round {k}" for k in sorted(left)]
+    line = (f"The race took {rounds} round{'s' if rounds != 1 else ''}; "
+            + (f"left: {', '.join(parts)}. " if parts else "no point left it. "))
+    if tied:
+        most = max(r.get("replicates", 0) for r in stayed)
+        line += (f"{len(tied)} point{'s' if len(tied) != 1 else ''} still tied with the best at {most} replicates "
+                 "(the budget): the tie-break keeps the largest mean over all replicates, the best row above.")
+    else:
+        line += "The best stands alone at the end."
+    return [line, ""]
+
+
+def resumed(out):
+    """Whether a study command trained no trial: the study was already finished in the storage."""
+    return "training" not in (out.get("seconds") or {})
+
+
+def stage_costs(coarse, fine):
+    """Seconds per stage of each study, as it measured them, and the command's wall time."""
+    order = ["data", "training", "evaluation", "tracking", "final model", "total"]
+    names = [n for n in order if n in coarse.get("seconds", {}) or n in fine.get("seconds", {})]
+    names += sorted((set(coarse.get("seconds", {})) | set(fine.get("seconds", {}))) - set(order))
+
+    def cell(out, name):
+        value = number(out.get("seconds", {}).get(name))
+        return "—" if value is None else f"{value:.1f} s"
+
+    body = [[("total, in the process" if n == "total" else n), cell(coarse, n), cell(fine, n)] for n in names]
+    walls = [number(out.get("wall_seconds")) for out in (coarse, fine)]
+    body.append(["**wall time of the command** (imports included)",
+                 *("—" if w is None else f"**{w:.0f} s** ({w / 60:.1f} min)" for w in walls)])
+    return table(["stage", "coarse", "fine"], body)
+
+
+def final_protocol(final, config, keys):
+    """One paragraph: the winning point and how the final model was trained and registered."""
+    from clrsearch.tracking.registry import REGISTERED_NAME
+
+    study_cfg, train_cfg = config.study, config.train
+    members = len(final.get("member_test_accuracies") or []) or study_cfg.final_seeds
+    cycles = int(final.get("cycles", train_cfg.cycles)) + study_cfg.final_extra_cycles
+    if "n_s" in final:
+        half = f"{final['n_s']} steps"
+    elif "n_s_epochs" in final:
+        half = (f"n_s = {final['n_s_epochs']} · ⌊n / {train_cfg.n_batch}⌋ steps ({final['n_s_epochs']} epochs "
+                f"of its n training images)")
+    else:
+        half = f"n_s = {train_cfg.n_s} steps"
+    images = (f"all training images but {study_cfg.final_val_size:,} held out for validation"
+              if config.data.split == "full" else f"split {config.data.split}")
+    augment = final.get("augment", train_cfg.augment)
+    return [f"Winning point: {settings_text(final, keys)}. The final model, as the assignment's final run: "
+            f"{members} networks (replicates 0–{members - 1}) trained together on {images}, "
+            f"{cycles} cycles ({study_cfg.final_extra_cycles} more than the point's) of 2 × {half}, "
+            f"augment {augment}; registered as `models:/{REGISTERED_NAME}/{final.get('model_version')}` "
+            f"(alias `champion`), the ensemble averaging the members' class probabilities; "
+            f"MLflow run `{final.get('run_id')}`.", ""]
+
+
+def final_markdown(final, config, keys):
+    """The final model: its protocol, then ensemble, members, snapshot ensemble, validation and training."""
+    members = [100 * a for a in final.get("member_test_accuracies") or []]
+    mean, std = mean_std(members) if members else (float("nan"), float("nan"))
+    rows = [["test accuracy, the registered ensemble", f"**{pct(final['test_accuracy'])}**",
+             f"{SETTINGS.report_test:.2f}% (one network)"],
+            ["test accuracy of the members, mean ± std", f"{mean:.2f}% ± {std:.2f}" if members else "—",
+             f"{SETTINGS.report_test:.2f}%"],
+            ["test accuracy of each member", ", ".join(f"{a:.2f}%" for a in members) or "—", "—"],
+            ["test accuracy, snapshot ensemble of every member's cycle ends",
+             _optional_pct(final.get("snapshot_ensemble_test_accuracy")) or "—", "—"],
+            ["validation accuracy, the ensemble", pct(final["val_accuracy"]), f"{SETTINGS.report_val:g}%"],
+            ["training accuracy, the ensemble", pct(final["train_accuracy"]), "—"]]
+    return ["### Final model", "", *final_protocol(final, config, keys), *table(["", "ours", "original report"], rows),
+            "", "± is the sample standard deviation over the members, in percentage points.", ""]
+
+
+def search_done_when(fine, keys):
+    """The targets of issue 11 against the final model and the fine study's wall time."""
+    rows = []
+    final = fine.get("final")
+    if final:
+        ensemble = 100 * final["test_accuracy"]
+        rows.append(["final model: test accuracy of the registered ensemble", f"≥ {SETTINGS.final_target:.1f}%",
+                     f"{ensemble:.2f}%", f"{SETTINGS.report_test:.2f}% (one network)",
+                     yes_no(ensemble >= SETTINGS.final_target)])
+        members = [100 * a for a in final.get("member_test_accuracies") or []]
+        if members:
+            mean, std = mean_std(members)
+            rows.append(["final model: the members' mean test accuracy, as single networks",
+                         f"≥ {SETTINGS.member_target:.1f}%", f"{mean:.2f}% ± {std:.2f} ({len(members)})",
+                         f"{SETTINGS.report_test:.2f}%", yes_no(mean >= SETTINGS.member_target)])
+    wall = number(fine.get("wall_seconds"))
+    if wall is not None:
+        check = ["fine study, race and final model included: wall time", f"≤ {SETTINGS.fine_minutes:g} min"]
+        if resumed(fine):
+            rows.append([*check, f"{wall / 60:.1f} min, resumed: no trial trained in this run", "—",
+                         "not measured"])
+        else:
+            rows.append([*check, f"{wall / 60:.1f} min", "—", yes_no(wall <= 60 * SETTINGS.fine_minutes)])
+    best = best_of(fine)
+    if best is not None:
+        tied = [r for r in fine.get("trials", []) if r.get("verdict") == "tied"]
+        how = f" ({len(tied)} tied at the end: the tie-break)" if tied else ", alone"
+        rows.append(["the fine study ends with one winner", "one best", f"trial {best['trial']}{how}", "—",
+                     "yes"])
+    return ["### Done when", "", *table(["check", "target", "ours", "original report", "met"], rows), ""]
+
+
+PAIRED = ("Every trial trains paired replicates: replicate r starts from the same initial weights and sees the "
+          "same mini-batches in every trial of a study, so each point is compared with the best replicate by "
+          "replicate, on their common replicates.")
+INIT_ONLY = ("Replicates differ by their initial weights only (`replicates = \"init\"`, the original report's "
+             "protocol); each point is compared with the best on the replicates with the same initial weights.")
+
+
+def search_markdown(coarse, fine, configs=None):
+    """The search section from the JSON summaries of the coarse and fine commands (as :func:`run_study` returns
+    them); ``configs`` kind -> SearchConfig they ran with (default: the package's defaults)."""
+    from clrsearch.config import DEFAULT_SEARCH
+
+    configs = {**DEFAULT_SEARCH, **(configs or {})}
+    study_cfg = configs["fine"].study
+    commands = [out.get("command", f"python -m clrsearch.{kind}") for kind, out in (("coarse", coarse), ("fine", fine))]
     lines = ["## Lambda search and the final model", "",
-             "On the offline CIFAR-10 copy, in the project root (so `mlflow ui` there shows these runs):", "",
-             "```", "python -m clrsearch.coarse", "python -m clrsearch.fine", "python -m clrsearch.evaluate", "```",
+             "On the offline CIFAR-10 copy, in the project root (so `mlflow ui` there shows these runs; "
+             "`--json` prints the summary this section is made from):", "",
+             "```", *commands, "python -m clrsearch.evaluate", "```", "",
+             (PAIRED if study_cfg.replicates == "paired" else INIT_ONLY) + " " + COMPARISON.format(study_cfg.alpha),
              ""]
-    for name, out in (("Coarse", coarse), ("Fine", fine)):
-        lines += [f"### {name} study `{out['study']}`", "",
-                  "| trial | λ | mean val accuracy | std | per seed | state |", "|---|---|---|---|---|---|"]
-        for row in out["trials"]:
-            mean, std = (_optional_pct(row[key]) for key in ("mean_val_accuracy", "std_val_accuracy"))
-            lines.append(f"| {row['trial']} | {row['lam']:.4g} | {mean} | {std} | {row['val_accuracies']} | "
-                         f"{row['state']} |")
-        best = out["best"]
-        seconds = out["seconds"]
-        lines += ["", f"Best: λ = {best['lam']:.4g}, validation accuracy {pct(best['mean_val_accuracy'])} "
-                      f"± {pct(best['std_val_accuracy'])}.",
-                  "", "Wall time " + f"{out['wall_seconds']:.0f} s (" +
-                  ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + ").", ""]
-    ok = 100 * final["test_accuracy"] >= SETTINGS.final_target
-    lines += ["### Final model", "",
-              f"λ = {final['lam']:.4g}, 3 cycles of 2 × 900 steps, registered as "
-              f"`models:/clrsearch-cifar10/{final['model_version']}` (alias `champion`).", "",
-              "| | ours | original report |", "|---|---|---|",
-              f"| validation accuracy | {pct(final['val_accuracy'])} | 52.5% |",
-              f"| test accuracy | {pct(final['test_accuracy'])} | 51.14% |",
-              f"| test accuracy, snapshot ensemble of the cycle ends | {pct(final['ensemble_test_accuracy'])} | — |",
-              f"| training accuracy | {pct(final['train_accuracy'])} | — |", "",
-              f"Done when: final test accuracy ≥ {SETTINGS.final_target:g}%: {yes_no(ok)}.", ""]
+    lines += search_done_when(fine, schedule_keys(fine.get("trials", [])))
+    lines += study_markdown("Coarse", coarse) + study_markdown("Fine", fine)
+    final = fine.get("final")
+    if final:
+        lines += final_markdown(final, configs["fine"], schedule_keys(fine.get("trials", [])))
+    else:
+        lines += ["### Final model", "", "None: the fine study ran without its final model (`--no-final`).", ""]
+    lines += ["### Cost of each stage", "",
+              "Seconds as each study measured them (`seconds` of its summary), and the wall time of each command.",
+              "", *stage_costs(coarse, fine), ""]
+    again = [kind for kind, out in (("coarse", coarse), ("fine", fine)) if resumed(out)]
+    if again:
+        lines += [f"The {' and the '.join(again)} study trained no trial in this run: "
+                  f"{'they were' if len(again) > 1 else 'it was'} already finished in the storage and only "
+                  "summarised again (the fine study's final model is trained anew on every run). To time a whole "
+                  "search, run it on a new storage, e.g. `--study-args \"--storage sqlite:///studies/timing.db\"`.",
+                  ""]
     return "\n".join(lines)
 
 
-# Section name -> function(data_dir) returning the section's markdown; the
+COMPARISON = ("Δ is the mean paired difference in validation accuracy (percentage points) with its 95% t interval; "
+              "p the one-sided paired t-test (H1: the point is worse than the best), Holm-corrected over the "
+              "study's comparisons; the verdict is worse when p < α = {:g}, else tied. ± is the sample standard "
+              "deviation over the replicates, n their count.")
+
+
+def study_markdown(name, out):
+    """One study's heading, table, best point and (for a fine study that raced) how the race went."""
+    rows = out.get("trials", [])
+    race = out.get("kind", name.lower()) == "fine" and raced(rows)
+    lines = [f"### {name} study `{out['study']}`", "", *trials_markdown(rows, race), ""]
+    best = best_of(out)
+    if best is not None:
+        lines += [f"Best: trial {best['trial']}, {settings_text(best, schedule_keys(rows))}: validation "
+                  f"accuracy {accuracy_cell(best)}.", ""]
+    return lines + (race_markdown(rows) if race else [])
+
+
+def _optional_pct(value):
+    value = number(value)
+    return "" if value is None else pct(value)
+
+
+# ---------------------------------------------------------------- section search
+
+def search_section(run):
+    """The coarse study, then the fine study and final model, as ``python -m clrsearch.coarse`` and
+    ``python -m clrsearch.fine`` run them with ``--study-args``; markdown.
+
+    Both run in the working directory, so their runs land in the MLflow store
+    there (``mlflow ui`` shows them) and their studies in its storage.
+    """
+    outputs, configs = {}, {}
+    for kind in ("coarse", "fine"):
+        argv = study_argv(kind, run.study_args)
+        configs[kind] = study_config(kind, argv)
+        outputs[kind] = run_study(kind, argv, run.data_dir)
+    return search_markdown(outputs["coarse"], outputs["fine"], configs)
+
+
+# ---------------------------------------------------------------- section augment
+
+def augment_lam(config):
+    """(lambda, where it comes from): the best lambda of the fine study ``config`` names, else the fallback."""
+    from clrsearch.config import DEFAULT_STORAGE
+    from clrsearch.errors import redact
+
+    study = load_study(config)
+    url = redact(config.study.storage or DEFAULT_STORAGE)
+    if study is not None:
+        from clrsearch.search.summary import best_row
+
+        best = best_row(study_rows(study, config))
+        if best is not None:
+            return float(best["lam"]), f"the best λ of the fine study `{config.study.name}` in `{url}`"
+    return SETTINGS.augment_lam, f"no finished fine study `{config.study.name}` in `{url}`: the fallback λ"
+
+
+def augment_argv(lam, study_args):
+    """The flags of the flip-effect study: ``study_args`` then the comparison's own (which win)."""
+    return [*study_args, "--study-name", SETTINGS.augment_study, "--grid", f"lam={lam:g}",
+            "--grid", f"n_s_epochs={SETTINGS.augment_n_s_epochs}", "--grid", "augment=none,flip",
+            "--n-seeds", str(SETTINGS.augment_seeds), "--trials-per-population",
+            str(SETTINGS.augment_trials_per_population), "--no-race", "--no-final"]
+
+
+def augment_section(run):
+    """Flip augmentation against none at the fine study's best lambda, paired replicate by replicate; markdown."""
+    lam, source = augment_lam(study_config("fine", study_argv("fine", run.study_args)))
+    log(f"augment: lambda {lam:g} ({source})")
+    argv = augment_argv(lam, study_argv("fine", run.study_args))
+    out = run_study("fine", argv, run.data_dir)
+    return augment_markdown(out, lam, source, study_config("fine", argv).study.alpha)
+
+
+def flip_effect(rows, alpha):
+    """(flip − none, CI low, CI high, p, conclusion) from the two rows' comparisons with the best; None when
+    a row is missing or untested."""
+    by = {r.get("augment"): r for r in rows if r.get("state") == "COMPLETE"}
+    if set(by) != {"none", "flip"}:
+        return None
+    flip_best = by["flip"].get("verdict") == "best"
+    best, other = (by["flip"], by["none"]) if flip_best else (by["none"], by["flip"])
+    delta, low, high = (number(other.get(k)) for k in ("delta_vs_best", "ci_low", "ci_high"))
+    if delta is None or best.get("verdict") != "best":
+        return None
+    sign = -1 if flip_best else 1  # flip − none is −(none − flip) when flip is the best
+    low, high = sorted((sign * low, sign * high)) if low is not None and high is not None else (None, None)
+    winner, loser = ("flip", "none") if flip_best else ("none", "flip")
+    if other.get("verdict") == "worse":
+        conclusion = f"`{loser}` is worse than `{winner}` (p < α = {alpha:g})"
+    else:
+        conclusion = f"tied (p ≥ α = {alpha:g}): no difference these replicates can tell"
+    return sign * delta, low, high, number(other.get("p_vs_best")), conclusion
+
+
+def augment_markdown(out, lam, source, alpha=0.05):
+    """The flip-effect study's two rows, the paired difference flip − none, and the command line."""
+    rows = out.get("trials", [])
+    header = ["augment", "val accuracy, mean ± std (n)", "Δ vs best, points [95% CI]", "p (Holm)", "verdict"]
+    body = [[r.get("augment", ""), accuracy_cell(r), delta_cell(r), p_cell(r), verdict_cell(r)] for r in rows]
+    lines = ["## Flip augmentation", "",
+             f"Study `{out.get('study', SETTINGS.augment_study)}`: λ = {lam:g} ({source}), n_s_epochs "
+             f"{SETTINGS.augment_n_s_epochs}, {SETTINGS.augment_seeds} paired replicates per setting (replicate r: "
+             "the same initial weights and mini-batch order with and without flips), no race, no final model. "
+             "`flip` mirrors each training image left–right with probability ½ per mini-batch.", "",
+             *table(header, body), ""]
+    effect = flip_effect(rows, alpha)
+    if effect is not None:
+        delta, low, high, p, text = effect
+        interval = "" if low is None else f" [{100 * low:+.2f}, {100 * high:+.2f}]"
+        p_text = "" if p is None else f", one-sided paired t-test p = {p:.3g}"
+        lines += [f"Paired difference flip − none: **{100 * delta:+.2f} points**{interval} (95% interval){p_text}: "
+                  f"{text}.", ""]
+    wall = number(out.get("wall_seconds"))
+    lines += ["```", out.get("command", ""), "```", ""]
+    if wall is not None:
+        lines += [f"Wall time {wall:.0f} s ({wall / 60:.1f} min).", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- section schedule
+
+def schedule_section(run):
+    """The fine study in the storage, its schedules compared (no training); markdown."""
+    from clrsearch.config import DEFAULT_STORAGE
+    from clrsearch.errors import redact
+
+    config = study_config("fine", study_argv("fine", run.study_args))
+    study = load_study(config)
+    url = redact(config.study.storage or DEFAULT_STORAGE)
+    if study is None:
+        raise SystemExit(f"no fine study {config.study.name!r} in {url}: run the search section first")
+    rows = study_rows(study, config)
+    grid = study.user_attrs.get("grid")
+    return schedule_markdown(rows, {"study": config.study.name, "storage": url, "grid": grid,
+                                    "alpha": study.user_attrs.get("alpha", config.study.alpha)})
+
+
+def schedule_markdown(rows, about):
+    """Per schedule of the fine grid, its best point against the overall best, then every point's mean.
+
+    ``about``: ``study`` (name), ``storage`` (URL, redacted), ``grid`` (the study's user attr, or None),
+    ``alpha``.
+    """
+    keys = schedule_keys(rows)
+    complete = [r for r in rows if r.get("state") == "COMPLETE" and number(r.get("mean_val_accuracy")) is not None]
+    grid = "; ".join(f"{name} = {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in values)}"
+                     for name, values in about.get("grid") or [])
+    lines = ["## Schedules of the fine grid", "",
+             f"From the fine study `{about['study']}` in `{about['storage']}` as it stands (no new training): "
+             f"{len(complete)} points" + (f" of the grid {grid}" if grid else "") + ", each compared with the "
+             "overall best on their common replicates (paired t-test, one-sided, Holm-corrected over all the "
+             f"study's comparisons, α = {about.get('alpha', 0.05):g}). This is the measurement behind the "
+             "schedule range of the default grid.", ""]
+    if not keys:
+        return "\n".join(lines + ["The study's grid has no schedule dimension beside λ: nothing to compare.", ""])
+    groups = {}
+    for r in complete:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    body, bests = [], {}
+    for key in sorted(groups):
+        group = groups[key]
+        best = max(group, key=lambda r: r["mean_val_accuracy"])
+        bests[key] = best
+        kept = sum(r.get("verdict") in ("best", "tied") for r in group)
+        body.append([*key, f"{best['lam']:.4g}", accuracy_cell(best), delta_cell(best), p_cell(best),
+                     verdict_cell(best), f"{kept} of {len(group)}"])
+    lines += ["The best λ of each schedule:", "",
+              *table([*keys, "best λ", "val accuracy, mean ± std (n)", "Δ vs the overall best, points [95% CI]",
+                      "p (Holm)", "verdict", "points best or tied"], body), ""]
+    lines += schedule_conclusion(bests, keys)
+    lams = sorted({r["lam"] for r in complete})
+    columns = sorted(groups)
+    cells = {(r["lam"], tuple(r[k] for k in keys)): r for r in complete}
+
+    def cell(lam, key):
+        r = cells.get((lam, key))
+        return "" if r is None else f"{100 * r['mean_val_accuracy']:.2f}% ({r.get('replicates', '?')}, {r['verdict']})"
+
+    header = ["λ", *(", ".join(f"{k} {v}" for k, v in zip(keys, key)) for key in columns)]
+    lines += ["Mean validation accuracy of every point (replicates, verdict against the overall best):", "",
+              *table(header, [[f"{lam:.4g}", *(cell(lam, key) for key in columns)] for lam in lams]), ""]
+    return "\n".join(lines)
+
+
+def schedule_conclusion(bests, keys):
+    """One sentence: which schedule holds the best point, and how the others' best points compare with it."""
+    winner = next((key for key, r in bests.items() if r.get("verdict") == "best"), None)
+    if winner is None:
+        return []
+
+    def name(key):
+        return ", ".join(f"{k} {v}" for k, v in zip(keys, key))
+
+    others = []
+    for key, r in bests.items():
+        if key == winner:
+            continue
+        p = number(r.get("p_vs_best"))
+        others.append(f"the best of {name(key)} (λ = {r['lam']:.4g}) is {r.get('verdict') or r.get('state')}"
+                      + ("" if p is None else f" (p = {p:.3g})"))
+    text = f"The overall best point (λ = {bests[winner]['lam']:.4g}) has the schedule {name(winner)}"
+    return [text + ("; " + "; ".join(others) if others else "") + ".", ""]
+
+
+# Section name -> function(SectionInput) returning the section's markdown; the
 # file keeps the sections in the order they were first written.
-SECTIONS = {"core": core_section, "search": search_section}
+SECTIONS = {"core": core_section, "search": search_section, "augment": augment_section,
+            "schedule": schedule_section}
 
 
 # ---------------------------------------------------------------- the file
@@ -390,6 +935,12 @@ def _parser():
     parser.add_argument("--section", action="append", choices=sorted(SECTIONS),
                         help="section to run; repeat for several (default all)")
     parser.add_argument("--out", default=SETTINGS.out, help=f"markdown file to update (default {SETTINGS.out})")
+    parser.add_argument("--study-args", default="", metavar="FLAGS",
+                        help="flags added to every study command of the search and augment sections (and read "
+                             "by augment and schedule to find the fine study), as one string; for quick checks, "
+                             "e.g. --study-args '--n-s 20 --n-batch 20 --hidden 8 --val-size 200 "
+                             "--eval-train-size 100 --final-val-size 200'. A flag only one of the two commands "
+                             "takes goes to that one alone. The page then no longer shows the default studies")
     return parser
 
 
@@ -397,14 +948,15 @@ def _parser():
 def main(argv=None):
     args = _parser().parse_args(argv)
     names = args.section or list(SECTIONS)
-    rendered = {}
+    run = SectionInput(args.data_dir, tuple(shlex.split(args.study_args)))
+    if run.study_args:  # flags a command refuses end here, before any section runs
+        for kind in ("coarse", "fine"):
+            study_config(kind, study_argv(kind, run.study_args))
     for name in dict.fromkeys(names):
         log(f"section {name}")
         start = time.perf_counter()
-        rendered[name] = SECTIONS[name](args.data_dir)
-        log(f"section {name} done in {time.perf_counter() - start:.0f} s")
-    path = write_sections(args.out, rendered)
-    log(f"wrote {path}")
+        path = write_sections(args.out, {name: SECTIONS[name](run)})  # a later section that fails keeps this one
+        log(f"section {name} done in {time.perf_counter() - start:.0f} s; wrote {path}")
     return 0
 
 
