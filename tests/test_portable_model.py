@@ -1,0 +1,165 @@
+"""The champion serves anywhere (clrsearch.tracking.registry, .model_code): a fresh virtual environment
+with only the model's own requirements (no clrsearch) loads it and predicts the package's labels, and
+``mlflow models serve`` in that environment answers raw rows posted as ``{"inputs": ...}`` with them."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from clrsearch import tracking
+from clrsearch.config import DataConfig, TrainConfig
+from clrsearch.data import load_batch, load_splits
+from clrsearch.nn import network
+from clrsearch.nn.trainer import train
+from helpers import write_tiny_cifar
+
+pytestmark = pytest.mark.slow
+
+CHAMPION = f"models:/{tracking.REGISTERED_NAME}@{tracking.ALIAS}"
+SERVE_SECONDS = 180  # the server's start, in the fresh environment, on a busy machine
+
+
+@pytest.fixture(scope="module")
+def champion(store, tmp_path_factory):
+    """An ensemble of two tiny networks registered as the champion; the raw test rows and the package's labels."""
+    folder = write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=60)
+    data = DataConfig("batch1", data_dir=str(folder))
+    splits = load_splits(data)
+    result = train(splits.train, splits.val, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8), [0.01, 0.01],
+                   [1, 2])
+    nets = [network.member(result.params, k) for k in range(2)]
+    rows, labels = load_batch(folder / "test_batch")  # (N, D) uint8
+    expected = network.ensemble_predict(nets, splits.normaliser.apply(rows.T, np.float32))  # (N,)
+    final = tracking.FinalModel(
+        run_name="final:portable", params={"lam": 0.01}, history=result.history, member=0, val_accuracy=0.3,
+        test_accuracy=float(np.mean(expected == labels)), test_true=labels, test_pred=expected,
+        class_names=splits.label_names, networks=nets, normaliser=splits.normaliser, dtype="float32",
+        input_example=rows[:2], inputs=tracking.describe_splits(splits, data), study_name="portable")
+    tracking.log_final_model(final, "portable")
+    return {"rows": rows, "expected": expected, "uri": os.environ["MLFLOW_TRACKING_URI"]}
+
+
+@pytest.fixture(scope="module")
+def model_dir(champion, tmp_path_factory):
+    return Path(mlflow.artifacts.download_artifacts(CHAMPION, dst_path=str(tmp_path_factory.mktemp("model"))))
+
+
+@pytest.fixture(scope="module")
+def fresh_env(model_dir, tmp_path_factory):
+    """A virtual environment without system site packages holding the model's requirements.txt, nothing else."""
+    venv = tmp_path_factory.mktemp("venv") / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    python = venv / "bin" / "python"
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(model_dir / "requirements.txt")],
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return venv
+
+
+def fresh_env_vars(champion):
+    """The environment of a process in the fresh venv: the test store, no path to the package."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    return {**env, "MLFLOW_TRACKING_URI": champion["uri"], "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def test_the_model_is_small_declares_a_tensor_and_needs_no_clrsearch(model_dir):
+    assert (model_dir / "MLmodel").stat().st_size < 10_000
+    requirements = [line.split("==")[0] for line in (model_dir / "requirements.txt").read_text().split()]
+    assert sorted(requirements) == ["mlflow", "numpy", "pandas"]
+    info = mlflow.models.get_model_info(CHAMPION)
+    assert info.signature.inputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "uint8",
+                                                                                  "shape": (-1, 3072)}}]
+    assert info.signature.outputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "int64", "shape": (-1,)}}]
+    code = (model_dir / "cifar_classifier.py").read_text()
+    assert "import clrsearch" not in code and "from clrsearch" not in code
+
+
+def test_uint8_rows_data_frames_and_refused_floats_in_this_process(champion):
+    model = mlflow.pyfunc.load_model(CHAMPION)
+    rows, expected = champion["rows"], champion["expected"]
+    np.testing.assert_array_equal(model.predict(rows), expected)
+    import pandas as pd
+
+    np.testing.assert_array_equal(model.predict(pd.DataFrame(rows)), expected)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="dtype of input float64 does not match"):
+        model.predict(rows.astype(np.float64))  # MLflow checks a tensor's dtype exactly; the fix is astype(uint8)
+    np.testing.assert_array_equal(model.unwrap_python_model().predict(None, rows.astype(np.float32)), expected)
+
+
+def test_a_fresh_environment_without_clrsearch_loads_the_champion_and_predicts_the_packages_labels(
+        champion, fresh_env, tmp_path):
+    np.save(tmp_path / "rows.npy", champion["rows"])
+    script = ("import importlib.util, numpy, mlflow.pyfunc\n"
+              "assert importlib.util.find_spec('clrsearch') is None, 'clrsearch is importable'\n"
+              f"model = mlflow.pyfunc.load_model({CHAMPION!r})\n"
+              "numpy.save('labels.npy', model.predict(numpy.load('rows.npy')))\n")
+    done = subprocess.run([str(fresh_env / "bin" / "python"), "-c", script], cwd=tmp_path,
+                          env=fresh_env_vars(champion), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), champion["expected"])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url, payload):
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def server(champion, fresh_env, tmp_path):
+    """``mlflow models serve`` of the champion in the fresh environment; yields its URL."""
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")
+    process = subprocess.Popen([str(fresh_env / "bin" / "mlflow"), "models", "serve", "-m", CHAMPION,
+                                "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                               cwd=tmp_path, env=fresh_env_vars(champion), stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVE_SECONDS
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the server's own process group: its workers too
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def test_the_served_champion_answers_raw_rows_with_the_packages_labels(champion, server):
+    rows, expected = champion["rows"], champion["expected"]
+    answer = post(f"{server}/invocations", {"inputs": rows.tolist()})
+    assert answer == {"predictions": expected.tolist()}
+    # Float pixel values too: the server reads them into the signature's uint8.
+    answer = post(f"{server}/invocations", {"inputs": rows[:5].astype(np.float64).tolist()})
+    assert answer == {"predictions": expected[:5].tolist()}
