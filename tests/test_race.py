@@ -104,8 +104,21 @@ def test_race_gives_tied_points_more_replicates_and_drops_the_worse(workspace):
                                                                   if c.verdict != "worse"}
     final_counts = {len(ts[-1].user_attrs["replicates"]) for p, ts in points.items() if p not in left}
     assert final_counts <= {3, 5, 7}
-    # a replicate of a race round is the network trained alone as well
+    # a replicate of a race round is the network trained alone as well (the fine study flips its images)
     splits = load_splits(DataConfig("full", val_size=200, data_dir=str(workspace)), dtype=np.float64)
     longest = max(points.values(), key=len)[-1]
     r = longest.user_attrs["replicates"][-1]
-    assert longest.user_attrs["val_accuracies"][-1] == alone(splits, longest.params["lam"], r)
+    flipped = replace(TINY_TRAIN, augment="flip")
+    assert longest.user_attrs["val_accuracies"][-1] == alone(splits, longest.params["lam"], r, flipped)
+
+
+def test_augment_as_a_grid_dimension_trains_each_setting_in_its_own_population(workspace):
+    args = ["--data-dir", str(workspace), *TINY, "--grid", "lam=0.0001", "--grid", "augment=none,flip",
+            "--n-seeds", "2", "--no-race", "--no-final"]
+    assert fine.main(args) == 0
+    _, trials = trials_of("fine")
+    splits = load_splits(DataConfig("full", val_size=200, data_dir=str(workspace)), dtype=np.float64)
+    assert sorted(t.params["augment"] for t in trials) == ["flip", "none"]
+    for t in trials:
+        config = replace(TINY_TRAIN, augment=t.params["augment"])
+        assert t.user_attrs["val_accuracies"] == [alone(splits, 0.0001, r, config) for r in (0, 1)]

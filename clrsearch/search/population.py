@@ -131,14 +131,15 @@ def plan_blocks(claimed, config: SearchConfig):
 
     ``paired``: one block per replicate, in replicate order, holding every
     trial that trains it. ``init``: one block with every (trial, replicate).
+    Trials that differ in ``augment`` train in blocks of their own.
     """
     pairs = [(i, r) for i, c in enumerate(claimed) for r in c.replicates]
-    if config.study.replicates == "init":
-        return [pairs]
-    by_replicate = {}
+    by_block = {}
     for i, r in pairs:
-        by_replicate.setdefault(r, []).append((i, r))
-    return [by_replicate[r] for r in sorted(by_replicate)]
+        replicate = None if config.study.replicates == "init" else r
+        # members of one population share augmentation: its flips come with the mini-batch order
+        by_block.setdefault((replicate is not None, replicate or 0, claimed[i].train_config.augment), []).append((i, r))
+    return [by_block[key] for key in sorted(by_block)]
 
 
 def total_steps(trials, config: SearchConfig, n_train):
@@ -150,9 +151,10 @@ def total_steps(trials, config: SearchConfig, n_train):
 class _Pruning:
     """``on_eval`` of the trainer: reports each trial's accuracy at its cycle ends and stops pruned trials."""
 
-    def __init__(self, claimed, members, config: SearchConfig, pruned):
+    def __init__(self, claimed, members, config: SearchConfig, pruned, judged):
         self.claimed, self.members, self.config = claimed, members, config
         self.pruned = pruned  # trial index -> reason, shared across blocks
+        self.judged = judged  # indices of the trials this block reports
 
     def __call__(self, point):
         if self.config.study.pruner == "none":
@@ -162,7 +164,8 @@ class _Pruning:
         stop = []
         by_trial = {}
         for m, (i, _) in enumerate(self.members):
-            by_trial.setdefault(i, []).append(m)
+            if i in self.judged:
+                by_trial.setdefault(i, []).append(m)
         for i, members in by_trial.items():
             if i in self.pruned or not any(m in point.active and m in ending for m in members):
                 continue
@@ -192,13 +195,15 @@ def train_population(trials, config: SearchConfig, splits, progress=None, timer=
     claimed = _claimed(trials, config, splits.train.n)
     pruned = {}
     blocks = []
+    judged = set()  # the pruner judges each trial on the first block it trains in
     for members in plan_blocks(claimed, config):
         members = [(i, r) for i, r in members if i not in pruned]
         if not members:
             continue
-        report = not blocks  # the pruner judges each trial on its first block
+        first = {i for i, _ in members} - judged
+        judged |= first
         blocks.append(_train_block(claimed, members, config, splits, progress, timer,
-                                   _Pruning(claimed, members, config, pruned) if report else None))
+                                   _Pruning(claimed, members, config, pruned, first) if first else None))
     results = []
     for i, c in enumerate(claimed):
         runs = tuple(ReplicateRun(r, b, m, float(np.mean(block.val_pred[m] == splits.val.y)),
