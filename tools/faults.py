@@ -1,6 +1,7 @@
 """Fault injection: kill studies at random moments, resume them, count what was lost; feed bad input.
 
     python tools/faults.py --data-dir /tmp/cifar --kills 16 [--seed 0] [--storage URL] [--json]
+    python tools/faults.py --data-dir /tmp/cifar --race --kills 8 [--seed 0]
 
 1. A reference study runs once, uninterrupted.
 2. The same study, under other names, is started again and again; each start
@@ -18,6 +19,28 @@
 4. Every kind of bad input in :func:`bad_inputs` is fed to a fresh working
    directory: each must exit with status 2 and one line on stderr, without a
    traceback, and leave no study and no MLflow run behind.
+
+With ``--race`` the racing fine study is killed instead (and no bad input is
+fed): a grid of 3 close lambdas and a harmful one, 2 replicates in the first
+round, 2 more per round for the points tied with the best, up to 6, flipped
+mini-batches (``FaultSettings.race_toml``, no final model), so that the race
+runs three rounds and leaves a point behind.
+
+1. A reference race runs once, uninterrupted, and once more with
+   ``--workers 2``.
+2. Kill k is of kind ``KILLS[k % 4]``; kills alternate between a random
+   moment and the middle of a race round (a random wait of up to
+   ``FaultSettings.mid_race_delay`` after a trial of round 2 or later of the
+   killed start is seen running), shifted every four kills so that eight
+   kills try each kind at both moments. Studies are restarted until a start
+   ends by itself, as above.
+3. Each point of each race (the ``--workers 2`` one included) is checked
+   against the reference: its latest trial's ``replicates``,
+   ``val_accuracies`` and value, the rounds it took part in and the round
+   after which it left (the study's ``race_left``) must be exactly equal; the
+   ``new_replicates`` of its trials must be disjoint and make 0, 1, ..., n-1
+   (no replicate trained twice, none skipped); every slot of the reference
+   has one result and no other slot has any.
 
 Everything runs in a temporary folder (``--workdir`` to keep it), on small
 settings of the real protocol (``batch1`` split, ``n_train`` 2000, 2 seeds,
@@ -44,6 +67,7 @@ from clrsearch.data import ensure_data
 from clrsearch.data.cifar10 import DATA_FILES, FOLDER_NAME, TEST_FILE
 from clrsearch.data.download import MANIFEST_NAME
 from clrsearch.search import queue
+from clrsearch.search.study import ACCURACIES, LAM, RACE_LEFT, REPLICATES
 from clrsearch.search.workers import exit_status
 
 
@@ -67,17 +91,46 @@ hidden = 16
 evals_per_cycle = 2
 eval_train_size = 1000
 """  # the study definition (TOML) of every killed study and of the reference
+    # The racing fine study of --race: 3 close lambdas and a harmful one, 2 + 2 + 2 replicates, so that the
+    # race runs rounds 2 and 3 and leaves lambda 0.3 behind after round 2. Flipped mini-batches, as the fine
+    # study's defaults. 32 hidden units: from 24 rows of W1 on, a trial's values do not depend on the size
+    # of the population it trains in (docs/RELIABILITY.md).
+    race_toml: str = """\
+[study]
+grid = [0.0, 0.001, 0.002, 0.3]
+n_seeds = 2
+race = true
+race_seeds = 2
+max_seeds = 6
+trials_per_population = 4
+final = false
+[data]
+split = "full"
+val_size = 1000
+n_train = 2000
+[train]
+n_batch = 50
+cycles = 2
+n_s = 25
+hidden = 32
+evals_per_cycle = 1
+eval_train_size = 500
+augment = "flip"
+"""  # the study definition (TOML) of every race of --race and of its reference
     kills: int = 16  # default of --kills: kills to land
     seed: int = 0  # default of --seed: seed of the kill moments
     heartbeat_seconds: float = 1.0  # seconds, CLRSEARCH_HEARTBEAT_SECONDS of the killed studies
     grace_seconds: float = 3.0  # seconds, CLRSEARCH_GRACE_SECONDS of the killed studies
     poll_seconds: float = 0.05  # seconds between looks at the storage while waiting for a trial to train
     mid_trial_delay: float = 0.3  # seconds, largest random wait after a trial is seen training, before a kill
+    mid_race_delay: float = 4.0  # seconds, largest random wait after a race round is seen training, before a kill
     bad_input_timeout: float = 300.0  # seconds a bad-input command may run before it counts as hung
 
 
 SETTINGS = FaultSettings()
 KILLS = ("SIGKILL", "SIGINT", "SIGKILL parent of 2 workers", "SIGKILL helper of 2 workers")  # kinds, in turn
+MOMENTS = ("at a random moment", "mid-trial")  # of the coarse kills: 0-3 at a random moment, 4-7 mid-trial, ...
+RACE_MOMENTS = ("at a random moment", "mid-race round")  # of the race kills (--race), see race_plan
 
 
 @dataclass
@@ -237,17 +290,6 @@ def leftovers(workdir):
 # ----------------------------------------------------------------------------- kills
 
 
-def study_argv(data_dir, storage, name, workers=1):
-    argv = ["--config", "faults.toml", "--data-dir", str(data_dir), "--storage", storage, "--study-name", name,
-            "--quiet"]
-    return argv + (["--workers", str(workers)] if workers > 1 else [])
-
-
-def start(argv, workdir, env):
-    return subprocess.Popen([sys.executable, "-m", "clrsearch.coarse", *argv], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
 def children(pid):
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -269,16 +311,141 @@ def kill(process, how):
     return True
 
 
-def wait_mid_trial(process, how, storage, name, rng):
-    """Wait until a trial of ``process`` (or of its helper) trains, then a random fraction of a second more."""
+def running_workers(storage, name, min_round=1):
+    """Pids of the workers running a trial of race round ``min_round`` or later (1: any trial) in study ``name``."""
+    return {int(t.system_attrs[queue.WORKER_ATTR].split(":")[1]) for t in queue.read_trials(storage, name)
+            if t.state.name == "RUNNING" and queue.WORKER_ATTR in t.system_attrs
+            and t.user_attrs.get(queue.ROUND, 1) >= min_round}
+
+
+def wait_running(process, how, storage, name, min_round=1):
+    """Wait until a trial of round ``min_round`` or later runs in a process of this start; returns whether one
+    did before ``process`` ended.
+
+    The process is the one ``how`` kills (the helper for the helper kind); for
+    ``min_round`` > 1 (a race round) the parent's or the helper's trial both
+    count, except for the helper kind. Trials left RUNNING by the processes of
+    earlier starts never count.
+    """
     while process.poll() is None:
-        pids = queue.running_pids(storage, name)
-        wanted = set(children(process.pid)) if how == "SIGKILL helper of 2 workers" else {process.pid}
-        if pids & wanted:
-            time.sleep(rng.uniform(0, SETTINGS.mid_trial_delay))
+        helpers = set(children(process.pid))
+        if how == "SIGKILL helper of 2 workers":
+            wanted = helpers
+        else:
+            wanted = {process.pid} | (helpers if min_round > 1 else set())
+        if running_workers(storage, name, min_round) & wanted:
             return True
         time.sleep(SETTINGS.poll_seconds)
     return False
+
+
+def coarse_plan(k):
+    """Kind and moment of kill k of the coarse studies: kinds in turn; kills 0-3, 8-11, ... at a random moment,
+    4-7, 12-15, ... mid-trial."""
+    return KILLS[k % len(KILLS)], MOMENTS[(k // len(KILLS)) % 2]
+
+
+def race_plan(k):
+    """Kind and moment of kill k of the race studies: kinds in turn; moments alternate, shifted every four kills,
+    so that any four kills in a row try every kind and kills 0-7 every kind at both moments."""
+    return KILLS[k % len(KILLS)], RACE_MOMENTS[(k + k // len(KILLS)) % 2]
+
+
+class Starts:
+    """The studies of one command (``coarse`` or ``fine``) in one work folder: each started, killed as a plan
+    says, and started again until a start ends by itself.
+
+    The study definition ``toml`` is written to ``WORKDIR/<command>.toml``;
+    studies go to ``storage`` (default: SQLite in the work folder), MLflow
+    runs to ``WORKDIR/mlflow.db``.
+    """
+
+    def __init__(self, command, toml, workdir, data_dir, storage, say):
+        self.command = command
+        self.workdir = Path(workdir)
+        self.config = self.workdir / f"{command}.toml"
+        self.config.write_text(toml)
+        self.data_dir = data_dir
+        self.storage = storage or f"sqlite:///{self.workdir}/studies.db"
+        self.say = say
+        self.env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{self.workdir}/mlflow.db",
+                    "CLRSEARCH_HEARTBEAT_SECONDS": f"{SETTINGS.heartbeat_seconds:g}",
+                    "CLRSEARCH_GRACE_SECONDS": f"{SETTINGS.grace_seconds:g}"}
+        self.estimate = None  # seconds a start is expected to run: the first reference's, then the latest starts'
+
+    def start(self, name, workers=1):
+        argv = ["--config", self.config.name, "--data-dir", str(self.data_dir), "--storage", self.storage,
+                "--study-name", name, "--quiet"] + (["--workers", str(workers)] if workers > 1 else [])
+        return subprocess.Popen([sys.executable, "-m", f"clrsearch.{self.command}", *argv], cwd=self.workdir,
+                                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def uninterrupted(self, name, workers=1):
+        """Run study ``name`` to its end without a kill; returns its wall time in seconds."""
+        began = time.perf_counter()
+        process = self.start(name, workers)
+        _, err = process.communicate()
+        wall = time.perf_counter() - began
+        if process.returncode != 0:
+            raise RuntimeError(f"the uninterrupted study {name} failed: {err.strip()[-2000:]}")
+        if self.estimate is None:
+            self.estimate = wall
+        return wall
+
+    def until_done(self, name, figures, plan, kills, rng):
+        """Start study ``name`` again and again, killing each start as ``plan(k)`` says while fewer than ``kills``
+        kills have landed, until a start ends by itself: the study is complete.
+
+        Counts ``kills``, ``kills by kind`` and ``starts`` in ``figures``.
+        """
+        while True:
+            k = figures["kills"]
+            how, when = plan(k)
+            process = self.start(name, 2 if "2 workers" in how else 1)
+            figures["starts"] += 1
+            began = time.perf_counter()
+            ready = self.wait(process, how, when, name, rng)
+            if ready and k < kills and kill(process, how):
+                figures["kills"] += 1
+                figures["kills by kind"][f"{how}, {when}"] += 1
+                self.say(f"{name}: {how}, {when}, after {time.perf_counter() - began:.1f} s")
+            _, err = process.communicate()
+            if process.returncode == 0:
+                if not ready:  # the start ended by itself: how long starts take now, on this machine
+                    self.estimate = (self.estimate + time.perf_counter() - began) / 2
+                return
+            # Killed by SIGINT itself: Ctrl-C while the interpreter was starting, before any clrsearch code ran.
+            if exit_status(process.returncode) not in (128 + signal.SIGINT, 128 + signal.SIGKILL):
+                raise RuntimeError(f"{name} ended with status {process.returncode}: {err.strip()[-2000:]}")
+
+    def wait(self, process, how, when, name, rng):
+        """Wait for the moment ``when`` of a kill of ``process`` (study ``name``, moments drawn from ``rng``);
+        returns whether it came before the process ended."""
+        if when == "at a random moment":  # uniform between 0 and the time a start takes
+            try:
+                process.wait(rng.uniform(0, self.estimate))
+                return False
+            except subprocess.TimeoutExpired:
+                return True
+        race_round = when == "mid-race round"
+        if not wait_running(process, how, self.storage, name, 2 if race_round else 1):
+            return False
+        time.sleep(rng.uniform(0, SETTINGS.mid_race_delay if race_round else SETTINGS.mid_trial_delay))
+        return True
+
+
+def new_figures(moments):
+    """The counts every kind of killed study starts from."""
+    return {"kills": 0, "kills by kind": {f"{k}, {when}": 0 for when in moments for k in KILLS},
+            "starts": 0, "studies": 0, "slots": 0, "trials lost": 0, "trials duplicated": 0,
+            "finished trials without their MLflow run": 0, "trials lost with their worker and trained again": 0,
+            "trials given back on Ctrl-C and trained again": 0, "MLflow runs left RUNNING": 0}
+
+
+def count_retrained(figures, failed):
+    """Count the trials that failed with their worker or were given back on Ctrl-C (and were trained again)."""
+    given_back = sum(1 for t in failed if t.user_attrs.get("reason") == queue.INTERRUPTED)
+    figures["trials given back on Ctrl-C and trained again"] += given_back
+    figures["trials lost with their worker and trained again"] += len(failed) - given_back
 
 
 def slot_results(storage, name):
@@ -328,67 +495,24 @@ def running_runs(workdir):
 
 
 def inject(data_dir, workdir, kills, seed, storage, say):
-    """Kill studies ``kills`` times and check them; returns the figures.
+    """Kill coarse studies ``kills`` times and check them; returns the figures.
 
     Kill k is of kind ``KILLS[k % 4]``; kills 0-3, 8-11, ... land at a random
     moment of the run, kills 4-7, 12-15, ... while a trial trains.
     """
-    workdir = Path(workdir)
-    (workdir / "faults.toml").write_text(SETTINGS.study_toml)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db",
-           "CLRSEARCH_HEARTBEAT_SECONDS": f"{SETTINGS.heartbeat_seconds:g}",
-           "CLRSEARCH_GRACE_SECONDS": f"{SETTINGS.grace_seconds:g}"}
-    storage = storage or f"sqlite:///{workdir}/studies.db"
+    starts = Starts("coarse", SETTINGS.study_toml, workdir, data_dir, storage, say)
     rng = random.Random(seed)
-
-    started = time.perf_counter()
-    reference = start(study_argv(data_dir, storage, "reference"), workdir, env)
-    _, err = reference.communicate()
-    wall = time.perf_counter() - started
-    if reference.returncode != 0:
-        raise RuntimeError(f"the reference study failed: {err.strip()}")
-    expected, _, _ = slot_results(storage, "reference")
+    wall = starts.uninterrupted("reference")
+    expected, _, _ = slot_results(starts.storage, "reference")
     say(f"reference study: {wall:.1f} s")
-    estimate = wall  # seconds a start is expected to run
 
-    figures = {"kills": 0, "kills by kind": {f"{k}, {when}": 0 for when in ("at a random moment", "mid-trial")
-                                             for k in KILLS},
-               "starts": 0, "studies": 0, "slots": 0, "trials lost": 0, "trials duplicated": 0,
-               "values differing from the reference": 0, "finished trials without their MLflow run": 0,
-               "trials lost with their worker and trained again": 0,
-               "trials given back on Ctrl-C and trained again": 0, "MLflow runs left RUNNING": 0,
+    figures = {**new_figures(MOMENTS), "values differing from the reference": 0,
                "reference wall time (s)": round(wall, 1)}
     while figures["kills"] < kills:
         figures["studies"] += 1
         name = f"killed-{figures['studies']}"
-        while True:
-            k = figures["kills"]
-            how = KILLS[k % len(KILLS)]
-            when = "mid-trial" if (k // len(KILLS)) % 2 else "at a random moment"
-            process = start(study_argv(data_dir, storage, name, 2 if "2 workers" in how else 1), workdir, env)
-            figures["starts"] += 1
-            began = time.perf_counter()
-            if when == "mid-trial":
-                ready = wait_mid_trial(process, how, storage, name, rng)
-            else:
-                try:
-                    process.wait(rng.uniform(0, estimate))
-                    ready = False
-                except subprocess.TimeoutExpired:
-                    ready = True
-            if ready and k < kills and kill(process, how):
-                figures["kills"] += 1
-                figures["kills by kind"][f"{how}, {when}"] += 1
-                say(f"{name}: {how}, {when}, after {time.perf_counter() - began:.1f} s")
-            _, err = process.communicate()
-            if process.returncode == 0:
-                if not ready:  # the start ended by itself: how long starts take now, on this machine
-                    estimate = (estimate + time.perf_counter() - began) / 2
-                break
-            # Killed by SIGINT itself: Ctrl-C while the interpreter was starting, before any clrsearch code ran.
-            if exit_status(process.returncode) not in (128 + signal.SIGINT, 128 + signal.SIGKILL):
-                raise RuntimeError(f"{name} ended with status {process.returncode}: {err.strip()[-2000:]}")
-        got, numbers, failed = slot_results(storage, name)
+        starts.until_done(name, figures, coarse_plan, kills, rng)
+        got, numbers, failed = slot_results(starts.storage, name)
         figures["slots"] += len(expected)
         figures["finished trials without their MLflow run"] += len(numbers - logged_trials(workdir, name))
         for slot, reference_results in expected.items():
@@ -396,30 +520,202 @@ def inject(data_dir, workdir, kills, seed, storage, say):
             figures["trials lost"] += len(results) == 0
             figures["trials duplicated"] += max(0, len(results) - 1)
             figures["values differing from the reference"] += bool(results) and results[0] != reference_results[0]
-        given_back = sum(1 for t in failed if t.user_attrs.get("reason") == queue.INTERRUPTED)
-        figures["trials given back on Ctrl-C and trained again"] += given_back
-        figures["trials lost with their worker and trained again"] += len(failed) - given_back
+        count_retrained(figures, failed)
     figures["MLflow runs left RUNNING"] = running_runs(workdir)
     return figures
+
+
+# ----------------------------------------------------------------------------- racing fine studies
+
+
+@dataclass(frozen=True)
+class RacePoint:
+    """What a race gave one grid point, as its study holds it."""
+
+    lam: float | None
+    rounds: tuple  # the round of each of its trials that has a result, in order
+    new_replicates: tuple  # the replicates each of those trials trained, in the same order
+    replicates: tuple  # user attrs of its latest trial: every replicate of the point ...
+    val_accuracies: tuple  # ... and their final validation accuracies
+    value: float | None  # the latest trial's value: the mean over all its replicates
+    left: int | None  # the round after which it left the race (study user attr race_left), None: stayed
+
+    @property
+    def trained(self):
+        """Every replicate its trials trained, round after round."""
+        return [r for replicates in self.new_replicates for r in replicates]
+
+
+NO_POINT = RacePoint(None, (), (), (), (), None, None)  # a point the race never gave a result
+
+# What must be the same in every race as in the reference, point by point: RacePoint fields.
+RACE_FIELDS = {"replicates": "points whose replicates differ", "val_accuracies": "points whose val_accuracies differ",
+               "value": "points whose value differs", "rounds": "points whose rounds differ",
+               "left": "points whose race_left differs"}
+RACE_CHECKS = (*RACE_FIELDS.values(), "replicates trained twice", "points whose replicates are not 0..n-1",
+               "trials lost", "trials duplicated", "trials beyond the reference race")
+
+
+def read_study(url, name):
+    """The trials and the user attrs of study ``name``, read under the workers' lock."""
+    import optuna
+
+    with queue.study_lock(url):
+        study = optuna.load_study(study_name=name, storage=queue.open_storage(url))
+        return study.get_trials(), study.user_attrs
+
+
+def race_record(url, name):
+    """What the race ``name`` holds: point -> RacePoint, slot -> results (trials that count as the slot's
+    result), and the trials failed with their worker or given back."""
+    trials, attrs = read_study(url, name)
+    left = {int(point): round_ for point, round_ in attrs.get(RACE_LEFT, {}).items()}
+    final = sorted((t for t in trials if queue.is_final(t)),
+                   key=lambda t: (t.user_attrs.get(queue.ROUND, 1), t.number))
+    slots, by_point = {}, {}
+    for t in final:
+        slots[t.user_attrs.get(queue.SLOT)] = slots.get(t.user_attrs.get(queue.SLOT), 0) + 1
+        by_point.setdefault(t.user_attrs.get(queue.POINT), []).append(t)
+    points = {}
+    for point, ts in by_point.items():
+        last = ts[-1]
+        points[point] = RacePoint(last.params.get(LAM), tuple(t.user_attrs.get(queue.ROUND, 1) for t in ts),
+                                  tuple(tuple(t.user_attrs.get(queue.NEW_REPLICATES, ())) for t in ts),
+                                  tuple(last.user_attrs.get(REPLICATES, ())),
+                                  tuple(last.user_attrs.get(ACCURACIES, ())), last.value, left.get(point))
+    failed = [t for t in trials if t.state.name == "FAIL" and not queue.is_final(t)]
+    return points, slots, failed
+
+
+def compare_race(got, expected):
+    """The differences of race ``got`` from the reference ``expected`` (each ``(points, slots)`` of
+    :func:`race_record`): counts of ``RACE_CHECKS``, and the points where any was found."""
+    (points, slots), (reference, reference_slots) = got, expected
+    counts, differing = dict.fromkeys(RACE_CHECKS, 0), set()
+    n_points = len(reference)
+
+    def found(check, point, n=1):
+        if n:
+            counts[check] += n
+            differing.add(point)
+
+    for point in sorted(set(points) | set(reference), key=str):
+        mine, theirs = points.get(point, NO_POINT), reference.get(point, NO_POINT)
+        for name, check in RACE_FIELDS.items():
+            found(check, point, getattr(mine, name) != getattr(theirs, name))
+        trained = mine.trained
+        found("replicates trained twice", point, len(trained) - len(set(trained)))
+        found("points whose replicates are not 0..n-1", point,
+              trained != list(range(len(trained))) or tuple(trained) != mine.replicates)
+    for slot in sorted(set(slots) | set(reference_slots), key=str):
+        point = slot % n_points if isinstance(slot, int) else slot
+        if slot in reference_slots:
+            found("trials lost", point, slots.get(slot, 0) == 0)
+            found("trials duplicated", point, max(0, slots.get(slot, 0) - 1))
+        else:
+            found("trials beyond the reference race", point, slots[slot])
+    return counts, differing
+
+
+def race(data_dir, workdir, kills, seed, storage, say):
+    """Kill racing fine studies ``kills`` times and check them point by point; returns the figures.
+
+    Kill k is of kind ``KILLS[k % 4]``, at a random moment or in the middle
+    of a race round as :func:`race_plan` says. The reference race runs once
+    alone, once with ``--workers 2``.
+    """
+    starts = Starts("fine", SETTINGS.race_toml, workdir, data_dir, storage, say)
+    rng = random.Random(seed)
+    wall = starts.uninterrupted("reference")
+    reference, reference_slots, _ = race_record(starts.storage, "reference")
+    expected = (reference, reference_slots)
+    rounds = max((max(p.rounds) for p in reference.values()), default=0)
+    if rounds < 2:
+        raise RuntimeError("the reference race ended after its first round: no race to kill; give "
+                           "FaultSettings.race_toml closer lambdas or more replicates")
+    say(f"reference race: {wall:.1f} s, {rounds} rounds, {len(reference_slots)} trials, left after round: "
+        f"{ {p: r.left for p, r in sorted(reference.items()) if r.left is not None} }")
+    wall_2 = starts.uninterrupted("reference-2-workers", workers=2)
+    points_2, slots_2, _ = race_record(starts.storage, "reference-2-workers")
+    _, differing_2 = compare_race((points_2, slots_2), expected)
+    say(f"reference race with --workers 2: {wall_2:.1f} s, {len(differing_2)} points differing")
+
+    figures = {**new_figures(RACE_MOMENTS), "points": 0, **dict.fromkeys(RACE_CHECKS, 0),
+               "--workers 2: points differing from the reference": len(differing_2),
+               "reference wall time (s)": round(wall, 1), "--workers 2 wall time (s)": round(wall_2, 1),
+               "reference race": [{"point": p, "lam": r.lam, "rounds": list(r.rounds), "replicates": len(r.replicates),
+                                   "value": r.value, "left after round": r.left}
+                                  for p, r in sorted(reference.items())]}
+    while figures["kills"] < kills:
+        figures["studies"] += 1
+        name = f"killed-{figures['studies']}"
+        starts.until_done(name, figures, race_plan, kills, rng)
+        points, slots, failed = race_record(starts.storage, name)
+        counts, differing = compare_race((points, slots), expected)
+        for check, n in counts.items():
+            figures[check] += n
+        if differing:
+            say(f"{name}: points {sorted(differing, key=str)} differ from the reference: "
+                + ", ".join(f"{check} {n}" for check, n in counts.items() if n))
+        figures["points"] += len(reference)
+        figures["slots"] += len(reference_slots)
+        numbers = {t.number for t in read_study(starts.storage, name)[0] if queue.is_final(t)}
+        figures["finished trials without their MLflow run"] += len(numbers - logged_trials(workdir, name))
+        count_retrained(figures, failed)
+    figures["MLflow runs left RUNNING"] = running_runs(workdir)
+    return figures
+
+
+# ----------------------------------------------------------------------------- the report
+
+COARSE_KEYS = ("kills", "starts", "studies", "slots", "trials lost with their worker and trained again",
+               "trials given back on Ctrl-C and trained again", "trials lost", "trials duplicated",
+               "values differing from the reference", "finished trials without their MLflow run",
+               "MLflow runs left RUNNING")
+RACE_KEYS = ("kills", "starts", "studies", "points", "slots", "trials lost with their worker and trained again",
+             "trials given back on Ctrl-C and trained again", *RACE_CHECKS, "finished trials without their MLflow run",
+             "MLflow runs left RUNNING", "--workers 2: points differing from the reference")
+# The counts that must be 0.
+COARSE_PROBLEMS = ("trials lost", "trials duplicated", "values differing from the reference",
+                   "finished trials without their MLflow run", "MLflow runs left RUNNING")
+RACE_PROBLEMS = (*RACE_CHECKS, "finished trials without their MLflow run", "MLflow runs left RUNNING",
+                 "--workers 2: points differing from the reference")
+
+
+def kinds_table(figures):
+    lines = ["| kill | count |", "|---|---|"]
+    return lines + [f"| {kind} | {count} |" for kind, count in figures["kills by kind"].items()]
 
 
 def report(figures, bad, seconds):
     """The Markdown table of docs/RELIABILITY.md."""
     lines = ["| what | count |", "|---|---|"]
-    for key in ("kills", "starts", "studies", "slots", "trials lost with their worker and trained again",
-                "trials given back on Ctrl-C and trained again", "trials lost", "trials duplicated",
-                "values differing from the reference", "finished trials without their MLflow run",
-                "MLflow runs left RUNNING"):
+    for key in COARSE_KEYS:
         lines.append(f"| {key} | {figures[key]} |")
     lines.append(f"| kinds of bad input tried | {len(bad)} |")
     lines.append(f"| bad inputs not refused cleanly | {sum(1 for _, problems, _ in bad if problems)} |")
-    lines += ["", "| kill | count |", "|---|---|"]
-    lines += [f"| {kind} | {count} |" for kind, count in figures["kills by kind"].items()]
+    lines += ["", *kinds_table(figures)]
     lines += ["", "| bad input | refused with |", "|---|---|"]
     for case, problems, line in bad:
         lines.append(f"| {case.what} | `{line}`{' **' + '; '.join(problems) + '**' if problems else ''} |")
     lines.append("")
     lines.append(f"{seconds:.0f} s in all; reference study {figures['reference wall time (s)']} s.")
+    return "\n".join(lines)
+
+
+def race_report(figures, seconds):
+    """The Markdown tables of the killed races: the counts, the kills, and the reference race."""
+    lines = ["| what | count |", "|---|---|"] + [f"| {key} | {figures[key]} |" for key in RACE_KEYS]
+    lines += ["", *kinds_table(figures)]
+    lines += ["", "| point | lambda | rounds | replicates | val accuracy | left after round |",
+              "|---|---|---|---|---|---|"]
+    for p in figures["reference race"]:
+        left = "" if p["left after round"] is None else p["left after round"]
+        lines.append(f"| {p['point']} | {p['lam']:g} | {', '.join(map(str, p['rounds']))} | {p['replicates']} | "
+                     f"{100 * p['value']:.2f}% | {left} |")
+    lines.append("")
+    lines.append(f"{seconds:.0f} s in all; reference race {figures['reference wall time (s)']} s, with --workers 2 "
+                 f"{figures['--workers 2 wall time (s)']} s.")
     return "\n".join(lines)
 
 
@@ -429,6 +725,9 @@ def main(argv=None):
     parser.add_argument("--data-dir", help="folder of cifar-10-batches-py (default: as the studies find it)")
     parser.add_argument("--kills", type=positive_int, default=SETTINGS.kills,
                         help=f"kills to land (default {SETTINGS.kills})")
+    parser.add_argument("--race", action="store_true",
+                        help="kill racing fine studies and check them point by point, instead of the coarse "
+                             "studies and the bad inputs")
     parser.add_argument("--seed", type=non_negative_int, default=SETTINGS.seed,
                         help=f"seed of the kill moments (default {SETTINGS.seed})")
     parser.add_argument("--storage", help="study storage URL (default: SQLite in the work folder)")
@@ -441,23 +740,34 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="clrsearch-faults-") as tmp:
         workdir = Path(args.workdir or tmp).absolute()
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "kills").mkdir(exist_ok=True)
-        figures = inject(data_dir, workdir / "kills", args.kills, args.seed, args.storage, say)
-        bad = []
-        env = dict(os.environ)
-        for k, case in enumerate(bad_inputs(data_dir, workdir / "inputs", ["--quiet"])):
-            problems, line = check_bad_input(case, workdir / "bad" / str(k), env)
-            bad.append((case, problems, line))
-            say(f"{case.what}: {line}{'  PROBLEM: ' + '; '.join(problems) if problems else ''}")
+        if args.race:
+            (workdir / "race").mkdir(exist_ok=True)
+            figures = race(data_dir, workdir / "race", args.kills, args.seed, args.storage, say)
+            bad = []
+        else:
+            (workdir / "kills").mkdir(exist_ok=True)
+            figures = inject(data_dir, workdir / "kills", args.kills, args.seed, args.storage, say)
+            bad = feed_bad_inputs(data_dir, workdir, say)
     seconds = time.perf_counter() - started
     if args.json:
-        print(json.dumps({**figures, "bad inputs": len(bad),
-                          "bad inputs not refused cleanly": sum(1 for _, p, _ in bad if p)}))
+        extra = {} if args.race else {"bad inputs": len(bad),
+                                      "bad inputs not refused cleanly": sum(1 for _, p, _ in bad if p)}
+        print(json.dumps({**figures, **extra}))
     else:
-        print(report(figures, bad, seconds))
-    clean = all(figures[k] == 0 for k in ("trials lost", "trials duplicated", "values differing from the reference",
-                                           "finished trials without their MLflow run", "MLflow runs left RUNNING"))
+        print(race_report(figures, seconds) if args.race else report(figures, bad, seconds))
+    clean = all(figures[k] == 0 for k in (RACE_PROBLEMS if args.race else COARSE_PROBLEMS))
     return 0 if clean and not any(p for _, p, _ in bad) else 1
+
+
+def feed_bad_inputs(data_dir, workdir, say):
+    """Feed every case of :func:`bad_inputs` to a fresh folder under ``workdir``; returns (case, problems, line)."""
+    bad = []
+    env = dict(os.environ)
+    for k, case in enumerate(bad_inputs(data_dir, workdir / "inputs", ["--quiet"])):
+        problems, line = check_bad_input(case, workdir / "bad" / str(k), env)
+        bad.append((case, problems, line))
+        say(f"{case.what}: {line}{'  PROBLEM: ' + '; '.join(problems) if problems else ''}")
+    return bad
 
 
 if __name__ == "__main__":
