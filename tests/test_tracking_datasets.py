@@ -4,7 +4,6 @@ and the split parameters, and what a study run, its trial and seed runs hold in 
 import hashlib
 import json
 
-import numpy as np
 import pytest
 
 from clrsearch import tracking

@@ -176,8 +176,8 @@ def markdown_table(rows, title=""):
               "|" + "---:|" * (2 + len(dims)) + "---|---|---:|---|"]
     body = []
     for r in rows:
-        accuracy = ("" if math.isnan(r["mean_val_accuracy"])
-                    else f"{100 * r['mean_val_accuracy']:.2f} ± {100 * r['std_val_accuracy']:.2f} % ({r['replicates']})")
+        mean, std = 100 * r["mean_val_accuracy"], 100 * r["std_val_accuracy"]
+        accuracy = "" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f} % ({r['replicates']})"
         delta = ("" if math.isnan(r["delta_vs_best"]) or r["verdict"] == "best"
                  else f"{100 * r['delta_vs_best']:+.2f} [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]")
         p = "" if math.isnan(r["p_vs_best"]) else f"{r['p_vs_best']:.3g}"
