@@ -75,8 +75,6 @@ def race_points(name):
             for point, ts in points.items()}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="race.advance enqueues a round trial by trial; a kill in between loses the rest")
 def test_a_race_killed_between_two_enqueues_of_a_round_resumes_into_the_same_race(workspace):
     args = ["--data-dir", str(workspace), *TINY, *RACE]
     assert fine.main([*args, "--study-name", "reference"]) == 0

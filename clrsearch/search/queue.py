@@ -211,11 +211,15 @@ def others_running(study):
 
 
 def enqueue_missing(study, entries):
-    """Enqueue the entries slot -> (params, user attrs) whose slot has no trial yet. Call it under study_lock."""
+    """Enqueue the entries slot -> (params, user attrs) whose slot has no trial yet; returns how many.
+
+    Call it under study_lock.
+    """
     slots = {t.user_attrs.get(SLOT) for t in study.get_trials(deepcopy=False)}
-    for slot, (params, user_attrs) in sorted(entries.items()):
-        if slot not in slots:
-            study.enqueue_trial(params, user_attrs={SLOT: slot, **user_attrs})
+    missing = [(slot, entry) for slot, entry in sorted(entries.items()) if slot not in slots]
+    for slot, (params, user_attrs) in missing:
+        study.enqueue_trial(params, user_attrs={SLOT: slot, **user_attrs})
+    return len(missing)
 
 
 def recover_dead_workers(study):

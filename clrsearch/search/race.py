@@ -13,8 +13,12 @@ A round's trials are ordinary trials of the queue (slot ``point + n_points *
 (round - 1)``), so a round is as crash-safe as the first: a killed worker's
 trials are trained again, finished ones never. The next round is decided from
 what the study holds, under the study lock, by whichever worker finds the
-round over; enqueueing is idempotent (a slot is enqueued once), so the race
-does not depend on the number of workers or machines.
+round over, and the decision is written to the study (user attr
+``race_rounds``: round -> points and replicates) in one write before its
+trials are enqueued; a worker killed between two enqueues leaves the rest to
+the next one, which enqueues what a decided round lacks before anything else.
+Enqueueing is idempotent (a slot is enqueued once), so the race does not
+depend on the number of workers or machines.
 
 When several points are still tied at ``max_seeds``, the tie-break is the
 largest mean validation accuracy over all their replicates (the best
@@ -28,6 +32,8 @@ from . import queue
 from .compare import compare_to_best
 from .queue import NEW_REPLICATES, POINT, ROUND
 from .study import ACCURACIES, RACE_LEFT, REPLICATES
+
+RACE_ROUNDS = "race_rounds"  # study user attr: round -> {"points": [...], "replicates": [...]}, once decided
 
 
 def standings(study):
@@ -54,6 +60,9 @@ def advance(study, config: SearchConfig):
     if study_cfg.kind != "fine" or not study_cfg.race:
         return False
     with queue.study_lock(queue.url_of(study)):
+        decided = study.user_attrs.get(RACE_ROUNDS, {})
+        if _enqueue(study, study_cfg, decided):
+            return True
         if not round_over(study):
             return False
         latest = standings(study)
@@ -72,9 +81,19 @@ def advance(study, config: SearchConfig):
         if len(going_on) < 2 or have >= study_cfg.max_seeds:
             return False
         new = list(range(have, min(have + study_cfg.race_seeds, study_cfg.max_seeds)))
-        points = study_cfg.points
-        entries = {point + len(points) * current: (points[point], {POINT: point, ROUND: current + 1,
-                                                                   NEW_REPLICATES: new})
-                   for point in going_on}
-        queue.enqueue_missing(study, entries)
+        decided = {**decided, str(current + 1): {"points": going_on, "replicates": new}}
+        study.set_user_attr(RACE_ROUNDS, decided)
+        _enqueue(study, study_cfg, decided)
         return True
+
+
+def _enqueue(study, study_cfg, decided):
+    """Enqueue the trials the decided rounds lack; returns how many."""
+    points = study_cfg.points
+    entries = {}
+    for round_, decision in decided.items():
+        round_ = int(round_)
+        for point in decision["points"]:
+            entries[point + len(points) * (round_ - 1)] = (
+                points[point], {POINT: point, ROUND: round_, NEW_REPLICATES: decision["replicates"]})
+    return queue.enqueue_missing(study, entries)
