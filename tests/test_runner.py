@@ -214,6 +214,5 @@ def test_json_dumps_writes_numpy_numbers_as_numbers():
         '{"a": 0.5, "b": 3, "d": [1.0, 2.5]}'
 
 
-@pytest.mark.xfail(strict=True, reason="json_dumps leaves float NaN to json.dumps, which writes NaN, not null")
 def test_json_dumps_writes_nan_as_null():
     assert runner.json_dumps({"c": float("nan"), "d": np.float32("nan")}) == '{"c": null, "d": null}'

@@ -81,8 +81,6 @@ print(child.pid, flush=True)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a helper that inherits SIGINT ignored (a study started in the background) "
-                                       "ignores the SIGINT of die_with_parent and of interrupt")
 def test_a_helper_dies_with_its_parent_even_when_started_with_sigint_ignored():
     parent = subprocess.run([sys.executable, "-c", HELPER], capture_output=True, text=True, timeout=60, check=True)
     pid = int(parent.stdout.split()[-1])

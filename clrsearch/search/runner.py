@@ -321,13 +321,21 @@ def per_worker(config, n_workers):
 
 
 def json_dumps(result):
-    """The summary as one line of JSON: NumPy scalars as numbers, NaN as null."""
-    return json.dumps(result, default=_json_default)
+    """The summary as one line of strict JSON: NumPy scalars as numbers, NaN and infinities as null."""
+    return json.dumps(_finite(result), default=_json_default, allow_nan=False)
+
+
+def _finite(value):
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
+    if isinstance(value, np.integer):
         return value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
     return str(value)

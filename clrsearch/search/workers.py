@@ -42,7 +42,14 @@ def spawn(kind, argv, n, payload):
 
 
 def die_with_parent(parent_pid):
-    """Ask Linux to send this process SIGINT when its parent dies (no-op elsewhere)."""
+    """Ask Linux to send this process SIGINT when its parent dies (no-op elsewhere).
+
+    SIGINT is handled as Ctrl-C from here on even when the helper inherited it
+    ignored (a study started in the background by a shell), so that the
+    parent's death and its ``interrupt`` reach the helper.
+    """
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
     if os.getppid() != parent_pid:  # the parent died before the request
