@@ -1,17 +1,17 @@
 """A race killed while it enqueues its next round must resume into the race an uninterrupted run gives.
 
 ``race.advance`` enqueues the next round's trials one ``enqueue_trial`` at a
-time. A process that dies between two of them (SIGKILL; also a Ctrl-C, as
-nothing holds interrupts off there) leaves the round with some of its points
-only. Here the process dies (``os._exit``, as under SIGKILL) right after the
-first trial of round 2 is enqueued; the study is then resumed by the plain
-command and compared, point by point, with the same race run uninterrupted.
+time. A process that dies between two of them (SIGKILL, or Ctrl-C) leaves the
+round with some of its points only. Here the process dies (``os._exit``, as
+under SIGKILL) right after the first trial of round 2 is enqueued; the study
+is then resumed by the plain command and compared, point by point, with the
+same race run uninterrupted.
 
-Known bug: the resumed race trains the one enqueued point, then counts the
-points that were left out as having left after round 1, and ends with a
-winner the uninterrupted race does not pick. The test is marked ``xfail``
-(strict) until the race completes a partly enqueued round; a failure of its
-preconditions (the reference must race) is a RuntimeError and fails for real.
+Before the study recorded its decided rounds (``race_rounds``), the resumed
+race trained the one enqueued point, counted the points left out as having
+left after round 1, and ended with a winner the uninterrupted race does not
+pick. A failure of the preconditions (the reference must race, the killed
+start must die after one enqueue) is a RuntimeError, not an AssertionError.
 """
 
 import os
