@@ -119,6 +119,17 @@ def best_row(rows):
     return best[0] if best else None
 
 
+def _comparison_cells(r):
+    """The text of a row's paired difference [interval], Holm p-value and verdict (with the race's end)."""
+    delta = ("" if math.isnan(r["delta_vs_best"]) or r["verdict"] == "best"
+             else f"{100 * r['delta_vs_best']:+.2f} [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]")
+    p = "" if math.isnan(r["p_vs_best"]) else f"{r['p_vs_best']:.3g}"
+    verdict = r["verdict"] or r["state"] + (f" ({r['reason']})" if r["reason"] else "")
+    if r["left_race"] != "":
+        verdict += f", left after round {r['left_race']}"
+    return delta, p, verdict
+
+
 def format_table(rows):
     """The table printed at the end of a study."""
     keys = _point_keys(rows)
@@ -129,12 +140,7 @@ def format_table(rows):
     for r in rows:
         accuracy = ("" if math.isnan(r["mean_val_accuracy"])
                     else f"{100 * r['mean_val_accuracy']:6.2f} ± {100 * r['std_val_accuracy']:.2f} % ({r['replicates']})")
-        delta = ("" if math.isnan(r["delta_vs_best"]) or r["verdict"] == "best"
-                 else f"{100 * r['delta_vs_best']:+.2f} [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]")
-        p = "" if math.isnan(r["p_vs_best"]) else f"{r['p_vs_best']:.3g}"
-        verdict = r["verdict"] or r["state"] + (f" ({r['reason']})" if r["reason"] else "")
-        if r["left_race"] != "":
-            verdict += f", left after round {r['left_race']}"
+        delta, p, verdict = _comparison_cells(r)
         lines.append(f"{r['trial']:>5}  {r[LAM]:>10.3g}  " + "".join(f"{str(r[k]):>11}  " for k in dims)
                      + f"{accuracy:<30} {delta:<26} {p:>9}  {verdict}")
     best = best_row(rows)
@@ -178,12 +184,7 @@ def markdown_table(rows, title=""):
     for r in rows:
         mean, std = 100 * r["mean_val_accuracy"], 100 * r["std_val_accuracy"]
         accuracy = "" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f} % ({r['replicates']})"
-        delta = ("" if math.isnan(r["delta_vs_best"]) or r["verdict"] == "best"
-                 else f"{100 * r['delta_vs_best']:+.2f} [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]")
-        p = "" if math.isnan(r["p_vs_best"]) else f"{r['p_vs_best']:.3g}"
-        verdict = r["verdict"] or r["state"] + (f" ({r['reason']})" if r["reason"] else "")
-        if r["left_race"] != "":
-            verdict += f", left after round {r['left_race']}"
+        delta, p, verdict = _comparison_cells(r)
         cells = [str(r["trial"]), f"{r[LAM]:.3g}", *(str(r[k]) for k in dims), accuracy, delta, p,
                  verdict.replace("|", "\\|")]
         if r["verdict"] == "best":
