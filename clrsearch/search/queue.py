@@ -116,7 +116,12 @@ def study_lock(url):
     """
     path = sqlite_path(url)
     if path is not None:
-        with open(f"{path}.lock", "w") as handle:
+        try:
+            handle = open(f"{path}.lock", "w")
+        except OSError as error:
+            raise UsageError(f"cannot create the lock file {path}.lock of the storage {url!r} ({error.strerror}); "
+                             f"give a storage in a folder you can write to") from None
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

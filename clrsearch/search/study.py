@@ -38,7 +38,9 @@ RACE_LEFT = "race_left"  # study user attr: point -> the round after which the r
 def create_or_load(config: SearchConfig, study_storage):
     """The study of ``config`` (its grid resolved), created and filled with its first round of points if needed.
 
-    Runs under :func:`queue.study_lock`, so concurrent workers create it once.
+    Call it under :func:`queue.study_lock`, with ``study_storage`` opened there by
+    :func:`queue.open_storage` (which creates Optuna's tables in a new storage), so that
+    commands and workers started together create the storage and the study once.
     """
     study_cfg = config.study
     try:

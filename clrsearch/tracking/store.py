@@ -9,10 +9,18 @@ Before a study, :func:`check_store` asks the store once. A tracking server
 a server that refuses or does not answer is reported within seconds instead of
 after MLflow's client has retried with back-off for minutes; during the study
 MLflow's own retries stay as they are, for transient errors.
+
+A local SQLite store is created by the first process that opens it (MLflow
+runs its schema migrations then). Processes started together on a new store
+would run them at the same time and break each other, so the store is opened
+for the first time under an exclusive lock on a file beside it
+(``mlflow.db.lock``, see :func:`_store_lock`): one process creates it, the
+others wait and find it made. A server or another database needs no lock.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import getpass
 import os
@@ -34,6 +42,8 @@ PROBE_SECONDS = 3.0  # connect and read timeout of the probe of a tracking serve
 CHECK_SECONDS = 5  # MLflow's request timeout during the check, which it makes once, without retries
 _FIX = ("point MLFLOW_TRACKING_URI at a running server (http://HOST:5000) or a database, "
         "or unset it for sqlite:///mlflow.db")
+_FIX_FILE = ("check that {path} is an MLflow SQLite store in a folder you can write to (a missing one is created), "
+             "or point MLFLOW_TRACKING_URI at another store")
 
 
 def git_commit() -> str:
@@ -133,7 +143,9 @@ def delete_experiment(name: str, client: MlflowClient | None = None) -> str:
         Id of the deleted experiment. An experiment deleted already stays so
         and its id is returned.
     """
-    with _quiet_store_creation():
+    import mlflow
+
+    with _creating_store(client.tracking_uri if client else mlflow.get_tracking_uri()):
         client = client or MlflowClient()
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -155,26 +167,41 @@ def check_store(experiment: str = EXPERIMENT) -> None:
     """Raise UsageError unless the tracking store answers and ``experiment`` is not deleted.
 
     Creates no run and no experiment, so that a study refused here leaves
-    nothing behind in MLflow. A tracking server is probed first (see
-    :func:`probe_server`) and then asked once, without MLflow's retries, so
-    that the answer comes within ``PROBE_SECONDS + CHECK_SECONDS``; the error
-    names the store (without its password).
+    nothing behind in MLflow; a local SQLite store that does not exist yet is
+    created, once among processes started together (:func:`_creating_store`).
+    A tracking server is probed first (see :func:`probe_server`) and then
+    asked once, without MLflow's retries, so that the answer comes within
+    ``PROBE_SECONDS + CHECK_SECONDS``; the error names the store (without its
+    password) and says what to fix: the file of a SQLite store, else the URI.
     """
     import mlflow
 
     uri = mlflow.get_tracking_uri()
     probe_tracking_server()
     try:
-        with _quiet_store_creation(), _one_request():
+        with _creating_store(uri), _one_request():
             found = MlflowClient().get_experiment_by_name(experiment)
+    except UsageError:
+        raise
     except Exception as error:  # MlflowException, or the store's own error for a bad URI or a dead server
-        reason = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"cannot use the MLflow tracking store {redact(uri)} ({_without_passwords(reason)}); "
-                         f"{_FIX}") from None
+        raise _unusable(uri, _first_sentence(error)) from None
     if found is not None and found.lifecycle_stage != "active":
         raise UsageError(f"MLflow experiment {experiment!r} is deleted; restore it "
                          f"(mlflow experiments restore --experiment-id {found.experiment_id}) "
                          f"or choose another experiment name")
+
+
+def _unusable(uri: str, reason: str) -> UsageError:
+    """The one-line error of a store that cannot be used, with the fix that fits its kind."""
+    path = _sqlite_file(uri)
+    fix = _FIX if path is None else _FIX_FILE.format(path=path)
+    return UsageError(f"cannot use the MLflow tracking store {redact(uri)} ({_without_passwords(reason)}); {fix}")
+
+
+def _first_sentence(error: BaseException) -> str:
+    """The first sentence of the first line of ``error``, or its type's name when it says nothing."""
+    text = str(error).strip()
+    return text.splitlines()[0].split(". ")[0] if text else type(error).__name__
 
 
 def probe_tracking_server() -> None:
@@ -239,6 +266,65 @@ def _one_request():
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI, else None (a server, another database, in memory)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    name = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(name) if name and name != ":memory:" else None
+
+
+@contextlib.contextmanager
+def _creating_store(uri: str):
+    """Inside the block MLflow may create the store of ``uri``: once among processes, and quietly.
+
+    A SQLite file store is opened under :func:`_store_lock`, and a folder in
+    its place is refused at once (MLflow would retry it for over a minute); MLflow's
+    INFO lines about creating a new store are left out, so that an error after
+    them stays one line.
+    """
+    path = _sqlite_file(uri)
+    if path is None:
+        with _quiet_store_creation():
+            yield
+        return
+    if path.is_dir():
+        raise _unusable(uri, f"{path} is a folder")
+    with _store_lock(uri, path), _quiet_store_creation():
+        yield
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str, path: Path):
+    """An exclusive lock on ``<path>.lock`` while the block runs, shared by every process opening ``path``.
+
+    The same kind of lock as the study storage's (``fcntl.flock`` on a file
+    beside the database, see ``search.queue.study_lock``), released when its
+    holder ends or dies. The lock file's folder is created, as MLflow would
+    create it for the store.
+    """
+    with _open_lock_file(uri, path) as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_lock_file(uri: str, path: Path):
+    """``<path>.lock`` opened for :func:`_store_lock`, its folder created; a failure is the store's one-line error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise _unusable(uri, f"{path.parent} is a file, not a folder") from None
+    except OSError as error:
+        raise _unusable(uri, f"cannot create the folder {path.parent}: {error.strerror}") from None
+    try:
+        return open(f"{path}.lock", "a")
+    except OSError as error:
+        raise _unusable(uri, f"cannot create {path}.lock: {error.strerror}") from None
 
 
 @contextlib.contextmanager

@@ -1,0 +1,129 @@
+"""Commands started together on new stores share them: the MLflow SQLite store and the Optuna SQLite
+storage are each created once, under a lock on a file beside them, and every command of one study name
+succeeds with each planned lambda trained once. A store that is broken for good (a file that is no
+database, a folder in the store's place) is still one line naming the file, with a fix about the file.
+"""
+
+import fcntl
+import os
+import subprocess
+import sys
+import threading
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from clrsearch.errors import UsageError
+from clrsearch.search import queue
+from clrsearch.tracking import store
+from helpers import assert_one_line_naming, log_uniform_draws, write_tiny_cifar
+
+# The tiny protocol of tests/test_ui.py: a few update steps per trial on the tiny CIFAR copy.
+TINY = ["--n-s", "10", "--n-batch", "20", "--hidden", "8", "--eval-train-size", "100", "--val-size", "200",
+        "--evals-per-cycle", "2", "--quiet"]
+STUDY = ["--study-name", "together", "--n-trials", "4", "--n-seeds", "1"]
+FILE_FIX = "is an MLflow SQLite store in a folder you can write to"
+
+
+def command_env(folder, data):
+    """The environment of a coarse command in ``folder``: its own MLflow SQLite store, the tiny data."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")}
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{folder}/mlflow.db", MLFLOW_DISABLE_TELEMETRY="true",
+               CLRSEARCH_DATA=str(data))
+    return env
+
+
+def start_coarse(folder, data, n):
+    """``n`` coarse commands of one study started at once in ``folder`` (default Optuna storage there)."""
+    env = command_env(folder, data)
+    return [subprocess.Popen([sys.executable, "-m", "clrsearch.coarse", *TINY, *STUDY], cwd=folder, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+
+
+@pytest.mark.slow
+def test_three_commands_on_fresh_stores_all_succeed_and_train_each_lambda_once(tmp_path):
+    data = write_tiny_cifar(tmp_path / "data")
+    folder = tmp_path / "work"
+    folder.mkdir()
+    processes = start_coarse(folder, data, 3)
+    outputs = [process.communicate(timeout=300) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr
+    study = optuna.load_study(study_name="together", storage=f"sqlite:///{folder}/studies/clrsearch.db")
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    lambdas = sorted(t.params["lam"] for t in trials)
+    assert lambdas == pytest.approx(sorted(log_uniform_draws(0, 4, 1e-5, 1e-1)), rel=1e-12)
+
+
+def test_a_new_store_is_created_under_the_lock_beside_it(tmp_path, monkeypatch):
+    path = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
+    checked = threading.Event()
+    with open(f"{path}.lock", "a") as held:  # another process creating the store holds this lock
+        fcntl.flock(held, fcntl.LOCK_EX)
+        checker = threading.Thread(target=lambda: (store.check_store(), checked.set()))
+        checker.start()
+        assert not checked.wait(1.0)
+        assert not path.exists()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    checker.join(timeout=60)
+    assert checked.is_set() and path.exists()
+
+
+def test_a_store_file_that_is_no_database_is_one_line_about_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "mlflow.db"
+    path.write_bytes(b"not a database, " * 400)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
+    with pytest.raises(UsageError) as raised:
+        store.check_store()
+    assert_one_line_naming(raised, f"sqlite:///{path}", "file is not a database", f"{path} {FILE_FIX}")
+    assert "running server" not in str(raised.value)
+
+
+def test_a_folder_in_place_of_the_store_is_refused_at_once(tmp_path, monkeypatch):
+    path = tmp_path / "mlflow.db"
+    path.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
+    with pytest.raises(UsageError) as raised:
+        store.check_store()
+    assert_one_line_naming(raised, f"{path} is a folder", FILE_FIX)
+
+
+def test_a_store_whose_folder_is_a_file_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "plain").write_text("a file")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'plain' / 'mlflow.db'}")
+    with pytest.raises(UsageError) as raised:
+        store.check_store()
+    assert_one_line_naming(raised, f"{tmp_path / 'plain'} is a file, not a folder", FILE_FIX)
+
+
+@pytest.mark.slow
+def test_the_coarse_command_on_a_broken_store_file_exits_2_with_one_line(tmp_path):
+    data = write_tiny_cifar(tmp_path / "data")
+    (tmp_path / "mlflow.db").write_bytes(b"not a database, " * 400)
+    done = subprocess.run([sys.executable, "-m", "clrsearch.coarse", *TINY, *STUDY], cwd=tmp_path,
+                          env=command_env(tmp_path, data), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: cannot use the MLflow tracking store sqlite:///{tmp_path}/mlflow.db "
+                                  f"((sqlite3.DatabaseError) file is not a database); check that "
+                                  f"{tmp_path}/mlflow.db {FILE_FIX}")
+
+
+def test_a_store_lock_that_cannot_be_created_is_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "mlflow.db"
+    (tmp_path / "mlflow.db.lock").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
+    with pytest.raises(UsageError) as raised:
+        store.check_store()
+    assert_one_line_naming(raised, f"cannot create {path}.lock", FILE_FIX)
+
+
+def test_a_study_storage_lock_that_cannot_be_created_is_one_line(tmp_path):
+    url = f"sqlite:///{tmp_path}/studies.db"
+    (tmp_path / "studies.db.lock").mkdir()
+    with pytest.raises(UsageError) as raised, queue.study_lock(url):
+        pass
+    assert_one_line_naming(raised, f"cannot create the lock file {tmp_path}/studies.db.lock", url)
