@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,6 +47,7 @@ class ScreenshotSettings:
     viewport_height: int = 800  # CSS pixels, height of every page, the tallest a screenshot gets
     wait_ms: int = 20_000  # milliseconds, longest wait for an expected element of a page
     server_start_s: float = 90.0  # seconds, longest wait for a new server's /health
+    dashboard_server: str = "wsgiref"  # optuna-dashboard's --server: one process, nothing written outside it
     margin: int = 16  # CSS pixels of page kept below the last element a screenshot must show
     # Columns of the README's runs table, each toggled: what each trial searched and scored, not the defaults.
     doc_columns: tuple = ("Dataset", "Source", "lam", "mean_val_accuracy", "std_val_accuracy")
@@ -67,6 +69,7 @@ UI_SETTINGS = {"mlflow.workflowType_v1": '"machine_learning"',
                "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
                "mlflow.assistant.panelOpen_v1": "false"}
 ASSISTANT_CLOSE = '[data-component-id="mlflow.assistant.chat_panel.close"]'
+DASHBOARD_HISTORY = "plot-history"  # element id of optuna-dashboard's history plot (Plotly) on a study's page
 
 
 # --- the server ---------------------------------------------------------------------------------
@@ -101,35 +104,74 @@ def mlflow_server(store_uri: str, artifact_root, log_path=None, timeout: float |
     RuntimeError
         The server exited or did not answer in time; the message ends with its last output.
     """
-    timeout = SETTINGS.server_start_s if timeout is None else timeout
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
                "--default-artifact-root", str(Path(artifact_root).resolve()),
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    with _serving("mlflow server", command, port, "/health", env, log_path, timeout) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def optuna_dashboard(storage: str, log_path=None, timeout: float | None = None):
+    """``optuna-dashboard`` over the Optuna storage ``storage`` on a free loopback port, for the block.
+
+    Needs the ``dashboard`` extra (``pip install 'clrsearch[dashboard]'``). The
+    server (``SETTINGS.dashboard_server``) is its own process group, ended with
+    the block; its output goes to ``log_path`` (a temporary file when None).
+
+    Yields
+    ------
+    str, the dashboard's base URL; its pages are under ``/dashboard``
+
+    Raises
+    ------
+    UsageError
+        optuna-dashboard is not installed.
+    RuntimeError
+        The server exited or did not answer in time; the message ends with its last output.
+    """
+    executable = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent) + os.pathsep
+                              + os.environ.get("PATH", ""))
+    if executable is None:
+        raise UsageError("optuna-dashboard is not installed: pip install optuna-dashboard "
+                         "(or pip install -e '.[dashboard]')")
+    port = free_port()
+    command = [executable, storage, "--host", "127.0.0.1", "--port", str(port),
+               "--server", SETTINGS.dashboard_server]
+    with _serving("optuna-dashboard", command, port, "/api/meta", {}, log_path, timeout) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serving(name: str, command: list, port: int, health: str, env: dict, log_path, timeout):
+    """Run ``command``, a server on ``port`` of 127.0.0.1, until the block ends; yield its URL once
+    ``health`` answers 200. ``env`` is added to this process's environment."""
+    timeout = SETTINGS.server_start_s if timeout is None else timeout
+    url = f"http://127.0.0.1:{port}"
     with contextlib.ExitStack() as stack:
         if log_path is None:
             log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clrsearch-"))) / "server.log"
         log = stack.enter_context(open(log_path, "wb"))
         server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                  env=env, start_new_session=True)
+                                  env={**os.environ, **env}, start_new_session=True)
         stack.callback(_stop, server)
-        _wait_for_health(url, server, timeout, Path(log_path))
+        _wait_for(name, url + health, server, timeout, Path(log_path))
         yield url
 
 
-def _wait_for_health(url: str, server: subprocess.Popen, timeout: float, log_path: Path) -> None:
+def _wait_for(name: str, url: str, server: subprocess.Popen, timeout: float, log_path: Path) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if server.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with status {server.returncode}:\n{_tail(log_path)}")
+            raise RuntimeError(f"{name} exited with status {server.returncode}:\n{_tail(log_path)}")
         with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+            with urllib.request.urlopen(url, timeout=2) as answer:
                 if answer.status == 200:
                     return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"mlflow server at {url} did not answer within {timeout:g} s:\n{_tail(log_path)}")
+            raise RuntimeError(f"{name} at {url} did not answer within {timeout:g} s:\n{_tail(log_path)}")
         time.sleep(0.2)  # polling interval: the server has no other way to say it is ready
 
 
@@ -292,6 +334,32 @@ def open_model(page, url: str, name: str, version: str, alias: str | None = None
 def alias_tag(row, alias: str):
     """The tag "@ alias" in a row of the versions table."""
     return row.get_by_text(re.compile(rf"^@\s*{re.escape(alias)}$"))
+
+
+def open_studies(page, url: str, names):
+    """optuna-dashboard's study list, once it shows the studies ``names``; returns their cards' titles in order."""
+    page.goto(f"{url}/dashboard")
+    titles = [study_title(page, name) for name in names]
+    for title in titles:
+        title.wait_for()
+    return titles
+
+
+def study_title(page, name: str):
+    """The title "<id>. <name>" of the study ``name``'s card in optuna-dashboard's study list."""
+    return page.get_by_text(re.compile(rf"^\d+\. {re.escape(name)}$"))
+
+
+def history_points(page):
+    """The points of optuna-dashboard's history plot of the open study, one per trial shown."""
+    return page.locator(f"#{DASHBOARD_HISTORY} .scatterlayer .point")
+
+
+def history_trace(page, study_name: str) -> dict:
+    """The trial numbers and values of the history plot's objective trace: ``{"x": [...], "y": [...]}``."""
+    return page.evaluate("([id, name]) => { const t = document.getElementById(id).data.find(t => t.name === name);"
+                         " return t ? {x: Array.from(t.x), y: Array.from(t.y)} : null; }",
+                         [DASHBOARD_HISTORY, f"Objective 0 of {study_name}"])
 
 
 # --- what to show -------------------------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""optuna-dashboard in headless Chromium, over an Optuna storage that a tiny coarse and fine study just wrote.
+
+``optuna-dashboard`` (the ``dashboard`` extra) runs on a loopback port;
+Debian's ``chromium`` is driven through Playwright. The study list shows the
+coarse and the fine study, and opening either from it shows its history: one
+point per finished trial, at the trial's number and value, and its best trial.
+What the pages should show is read from the storage with Optuna itself; the
+two studies have different numbers of trials, so that the wrong study cannot
+pass for the right one. Screenshots and the dashboard's log go to a temporary
+folder. Skipped when Chromium, Playwright or optuna-dashboard is missing.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+
+import screenshots
+from clrsearch import coarse, fine
+from helpers import copy_storage, copy_store, write_tiny_cifar
+from test_ui import FINE, TINY
+
+pytestmark = [pytest.mark.ui, pytest.mark.slow]
+expect = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)").expect
+pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed (pip install -e '.[dashboard]')")
+COARSE_TRIALS = 3
+FINE_GRID = "0,0.01"  # two trials
+
+
+@dataclass
+class Dashboard:
+    url: str  # of the dashboard
+    page: object  # playwright Page
+    storage: str  # Optuna storage URL the studies are in
+    artifacts: Path  # screenshots and the dashboard's log
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory, mlflow_template, optuna_template):
+    if not Path(screenshots.SETTINGS.chromium).is_file():
+        pytest.skip(f"no Chromium at {screenshots.SETTINGS.chromium} (apt-get install chromium)")
+    folder = tmp_path_factory.mktemp("dashboard")
+    storage = copy_storage(optuna_template, folder / "studies.db")
+    args = ["--data-dir", str(write_tiny_cifar(folder / "data")), "--storage", storage, *TINY]
+    store = copy_store(mlflow_template, folder)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.setenv("MLFLOW_TRACKING_URI", store)
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        assert coarse.main(args + ["--n-trials", str(COARSE_TRIALS)]) == 0
+        assert fine.main(args + ["--grid", FINE_GRID, *FINE]) == 0
+    artifacts = tmp_path_factory.mktemp("dashboard-artifacts")
+    with screenshots.optuna_dashboard(storage, log_path=artifacts / "dashboard.log") as url, \
+            screenshots.chromium() as browser:
+        yield Dashboard(url, screenshots.new_page(browser), storage, artifacts)
+
+
+def finished(storage: str, name: str) -> list:
+    """The complete trials of the study ``name``, in number order."""
+    study = optuna.load_study(study_name=name, storage=storage)
+    return sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number)
+
+
+def study_id(storage: str, name: str) -> int:
+    """The storage's id of the study ``name``, which the dashboard shows and puts in its URLs."""
+    return optuna.storages.get_storage(storage).get_study_id_from_name(name)
+
+
+def test_the_studies_have_different_numbers_of_trials(dashboard):
+    assert [len(finished(dashboard.storage, name)) for name in ("coarse", "fine")] == [COARSE_TRIALS, 2]
+
+
+def test_study_list_shows_the_coarse_and_the_fine_study(dashboard):
+    page = dashboard.page
+    names = optuna.get_all_study_names(storage=dashboard.storage)
+    assert sorted(names) == ["coarse", "fine"]
+    titles = screenshots.open_studies(page, dashboard.url, names)
+    for name, title in zip(names, titles):
+        expect(title).to_have_text(f"{study_id(dashboard.storage, name)}. {name}")
+    expect(page.get_by_text("Direction: MAXIMIZE", exact=True)).to_have_count(2)
+    screenshots.save(page, dashboard.artifacts / "studies.png", *titles)
+
+
+@pytest.mark.parametrize("name", ["coarse", "fine"])
+def test_opening_a_study_shows_its_history_and_best_trial(dashboard, name):
+    page = dashboard.page
+    study = optuna.load_study(study_name=name, storage=dashboard.storage)
+    trials = finished(dashboard.storage, name)
+    (title,) = screenshots.open_studies(page, dashboard.url, [name])
+    title.click()
+
+    number = study_id(dashboard.storage, name)
+    expect(page).to_have_url(f"{dashboard.url}/dashboard/studies/{number}")
+    expect(page.get_by_text(f"{name} (id={number})", exact=True)).to_be_visible()
+    expect(screenshots.history_points(page)).to_have_count(len(trials))
+    trace = screenshots.history_trace(page, name)
+    assert trace is not None, f"no objective trace of {name!r} in the history plot"
+    assert trace["x"] == [trial.number for trial in trials]
+    assert trace["y"] == pytest.approx([trial.value for trial in trials])
+    expect(page.get_by_role("heading", name=f"Best Trial (number={study.best_trial.number})", exact=True)
+           ).to_be_visible()
+    screenshots.save(page, dashboard.artifacts / f"{name}.png", screenshots.history_points(page))
