@@ -57,7 +57,7 @@ def test_each_replicate_is_the_network_trained_alone_and_tell_records_the_means(
     # paired: replicate r trains on the mini-batch order of shuffle seed 10 + r; init: all on shuffle seed 10.
     expected = {lam: [alone(splits, config, lam, r, 10 + r if replicates == "paired" else 10) for r in (0, 1)]
                 for lam in GRID}
-    assert len(outcome.blocks) == (2 if replicates == "paired" else 1)
+    assert len(outcome.blocks) == 1
     for result in outcome.results:
         assert isinstance(result, TrialResult)
         assert result.state == "COMPLETE" and result.reason == "" and result.round == 1
@@ -77,14 +77,14 @@ def test_each_replicate_is_the_network_trained_alone_and_tell_records_the_means(
         assert result.mean == frozen.value and result.std == frozen.user_attrs["val_accuracy_std"]
 
 
-def test_blocks_are_one_population_per_replicate_when_paired_and_one_in_all_when_not(study_url, splits):
+def test_the_claimed_trials_train_as_one_block_under_either_protocol(study_url, splits):
     config, _, trials = claimed_study(study_url, search_config(n_seeds=3))
     claimed = population._claimed(trials, config, splits.train.n)
-    assert population.plan_blocks(claimed, config) == [[(0, 0), (1, 0)], [(0, 1), (1, 1)], [(0, 2), (1, 2)]]
+    assert population.plan_blocks(claimed, config) == [[(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]]
     init = replace(config, study=replace(config.study, replicates="init"))
     assert population.plan_blocks(claimed, init) == [[(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]]
     # 100 images / 20 per batch, one cycle of 2 x 5 steps: 10 steps per block.
-    assert population.total_steps(trials, config, splits.train.n) == 3 * 10
+    assert population.total_steps(trials, config, splits.train.n) == 10
     assert population.total_steps(trials, init, splits.train.n) == 10
 
 

@@ -44,7 +44,7 @@ def test_population_steps_are_plain_gradient_descent(eta, lams):
     population = _Population({k: v.copy() for k, v in start.items()}, lams, n_batch=10)
     batches = [(TRAIN.X[:, i:i + 10], TRAIN.Y[:, i:i + 10]) for i in range(0, 60, 10)]
     for Xb, Yb in batches:
-        population.step(Xb, Yb, eta)
+        population.step({0: (Xb, Yb)}, eta)
     got = population.params()
     for k, lam in enumerate(lams):
         expected = gradient_descent(network.member(start, k), batches, [eta] * len(batches), lam)
@@ -61,7 +61,7 @@ def test_the_first_layer_update_applied_in_row_blocks_is_the_same_descent(monkey
     population = _Population({k: v.copy() for k, v in start.items()}, lams, n_batch=10)
     batches = [(TRAIN.X[:, i:i + 10], TRAIN.Y[:, i:i + 10]) for i in range(0, 60, 10)]
     for Xb, Yb in batches:
-        population.step(Xb, Yb, 0.05)
+        population.step({0: (Xb, Yb)}, 0.05)
     got = population.params()
     for k, lam in enumerate(lams):
         expected = gradient_descent(network.member(start, k), batches, [0.05] * len(batches), lam)
@@ -73,7 +73,7 @@ def test_one_step_equals_params_minus_eta_times_gradients():
     start = network.init_population(D, HIDDEN, C, (0,))
     population = _Population({k: v.copy() for k, v in start.items()}, np.array([lam]), n_batch=20)
     Xb, Yb = TRAIN.X[:, :20], TRAIN.Y[:, :20]
-    population.step(Xb, Yb, eta)
+    population.step({0: (Xb, Yb)}, eta)
     grads = network.gradients(start, Xb, Yb, lam)
     for name in network.PARAM_NAMES:
         np.testing.assert_allclose(population.params()[name], start[name] - eta * grads[name], rtol=1e-12,

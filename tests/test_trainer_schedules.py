@@ -108,7 +108,7 @@ def test_a_step_with_one_eta_per_member_is_plain_gradient_descent(cifar):
     start = network.init_population(cifar.train.X.shape[0], 8, 10, SEEDS)
     population = _Population({k: v.copy() for k, v in start.items()}, lams, n_batch=20)
     Xb, Yb = np.asfortranarray(cifar.train.X[:, :20]), cifar.train.Y[:, :20]  # (D, B), (C, B)
-    population.step(Xb, Yb, etas)
+    population.step({0: (Xb, Yb)}, etas)
     got = population.params()
     for k in range(4):
         params = network.member(start, k)
@@ -156,7 +156,7 @@ def test_a_member_stopped_by_the_callback_leaves_the_others_on_their_schedules(c
         assert_close(result.params[name][2], alone.params[name][0], ROUNDING["float64"], name)
 
 
-@pytest.mark.parametrize("field, value", [("n_batch", 10), ("hidden", 9), ("dtype", "float32"), ("shuffle_seed", 5),
+@pytest.mark.parametrize("field, value", [("n_batch", 10), ("hidden", 9), ("dtype", "float32"),
                                           ("eval_train_size", 50), ("snapshots", True), ("augment", "flip")])
 def test_members_that_differ_outside_their_schedule_are_refused(cifar, field, value):
     with pytest.raises(UsageError) as error:

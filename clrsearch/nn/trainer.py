@@ -6,17 +6,21 @@ first layer is one (K·M, D) matrix, so every update is two large matrix
 products however many networks train.
 
 Members may also follow schedules of their own (one TrainConfig each, equal
-but for the fields in ``SCHEDULE_FIELDS``): every step still gathers one
-mini-batch for all, each member updates with its own learning rate, and a
-member leaves the population at its own last step. With ``augment="flip"``
-each image of a mini-batch is mirrored left-right with probability 1/2.
+but for the fields in ``SCHEDULE_FIELDS``): each member updates with its own
+learning rate, and a member leaves the population at its own last step. They
+may also differ in ``shuffle_seed``: the members of one seed form a *stream*
+that sees its own mini-batch order, its rows of the first layer multiplied by
+its own mini-batch (one product per stream instead of one for all). A member
+trains exactly as it would in a population of its stream alone. With
+``augment="flip"`` each image of a mini-batch is mirrored left-right with
+probability 1/2 (the flips belong to the stream's order).
 
 The ``train`` command (:mod:`clrsearch.cli.train`) runs one network through
 this loop; studies run populations of many.
 """
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -28,6 +32,7 @@ from .schedule import cyclic_lr
 METRICS = ("train_loss", "train_cost", "train_accuracy", "val_loss", "val_cost", "val_accuracy")
 # The TrainConfig fields in which the members of one population may differ; all others are shared.
 SCHEDULE_FIELDS = ("n_s", "cycles", "eta_min", "eta_max", "clr_mode", "gamma", "max_steps", "evals_per_cycle")
+STREAM_FIELD = "shuffle_seed"  # members may also differ here: each seed is a stream of mini-batches of its own
 # A CIFAR-10 row: 1024 red, then 1024 green, then 1024 blue values, each channel row-major.
 IMAGE_SHAPE = (3, 32, 32)
 
@@ -143,11 +148,12 @@ def train(train_set, val_set, config, lams, seeds, *, on_eval=None, progress=Non
 
     Notes
     -----
-    With one config per member, every step still gathers one mini-batch for all
-    (the shared ``shuffle_seed``), member k updates with its own learning rate
-    and stops as "finished" after its own ``total_steps``. The curves are
-    measured at the union of the members' evaluation points, for every member
-    still training; the population is done when its longest run is.
+    With one config per member, member k updates with its own learning rate
+    and stops as "finished" after its own ``total_steps``; members of one
+    ``shuffle_seed`` share the mini-batches of that seed, every step gathering
+    one mini-batch per seed still training. The curves are measured at the
+    union of the members' evaluation points, for every member still training;
+    the population is done when its longest run is.
     """
     lams = np.asarray(lams, dtype=np.float64).reshape(-1)
     seeds = tuple(int(s) for s in seeds)
@@ -158,6 +164,8 @@ def train(train_set, val_set, config, lams, seeds, *, on_eval=None, progress=Non
     n_train = train_set.X.shape[1]
     schedule = _member_configs(config, len(seeds))  # one TrainConfig, or a list of one per member
     config = schedule if isinstance(schedule, TrainConfig) else schedule[0]  # the shared fields
+    streams = _Streams.of(schedule, len(seeds))
+    schedule = _one_schedule(schedule)
     config.check_fits(n_train)
 
     dtype = np.dtype(config.dtype)
@@ -168,7 +176,8 @@ def train(train_set, val_set, config, lams, seeds, *, on_eval=None, progress=Non
         raise UsageError(f"augment='flip' mirrors CIFAR-10 images of {np.prod(IMAGE_SHAPE)} values, not {D}")
     eval_sets = _eval_sets(train_set, val_set, config, dtype)
 
-    population = _Population(network.init_population(D, config.hidden, C, seeds, dtype), lams, config.n_batch)
+    population = _Population(network.init_population(D, config.hidden, C, seeds, dtype), lams, config.n_batch,
+                             streams)
     batches_per_epoch = n_train // config.n_batch
     plan = _Plan.of(schedule, len(seeds), batches_per_epoch)
     recorder = _Recorder(len(seeds), batches_per_epoch)
@@ -190,13 +199,13 @@ def train(train_set, val_set, config, lams, seeds, *, on_eval=None, progress=Non
         if on_eval is not None:
             population.stop(on_eval(point) or (), step, "stopped")
 
-    batches = _mini_batches(X, Y, config)
+    batches = [_mini_batches(X, Y, replace(config, shuffle_seed=seed)) for seed in streams.seeds]
     step = 0
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is detected, not warned
         evaluate(0)
         while step < plan.total and population.members:
-            Xb, Yb = next(batches)  # (D, B), (C, B)
-            population.step(Xb, Yb, plan.eta[step, population.members] if plan.mixed else plan.eta[step])
+            mini_batches = {s: next(batches[s]) for s in population.active_streams()}  # s -> (D, B), (C, B)
+            population.step(mini_batches, plan.eta[step, population.members] if plan.mixed else plan.eta[step])
             step += 1
             population.stop(population.diverged(), step, "diverged")
             if progress is not None:
@@ -252,7 +261,7 @@ def _member_configs(config, K):
     """``config`` itself for one schedule, else the list of the K members' configs, checked.
 
     Raises UsageError unless ``config`` is a TrainConfig, or K TrainConfigs equal
-    in every field outside ``SCHEDULE_FIELDS``.
+    in every field outside ``SCHEDULE_FIELDS`` and ``STREAM_FIELD``.
     """
     if isinstance(config, TrainConfig):
         return config
@@ -261,14 +270,43 @@ def _member_configs(config, K):
     configs = list(config)
     if len(configs) != K:
         raise UsageError(f"need one TrainConfig per member, got {len(configs)} for {K} members")
-    shared = [f.name for f in fields(TrainConfig) if f.name not in SCHEDULE_FIELDS]
+    shared = [f.name for f in fields(TrainConfig) if f.name not in (*SCHEDULE_FIELDS, STREAM_FIELD)]
     for k, member_config in enumerate(configs):
         for name in shared:
             if getattr(member_config, name) != getattr(configs[0], name):
-                raise UsageError(f"the members of a population may differ only in {', '.join(SCHEDULE_FIELDS)}; "
+                raise UsageError(f"the members of a population may differ only in "
+                                 f"{', '.join((*SCHEDULE_FIELDS, STREAM_FIELD))}; "
                                  f"member {k} has {name} = {getattr(member_config, name)!r}, "
                                  f"member 0 {getattr(configs[0], name)!r}")
     return configs
+
+
+def _one_schedule(schedule):
+    """One TrainConfig when the members' configs differ at most in their stream, else the list as it is."""
+    if isinstance(schedule, TrainConfig):
+        return schedule
+    first = replace(schedule[0], shuffle_seed=0)
+    return schedule[0] if all(replace(c, shuffle_seed=0) == first for c in schedule) else schedule
+
+
+@dataclass(frozen=True)
+class _Streams:
+    """Which mini-batch stream each member sees: the distinct shuffle seeds, in order of first appearance."""
+
+    seeds: tuple  # shuffle seed of stream s
+    of_member: np.ndarray  # (K,) stream of member k
+    rows: tuple  # the members in the order of the population's rows: stream by stream, stably
+
+    @classmethod
+    def of(cls, schedule, K):
+        """The streams of one TrainConfig, of a list of K, or (None) of a single unnamed stream."""
+        if schedule is None or isinstance(schedule, TrainConfig):
+            member_seeds = [getattr(schedule, "shuffle_seed", 0)] * K
+        else:
+            member_seeds = [c.shuffle_seed for c in schedule]
+        seeds = tuple(dict.fromkeys(member_seeds))
+        of_member = np.array([seeds.index(seed) for seed in member_seeds], dtype=np.int64)
+        return cls(seeds, of_member, tuple(int(k) for k in np.argsort(of_member, kind="stable")))
 
 
 @dataclass(frozen=True)
@@ -337,14 +375,18 @@ class _Population:
     made and subtracted a few MB of rows at a time, while they are in the cache.
     """
 
-    def __init__(self, params, lams, n_batch):
+    def __init__(self, params, lams, n_batch, streams=None):
         K = lams.size
-        self.V1 = np.ascontiguousarray(params["W1"])  # (K, M, D); W1 = scale * V1
+        streams = streams or _Streams.of(None, K)
+        rows = list(streams.rows)  # member of each row: the members of one stream are adjacent rows
+        self.V1 = np.ascontiguousarray(params["W1"][rows])  # (K, M, D); W1 = scale * V1
         self.scale = np.ones(K)  # (K,)
-        self.b1, self.W2, self.b2 = params["b1"], params["W2"], params["b2"]  # (K, M, 1), (K, C, M), (K, C, 1)
+        self.b1, self.W2, self.b2 = (params[name][rows] for name in ("b1", "W2", "b2"))  # (K, M, 1), (K, C, M), (K, C, 1)
         self.lams = lams  # (K,) of the whole population
-        self.members = list(range(K))  # original indices of the rows above
-        self._lam = lams.copy()  # (K,) lambdas of the rows above
+        self.members = rows  # original indices of the rows above
+        self._lam = lams[rows]  # (K,) lambdas of the rows above
+        self._stream_of = streams.of_member  # (K,) stream of each original member
+        self._runs = self._stream_runs()
         self.status = ["finished"] * K
         self.stopped_at = [None] * K
         self._final = {}  # member -> params at the moment it stopped
@@ -358,27 +400,47 @@ class _Population:
         self._block_rows = max(1, _GRADIENT_BLOCK_BYTES // (D * dtype.itemsize))
         self._dV1 = np.empty((min(K * M, self._block_rows), D), dtype)  # (rows, D)
 
-    def step(self, Xb, Yb, eta):
-        """One update of every member on the mini-batch Xb (D, B), Yb (C, B).
+    def _stream_runs(self):
+        """(stream, first row, last row + 1) of each stream's adjacent rows."""
+        runs = []
+        for row, m in enumerate(self.members):
+            stream = int(self._stream_of[m])
+            if runs and runs[-1][0] == stream:
+                runs[-1][2] = row + 1
+            else:
+                runs.append([stream, row, row + 1])
+        return [tuple(run) for run in runs]
 
+    def active_streams(self):
+        """The streams that still have members training."""
+        return [stream for stream, _, _ in self._runs]
+
+    def step(self, mini_batches, eta):
+        """One update of every member on its stream's mini-batch.
+
+        ``mini_batches`` maps each active stream to its Xb (D, B), Yb (C, B);
         ``eta`` is one learning rate for all members, or a (K,) array of one per member.
         """
         K, M, D = self.V1.shape
-        B = Xb.shape[1]
+        B = next(iter(mini_batches.values()))[0].shape[1]
         dtype = self.V1.dtype
         if np.ndim(eta) == 0:
             eta = rate = float(eta)
         else:
             eta = np.asarray(eta, dtype=np.float64)  # (K,)
             rate = eta.astype(dtype)[:, None, None]  # (K, 1, 1): rounded to dtype as a Python float would be
-        H = np.matmul(self.V1.reshape(K * M, D), Xb, out=self._H[:K * M]).reshape(K, M, B)  # V1 X
+        V1 = self.V1.reshape(K * M, D)
+        for stream, start, stop in self._runs:  # V1 X, stream by stream
+            np.matmul(V1[start * M:stop * M], mini_batches[stream][0], out=self._H[start * M:stop * M])
+        H = self._H[:K * M].reshape(K, M, B)
         H *= self.scale.astype(dtype)[:, None, None]  # W1 X
         H += self.b1
         np.maximum(H, 0, out=H)  # (K, M, B) hidden activations
         S2 = np.matmul(self.W2, H, out=self._S2[:K])  # (K, C, B)
         S2 += self.b2
         G = network.softmax(S2, out=S2)  # (K, C, B), probabilities P
-        G -= Yb
+        for stream, start, stop in self._runs:
+            G[start:stop] -= mini_batches[stream][1]
         G *= 1.0 / B  # dJ/dS2
         G1 = np.matmul(np.swapaxes(self.W2, 1, 2), G, out=self._G1[:K])  # (K, M, B)
         G1 *= np.greater(H, 0, out=self._active[:K])
@@ -395,14 +457,16 @@ class _Population:
             new_scale[k] = 1.0
         self.scale = new_scale
         G1 *= (eta / new_scale).astype(dtype)[:, None, None]
-        self._subtract_gradient(G1.reshape(K * M, B), Xb)
+        G1 = G1.reshape(K * M, B)
+        for stream, start, stop in self._runs:
+            rows = slice(start * M, stop * M)
+            self._subtract_gradient(V1[rows], G1[rows], mini_batches[stream][0])
 
-    def _subtract_gradient(self, G1, Xb):
+    def _subtract_gradient(self, V1, G1, Xb):
         """V1 -= G1 Xbᵀ, in blocks of rows whose gradient stays in the cache.
 
-        G1 : (K·M, B), Xb : (D, B)
+        V1 : (rows, D), G1 : (rows, B), Xb : (D, B)
         """
-        V1 = self.V1.reshape(-1, Xb.shape[0])  # (K·M, D)
         rows = V1.shape[0]
         blocks = -(-rows // self._block_rows)
         size = -(-rows // blocks)  # equal blocks: no small remainder
@@ -455,6 +519,7 @@ class _Population:
         self.scale = self.scale[keep]
         self.members = [self.members[i] for i in keep]
         self._lam = self.lams[self.members]
+        self._runs = self._stream_runs()
 
     def full_params(self):
         """All K members, stopped ones as they were when they stopped (copies)."""
@@ -523,7 +588,8 @@ class _Recorder:
             self.rows[name].append(row)
             full[name] = row
         self.steps.append(step)
-        return EvalPoint(step, step / self.batches_per_epoch, cycle_end, full, tuple(members), cycle_end_members)
+        return EvalPoint(step, step / self.batches_per_epoch, cycle_end, full, tuple(sorted(members)),
+                         tuple(sorted(cycle_end_members)))
 
     def steps_array(self):
         return np.asarray(self.steps, dtype=np.int64)

@@ -5,11 +5,12 @@ in the first round, more in later rounds of a race). Replicate r starts from
 init seed ``first_seed + r``; under the ``paired`` protocol (the default) it
 also fixes the mini-batch order (shuffle seed ``train.shuffle_seed + r``, the
 flips of ``augment`` with it), identically for every trial of the study, so
-that trials can be compared replicate by replicate (:mod:`.compare`). Every
-population step gathers one mini-batch for all its members, so the claimed
-trials train as one population per replicate: a *block*. Under the ``init``
-protocol (the original report's seeds) all replicates share one order and
-train as one block.
+that trials can be compared replicate by replicate (:mod:`.compare`). The
+claimed trials train as one population, a *block*, in which the members of
+replicate r form one stream of mini-batches (see :mod:`clrsearch.nn.trainer`);
+a member trains exactly as it would in a population of its replicate alone.
+Under the ``init`` protocol (the original report's seeds) all replicates share
+one order. Trials that differ in ``augment`` train in blocks of their own.
 
 A pruner, when the study has one, judges each trial at its cycle ends on the
 first block it trains in; a pruned trial trains no further block.
@@ -129,16 +130,14 @@ def _claimed(trials, config, n_train):
 def plan_blocks(claimed, config: SearchConfig):
     """The blocks to train: lists of (trial index, replicate), one list per population.
 
-    ``paired``: one block per replicate, in replicate order, holding every
-    trial that trains it. ``init``: one block with every (trial, replicate).
-    Trials that differ in ``augment`` train in blocks of their own.
+    One block holds every (trial, replicate), trial by trial; trials that
+    differ in ``augment`` train in blocks of their own (the trainer's streams
+    share one augmentation).
     """
     pairs = [(i, r) for i, c in enumerate(claimed) for r in c.replicates]
     by_block = {}
     for i, r in pairs:
-        replicate = None if config.study.replicates == "init" else r
-        # members of one population share augmentation: its flips come with the mini-batch order
-        by_block.setdefault((replicate is not None, replicate or 0, claimed[i].train_config.augment), []).append((i, r))
+        by_block.setdefault(claimed[i].train_config.augment, []).append((i, r))
     return [by_block[key] for key in sorted(by_block)]
 
 
