@@ -12,8 +12,11 @@ a member trains exactly as it would in a population of its replicate alone.
 Under the ``init`` protocol (the original report's seeds) all replicates share
 one order. Trials that differ in ``augment`` train in blocks of their own.
 
-A pruner, when the study has one, judges each trial at its cycle ends on the
-first block it trains in; a pruned trial trains no further block.
+With ``--pruner``, each trial of the first round is judged at its rungs (the
+cycle ends before its last) by its replicates' mean validation accuracy
+there, against the trials before it (:mod:`.pruning`); a pruned trial's
+members leave the population at once. A population whose judgement needs a
+trial lost with another worker is given back and trained again later.
 """
 
 import math
@@ -27,9 +30,9 @@ from optuna.trial import TrialState
 from ..config import SearchConfig
 from ..nn import network
 from ..nn.trainer import TrainResult, train
-from . import queue
+from . import pruning, queue
 from .compare import compare_to_best
-from .queue import NEW_REPLICATES, POINT, ROUND
+from .queue import NEW_REPLICATES, POINT, ROUND, SLOT
 from .study import ACCURACIES, LAM, REPLICATES, point_train_config, suggest_params
 
 
@@ -56,7 +59,8 @@ class TrialResult:
     reason: str  # why pruned or failed; "" when complete
     runs: tuple  # ReplicateRun per replicate trained by this trial
     prior: dict = field(default_factory=dict)  # replicate -> accuracy of the point's earlier rounds
-    recorded: bool = True  # False: another worker took the trial for dead and its copy runs elsewhere
+    recorded: bool = True  # False: another worker took the trial for dead and its copy runs elsewhere, or the
+    #                        population was given back (see .pruning) and the trial's copy waits to be trained
 
     @property
     def lam(self):
@@ -147,16 +151,44 @@ def total_steps(trials, config: SearchConfig, n_train):
     return sum(max(claimed[i].train_config.total_steps for i, _ in block) for block in plan_blocks(claimed, config))
 
 
-class _Pruning:
-    """``on_eval`` of the trainer: reports each trial's accuracy at its cycle ends and stops pruned trials."""
+class _Judge:
+    """What the rungs of one population are judged with: the rule, and where the trials before each one are."""
 
-    def __init__(self, claimed, members, config: SearchConfig, pruned, judged):
-        self.claimed, self.members, self.config = claimed, members, config
+    def __init__(self, trials, config: SearchConfig, n_train):
+        self.rule = pruning.rule_of(config.study.pruner)
+        self.study = trials[0].study if trials else None
+        self.config, self.n_train = config, n_train
+
+    def prunes(self, claimed, rung, value):
+        """Whether ``claimed``, of ``value`` at ``rung``, is pruned; waits for the trials before it (see .pruning)."""
+        slot = claimed.trial.user_attrs.get(SLOT, claimed.trial.number)
+        if slot + 1 < self.rule.warmup:  # fewer trials before it than the warm-up needs: nothing to wait for
+            return False
+        schedule = claimed.train_config
+
+        def same_schedule(params):
+            return point_train_config(self.config.train, params, self.n_train) == schedule
+
+        earlier = pruning.earlier_values(self.study, slot, rung, same_schedule)
+        return self.rule.prunes(value, [value, *earlier.values()])
+
+
+class _Pruning:
+    """``on_eval`` of the trainer: reports each judged trial's accuracy at its cycle ends and stops pruned trials.
+
+    At one evaluation point every judged trial is reported before any is
+    judged, so that a worker waiting at a rung has its own values there.
+    """
+
+    def __init__(self, claimed, members, judge: _Judge, pruned, judged):
+        self.claimed, self.members, self.judge = claimed, members, judge
         self.pruned = pruned  # trial index -> reason, shared across blocks
         self.judged = judged  # indices of the trials this block reports
+        self.last_rung = {}  # trial index -> last rung reported
+        self.stopped = set()  # trials told to the study as reporting no further rung
 
     def __call__(self, point):
-        if self.config.study.pruner == "none":
+        if self.judge.rule is None:
             return []
         ending = getattr(point, "cycle_end_members", None)
         ending = set(range(len(self.members))) if ending is None and point.cycle_end else set(ending or ())
@@ -165,23 +197,43 @@ class _Pruning:
         for m, (i, _) in enumerate(self.members):
             if i in self.judged:
                 by_trial.setdefault(i, []).append(m)
+        reported = []
         for i, members in by_trial.items():
-            if i in self.pruned or not any(m in point.active and m in ending for m in members):
+            if i in self.pruned:
                 continue
             c = self.claimed[i]
+            if not any(m in point.active for m in members):
+                self._stopped_reporting(i)  # diverged: no further rung will come
+                continue
+            if not any(m in point.active and m in ending for m in members):
+                continue
             cycle = round(point.step / (2 * c.train_config.n_s))
             accuracy = float(np.nanmean(point.metrics["val_accuracy"][members]))
             try:
                 c.trial.report(accuracy, step=cycle)
-                prune = cycle < c.train_config.cycles and c.trial.should_prune()
             except optuna.exceptions.UpdateFinishedTrialError:  # another worker took it for dead
                 self.pruned[i] = "taken over by another worker"
                 stop.extend(members)
                 continue
-            if prune:
+            self.last_rung[i] = cycle
+            if cycle < c.train_config.cycles:
+                reported.append((i, cycle, accuracy))
+        for i, cycle, accuracy in reported:
+            if self.judge.prunes(self.claimed[i], cycle, accuracy):
                 self.pruned[i] = f"pruned after cycle {cycle}: validation accuracy {100 * accuracy:.2f}%"
-                stop.extend(members)
+                self._stopped_reporting(i)
+                stop.extend(by_trial[i])
         return stop
+
+    def _stopped_reporting(self, i):
+        """Tell the study that trial i reports no rung after its last one (see pruning.LAST_RUNG)."""
+        if i in self.stopped:
+            return
+        self.stopped.add(i)
+        try:
+            self.claimed[i].trial.set_user_attr(pruning.LAST_RUNG, self.last_rung.get(i, 0))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # taken over by another worker: its copy reports for it
 
 
 def train_population(trials, config: SearchConfig, splits, progress=None, timer=None):
@@ -192,17 +244,21 @@ def train_population(trials, config: SearchConfig, splits, progress=None, timer=
     PopulationOutcome, its results not yet told (see :func:`tell`)
     """
     claimed = _claimed(trials, config, splits.train.n)
+    judge = _Judge(trials, config, splits.train.n)
     pruned = {}
     blocks = []
-    judged = set()  # the pruner judges each trial on the first block it trains in
-    for members in plan_blocks(claimed, config):
-        members = [(i, r) for i, r in members if i not in pruned]
-        if not members:
-            continue
-        first = {i for i, _ in members} - judged
-        judged |= first
-        blocks.append(_train_block(claimed, members, config, splits, progress, timer,
-                                   _Pruning(claimed, members, config, pruned, first) if first else None))
+    judged = set()  # the rule judges each trial of the first round in the first block it trains in
+    try:
+        for members in plan_blocks(claimed, config):
+            members = [(i, r) for i, r in members if i not in pruned]
+            if not members:
+                continue
+            first = {i for i, _ in members if claimed[i].round == 1} - judged
+            judged |= first
+            blocks.append(_train_block(claimed, members, config, splits, progress, timer,
+                                       _Pruning(claimed, members, judge, pruned, first) if first else None))
+    except pruning.EarlierTrialLost as lost:
+        return _given_back(trials, claimed, lost)
     results = []
     for i, c in enumerate(claimed):
         runs = tuple(ReplicateRun(r, b, m, float(np.mean(block.val_pred[m] == splits.val.y)),
@@ -243,6 +299,14 @@ def _train_block(claimed, members, config, splits, progress, timer, pruning):
     return Block(list(members), result, val_pred, configs, wall_started, time.time(), eval_times)
 
 
+def _given_back(trials, claimed, lost):
+    """Give the population back, its trials to be trained again after the copies of the lost ones."""
+    queue.give_back(trials[0].study, trials)
+    reason = f"given back: {lost}"
+    return PopulationOutcome(list(trials), [TrialResult(c.trial.number, c.point, c.round, c.params, "FAIL", reason, (),
+                                                        recorded=False) for c in claimed])
+
+
 def _state(claimed, runs, blocks, pruned_reason):
     diverged = [run for run in runs if run.status == "diverged"]
     if diverged:
@@ -270,7 +334,7 @@ def tell(study, outcome: PopulationOutcome, alpha=0.05):
         results = [replace(result, prior=point_accuracies(study, result.point, result.round))
                    for result in outcome.results]
         comparisons = _compare_with_study(study, results, alpha)
-        return [_tell_one(study, trial, result, comparisons.get(("new", result.point)))
+        return [_tell_one(study, trial, result, comparisons.get(("new", result.point))) if result.recorded else result
                 for trial, result in zip(outcome.trials, results)]
 
 
