@@ -2,6 +2,7 @@
 
     python tools/faults.py --data-dir /tmp/cifar --kills 16 [--seed 0] [--storage URL] [--json]
     python tools/faults.py --data-dir /tmp/cifar --race --kills 8 [--seed 0]
+    python tools/faults.py --data-dir /tmp/cifar --pruning --kills 8 [--seed 0]
 
 1. A reference study runs once, uninterrupted.
 2. The same study, under other names, is started again and again; each start
@@ -41,6 +42,13 @@ runs three rounds and leaves a point behind.
    ``new_replicates`` of its trials must be disjoint and make 0, 1, ..., n-1
    (no replicate trained twice, none skipped); every slot of the reference
    has one result and no other slot has any.
+
+With ``--pruning`` coarse studies that prune (``--pruner median``,
+``FaultSettings.pruning_toml``: 12 lambdas up to 1, populations of 3, 32
+hidden units) are killed as in 2., and each is checked as in 3. with the
+rungs too: every slot's state (PRUNED or COMPLETE), value and intermediate
+values must be the reference's. The reference runs once more with
+``--workers 2`` and must give the same; it must prune some trials and not all.
 
 Everything runs in a temporary folder (``--workdir`` to keep it), on small
 settings of the real protocol (``batch1`` split, ``n_train`` 2000, 2 seeds,
@@ -117,6 +125,28 @@ evals_per_cycle = 1
 eval_train_size = 500
 augment = "flip"
 """  # the study definition (TOML) of every race of --race and of its reference
+    # The pruning coarse study of --pruning: lambdas up to 1, of which the largest few keep the network far
+    # below the others after cycle 1; populations of 3, so that trials are judged against other populations'
+    # (and, with --workers 2, other workers'). 32 hidden units: a member's values do not depend on how many
+    # members are left in its population once others are pruned.
+    pruning_toml: str = """\
+[study]
+n_trials = 12
+n_seeds = 2
+trials_per_population = 3
+lam_max = 1.0
+pruner = "median"
+[data]
+split = "batch1"
+n_train = 2000
+[train]
+n_batch = 50
+cycles = 2
+n_s = 80
+hidden = 32
+evals_per_cycle = 2
+eval_train_size = 1000
+"""  # the study definition (TOML) of every killed study of --pruning and of its references
     kills: int = 16  # default of --kills: kills to land
     seed: int = 0  # default of --seed: seed of the kill moments
     heartbeat_seconds: float = 1.0  # seconds, CLRSEARCH_HEARTBEAT_SECONDS of the killed studies
@@ -449,12 +479,13 @@ def count_retrained(figures, failed):
 
 
 def slot_results(storage, name):
-    """slot -> [(state, value)] of the trials that count as the slot's result; their numbers; the failed trials."""
+    """slot -> [(state, value, intermediate values)] of the trials that count as the slot's result; their numbers;
+    the failed trials."""
     results, numbers, failed = {}, set(), []
     for t in queue.read_trials(storage, name):
         results.setdefault(t.user_attrs.get(queue.SLOT), [])
         if queue.is_final(t):
-            results[t.user_attrs.get(queue.SLOT)].append((t.state.name, t.value))
+            results[t.user_attrs.get(queue.SLOT)].append((t.state.name, t.value, dict(t.intermediate_values)))
             numbers.add(t.number)
         elif t.state.name == "FAIL":
             failed.append(t)
@@ -494,13 +525,16 @@ def running_runs(workdir):
         return db.execute("SELECT COUNT(*) FROM runs WHERE status = 'RUNNING'").fetchone()[0]
 
 
-def inject(data_dir, workdir, kills, seed, storage, say):
+def inject(data_dir, workdir, kills, seed, storage, say, pruning=False):
     """Kill coarse studies ``kills`` times and check them; returns the figures.
 
     Kill k is of kind ``KILLS[k % 4]``; kills 0-3, 8-11, ... land at a random
-    moment of the run, kills 4-7, 12-15, ... while a trial trains.
+    moment of the run, kills 4-7, 12-15, ... while a trial trains. With
+    ``pruning`` the studies are ``FaultSettings.pruning_toml``'s and the
+    reference runs once more with ``--workers 2``.
     """
-    starts = Starts("coarse", SETTINGS.study_toml, workdir, data_dir, storage, say)
+    starts = Starts("coarse", SETTINGS.pruning_toml if pruning else SETTINGS.study_toml, workdir, data_dir, storage,
+                    say)
     rng = random.Random(seed)
     wall = starts.uninterrupted("reference")
     expected, _, _ = slot_results(starts.storage, "reference")
@@ -508,6 +542,8 @@ def inject(data_dir, workdir, kills, seed, storage, say):
 
     figures = {**new_figures(MOMENTS), "values differing from the reference": 0,
                "reference wall time (s)": round(wall, 1)}
+    if pruning:
+        figures.update(pruning_references(starts, expected))
     while figures["kills"] < kills:
         figures["studies"] += 1
         name = f"killed-{figures['studies']}"
@@ -523,6 +559,24 @@ def inject(data_dir, workdir, kills, seed, storage, say):
         count_retrained(figures, failed)
     figures["MLflow runs left RUNNING"] = running_runs(workdir)
     return figures
+
+
+def pruning_references(starts, expected):
+    """The pruning figures of the references: the reference's pruned trials, and the slots in which an
+    uninterrupted run of ``--workers 2`` differs from it."""
+    pruned = {slot: results[0] for slot, results in expected.items() if results and results[0][0] == "PRUNED"}
+    if not pruned or len(pruned) == len(expected):
+        raise RuntimeError(f"the reference study pruned {len(pruned)} of {len(expected)} trials; give "
+                           "FaultSettings.pruning_toml lambdas of which some, not all, are hopeless")
+    lams = {t.user_attrs.get(queue.SLOT): t.params.get(LAM) for t in queue.read_trials(starts.storage, "reference")}
+    wall_2 = starts.uninterrupted("reference-2-workers", workers=2)
+    got, _, _ = slot_results(starts.storage, "reference-2-workers")
+    differing = sorted(slot for slot, results in expected.items() if got.get(slot, [])[:1] != results[:1])
+    starts.say(f"reference with --workers 2: {wall_2:.1f} s, slots differing: {differing}")
+    return {"--workers 2: slots differing from the reference": len(differing),
+            "--workers 2 wall time (s)": round(wall_2, 1),
+            "reference pruned": [{"slot": slot, "lam": lams.get(slot), "rungs": rungs}
+                                 for slot, (_, _, rungs) in sorted(pruned.items())]}
 
 
 # ----------------------------------------------------------------------------- racing fine studies
@@ -680,6 +734,8 @@ COARSE_PROBLEMS = ("trials lost", "trials duplicated", "values differing from th
                    "finished trials without their MLflow run", "MLflow runs left RUNNING")
 RACE_PROBLEMS = (*RACE_CHECKS, "finished trials without their MLflow run", "MLflow runs left RUNNING",
                  "--workers 2: points differing from the reference")
+PRUNING_KEYS = (*COARSE_KEYS, "--workers 2: slots differing from the reference")
+PRUNING_PROBLEMS = (*COARSE_PROBLEMS, "--workers 2: slots differing from the reference")
 
 
 def kinds_table(figures):
@@ -719,6 +775,20 @@ def race_report(figures, seconds):
     return "\n".join(lines)
 
 
+def pruning_report(figures, seconds):
+    """The Markdown tables of the killed pruning studies: the counts, the kills, and the reference's pruned trials."""
+    lines = ["| what | count |", "|---|---|"] + [f"| {key} | {figures[key]} |" for key in PRUNING_KEYS]
+    lines += ["", *kinds_table(figures)]
+    lines += ["", "| slot | lambda | pruned after cycle | validation accuracy there |", "|---|---|---|---|"]
+    for p in figures["reference pruned"]:
+        rung = max(p["rungs"])
+        lines.append(f"| {p['slot']} | {p['lam']:.3g} | {rung} | {100 * p['rungs'][rung]:.2f}% |")
+    lines.append("")
+    lines.append(f"{seconds:.0f} s in all; reference study {figures['reference wall time (s)']} s, with --workers 2 "
+                 f"{figures['--workers 2 wall time (s)']} s.")
+    return "\n".join(lines)
+
+
 @entry_point
 def main(argv=None):
     parser = ArgumentParser(prog="python tools/faults.py", description=__doc__.split("\n\n")[0])
@@ -728,12 +798,17 @@ def main(argv=None):
     parser.add_argument("--race", action="store_true",
                         help="kill racing fine studies and check them point by point, instead of the coarse "
                              "studies and the bad inputs")
+    parser.add_argument("--pruning", action="store_true",
+                        help="kill coarse studies that prune (--pruner median) and check their rungs too, instead of "
+                             "the plain coarse studies and the bad inputs")
     parser.add_argument("--seed", type=non_negative_int, default=SETTINGS.seed,
                         help=f"seed of the kill moments (default {SETTINGS.seed})")
     parser.add_argument("--storage", help="study storage URL (default: SQLite in the work folder)")
     parser.add_argument("--workdir", help="keep everything in this folder (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
+    if args.race and args.pruning:
+        parser.error("--race and --pruning kill different studies: give one of them")
     data_dir = ensure_data(args.data_dir)
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
     started = time.perf_counter()
@@ -744,18 +819,25 @@ def main(argv=None):
             (workdir / "race").mkdir(exist_ok=True)
             figures = race(data_dir, workdir / "race", args.kills, args.seed, args.storage, say)
             bad = []
+        elif args.pruning:
+            (workdir / "pruning").mkdir(exist_ok=True)
+            figures = inject(data_dir, workdir / "pruning", args.kills, args.seed, args.storage, say, pruning=True)
+            bad = []
         else:
             (workdir / "kills").mkdir(exist_ok=True)
             figures = inject(data_dir, workdir / "kills", args.kills, args.seed, args.storage, say)
             bad = feed_bad_inputs(data_dir, workdir, say)
     seconds = time.perf_counter() - started
     if args.json:
-        extra = {} if args.race else {"bad inputs": len(bad),
-                                      "bad inputs not refused cleanly": sum(1 for _, p, _ in bad if p)}
+        extra = {} if args.race or args.pruning else {"bad inputs": len(bad),
+                                                      "bad inputs not refused cleanly": sum(1 for _, p, _ in bad if p)}
         print(json.dumps({**figures, **extra}))
+    elif args.race:
+        print(race_report(figures, seconds))
     else:
-        print(race_report(figures, seconds) if args.race else report(figures, bad, seconds))
-    clean = all(figures[k] == 0 for k in (RACE_PROBLEMS if args.race else COARSE_PROBLEMS))
+        print(pruning_report(figures, seconds) if args.pruning else report(figures, bad, seconds))
+    problems = RACE_PROBLEMS if args.race else PRUNING_PROBLEMS if args.pruning else COARSE_PROBLEMS
+    clean = all(figures[k] == 0 for k in problems)
     return 0 if clean and not any(p for _, p, _ in bad) else 1
 
 

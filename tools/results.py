@@ -33,6 +33,14 @@ model) and the paired difference flip − none.
 Section ``schedule``: no training; the fine study in the storage, the best
 point of each schedule of its grid against the overall best.
 
+Section ``pruning``: in a temporary folder, ``python -m clrsearch.coarse
+--n-trials 30 --n-seeds 2`` without a pruner and again with ``--pruner
+median`` (each its own study and storage, MLflow store there too); every
+trial's cycle-1 accuracy (the rung values the pruned study reported), which
+trials were pruned, the best trial of both, the training time of both and the
+share saved; and the rules of :mod:`clrsearch.search.pruning` replayed on the
+same cycle-1 accuracies, the measurement behind ``--pruner median``'s margin.
+
 ``--study-args`` adds flags to every study command (for quick checks on a
 tiny configuration); it also says which fine study augment and schedule read.
 Seeds, targets and the default output file are the fields of :class:`ResultsSettings`.
@@ -87,6 +95,10 @@ class ResultsSettings:
     # refuses members that differ in augment. The pairing does not suffer: replicate r has the same initial
     # weights and mini-batch order in whichever population it trains.
     augment_trials_per_population: int = 1
+    # Section pruning: the coarse study with and without the pruner (python -m clrsearch.coarse with these flags).
+    pruning_trials: int = 30  # lambdas of both studies, the same draws
+    pruning_seeds: int = 2  # paired replicates per lambda
+    pruning_pruner: str = "median"  # the pruned study's --pruner
 
     def targets(self, figure):
         """(target, original report, assignment) of ``figure``, each a test accuracy in %."""
@@ -361,8 +373,9 @@ def shown_command(kind, argv, data_dir):
     return prefix + shlex.join(["python", "-m", f"clrsearch.{kind}", *argv])
 
 
-def run_study(kind, argv, data_dir):
-    """Run ``python -m clrsearch.<kind> ARGV --json`` in the working directory; its JSON summary.
+def run_study(kind, argv, data_dir, cwd=None, env=None):
+    """Run ``python -m clrsearch.<kind> ARGV --json`` in the working directory (or ``cwd``, with the variables
+    ``env`` added); its JSON summary.
 
     The summary gets two keys of the tool's: ``wall_seconds``, the command's
     wall time (imports included), and ``command``, its command line.
@@ -371,7 +384,7 @@ def run_study(kind, argv, data_dir):
     import os
     import subprocess
 
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     if data_dir:
         env["CLRSEARCH_DATA"] = str(data_dir)
     argv = [*argv, "--json"]
@@ -379,7 +392,7 @@ def run_study(kind, argv, data_dir):
     log(f"{kind} study: {command}")
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", f"clrsearch.{kind}", *argv], env=env, stdout=subprocess.PIPE,
-                          text=True)
+                          text=True, cwd=cwd)
     if done.returncode != 0:
         raise SystemExit(f"{command} failed with status {done.returncode}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -885,10 +898,177 @@ def schedule_conclusion(bests, keys):
     return [text + ("; " + "; ".join(others) if others else "") + ".", ""]
 
 
+# ---------------------------------------------------------------- section pruning
+
+def pruning_argv(name, pruner, study_args):
+    """The flags of one study of the pruning section: ``study_args`` then its own (which win); the storage is
+    relative to the folder the command runs in."""
+    return [*study_args, "--n-trials", str(SETTINGS.pruning_trials), "--n-seeds", str(SETTINGS.pruning_seeds),
+            "--pruner", pruner, "--study-name", name, "--storage", f"sqlite:///{name}.db"]
+
+
+def pruning_section(run):
+    """The coarse study without and with the pruner, each in its own storage in a temporary folder; markdown."""
+    import tempfile
+
+    import optuna
+
+    study_args = study_argv("coarse", run.study_args)
+    outs, argvs = {}, {}
+    with tempfile.TemporaryDirectory(prefix="clrsearch-pruning-") as folder:
+        env = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
+        for name, pruner in (("unpruned", "none"), ("pruned", SETTINGS.pruning_pruner)):
+            argvs[name] = pruning_argv(name, pruner, study_args)
+            outs[name] = run_study("coarse", argvs[name], run.data_dir, cwd=folder, env=env)
+        study = optuna.load_study(study_name="pruned", storage=f"sqlite:///{folder}/pruned.db")
+        rungs = {t.user_attrs.get("point", t.number): dict(t.intermediate_values) for t in study.get_trials()
+                 if t.state.name in ("COMPLETE", "PRUNED")}
+    cycles = study_config("coarse", argvs["pruned"]).train.cycles
+    return pruning_markdown(outs, rungs, cycles)
+
+
+def replay_rule(rule, cycle_1):
+    """The points ``rule`` prunes after cycle 1, each judged against the points before it (one schedule).
+
+    cycle_1: point (its slot) -> its replicates' mean validation accuracy after cycle 1.
+    """
+    order = sorted(cycle_1)
+    return {p for k, p in enumerate(order) if rule.prunes(cycle_1[p], [cycle_1[q] for q in order[:k + 1]])}
+
+
+def replayed_rules():
+    """(name, rule) of the rules replayed on the measured cycle-1 accuracies."""
+    from dataclasses import replace
+
+    from clrsearch.search.pruning import RULES
+
+    median, halving = RULES["median"], RULES["hyperband"]
+    return [("median, no margin (the plain median rule)", replace(median, margin=0.0)),
+            ("median, margin 1 point: `--pruner median`", median),
+            ("median, margin 2 points", replace(median, margin=0.02)),
+            ("successive halving, η = 3: `--pruner hyperband`", halving),
+            ("successive halving, η = 3, margin 1 point", replace(halving, margin=0.01))]
+
+
+def pruning_markdown(outs, rungs, cycles):
+    """The pruning section from the two studies' JSON summaries, the pruned study's rung values (point ->
+    step -> accuracy) and the cycles of a trial."""
+    pruned_rows = {r["point"]: r for r in outs["pruned"]["trials"]}
+    plain_rows = {r["point"]: r for r in outs["unpruned"]["trials"]}
+    cycle_1 = {p: values[1] for p, values in rungs.items() if 1 in values}
+    final = {p: r["mean_val_accuracy"] for p, r in plain_rows.items() if number(r.get("mean_val_accuracy"))}
+    pruned = sorted((p for p, r in pruned_rows.items() if r.get("state") == "PRUNED"), key=lambda p: cycle_1[p])
+    best_pruned, best_plain = best_of(outs["pruned"]), best_of(outs["unpruned"])
+    top = max(cycle_1.values())
+    kept_gap = max(top - v for p, v in cycle_1.items() if p not in pruned)
+    pruned_gap = min((top - cycle_1[p] for p in pruned), default=None)
+    seconds = {name: number(out.get("seconds", {}).get("training")) for name, out in outs.items()}
+    saved = 1 - seconds["pruned"] / seconds["unpruned"] if all(seconds.values()) else None
+    # a trial pruned at rung c trains c of its cycles
+    steps_saved = sum((cycles - max(rungs[p])) / cycles for p in pruned) / len(rungs)
+    same_best = best_pruned is not None and best_plain is not None and best_pruned["point"] == best_plain["point"]
+
+    def best_text(best):
+        return "none" if best is None else (f"trial {best['trial']}, λ = {best['lam']:.4g}, "
+                                            f"{pct(best['mean_val_accuracy'])}")
+
+    lines = ["## Pruning", "",
+             f"The coarse study of {SETTINGS.pruning_trials} λ and {SETTINGS.pruning_seeds} paired replicates, run "
+             f"without a pruner and with `--pruner {SETTINGS.pruning_pruner}`, each in its own study and storage "
+             "(the same λ draws, in a temporary folder, its MLflow store there too):", "",
+             "```", outs["unpruned"].get("command", ""), outs["pruned"].get("command", ""), "```", "",
+             f"At the end of each cycle but the last (cycle 1 of {cycles} here) a trial's value is its "
+             "replicates' mean validation accuracy; it is compared with the trials before it in the study's order "
+             f"that reached that cycle, pruned or not: {rule_text(SETTINGS.pruning_pruner)} "
+             "(`clrsearch/search/pruning.py`).", "",
+             "### Done when", "",
+             *table(["check", "measured", "met"], [
+                 ["prunes the trials whose cycle-1 accuracy is far below the best",
+                  f"{len(pruned)} pruned, each {100 * pruned_gap:.2f} points or more below the best cycle-1 "
+                  f"accuracy ({pct(top)}); every trial kept is within {100 * kept_gap:.2f} points of it"
+                  if pruned else "none pruned", yes_no(bool(pruned) and pruned_gap > kept_gap)],
+                 ["saves a measured share of the study's training time",
+                  "" if saved is None else f"training {seconds['pruned']:.1f} s against {seconds['unpruned']:.1f} s "
+                  f"without pruning: **{100 * saved:.0f}% saved** ({100 * steps_saved:.0f}% of the update steps)",
+                  yes_no(saved is not None and saved > 0)],
+                 ["its best trial is the same as without pruning",
+                  f"with: {best_text(best_pruned)}; without: {best_text(best_plain)}", yes_no(same_best)]]), ""]
+
+    body = []
+    for p in sorted(rungs, key=lambda p: pruned_rows[p]["lam"]):
+        mine, plain = pruned_rows[p], plain_rows.get(p, {})
+        state = "**PRUNED**" if mine["state"] == "PRUNED" else mine["state"]
+        body.append([mine["trial"], f"{mine['lam']:.3g}", pct(cycle_1[p]), state,
+                     _optional_pct(mine.get("mean_val_accuracy")), _optional_pct(plain.get("mean_val_accuracy")),
+                     plain.get("verdict", "")])
+    lines += ["### Every trial", "",
+              f"Sorted by λ; validation accuracies are means over the {SETTINGS.pruning_seeds} replicates. The "
+              "verdict is the unpruned study's paired test against its best.", "",
+              *table(["trial", "λ", "after cycle 1", "with pruning", "final, with pruning", "final, without",
+                      "verdict without"], body), ""]
+
+    wall = {name: number(out.get("wall_seconds")) for name, out in outs.items()}
+    stages = ["training", "evaluation", "tracking", "total"]
+    lines += ["### Time", "",
+              *table(["", *stages, "wall"],
+                     [[name, *(_seconds(outs[name].get("seconds", {}).get(k)) for k in stages), _seconds(wall[name])]
+                      for name in ("unpruned", "pruned")]), "",
+              "Seconds on a shared 2-core machine; `training` is the update steps alone.", ""]
+
+    body = []
+    best = max(final, key=final.get) if final else None
+    for name, rule in replayed_rules():
+        chosen = replay_rule(rule, cycle_1)
+        kept = [p for p in final if p not in chosen]
+        kept_best = max(kept, key=final.get) if kept else None
+        smallest = min((pruned_rows[p]["lam"] for p in chosen), default=None)
+        body.append([name, len(chosen), "" if smallest is None else f"{smallest:.3g}",
+                     "yes" if kept_best == best else f"**no**: trial {pruned_rows[best]['trial']} pruned",
+                     f"{100 * (cycles - 1) / cycles * len(chosen) / len(cycle_1):.0f}%"])
+    lines += ["### Why this rule", "",
+              "Each rule replayed on the cycle-1 accuracies above (slot order, from the fifth trial on), against "
+              "the unpruned study's final accuracies:", "",
+              *table(["rule", "trials pruned", "smallest λ pruned", "best trial kept", "update steps saved"], body),
+              "", *replay_conclusion(body), ""]
+    return "\n".join(lines)
+
+
+def rule_text(pruner):
+    """What the rule of ``--pruner`` NAME does, in one clause."""
+    from clrsearch.search.pruning import rule_of
+
+    rule = rule_of(pruner)
+    if rule is None:
+        return "no rule"
+    where = "their median" if rule.kind == "median" else f"the best 1/{rule.eta} of them"
+    points = 100 * rule.margin
+    margin = f"more than {points:g} point{'' if points == 1 else 's'} below " if rule.margin else "below "
+    return (f"`--pruner {pruner}` prunes it when it is {margin}{where} (its own value included), once "
+            f"{rule.warmup} values are there")
+
+
+def replay_conclusion(rows):
+    """A sentence from the replayed rules' rows: what the plain median rule and the chosen rule prune."""
+    plain, chosen = rows[0], rows[1]
+    text = f"Without a margin the median rule prunes {plain[1]} trials, the smallest λ = {plain[2]}"
+    if plain[3] != "yes":
+        text += (", and the best trial among them: the good λ lie close together after cycle 1, in another order "
+                 "than at the end")
+    if chosen[1]:
+        text += (f". With the margin of 1 point it prunes {chosen[1]}, none below λ = {chosen[2]}, and "
+                 + ("keeps the best." if chosen[3] == "yes" else "loses the best."))
+    return [text]
+
+
+def _seconds(value):
+    value = number(value)
+    return "" if value is None else f"{value:.1f} s"
+
+
 # Section name -> function(SectionInput) returning the section's markdown; the
 # file keeps the sections in the order they were first written.
 SECTIONS = {"core": core_section, "search": search_section, "augment": augment_section,
-            "schedule": schedule_section}
+            "schedule": schedule_section, "pruning": pruning_section}
 
 
 # ---------------------------------------------------------------- the file
