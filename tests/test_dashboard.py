@@ -4,17 +4,22 @@
 Debian's ``chromium`` is driven through Playwright. The study list shows the
 coarse and the fine study, and opening either from it shows its history: one
 point per finished trial, at the trial's number and value, and its best trial.
-What the pages should show is read from the storage with Optuna itself; the
-two studies have different numbers of trials, so that the wrong study cannot
-pass for the right one. Screenshots and the dashboard's log go to a temporary
-folder. Skipped when Chromium, Playwright or optuna-dashboard is missing.
+A trial's page shows all its user attributes (verdict, p_vs_best, ...), and
+the README's pictures of the dashboard are taken. What the pages should show
+is read from the storage with Optuna itself; the two studies have different
+numbers of trials, so that the wrong study cannot pass for the right one.
+Screenshots and the dashboard's log go to a temporary folder. Skipped when
+Chromium, Playwright or optuna-dashboard is missing.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
 
 import screenshots
 from clrsearch import coarse, fine
@@ -31,7 +36,9 @@ FINE_GRID = "0,0.01"  # two trials
 @dataclass
 class Dashboard:
     url: str  # of the dashboard
+    browser: object  # playwright Browser
     page: object  # playwright Page
+    seen: screenshots.Tour  # what the README's pictures show, read from the MLflow store
     storage: str  # Optuna storage URL the studies are in
     artifacts: Path  # screenshots and the dashboard's log
 
@@ -53,7 +60,8 @@ def dashboard(tmp_path_factory, mlflow_template, optuna_template):
     artifacts = tmp_path_factory.mktemp("dashboard-artifacts")
     with screenshots.optuna_dashboard(storage, log_path=artifacts / "dashboard.log") as url, \
             screenshots.chromium() as browser:
-        yield Dashboard(url, screenshots.new_page(browser), storage, artifacts)
+        seen = screenshots.tour(MlflowClient(store, registry_uri=store))
+        yield Dashboard(url, browser, screenshots.new_page(browser), seen, storage, artifacts)
 
 
 def finished(storage: str, name: str) -> list:
@@ -101,3 +109,27 @@ def test_opening_a_study_shows_its_history_and_best_trial(dashboard, name):
     expect(page.get_by_role("heading", name=f"Best Trial (number={study.best_trial.number})", exact=True)
            ).to_be_visible()
     screenshots.save(page, dashboard.artifacts / f"{name}.png", screenshots.history_points(page))
+
+
+def test_trial_page_shows_all_user_attributes_of_the_trial_closest_to_the_best(dashboard):
+    page, seen = dashboard.page, dashboard.seen
+    assert seen.study_name == "fine"
+    trial = optuna.load_study(study_name="fine", storage=dashboard.storage).trials[seen.challenger]
+    assert trial.user_attrs["verdict"] in ("tied", "worse")
+    screenshots.open_study(page, dashboard.url, "fine")
+    attributes = screenshots.open_trial(page, seen.challenger)
+    for key in ("verdict", "p_vs_best", "replicates"):
+        value = trial.user_attrs[key]
+        shown = value if isinstance(value, str) else json.dumps(value)  # strings as they are, the rest as JSON
+        expect(attributes.get_by_text(f"{key} {shown}", exact=True)).to_be_visible()
+    assert attributes.evaluate("box => box.scrollHeight <= box.clientHeight")  # nothing hidden below
+
+
+def test_readme_screenshots_show_the_history_and_a_trial(dashboard):
+    paths = screenshots.take_dashboard(dashboard.browser, dashboard.url, dashboard.artifacts / "readme",
+                                       dashboard.seen)
+    assert [path.name for path in paths] == ["optuna_history.png", "optuna_trial.png"]
+    for path in paths:
+        with Image.open(path) as png:
+            assert png.format == "PNG" and png.width == screenshots.SETTINGS.viewport_width
+            assert 300 < png.height <= screenshots.SETTINGS.dashboard_viewport_height

@@ -2,13 +2,16 @@
 
 ``mlflow server`` runs on a loopback port; Debian's ``chromium`` is driven
 through Playwright. The runs page lists the fine study's run with its trial
-runs nested under it, a seed run's artifacts page shows its confusion matrix,
-and the model page shows ``clrsearch-cifar10`` with the alias ``champion``.
+runs nested under it, the study run's page its description (the summary table)
+and datasets, a seed run's artifacts page shows its confusion matrix, the
+model page shows ``clrsearch-cifar10`` with the alias ``champion`` and the
+version's page its description and tags.
 Screenshots (also those of ``python tools/screenshots.py``) and the server's
 log go to a temporary folder, never into the repository. Skipped when Chromium
 or Playwright is missing.
 """
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +62,19 @@ def ui(tmp_path_factory, mlflow_template):
 
 def test_the_tour_is_the_fine_study_its_grid_and_the_first_model_version(ui):
     assert ui.seen.study_run == "fine:fine"
+    assert ui.client.get_run(ui.seen.study_run_id).info.run_name == "fine:fine"
+    assert ui.seen.study_name == "fine"
     assert ui.seen.trial_runs == ("trial-0 lam=0", "trial-1 lam=0.01")
+    assert ui.seen.searched == ("lam",)
     assert ui.seen.model_version == "1"
+
+
+def test_the_tour_shows_the_trial_closest_to_the_best_in_the_dashboard(ui):
+    trials = tracking.child_runs(ui.seen.experiment_id, ui.seen.study_run_id, "trial", ui.client)
+    verdicts = {int(t.data.tags["trial"]): t.data.tags.get("verdict") for t in trials}
+    assert sorted(verdicts) == [0, 1]
+    assert verdicts[ui.seen.challenger] in ("tied", "worse")
+    assert verdicts[1 - ui.seen.challenger] == "best"
 
 
 def test_runs_page_lists_the_study_run_with_its_trial_runs_nested_under_it(ui):
@@ -102,9 +116,32 @@ def test_model_page_shows_the_registered_model_with_its_champion_alias(ui):
     screenshots.save(page, ui.artifacts / "model.png", row)
 
 
-def test_readme_screenshots_show_the_runs_table_confusion_matrix_and_model(ui):
+def test_study_run_page_shows_its_description_table_and_datasets(ui):
+    page, seen = ui.page, ui.seen
+    fold = screenshots.open_run(page, ui.url, seen.experiment_id, seen.study_run_id)
+    expect(fold).to_be_visible()
+    note = ui.client.get_run(seen.study_run_id).data.tags["mlflow.note.content"]
+    (best,) = [line.strip("*") for line in note.splitlines() if line.startswith("**Best: trial ")]
+    expect(page.get_by_text(best, exact=True)).to_be_visible()
+    expect(page.get_by_role("columnheader", name="Δ vs best [95% CI]", exact=True)).to_be_visible()
+    names = [d.dataset.name for d in ui.client.get_run(seen.study_run_id).inputs.dataset_inputs]
+    expect(screenshots.datasets(page).first).to_have_text(re.compile(rf"^({'|'.join(names)}) \("))
+
+
+def test_version_page_shows_its_description_and_tags(ui):
+    page = ui.page
+    version = ui.client.get_model_version(tracking.REGISTERED_NAME, ui.seen.model_version)
+    rows = screenshots.open_version(page, ui.url, tracking.REGISTERED_NAME, ui.seen.model_version)
+    first_line = version.description.splitlines()[0]
+    assert first_line.startswith("Final model of the study ")
+    expect(page.get_by_text("Final model of the study", exact=False).first).to_be_visible()
+    expect(rows.filter(has_text="test_accuracy")).to_contain_text(version.tags["test_accuracy"])
+
+
+def test_readme_screenshots_show_the_runs_table_study_confusion_matrix_model_and_version(ui):
     paths = screenshots.take(ui.browser, ui.url, ui.artifacts / "readme", ui.seen)
-    assert [path.name for path in paths] == ["mlflow_runs.png", "mlflow_confusion.png", "mlflow_model.png"]
+    assert [path.name for path in paths] == ["mlflow_runs.png", "mlflow_study.png", "mlflow_confusion.png",
+                                             "mlflow_model.png", "mlflow_version.png"]
     for path in paths:
         with Image.open(path) as png:
             assert png.format == "PNG" and png.width == screenshots.SETTINGS.viewport_width

@@ -1,18 +1,26 @@
-"""Screenshots of the MLflow UI over a tracking store, for the README.
+"""Screenshots of the MLflow UI and optuna-dashboard over a study's stores, for the README.
 
-    python tools/screenshots.py [--tracking-uri URI] [--out docs/images] [--chromium /usr/bin/chromium]
+    python tools/screenshots.py [--tracking-uri URI] [--storage URL] [--out docs/images] [--chromium PATH]
 
-Starts ``mlflow server`` over the store (``$MLFLOW_TRACKING_URI``, else
-``mlflow.db`` in the working directory, artifacts in ``mlruns/`` beside it) on
-a free loopback port, drives headless Chromium through Playwright and writes
+Starts ``mlflow server`` over the tracking store (``$MLFLOW_TRACKING_URI``,
+else ``mlflow.db`` in the working directory, artifacts in ``mlruns/`` beside
+it) and ``optuna-dashboard`` over the Optuna storage (default
+``sqlite:///studies/clrsearch.db``), each on a free loopback port, drives
+headless Chromium through Playwright and writes
 
-    mlflow_runs.png       the runs table, the latest study run expanded to show its trial runs
+    mlflow_runs.png       the runs table, the latest study run expanded: its trial runs with their
+                          datasets, durations, parameters and scores
+    mlflow_study.png      that study run's page: its description (the summary table), duration, datasets
     mlflow_confusion.png  the validation confusion matrix of a seed of that study's best trial
-    mlflow_model.png      the registered model clrsearch-cifar10 and its alias champion
+    mlflow_model.png      the registered model clrsearch-cifar10, its versions' tags and the alias champion
+    mlflow_version.png    the champion version's page: its description and tags
+    optuna_history.png    the study's page in optuna-dashboard: the history of its trials
+    optuna_trial.png      the trial closest to the best there: its value and user attributes (verdict, p_vs_best)
 
 The browser is Debian's ``chromium`` package; Playwright only drives it (``pip
-install playwright``, no browser download). The server and browser helpers
-here are also those of the UI test, tests/test_ui.py. Sizes, waits and what
+install playwright``, no browser download); optuna-dashboard is the
+``dashboard`` extra. The server and browser helpers here are also those of the
+UI tests, tests/test_ui.py and tests/test_dashboard.py. Sizes, waits and what
 the runs table shows are the fields of :class:`ScreenshotSettings`.
 """
 
@@ -33,6 +41,7 @@ from pathlib import Path
 
 from clrsearch import tracking
 from clrsearch.cli.args import ArgumentParser, entry_point
+from clrsearch.config import DEFAULT_STORAGE
 from clrsearch.errors import UsageError
 
 
@@ -49,16 +58,24 @@ class ScreenshotSettings:
     server_start_s: float = 90.0  # seconds, longest wait for a new server's /health
     dashboard_server: str = "wsgiref"  # optuna-dashboard's --server: one process, nothing written outside it
     margin: int = 16  # CSS pixels of page kept below the last element a screenshot must show
-    # Columns of the README's runs table, each toggled: what each trial searched and scored, not the defaults.
-    doc_columns: tuple = ("Dataset", "Source", "lam", "mean_val_accuracy", "std_val_accuracy")
-    # (column, CSS pixels) added to columns of the README's runs table, so that "trial-3 lam=0.00151" and
-    # the metric names fit.
-    widening: tuple = (("Run Name", 90), ("mean_val_accuracy", 45), ("std_val_accuracy", 45))
+    dashboard_viewport_height: int = 900  # CSS pixels, height of optuna-dashboard's pages: a trial's attributes
+    # Columns of the README's runs table, each toggled in the column menu: Source and Models (shown by
+    # default) off, which leaves room to the Dataset and Duration columns, and what each trial scored;
+    # the parameters the study searched (Tour.searched) are toggled on as well.
+    doc_columns: tuple = ("Source", "Models", "mean_val_accuracy", "std_val_accuracy")
+    # (column, CSS pixels) added to (or, negative, taken from) columns of the README's runs table, so that
+    # "trial-41 lam=0.0022" fits and a dataset's name and digest leave room to the parameters.
+    widening: tuple = (("Run Name", 40), ("Created", -25), ("Dataset", -35))
 
     @property
     def viewport(self) -> dict:
         """The viewport as Playwright takes it: ``{"width": ..., "height": ...}``."""
         return {"width": self.viewport_width, "height": self.viewport_height}
+
+    @property
+    def dashboard_viewport(self) -> dict:
+        """The viewport of optuna-dashboard's pages, as Playwright takes it."""
+        return {"width": self.viewport_width, "height": self.dashboard_viewport_height}
 
 
 SETTINGS = ScreenshotSettings()
@@ -296,7 +313,7 @@ def choose_columns(page, names) -> None:
 
 
 def widen_column(page, column: str, pixels: int) -> None:
-    """Drag the right edge of the runs table's column headed ``column`` by ``pixels``."""
+    """Drag the right edge of the runs table's column headed ``column`` by ``pixels`` (negative: narrower)."""
     header = page.locator(".ag-header-cell").filter(has=page.get_by_text(column, exact=True)).first
     header.locator(".ag-header-cell-resize").wait_for()
     box = header.bounding_box()
@@ -304,7 +321,8 @@ def widen_column(page, column: str, pixels: int) -> None:
     x, y = box["x"] + box["width"] - 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)
     page.mouse.down()
-    page.mouse.move(x + 10, y)  # past the drag threshold first, or the grid takes it for a click (a sort)
+    # Past the drag threshold first, or the grid takes it for a click (a sort).
+    page.mouse.move(x + (10 if pixels > 0 else -10), y)
     page.mouse.move(x + pixels, y)
     page.mouse.up()
 
@@ -336,6 +354,31 @@ def alias_tag(row, alias: str):
     return row.get_by_text(re.compile(rf"^@\s*{re.escape(alias)}$"))
 
 
+def open_run(page, url: str, experiment_id: str, run_id: str):
+    """The run's overview page, its description unfolded; returns the link that folds it again."""
+    page.goto(f"{url}/#/experiments/{experiment_id}/runs/{run_id}")
+    page.get_by_text("Show more", exact=True).click()
+    fold = page.get_by_text("Show less", exact=True)
+    fold.wait_for()
+    close_assistant(page)
+    return fold
+
+
+def datasets(page):
+    """The datasets listed on a run's page, each shown as "name (digest)", the digest 8 or more hex digits."""
+    return page.get_by_text(re.compile(r"^\S+ \([0-9a-f]{8,}\)$"))
+
+
+def open_version(page, url: str, name: str, version: str):
+    """The page of a registered model's version; returns its tags' rows once they show."""
+    page.goto(f"{url}/#/models/{name}/versions/{version}")
+    page.get_by_role("heading", name=f"Version {version}", exact=True).wait_for()
+    rows = page.get_by_role("row")
+    rows.first.wait_for()
+    close_assistant(page)
+    return rows
+
+
 def open_studies(page, url: str, names):
     """optuna-dashboard's study list, once it shows the studies ``names``; returns their cards' titles in order."""
     page.goto(f"{url}/dashboard")
@@ -355,6 +398,27 @@ def history_points(page):
     return page.locator(f"#{DASHBOARD_HISTORY} .scatterlayer .point")
 
 
+def open_study(page, url: str, name: str):
+    """The page of the study ``name``, opened from optuna-dashboard's study list; returns the history plot
+    once its points show."""
+    (title,) = open_studies(page, url, [name])
+    title.click()
+    history_points(page).first.wait_for()
+    return page.locator(f"#{DASHBOARD_HISTORY}")
+
+
+def open_trial(page, number: int):
+    """The trial ``number`` of the study open in optuna-dashboard, on its trials page; returns its user
+    attributes' values, unfolded."""
+    page.goto(f"{page.url.split('?')[0].removesuffix('/')}/trials?numbers={number}")
+    page.get_by_role("heading", name=re.compile(rf"^Trial {number} \(trial_id=\d+\)$")).wait_for()
+    attributes = page.get_by_text("User Attributes", exact=True).locator("xpath=following-sibling::*[1]")
+    attributes.wait_for()
+    # The dashboard shows them in a box of fixed height that scrolls; unfolded, all of them show at once.
+    attributes.evaluate("box => { box.style.maxHeight = 'none'; }")
+    return attributes
+
+
 def history_trace(page, study_name: str) -> dict:
     """The trial numbers and values of the history plot's objective trace: ``{"x": [...], "y": [...]}``."""
     return page.evaluate("([id, name]) => { const t = document.getElementById(id).data.find(t => t.name === name);"
@@ -370,8 +434,12 @@ class Tour:
 
     experiment_id: str
     study_run: str  # name of the latest finished study run
-    trial_runs: tuple  # names of its trial runs
+    study_run_id: str  # its id
+    study_name: str  # its Optuna study
+    trial_runs: tuple  # names of its trial runs, by trial number
+    searched: tuple  # names of the parameters whose values differ between its trial runs, sorted
     seed_run_id: str  # first seed of its best trial (highest mean validation accuracy)
+    challenger: int  # Optuna number of the trial closest to the best (tied or worse; the best if none)
     model_version: str  # the version the alias points to
 
 
@@ -403,7 +471,13 @@ def tour(client=None, experiment: str = tracking.EXPERIMENT, registered_name: st
     scored = [t for t in trials if "mean_val_accuracy" in t.data.metrics]
     if not scored:
         raise UsageError(f"study run {study.info.run_name!r} has no scored trial runs; {hint}")
-    best = max(scored, key=lambda t: t.data.metrics["mean_val_accuracy"])
+
+    def accuracy(trial):
+        return trial.data.metrics["mean_val_accuracy"]
+
+    best = max(scored, key=accuracy)
+    others = [t for t in scored if t.data.tags.get("verdict") in ("tied", "worse")]
+    challenger = max(others, key=accuracy) if others else best
     seeds = sorted(tracking.child_runs(exp_id, best.info.run_id, "seed", client),
                    key=lambda s: int(s.data.tags["seed"]))
     if not seeds:
@@ -413,34 +487,57 @@ def tour(client=None, experiment: str = tracking.EXPERIMENT, registered_name: st
         raise UsageError(f"no registered model {registered_name}@{alias} in the store; "
                          f"run python -m clrsearch.fine first")
     names = tuple(t.info.run_name for t in sorted(trials, key=lambda t: int(t.data.tags["trial"])))
-    return Tour(exp_id, study.info.run_name, names, seeds[0].info.run_id, str(version))
+    params = {name for t in trials for name in t.data.params}
+    searched = tuple(sorted(name for name in params if len({t.data.params.get(name) for t in trials}) > 1))
+    return Tour(exp_id, study.info.run_name, study.info.run_id, study.data.tags["study_name"], names, searched,
+                seeds[0].info.run_id, int(challenger.data.tags["trial"]), str(version))
 
 
 def take(browser, url: str, out, seen: Tour) -> list:
-    """The three screenshots of ``seen``, written to ``out``, the runs table with the README's columns.
+    """The MLflow UI's screenshots of ``seen``, written to ``out``, the runs table with the README's columns.
 
     Returns
     -------
-    list of the three PNG paths (runs, confusion matrix, model)
+    list of the five PNG paths (runs, study run, confusion matrix, model, model version)
     """
     out = Path(out)
     page = new_page(browser)
     open_runs(page, url, seen.experiment_id, seen.study_run)
     collapse_sidebar(page)
-    choose_columns(page, SETTINGS.doc_columns)
+    choose_columns(page, SETTINGS.doc_columns + seen.searched)
     for column, pixels in SETTINGS.widening:
         widen_column(page, column, pixels)
     expand_run(page, seen.study_run)
-    trials = [run_link(page, name) for name in seen.trial_runs]
-    for link in trials:
-        link.wait_for()
+    run_link(page, seen.trial_runs[-1]).wait_for()  # the latest trial, near the top of the nested runs
     page.mouse.move(0, 0)  # no hover highlight on a row
     page.evaluate("document.activeElement.blur()")  # nor the focus frame of the clicked cell
     paths = [save(page, out / "mlflow_runs.png", page.get_by_role("row"))]
+    fold = open_run(page, url, seen.experiment_id, seen.study_run_id)
+    paths.append(save(page, out / "mlflow_study.png", fold, datasets(page).first))
     image = open_artifact(page, url, seen.experiment_id, seen.seed_run_id, "confusion_val.png")
     paths.append(save(page, out / "mlflow_confusion.png", image))
     row = open_model(page, url, tracking.REGISTERED_NAME, seen.model_version, tracking.ALIAS)
     paths.append(save(page, out / "mlflow_model.png", row))
+    rows = open_version(page, url, tracking.REGISTERED_NAME, seen.model_version)
+    paths.append(save(page, out / "mlflow_version.png", rows))
+    page.context.close()
+    return paths
+
+
+def take_dashboard(browser, url: str, out, seen: Tour) -> list:
+    """optuna-dashboard's screenshots of the study of ``seen``, written to ``out``.
+
+    Returns
+    -------
+    list of the two PNG paths (the study's history, its challenger trial)
+    """
+    out = Path(out)
+    page = new_page(browser, SETTINGS.dashboard_viewport)
+    plot = open_study(page, url, seen.study_name)
+    page.mouse.move(0, 0)  # no hover label on a point
+    paths = [save(page, out / "optuna_history.png", plot)]
+    attributes = open_trial(page, seen.challenger)
+    paths.append(save(page, out / "optuna_trial.png", attributes))
     page.context.close()
     return paths
 
@@ -464,6 +561,23 @@ def server_for(tracking_uri: str):
     return mlflow_server(tracking_uri, Path("mlruns"))
 
 
+def dashboard_for(storage: str):
+    """``optuna_dashboard`` over the Optuna storage ``storage``.
+
+    Raises
+    ------
+    UsageError
+        No SQLite file at the path of an SQLite storage.
+    """
+    if storage.startswith("sqlite:///"):
+        db = Path(storage.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise UsageError(f"no Optuna storage at {db}; run python -m clrsearch.coarse and "
+                             f"python -m clrsearch.fine first, or give --storage")
+        return optuna_dashboard(f"sqlite:///{db.resolve()}")
+    return optuna_dashboard(storage)
+
+
 @contextlib.contextmanager
 def reading_from(url: str):
     """Within the block, this process reads MLflow's tracking and registry stores through the server at ``url``."""
@@ -485,15 +599,18 @@ def main(argv=None):
     parser = ArgumentParser(prog="python tools/screenshots.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db",
                         help="store to show (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"Optuna storage of the studies (default {DEFAULT_STORAGE})")
     parser.add_argument("--out", default="docs/images", help="folder of the PNG files (default docs/images)")
     parser.add_argument("--chromium", default=SETTINGS.chromium,
                         help=f"Chromium executable (default {SETTINGS.chromium})")
     args = parser.parse_args(argv)
 
     try:
-        with chromium(args.chromium) as browser, server_for(args.tracking_uri) as url, reading_from(url):
+        with chromium(args.chromium) as browser, server_for(args.tracking_uri) as url, reading_from(url), \
+                dashboard_for(args.storage) as dashboard:
             seen = tour()
-            paths = take(browser, url, args.out, seen)
+            paths = take(browser, url, args.out, seen) + take_dashboard(browser, dashboard, args.out, seen)
     except RuntimeError as error:  # the server did not start
         raise UsageError(str(error)) from None
     for path in paths:
