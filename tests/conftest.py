@@ -121,3 +121,11 @@ def postgres_url(postgres_server) -> str:
     import pgcluster
 
     return pgcluster.create_database(postgres_server, f"clrsearch_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def tracked_tiny_cifar(tmp_path, monkeypatch, mlflow_template) -> Path:
+    """``tmp_path`` as the working directory, with an MLflow store of its own; returns a tiny CIFAR-10 folder in it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", helpers.copy_store(mlflow_template, tmp_path))
+    return helpers.write_tiny_cifar(tmp_path / "data")

@@ -14,7 +14,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import helpers
 from clrsearch import coarse, fine
 
 pytestmark = pytest.mark.slow  # whole studies, several times each
@@ -54,13 +53,6 @@ sys.exit(coarse.main(sys.argv[1:]))
 """
 
 
-@pytest.fixture
-def workspace(tmp_path, monkeypatch, mlflow_template):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", helpers.copy_store(mlflow_template, tmp_path))
-    return helpers.write_tiny_cifar(tmp_path / "data")
-
-
 def slots(name):
     """slot -> (state, value, intermediate values) of the trial that is the slot's result."""
     study = optuna.load_study(study_name=name, storage=STORAGE)
@@ -73,8 +65,8 @@ def pruned(result):
     return sorted(slot for slot, (state, _, _) in result.items() if state == "PRUNED")
 
 
-def test_two_workers_prune_what_one_prunes_with_the_same_values(workspace):
-    args = ["--data-dir", str(workspace), *TINY, *COARSE]
+def test_two_workers_prune_what_one_prunes_with_the_same_values(tracked_tiny_cifar):
+    args = ["--data-dir", str(tracked_tiny_cifar), *TINY, *COARSE]
     assert coarse.main([*args, "--study-name", "one"]) == 0
     reference = slots("one")
     if not pruned(reference) or len(pruned(reference)) == len(reference):
@@ -93,8 +85,8 @@ KILLS = {"after the first prune": 0, "after the first rung": 3, "before slots 4 
 
 
 @pytest.mark.parametrize("die_at", KILLS.values(), ids=KILLS.keys())
-def test_a_worker_killed_mid_population_resumes_into_the_same_pruning(workspace, die_at):
-    args = ["--data-dir", str(workspace), *TINY, *COARSE, "--trials-per-population", "3"]
+def test_a_worker_killed_mid_population_resumes_into_the_same_pruning(tracked_tiny_cifar, die_at):
+    args = ["--data-dir", str(tracked_tiny_cifar), *TINY, *COARSE, "--trials-per-population", "3"]
     assert coarse.main([*args, "--study-name", "reference"]) == 0
     reference = slots("reference")
     if not pruned(reference):
@@ -127,9 +119,9 @@ def race(name):
     return points, left
 
 
-def test_a_point_pruned_by_cycles_leaves_the_race_and_race_rounds_are_never_pruned(workspace):
+def test_a_point_pruned_by_cycles_leaves_the_race_and_race_rounds_are_never_pruned(tracked_tiny_cifar):
     # lambda 3 keeps the network near chance; the five small lambdas stay close and race
-    args = ["--data-dir", str(workspace), *TINY, "--grid", "0,0.0001,0.0002,0.0005,0.001,3", "--n-seeds", "3",
+    args = ["--data-dir", str(tracked_tiny_cifar), *TINY, "--grid", "0,0.0001,0.0002,0.0005,0.001,3", "--n-seeds", "3",
             "--race-seeds", "2", "--max-seeds", "7", "--augment", "none", "--no-final"]
     assert fine.main([*args, "--study-name", "unpruned"]) == 0
     assert fine.main([*args, "--study-name", "pruned", "--pruner", "median"]) == 0

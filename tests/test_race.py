@@ -10,7 +10,6 @@ import numpy as np
 import optuna
 import pytest
 
-import helpers
 from clrsearch import coarse, fine
 from clrsearch.config import DataConfig, TrainConfig
 from clrsearch.data import load_splits
@@ -26,14 +25,6 @@ TINY_TRAIN = TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8, dtype="float64"
                          eval_train_size=100)
 
 
-@pytest.fixture
-def workspace(tmp_path, monkeypatch, mlflow_template):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", helpers.copy_store(mlflow_template, tmp_path))
-    folder = helpers.write_tiny_cifar(tmp_path / "data")
-    return folder
-
-
 def trials_of(name):
     study = optuna.load_study(study_name=name, storage="sqlite:///studies/clrsearch.db")
     return study, [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
@@ -46,10 +37,10 @@ def alone(splits, lam, replicate, train_config=TINY_TRAIN):
     return float(np.mean(network.predict(network.member(result.params, 0), splits.val.X) == splits.val.y))
 
 
-def test_each_replicate_is_the_network_trained_alone(workspace):
-    assert coarse.main(["--data-dir", str(workspace), *TINY, "--n-trials", "2", "--n-seeds", "2"]) == 0
+def test_each_replicate_is_the_network_trained_alone(tracked_tiny_cifar):
+    assert coarse.main(["--data-dir", str(tracked_tiny_cifar), *TINY, "--n-trials", "2", "--n-seeds", "2"]) == 0
     study, trials = trials_of("coarse")
-    splits = load_splits(DataConfig("full", val_size=200, data_dir=str(workspace)), dtype=np.float64)
+    splits = load_splits(DataConfig("full", val_size=200, data_dir=str(tracked_tiny_cifar)), dtype=np.float64)
     assert len(trials) == 2
     for t in trials:
         assert t.user_attrs["replicates"] == [0, 1]
@@ -63,20 +54,20 @@ def test_each_replicate_is_the_network_trained_alone(workspace):
     assert alone(splits, 0.0, 0) != alone(splits, 0.0, 1)
 
 
-def test_the_init_protocol_shares_one_order(workspace):
-    assert coarse.main(["--data-dir", str(workspace), *TINY, "--n-trials", "1", "--n-seeds", "2",
+def test_the_init_protocol_shares_one_order(tracked_tiny_cifar):
+    assert coarse.main(["--data-dir", str(tracked_tiny_cifar), *TINY, "--n-trials", "1", "--n-seeds", "2",
                         "--replicates", "init"]) == 0
     _, [trial] = trials_of("coarse")
-    splits = load_splits(DataConfig("full", val_size=200, data_dir=str(workspace)), dtype=np.float64)
+    splits = load_splits(DataConfig("full", val_size=200, data_dir=str(tracked_tiny_cifar)), dtype=np.float64)
     shared = [float(np.mean(network.predict(network.member(
         train(splits.train, splits.val, TINY_TRAIN, [trial.params["lam"]], [r]).params, 0), splits.val.X)
         == splits.val.y)) for r in (0, 1)]
     assert trial.user_attrs["val_accuracies"] == shared
 
 
-def test_race_gives_tied_points_more_replicates_and_drops_the_worse(workspace):
+def test_race_gives_tied_points_more_replicates_and_drops_the_worse(tracked_tiny_cifar):
     # lambda 3 collapses the network to near chance: worse after the first round; 0 and 1e-4 stay close.
-    args = ["--data-dir", str(workspace), *TINY, "--grid", "0,0.0001,3", "--n-seeds", "3", "--race-seeds", "2",
+    args = ["--data-dir", str(tracked_tiny_cifar), *TINY, "--grid", "0,0.0001,3", "--n-seeds", "3", "--race-seeds", "2",
             "--max-seeds", "7", "--no-final"]
     assert fine.main(args) == 0
     study, trials = trials_of("fine")
@@ -105,19 +96,19 @@ def test_race_gives_tied_points_more_replicates_and_drops_the_worse(workspace):
     final_counts = {len(ts[-1].user_attrs["replicates"]) for p, ts in points.items() if p not in left}
     assert final_counts <= {3, 5, 7}
     # a replicate of a race round is the network trained alone as well (the fine study flips its images)
-    splits = load_splits(DataConfig("full", val_size=200, data_dir=str(workspace)), dtype=np.float64)
+    splits = load_splits(DataConfig("full", val_size=200, data_dir=str(tracked_tiny_cifar)), dtype=np.float64)
     longest = max(points.values(), key=len)[-1]
     r = longest.user_attrs["replicates"][-1]
     flipped = replace(TINY_TRAIN, augment="flip")
     assert longest.user_attrs["val_accuracies"][-1] == alone(splits, longest.params["lam"], r, flipped)
 
 
-def test_augment_as_a_grid_dimension_trains_each_setting_in_its_own_population(workspace):
-    args = ["--data-dir", str(workspace), *TINY, "--grid", "lam=0.0001", "--grid", "augment=none,flip",
+def test_augment_as_a_grid_dimension_trains_each_setting_in_its_own_population(tracked_tiny_cifar):
+    args = ["--data-dir", str(tracked_tiny_cifar), *TINY, "--grid", "lam=0.0001", "--grid", "augment=none,flip",
             "--n-seeds", "2", "--no-race", "--no-final"]
     assert fine.main(args) == 0
     _, trials = trials_of("fine")
-    splits = load_splits(DataConfig("full", val_size=200, data_dir=str(workspace)), dtype=np.float64)
+    splits = load_splits(DataConfig("full", val_size=200, data_dir=str(tracked_tiny_cifar)), dtype=np.float64)
     assert sorted(t.params["augment"] for t in trials) == ["flip", "none"]
     for t in trials:
         config = replace(TINY_TRAIN, augment=t.params["augment"])

@@ -22,7 +22,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import helpers
 from clrsearch import fine
 
 pytestmark = pytest.mark.slow  # two fine studies, one of them started twice
@@ -54,13 +53,6 @@ sys.exit(fine.main(sys.argv[1:]))
 """
 
 
-@pytest.fixture
-def workspace(tmp_path, monkeypatch, mlflow_template):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", helpers.copy_store(mlflow_template, tmp_path))
-    return helpers.write_tiny_cifar(tmp_path / "data")
-
-
 def race_points(name):
     """point -> (rounds, new replicates per round, replicates, val_accuracies, value, round it left after)."""
     study = optuna.load_study(study_name=name, storage=STORAGE)
@@ -75,8 +67,8 @@ def race_points(name):
             for point, ts in points.items()}
 
 
-def test_a_race_killed_between_two_enqueues_of_a_round_resumes_into_the_same_race(workspace):
-    args = ["--data-dir", str(workspace), *TINY, *RACE]
+def test_a_race_killed_between_two_enqueues_of_a_round_resumes_into_the_same_race(tracked_tiny_cifar):
+    args = ["--data-dir", str(tracked_tiny_cifar), *TINY, *RACE]
     assert fine.main([*args, "--study-name", "reference"]) == 0
     reference = race_points("reference")
     if sum(1 for rounds, *_ in reference.values() if 2 in rounds) < 2:
