@@ -60,5 +60,9 @@ def test_command_logs_the_suggestion_the_curve_and_the_plot(store, tmp_path, cap
     assert (params["data.split"], params["train.n_batch"], params["train.hidden"]) == ("batch1", "20", "8")
     artifacts = {a.path for a in store.list_artifacts(run.info.run_id)}
     assert {"trials.csv", "lr_range.png"} <= artifacts
+    # batch1: the 100 images of data_batch_1 train, the 100 of data_batch_2 validate
+    inputs = {tuple(t.value for t in i.tags): int(json.loads(i.dataset.profile)["num_rows"])
+              for i in run.inputs.dataset_inputs}
+    assert inputs == {("training",): 100, ("validation",): 100}
     with Image.open(plot) as image:
         assert image.format == "PNG"

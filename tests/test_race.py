@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 
 from clrsearch import coarse, fine
 from clrsearch.config import DataConfig, TrainConfig
@@ -16,6 +17,7 @@ from clrsearch.data import load_splits
 from clrsearch.nn import network
 from clrsearch.nn.trainer import train
 from clrsearch.search.compare import compare_to_best
+from helpers import experiment_runs
 
 pytestmark = pytest.mark.slow  # whole studies, one after the other
 
@@ -113,3 +115,15 @@ def test_augment_as_a_grid_dimension_trains_each_setting_in_its_own_population(t
     for t in trials:
         config = replace(TINY_TRAIN, augment=t.params["augment"])
         assert t.user_attrs["val_accuracies"] == [alone(splits, 0.0001, r, config) for r in (0, 1)]
+
+
+def test_a_trial_run_logs_its_points_own_schedule_and_is_named_by_all_its_dimensions(tracked_tiny_cifar):
+    args = ["--data-dir", str(tracked_tiny_cifar), *TINY, "--n-batch", "100", "--grid", "lam=0.0001",
+            "--grid", "n_s_epochs=1,2", "--n-seeds", "1", "--no-race", "--no-final"]
+    assert fine.main(args) == 0
+    trial_runs = [r for r in experiment_runs(MlflowClient(), "clrsearch") if r.data.tags.get("level") == "trial"]
+    n_train = load_splits(DataConfig("full", val_size=200, data_dir=str(tracked_tiny_cifar))).train.n
+    logged = sorted((r.data.params["n_s_epochs"], r.data.params["n_s"], r.info.run_name) for r in trial_runs)
+    epoch = n_train // 100
+    assert [(e, int(n_s)) for e, n_s, _ in logged] == [("1", epoch), ("2", 2 * epoch)]
+    assert [name.split(" ", 1)[1] for *_, name in logged] == ["lam=0.0001 n_s_epochs=1", "lam=0.0001 n_s_epochs=2"]

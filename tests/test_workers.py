@@ -21,13 +21,9 @@ def test_exit_status_is_what_a_shell_reports():
 def test_the_helper_payload_is_read_from_the_environment(monkeypatch):
     monkeypatch.delenv(workers.HELPER_ENV, raising=False)
     assert workers.helper_payload() is None
-    payload = {"parent_pid": 1, "parent_run_id": "abc", "as_json": False, "config": {"study": {}}, "blas_threads": 2}
+    payload = {"parent_pid": 1, "parent_run_id": "abc", "as_json": False, "config": {"study": {}}}
     monkeypatch.setenv(workers.HELPER_ENV, json.dumps(payload))
     assert workers.helper_payload() == payload
-
-
-def test_cpus_are_those_this_process_may_run_on():
-    assert workers.cpus() == len(os.sched_getaffinity(0))
 
 
 def test_sigterm_within_the_block_stops_like_ctrl_c_and_the_handler_is_restored():

@@ -54,7 +54,8 @@ def main(argv=None):
     with progress_bar(steps, "step", args.quiet or args.json, "LR range test") as bar:
         result = run_range_test(splits, train_config, test, progress=bar)
     run_id = None if args.no_mlflow else tracking.log_range_test(result, test, data, train_config,
-                                                                   args.experiment)
+                                                                   args.experiment,
+                                                                   inputs=tracking.describe_splits(splits, data))
     if args.out:
         plots.lr_range_result(result).savefig(args.out, dpi=110)
     if args.json:

@@ -24,7 +24,7 @@ from ..config import RangeTest, flat_params
 from ..data import load_splits
 from ..errors import UsageError, redact
 from ..nn.lrrange import run_range_test
-from . import final, queue, race, summary, workers
+from . import cores, final, queue, race, summary, workers
 from .population import tell, total_steps, train_population
 from .study import create_or_load, resolve_grid
 from .summary import Timer
@@ -69,6 +69,7 @@ class StudyRunner:
         self.url = None
         self.parent = None  # the study's tracking.StudyRun
         self.inputs = None  # tracking.DataInputs of the study's splits, logged on its runs
+        self.cores = None  # cores.CoreShare: this process's BLAS threads while it trains
 
     def run(self):
         """Run this process's part of the study; returns the exit status."""
@@ -83,7 +84,7 @@ class StudyRunner:
             tracking.check_store(self.config.study.experiment)
         if self.options.auto_eta:
             self.config = self.with_range_test_etas(splits)
-        with workers.sigterm_as_interrupt(), workers.blas_threads(self.blas_threads()):
+        with workers.sigterm_as_interrupt(), cores.shared_cores() as self.cores:
             study = self.open_study()
             if self.helper is not None:
                 return self.help(study, splits)
@@ -99,13 +100,6 @@ class StudyRunner:
             self.config.train.check_fits(splits.train.n)
             self.inputs = tracking.describe_splits(splits, d)
         return splits
-
-    def blas_threads(self):
-        """BLAS threads of this process: the leader's and its helpers' share the CPUs; None: BLAS decides."""
-        if self.helper is not None:
-            return self.helper["blas_threads"]
-        n_workers = self.options.n_workers
-        return max(1, workers.cpus() // n_workers) if n_workers > 1 else None
 
     def open_study(self):
         """Create or load the study, with the fine grid resolved into the config once."""
@@ -165,7 +159,7 @@ class StudyRunner:
         if n_workers <= 1:
             return []
         payload = {"parent_pid": os.getpid(), "parent_run_id": self.parent.run_id, "as_json": self.options.as_json,
-                   "config": dataclasses.asdict(self.config), "blas_threads": max(1, workers.cpus() // n_workers)}
+                   "config": dataclasses.asdict(self.config)}
         helpers = workers.spawn(self.config.study.kind, self.options.argv, n_workers - 1, payload)
         self.say(f"{n_workers} workers: this process and pid {', '.join(str(h.pid) for h in helpers)}")
         return helpers
@@ -235,7 +229,7 @@ class StudyRunner:
         with queue.Heartbeat(study, trials), self.progress(steps, "step", self.quiet, label) as bar:
             if bar is not None and best is not None:
                 bar.set_postfix_str(f"best {100 * best['mean_val_accuracy']:.2f}% at lambda {best['lam']:.3g}")
-            outcome = train_population(trials, self.config, splits, progress=bar, timer=self.timer)
+            outcome = train_population(trials, self.config, splits, progress=self.cores.pace(bar), timer=self.timer)
             outcome.results = tell(study, outcome, study_cfg.alpha)
         with self.timer.timed("tracking"):
             self.parent.log_trials(summary.trial_records(outcome, self.config, splits))
@@ -281,7 +275,7 @@ class StudyRunner:
                  f"on {final_splits.train.n} images, {train.cycles} cycles of 2 x {train.n_s} steps")
         with self.timer.timed("final model"), \
                 self.progress(train.total_steps, "step", self.quiet, "final model") as bar:
-            trained = final.train_final(self.config, params, final_splits, progress=bar)
+            trained = final.train_final(self.config, params, final_splits, progress=self.cores.pace(bar))
         with self.timer.timed("tracking"):
             run_id, version = final.log_final(trained, self.config, final_splits, self.parent.run_id)
         members = np.array(trained.member_test_accuracies)

@@ -16,7 +16,7 @@ from . import queue
 from ..config import GRID_DIMENSIONS
 from .compare import compare_to_best
 from .queue import POINT, ROUND
-from .study import ACCURACIES, LAM, RACE_LEFT, REPLICATES, protocol_params
+from .study import ACCURACIES, LAM, RACE_LEFT, REPLICATES, point_train_config, protocol_params
 
 MAX_DESCRIPTION = 8000  # characters: MLflow's limit for a tag value, the run description included
 
@@ -261,11 +261,20 @@ def trial_records(outcome, config, splits):
         blocks = [outcome.blocks[run.block] for run in result.runs]
         records.append(tracking.TrialRecord(
             number=result.number, lam=result.lam, state=result.state, mean=result.mean, std=result.std,
-            seeds=seeds, params={**protocol, **result.params}, reason=result.reason,
+            seeds=seeds, params=trial_params(protocol, result.params, config, splits.train.n),
+            reason=result.reason,
             tags={"point": result.point, "round": result.round},
             seed_accuracies=dict(zip(result.replicates, result.accuracies)),
+            searched={k: v for k, v in result.params.items() if k != LAM},
             started=min((b.started for b in blocks), default=None), ended=max((b.ended for b in blocks), default=None)))
     return records
+
+
+def trial_params(protocol, params, config, n_train):
+    """A trial run's params: the study's protocol with the point's own schedule (its ``n_s``, ``cycles``,
+    ``augment``), then the point's searched dimensions."""
+    point = point_train_config(config.train, params, n_train)
+    return {**protocol, "n_s": point.n_s, "cycles": point.cycles, "augment": point.augment, **params}
 
 
 def log_lost_trials(study, config, url, parent):
@@ -298,4 +307,5 @@ def lost_record(frozen, config):
         params={**protocol_params(config), **frozen.params}, reason=frozen.user_attrs.get("reason", ""),
         tags={"curves": "lost", "point": frozen.user_attrs.get(POINT, frozen.number),
               "round": frozen.user_attrs.get(ROUND, 1)},
-        seed_accuracies=dict(zip(frozen.user_attrs.get(REPLICATES, []), frozen.user_attrs.get(ACCURACIES, []))))
+        seed_accuracies=dict(zip(frozen.user_attrs.get(REPLICATES, []), frozen.user_attrs.get(ACCURACIES, []))),
+        searched={k: v for k, v in frozen.params.items() if k != LAM})

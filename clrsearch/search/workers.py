@@ -24,7 +24,7 @@ def helper_payload():
     """What the parent handed this helper, or None.
 
     A dict: parent_pid, parent_run_id, as_json, config (the resolved study
-    definition, as tables), blas_threads.
+    definition, as tables).
     """
     text = os.environ.get(HELPER_ENV)
     return json.loads(text) if text else None
@@ -73,23 +73,6 @@ def interrupt(helpers, timeout=WORKER_TIMING.stop_seconds):
 def exit_status(returncode):
     """A Popen return code as a shell would report it (killed by signal s: 128 + s)."""
     return 128 - returncode if returncode < 0 else returncode
-
-
-def cpus():
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def blas_threads(threads):
-    """Within the block, NumPy's BLAS uses ``threads`` threads (None: as many as it likes)."""
-    if threads is None:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=threads, user_api="blas")
 
 
 @contextlib.contextmanager

@@ -87,6 +87,12 @@ class TrialRecord:
     seed_accuracies: dict = field(default_factory=dict)  # seed -> final val accuracy, when ``seeds`` is empty
     started: float | None = None  # s since the epoch: when its first replicate began training (None: unknown)
     ended: float | None = None  # ... and when its last one was done
+    searched: dict = field(default_factory=dict)  # the point's searched dimensions besides lam, e.g. {"n_s_epochs": 4}
+
+    @property
+    def run_name(self) -> str:
+        """e.g. ``trial-3 lam=0.0011 n_s_epochs=4``."""
+        return " ".join([f"trial-{self.number} lam={self.lam:.3g}"] + [f"{k}={v}" for k, v in self.searched.items()])
 
 
 class StudyRun:
@@ -236,7 +242,7 @@ class StudyRun:
             tags["study_name"] = self.tags["study_name"]
         if trial.reason:
             tags["reason"] = trial.reason
-        run_id = create_run(client, self.experiment_id, f"trial-{trial.number} lam={trial.lam:.3g}", tags,
+        run_id = create_run(client, self.experiment_id, trial.run_name, tags,
                             start_time=to_ms(trial.started))
         with ended(client, run_id, TRIAL_STATUS.get(trial.state, "FAILED"), end_time=to_ms(trial.ended)):
             values = {"mean_val_accuracy": trial.mean, "std_val_accuracy": trial.std}

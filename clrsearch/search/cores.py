@@ -1,0 +1,165 @@
+"""How training processes share the machine's cores: with each other and with other studies.
+
+Each process that trains holds one *slot*: an ``fcntl.flock`` on a file
+``slot-<i>`` in a folder every clrsearch process of the user sees
+(``$CLRSEARCH_CORE_SLOTS``, else ``<tempdir>/clrsearch-cores-<uid>``). The
+kernel drops a slot when its process ends, however it ends, so the slots held
+are the processes training now. A process gives NumPy's BLAS
+
+    threads = max(1, cores // slots held)
+
+where ``cores`` are the CPUs it may run on (``os.sched_getaffinity``: a
+``taskset`` or a container's cpuset sizes it), and checks the count again
+every ``RECHECK_SECONDS`` of training: two studies started together each get
+half the cores instead of both oversubscribing them, and the one left alone
+takes them all back. ``$CLRSEARCH_BLAS_THREADS`` = n fixes the count and
+holds no slot.
+
+BLAS splits a product's rows and columns among its threads, never the sums,
+so the thread count changes no result: studies give the same values alone or
+side by side.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import UsageError
+
+RECHECK_SECONDS = 1.0  # how often a training process counts the slots held
+THREADS_VARIABLE = "CLRSEARCH_BLAS_THREADS"
+SLOTS_VARIABLE = "CLRSEARCH_CORE_SLOTS"
+
+
+def cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def fixed_threads() -> int | None:
+    """``$CLRSEARCH_BLAS_THREADS`` as a number of threads, or None when unset."""
+    text = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not text:
+        return None
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise UsageError(f"${THREADS_VARIABLE} must be a whole number of threads >= 1, not {text!r}; "
+                         f"unset it to share the cores with other studies")
+    return threads
+
+
+def slot_folder() -> Path:
+    return Path(os.environ.get(SLOTS_VARIABLE) or Path(tempfile.gettempdir()) / f"clrsearch-cores-{os.getuid()}")
+
+
+class CoreShare:
+    """This process's share of the cores, as a context manager; ``pace(progress)`` wraps a progress bar so that
+    training re-checks its share between update steps."""
+
+    def __init__(self, fixed: int | None = None, folder: Path | None = None, clock=time.monotonic):
+        self.fixed = fixed
+        self.folder = folder
+        self.clock = clock
+        self.threads = None  # what BLAS was last given
+        self._slot = None  # the open file whose lock is this process's slot
+        self._limits = None
+        self._next_check = 0.0
+
+    def __enter__(self):
+        from threadpoolctl import ThreadpoolController
+
+        self._controller = ThreadpoolController()
+        if self.fixed is None:
+            self._slot = _take_slot(self.folder or slot_folder())
+        self.check()
+        return self
+
+    def __exit__(self, *exc):
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+        if self._slot is not None:
+            self._slot.close()  # releases the lock
+        return False
+
+    def share(self) -> int:
+        """BLAS threads this process should use now."""
+        if self.fixed is not None:
+            return self.fixed
+        return max(1, cpus() // max(1, _held(self._slot)))
+
+    def check(self) -> int:
+        """Give BLAS this process's share, if it changed; returns it."""
+        threads = self.share()
+        if threads != self.threads:
+            if self._limits is not None:
+                self._limits.restore_original_limits()
+            self._limits = self._controller.limit(limits=threads, user_api="blas")
+            self.threads = threads
+        self._next_check = self.clock() + RECHECK_SECONDS
+        return threads
+
+    def pace(self, progress):
+        """``progress`` (an object with ``update(n)``, or None) that also re-checks the share when it is due."""
+        return _Paced(self, progress)
+
+
+class _Paced:
+    def __init__(self, share: CoreShare, progress):
+        self._share = share
+        self._progress = progress
+
+    def update(self, n=1):
+        if self._share.clock() >= self._share._next_check:
+            self._share.check()
+        if self._progress is not None:
+            self._progress.update(n)
+
+    def __getattr__(self, name):  # the bar's other methods (set_postfix, ...) pass through
+        return getattr(self._progress, name)
+
+
+def _take_slot(folder: Path):
+    """Lock the first free ``slot-<i>`` in ``folder``; returns its open file (the lock lives as long as it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(4 * cpus() + 64):
+        handle = open(folder / f"slot-{i}", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            handle.close()
+    raise UsageError(f"every core-sharing slot in {folder} is taken; set ${THREADS_VARIABLE} to run anyway")
+
+
+def _held(own) -> int:
+    """Slots held now, this process's own included."""
+    folder = Path(own.name).parent
+    held = 1
+    for path in folder.glob("slot-*"):
+        if path == Path(own.name):
+            continue
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held += 1
+            else:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    return held
+
+
+@contextlib.contextmanager
+def shared_cores():
+    """This process's :class:`CoreShare` for the block: ``$CLRSEARCH_BLAS_THREADS`` if set, else a slot."""
+    with CoreShare(fixed=fixed_threads()) as share:
+        yield share

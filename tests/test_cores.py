@@ -1,0 +1,114 @@
+"""How training processes share the cores (clrsearch.search.cores): checked in fresh processes that hold slots,
+against the thread count threadpoolctl reads back from OpenBLAS and the CPUs the kernel grants."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from threadpoolctl import threadpool_info
+
+from clrsearch.errors import UsageError
+from clrsearch.search import cores
+
+# A child that takes its share, prints the BLAS threads OpenBLAS reports, then waits for a line on stdin.
+CHILD = textwrap.dedent("""
+    import sys
+    import numpy  # loads OpenBLAS
+    from threadpoolctl import threadpool_info
+    from clrsearch.search.cores import CoreShare
+    with CoreShare():
+        print(min(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), flush=True)
+        sys.stdin.readline()
+""")
+
+
+def blas_threads():
+    return min(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+
+
+def child(folder, affinity=None):
+    env = {**os.environ, cores.SLOTS_VARIABLE: str(folder)}
+    env.pop(cores.THREADS_VARIABLE, None)
+    preexec = (lambda: os.sched_setaffinity(0, affinity)) if affinity else None
+    return subprocess.Popen([sys.executable, "-c", CHILD], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, preexec_fn=preexec)
+
+
+@pytest.fixture
+def slots(tmp_path, monkeypatch):
+    monkeypatch.setenv(cores.SLOTS_VARIABLE, str(tmp_path))
+    monkeypatch.delenv(cores.THREADS_VARIABLE, raising=False)
+    return tmp_path
+
+
+def test_cpus_are_those_this_process_may_run_on():
+    assert cores.cpus() == len(os.sched_getaffinity(0))
+
+
+def test_alone_a_process_takes_every_core_and_beside_another_half(slots):
+    n = cores.cpus()
+    with cores.CoreShare() as share:
+        assert share.threads == n and blas_threads() == n
+        other = child(slots)
+        try:
+            assert int(other.stdout.readline()) == max(1, n // 2)  # it came second: two slots held
+            assert share.check() == max(1, n // 2) and blas_threads() == max(1, n // 2)
+        finally:
+            other.communicate("\n")
+        assert share.check() == n and blas_threads() == n  # its slot went with it
+
+
+def test_a_killed_process_gives_its_slot_back(slots):
+    other = child(slots)
+    other.stdout.readline()
+    other.kill()
+    other.wait()
+    with cores.CoreShare() as share:
+        assert share.threads == cores.cpus()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_a_process_limited_to_one_cpu_uses_one_thread(slots):
+    one = child(slots, affinity={sorted(os.sched_getaffinity(0))[0]})
+    try:
+        assert int(one.stdout.readline()) == 1
+    finally:
+        one.communicate("\n")
+
+
+def test_the_threads_are_restored_after_the_block(slots):
+    before = blas_threads()
+    with cores.CoreShare(fixed=1):
+        assert blas_threads() == 1
+    assert blas_threads() == before
+
+
+def test_the_variable_fixes_the_count_and_a_bad_value_is_refused(slots, monkeypatch):
+    monkeypatch.setenv(cores.THREADS_VARIABLE, "1")
+    with cores.shared_cores() as share:
+        assert share.threads == 1 and list(slots.iterdir()) == []  # no slot taken
+    monkeypatch.setenv(cores.THREADS_VARIABLE, "two")
+    with pytest.raises(UsageError, match="CLRSEARCH_BLAS_THREADS must be a whole number"):
+        cores.fixed_threads()
+
+
+def test_paced_progress_rechecks_only_when_due(slots):
+    now = [0.0]
+    seen = []
+
+    class Bar:
+        def update(self, n):
+            seen.append(n)
+
+    with cores.CoreShare(clock=lambda: now[0]) as share:
+        checks = []
+        share.check = lambda real=share.check: checks.append(now[0]) or real()
+        paced = share.pace(Bar())
+        paced.update(1)
+        now[0] = cores.RECHECK_SECONDS - 0.01
+        paced.update(1)
+        now[0] = cores.RECHECK_SECONDS
+        paced.update(2)
+        assert checks == [cores.RECHECK_SECONDS] and seen == [1, 1, 2]
+        share.pace(None).update(1)  # no bar: still paced
