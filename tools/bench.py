@@ -46,7 +46,7 @@ from clrsearch.data import load_splits
 from clrsearch.errors import UsageError
 from clrsearch.nn import network
 from clrsearch.nn.trainer import train
-from clrsearch.search.workers import cpus
+from clrsearch.search.cores import cpus
 
 
 @dataclass(frozen=True)
