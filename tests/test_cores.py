@@ -86,7 +86,7 @@ def test_the_threads_are_restored_after_the_block(slots):
 
 def test_the_variable_fixes_the_count_and_a_bad_value_is_refused(slots, monkeypatch):
     monkeypatch.setenv(cores.THREADS_VARIABLE, "1")
-    with cores.shared_cores() as share:
+    with cores.CoreShare(fixed=cores.fixed_threads()) as share:
         assert share.threads == 1 and list(slots.iterdir()) == []  # no slot taken
     monkeypatch.setenv(cores.THREADS_VARIABLE, "two")
     with pytest.raises(UsageError, match="CLRSEARCH_BLAS_THREADS must be a whole number"):

@@ -21,7 +21,6 @@ side by side.
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import tempfile
@@ -66,9 +65,8 @@ class CoreShare:
     """This process's share of the cores, as a context manager; ``pace(progress)`` wraps a progress bar so that
     training re-checks its share between update steps."""
 
-    def __init__(self, fixed: int | None = None, folder: Path | None = None, clock=time.monotonic):
-        self.fixed = fixed
-        self.folder = folder
+    def __init__(self, fixed: int | None = None, clock=time.monotonic):
+        self.fixed = fixed  # BLAS threads fixed by the caller (no slot taken), or None to share
         self.clock = clock
         self.threads = None  # what BLAS was last given
         self._slot = None  # the open file whose lock is this process's slot
@@ -80,7 +78,7 @@ class CoreShare:
 
         self._controller = ThreadpoolController()
         if self.fixed is None:
-            self._slot = _take_slot(self.folder or slot_folder())
+            self._slot = _take_slot(slot_folder())
         self.check()
         return self
 
@@ -108,6 +106,11 @@ class CoreShare:
         self._next_check = self.clock() + RECHECK_SECONDS
         return threads
 
+    def check_if_due(self) -> None:
+        """:meth:`check`, once ``RECHECK_SECONDS`` have passed since the last check."""
+        if self.clock() >= self._next_check:
+            self.check()
+
     def pace(self, progress):
         """``progress`` (an object with ``update(n)``, or None) that also re-checks the share when it is due."""
         return _Paced(self, progress)
@@ -119,8 +122,7 @@ class _Paced:
         self._progress = progress
 
     def update(self, n=1):
-        if self._share.clock() >= self._share._next_check:
-            self._share.check()
+        self._share.check_if_due()
         if self._progress is not None:
             self._progress.update(n)
 
@@ -143,10 +145,10 @@ def _take_slot(folder: Path):
 
 def _held(own) -> int:
     """Slots held now, this process's own included."""
-    folder = Path(own.name).parent
+    own_path = Path(own.name)
     held = 1
-    for path in folder.glob("slot-*"):
-        if path == Path(own.name):
+    for path in own_path.parent.glob("slot-*"):
+        if path == own_path:
             continue
         with open(path, "a") as handle:
             try:
@@ -156,10 +158,3 @@ def _held(own) -> int:
             else:
                 fcntl.flock(handle, fcntl.LOCK_UN)
     return held
-
-
-@contextlib.contextmanager
-def shared_cores():
-    """This process's :class:`CoreShare` for the block: ``$CLRSEARCH_BLAS_THREADS`` if set, else a slot."""
-    with CoreShare(fixed=fixed_threads()) as share:
-        yield share

@@ -84,7 +84,7 @@ class StudyRunner:
             tracking.check_store(self.config.study.experiment)
         if self.options.auto_eta:
             self.config = self.with_range_test_etas(splits)
-        with workers.sigterm_as_interrupt(), cores.shared_cores() as self.cores:
+        with workers.sigterm_as_interrupt(), cores.CoreShare(fixed=cores.fixed_threads()) as self.cores:
             study = self.open_study()
             if self.helper is not None:
                 return self.help(study, splits)
@@ -247,7 +247,7 @@ class StudyRunner:
     def summarise(self, study, splits):
         """The table of a finished study, its figures in MLflow, and the final model of a fine study."""
         study_cfg = self.config.study
-        summary.log_lost_trials(study, self.config, self.url, self.parent)
+        summary.log_lost_trials(study, self.config, self.url, self.parent, splits.train.n)
         rows = summary.trials_table(study, study_cfg.alpha)
         self.say(summary.format_table(rows))
         with queue.study_lock(self.url):

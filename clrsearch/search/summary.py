@@ -245,7 +245,6 @@ def race_figure(study, rows, dims):
 def trial_records(outcome, config, splits):
     """What the tracking layer logs for the recorded trials of one population: a run per trial, and
     under it a run per replicate trained."""
-    protocol = protocol_params(config)
     records = []
     for result in outcome.results:
         if not result.recorded:
@@ -261,23 +260,28 @@ def trial_records(outcome, config, splits):
         blocks = [outcome.blocks[run.block] for run in result.runs]
         records.append(tracking.TrialRecord(
             number=result.number, lam=result.lam, state=result.state, mean=result.mean, std=result.std,
-            seeds=seeds, params=trial_params(protocol, result.params, config, splits.train.n),
-            reason=result.reason,
+            seeds=seeds, params=trial_params(result.params, config, splits.train.n), reason=result.reason,
             tags={"point": result.point, "round": result.round},
             seed_accuracies=dict(zip(result.replicates, result.accuracies)),
-            searched={k: v for k, v in result.params.items() if k != LAM},
+            searched=searched(result.params),
             started=min((b.started for b in blocks), default=None), ended=max((b.ended for b in blocks), default=None)))
     return records
 
 
-def trial_params(protocol, params, config, n_train):
+def trial_params(params, config, n_train):
     """A trial run's params: the study's protocol with the point's own schedule (its ``n_s``, ``cycles``,
     ``augment``), then the point's searched dimensions."""
     point = point_train_config(config.train, params, n_train)
-    return {**protocol, "n_s": point.n_s, "cycles": point.cycles, "augment": point.augment, **params}
+    return {**protocol_params(config), "n_s": point.n_s, "cycles": point.cycles, "augment": point.augment,
+            **params}
 
 
-def log_lost_trials(study, config, url, parent):
+def searched(params):
+    """The point's searched dimensions besides lambda, e.g. {"n_s_epochs": 4}: what names its trial run."""
+    return {name: value for name, value in params.items() if name != LAM}
+
+
+def log_lost_trials(study, config, url, parent, n_train):
     """Log again, from the study, the finished trials whose MLflow runs died with the process writing them.
 
     Their curves are lost; the trial run gets the values Optuna holds and the
@@ -295,17 +299,17 @@ def log_lost_trials(study, config, url, parent):
             silent = (datetime.now() - (t.datetime_complete or datetime.now())).total_seconds() > grace
             if processes.alive(worker) is False or (processes.alive(worker) is None and silent):
                 lost.append(t)
-        parent.log_trials([lost_record(t, config) for t in lost])
+        parent.log_trials([lost_record(t, config, n_train) for t in lost])
 
 
-def lost_record(frozen, config):
+def lost_record(frozen, config, n_train):
     """A TrialRecord, without seed runs, of a finished trial as the study holds it."""
     return tracking.TrialRecord(
         number=frozen.number, lam=frozen.params[LAM], state=frozen.state.name,
         mean=frozen.value if frozen.value is not None else float("nan"),
         std=frozen.user_attrs.get("val_accuracy_std", float("nan")),
-        params={**protocol_params(config), **frozen.params}, reason=frozen.user_attrs.get("reason", ""),
+        params=trial_params(frozen.params, config, n_train), reason=frozen.user_attrs.get("reason", ""),
         tags={"curves": "lost", "point": frozen.user_attrs.get(POINT, frozen.number),
               "round": frozen.user_attrs.get(ROUND, 1)},
         seed_accuracies=dict(zip(frozen.user_attrs.get(REPLICATES, []), frozen.user_attrs.get(ACCURACIES, []))),
-        searched={k: v for k, v in frozen.params.items() if k != LAM})
+        searched=searched(frozen.params))
