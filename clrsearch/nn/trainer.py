@@ -28,6 +28,7 @@ from ..config import TrainConfig, check_lam
 from ..errors import UsageError
 from . import network
 from .schedule import cyclic_lr
+from .threads import MemberThreads
 
 METRICS = ("train_loss", "train_cost", "train_accuracy", "val_loss", "val_cost", "val_accuracy")
 # The TrainConfig fields in which the members of one population may differ; all others are shared.
@@ -140,7 +141,9 @@ def train(train_set, val_set, config, lams, seeds, *, on_eval=None, progress=Non
     lams : sequence of K floats >= 0
     seeds : sequence of K ints
     on_eval : callable(EvalPoint) -> iterable of member indices to stop, or None
-    progress : object with ``update(n_steps)`` (e.g. tqdm), or None
+    progress : object with ``update(n_steps)`` (e.g. tqdm), or None; when it also has
+        ``cores()`` (see :mod:`clrsearch.search.cores`), the update steps and
+        evaluations are split over that many threads (:mod:`.threads`)
 
     Returns
     -------
@@ -188,7 +191,11 @@ def train(train_set, val_set, config, lams, seeds, *, on_eval=None, progress=Non
         nonlocal eval_seconds
         started = time.perf_counter()
         params = population.params()
-        metrics = _evaluate(params, eval_sets, lams[population.members])
+        if step == 0:  # members of one init seed start as one network: evaluate each network once
+            metrics = _evaluate_initial(params, eval_sets, lams[population.members],
+                                        [seeds[m] for m in population.members], threads)
+        else:
+            metrics = _evaluate(params, eval_sets, lams[population.members], threads)
         eval_seconds += time.perf_counter() - started
         ending = plan.cycle_ends.get(step, ())
         point = recorder.record(step, step in plan.cycle_ends, population.members, metrics,
@@ -201,11 +208,13 @@ def train(train_set, val_set, config, lams, seeds, *, on_eval=None, progress=Non
 
     batches = [_mini_batches(X, Y, replace(config, shuffle_seed=seed)) for seed in streams.seeds]
     step = 0
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is detected, not warned
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+            MemberThreads(getattr(progress, "cores", None)) as threads:  # divergence is detected, not warned
         evaluate(0)
         while step < plan.total and population.members:
             mini_batches = {s: next(batches[s]) for s in population.active_streams()}  # s -> (D, B), (C, B)
-            population.step(mini_batches, plan.eta[step, population.members] if plan.mixed else plan.eta[step])
+            population.step(mini_batches, plan.eta[step, population.members] if plan.mixed else plan.eta[step],
+                            threads)
             step += 1
             population.stop(population.diverged(), step, "diverged")
             if progress is not None:
@@ -397,8 +406,8 @@ class _Population:
         self._S2 = np.empty((K, C, n_batch), dtype)
         self._G1 = np.empty((K, M, n_batch), dtype)
         self._active = np.empty((K, M, n_batch), bool)
-        self._block_rows = max(1, _GRADIENT_BLOCK_BYTES // (D * dtype.itemsize))
-        self._dV1 = np.empty((min(K * M, self._block_rows), D), dtype)  # (rows, D)
+        self._block_rows = min(K * M, max(1, _GRADIENT_BLOCK_BYTES // (D * dtype.itemsize)))
+        self._dV1 = {}  # slice index -> (block rows, D) gradient buffer of that slice's thread
 
     def _stream_runs(self):
         """(stream, first row, last row + 1) of each stream's adjacent rows."""
@@ -415,65 +424,76 @@ class _Population:
         """The streams that still have members training."""
         return [stream for stream, _, _ in self._runs]
 
-    def step(self, mini_batches, eta):
-        """One update of every member on its stream's mini-batch.
+    def step(self, mini_batches, eta, threads=MemberThreads()):
+        """One update of every member on its stream's mini-batch, the members cut into ``threads``' slices
+        (by default one: this thread).
 
         ``mini_batches`` maps each active stream to its Xb (D, B), Yb (C, B);
         ``eta`` is one learning rate for all members, or a (K,) array of one per member.
         """
-        K, M, D = self.V1.shape
-        B = next(iter(mini_batches.values()))[0].shape[1]
         dtype = self.V1.dtype
         if np.ndim(eta) == 0:
             eta = rate = float(eta)
         else:
             eta = np.asarray(eta, dtype=np.float64)  # (K,)
             rate = eta.astype(dtype)[:, None, None]  # (K, 1, 1): rounded to dtype as a Python float would be
-        V1 = self.V1.reshape(K * M, D)
-        for stream, start, stop in self._runs:  # V1 X, stream by stream
-            np.matmul(V1[start * M:stop * M], mini_batches[stream][0], out=self._H[start * M:stop * M])
-        H = self._H[:K * M].reshape(K, M, B)
-        H *= self.scale.astype(dtype)[:, None, None]  # W1 X
-        H += self.b1
+        threads.map(lambda i, start, stop: self._step_rows(i, start, stop, mini_batches, (eta, rate)),
+                    self.V1.shape[0])
+
+    def _step_rows(self, slice_index, a, b, mini_batches, rates):
+        """The update of rows a .. b - 1 of the population (every array below holds only those rows).
+
+        ``rates`` is (eta, rate): a float each, or (K,) float64 and (K, 1, 1) dtype arrays.
+        """
+        _, M, D = self.V1.shape
+        K = b - a
+        B = next(iter(mini_batches.values()))[0].shape[1]
+        dtype = self.V1.dtype
+        eta, rate = (r if np.ndim(r) == 0 else r[a:b] for r in rates)
+        runs = [(stream, max(start, a) - a, min(stop, b) - a) for stream, start, stop in self._runs
+                if start < b and stop > a]  # this slice's part of each stream, in slice rows
+        V1 = self.V1[a:b].reshape(K * M, D)
+        H_rows = self._H[a * M:b * M]  # (K·M, B)
+        for stream, start, stop in runs:  # V1 X, stream by stream
+            np.matmul(V1[start * M:stop * M], mini_batches[stream][0], out=H_rows[start * M:stop * M])
+        H = H_rows.reshape(K, M, B)
+        scale = self.scale[a:b]
+        H *= scale.astype(dtype)[:, None, None]  # W1 X
+        H += self.b1[a:b]
         np.maximum(H, 0, out=H)  # (K, M, B) hidden activations
-        S2 = np.matmul(self.W2, H, out=self._S2[:K])  # (K, C, B)
-        S2 += self.b2
+        W2 = self.W2[a:b]
+        S2 = np.matmul(W2, H, out=self._S2[a:b])  # (K, C, B)
+        S2 += self.b2[a:b]
         G = network.softmax(S2, out=S2)  # (K, C, B), probabilities P
-        for stream, start, stop in self._runs:
+        for stream, start, stop in runs:
             G[start:stop] -= mini_batches[stream][1]
         G *= 1.0 / B  # dJ/dS2
-        G1 = np.matmul(np.swapaxes(self.W2, 1, 2), G, out=self._G1[:K])  # (K, M, B)
-        G1 *= np.greater(H, 0, out=self._active[:K])
-        decay = 1.0 - 2.0 * eta * self._lam  # (K,)
+        G1 = np.matmul(np.swapaxes(W2, 1, 2), G, out=self._G1[a:b])  # (K, M, B)
+        G1 *= np.greater(H, 0, out=self._active[a:b])
+        decay = 1.0 - 2.0 * eta * self._lam[a:b]  # (K,)
 
-        self.b1 -= rate * G1.sum(axis=2, keepdims=True)
-        self.b2 -= rate * G.sum(axis=2, keepdims=True)
-        self.W2 *= decay.astype(dtype)[:, None, None]
-        self.W2 -= rate * (G @ np.swapaxes(H, 1, 2))  # (K, C, M)
+        self.b1[a:b] -= rate * G1.sum(axis=2, keepdims=True)
+        self.b2[a:b] -= rate * G.sum(axis=2, keepdims=True)
+        W2 *= decay.astype(dtype)[:, None, None]
+        W2 -= rate * (G @ np.swapaxes(H, 1, 2))  # (K, C, M)
 
-        new_scale = self.scale * decay
+        new_scale = scale * decay
         for k in np.flatnonzero(np.abs(new_scale) < _MIN_SCALE):
-            self.V1[k] *= new_scale[k]
+            self.V1[a + k] *= new_scale[k]
             new_scale[k] = 1.0
-        self.scale = new_scale
+        scale[:] = new_scale
         G1 *= (eta / new_scale).astype(dtype)[:, None, None]
         G1 = G1.reshape(K * M, B)
-        for stream, start, stop in self._runs:
+        dV1 = self._gradient_buffer(slice_index)
+        for stream, start, stop in runs:
             rows = slice(start * M, stop * M)
-            self._subtract_gradient(V1[rows], G1[rows], mini_batches[stream][0])
+            _subtract_gradient(V1[rows], G1[rows], mini_batches[stream][0], dV1)
 
-    def _subtract_gradient(self, V1, G1, Xb):
-        """V1 -= G1 Xbᵀ, in blocks of rows whose gradient stays in the cache.
-
-        V1 : (rows, D), G1 : (rows, B), Xb : (D, B)
-        """
-        rows = V1.shape[0]
-        blocks = -(-rows // self._block_rows)
-        size = -(-rows // blocks)  # equal blocks: no small remainder
-        for start in range(0, rows, size):
-            stop = min(start + size, rows)
-            dV1 = np.matmul(G1[start:stop], Xb.T, out=self._dV1[:stop - start])  # (rows, D)
-            V1[start:stop] -= dV1
+    def _gradient_buffer(self, slice_index):
+        """The (rows, D) buffer of one slice's gradient blocks, made on first use."""
+        if slice_index not in self._dV1:
+            self._dV1[slice_index] = np.empty((self._block_rows, self.V1.shape[2]), self.V1.dtype)
+        return self._dV1[slice_index]
 
     def params(self):
         """The active members as network parameters (folds the W1 scale in)."""
@@ -529,6 +549,20 @@ class _Population:
         return network.stack([nets[m] for m in range(len(self.status))])
 
 
+def _subtract_gradient(V1, G1, Xb, dV1):
+    """V1 -= G1 Xbᵀ, in blocks of rows whose gradient stays in the cache.
+
+    V1 : (rows, D), G1 : (rows, B), Xb : (D, B), dV1 : (block rows, D) buffer
+    """
+    rows = V1.shape[0]
+    blocks = -(-rows // dV1.shape[0])
+    size = -(-rows // blocks)  # equal blocks: no small remainder
+    for start in range(0, rows, size):
+        stop = min(start + size, rows)
+        gradient = np.matmul(G1[start:stop], Xb.T, out=dV1[:stop - start])  # (rows, D)
+        V1[start:stop] -= gradient
+
+
 def _eval_sets(train_set, val_set, config, dtype):
     """(name, X (D, n), Y (C, n), y (n,)) for the curves; the training curve may use a subset."""
     n = train_set.X.shape[1] if config.eval_train_size is None else min(config.eval_train_size, train_set.X.shape[1])
@@ -538,14 +572,46 @@ def _eval_sets(train_set, val_set, config, dtype):
     return [(name, np.asarray(X, dtype=dtype), np.asarray(Y, dtype=dtype), np.asarray(y)) for name, X, Y, y in sets]
 
 
-def _evaluate(params, eval_sets, lams):
-    """Loss, cost and accuracy of every member on each evaluation set; (K,) arrays."""
+def _evaluate(params, eval_sets, lams, threads):
+    """Loss, cost and accuracy of every member on each evaluation set; (K,) arrays.
+
+    The members are evaluated in ``threads``' slices, each in column chunks
+    sized for the whole population, so that the slicing changes no sum.
+    """
     K, M, _ = params["W1"].shape
+    chunk = max(1, _EVAL_ELEMENTS // (K * M))  # columns evaluated at once
+
+    def evaluate_rows(_, a, b):
+        rows = {name: value[a:b] for name, value in params.items()}
+        return _evaluate_rows(rows, eval_sets, lams[a:b], chunk)
+
+    parts = threads.map(evaluate_rows, K)
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _evaluate_initial(params, eval_sets, lams, seeds, threads):
+    """``_evaluate`` before the first step, each distinct initial network (one per seed) evaluated once."""
+    seeds = np.asarray(seeds)
+    _, first, of_member = np.unique(seeds, return_index=True, return_inverse=True)  # (S,), (K,)
+    distinct = {name: value[first] for name, value in params.items()}
+    K, M, _ = params["W1"].shape
+    chunk = max(1, _EVAL_ELEMENTS // (K * M))  # as for the whole population: the same sums
+    metrics = threads.map(lambda _, a, b: _evaluate_rows({n: v[a:b] for n, v in distinct.items()}, eval_sets,
+                                                         np.zeros(b - a), chunk), first.size)
+    metrics = {name: np.concatenate([part[name] for part in metrics])[of_member] for name in metrics[0]}
+    norm = network.weight_norm(params)  # (K,)
+    for name, _, _, _ in eval_sets:
+        metrics[f"{name}_cost"] = metrics[f"{name}_loss"] + lams * norm
+    return metrics
+
+
+def _evaluate_rows(params, eval_sets, lams, chunk):
+    """``_evaluate`` of the members in ``params``, ``chunk`` columns at a time."""
+    K = params["W1"].shape[0]
     norm = network.weight_norm(params)  # (K,)
     metrics = {}
     for name, X, Y, y in eval_sets:
         n = X.shape[1]
-        chunk = max(1, _EVAL_ELEMENTS // (K * M))
         log_loss = np.zeros(K)
         correct = np.zeros(K)
         for start in range(0, n, chunk):

@@ -4,7 +4,7 @@ Each process that trains holds one *slot*: an ``fcntl.flock`` on a file
 ``slot-<i>`` in a folder every clrsearch process of the user sees
 (``$CLRSEARCH_CORE_SLOTS``, else ``<tempdir>/clrsearch-cores-<uid>``). The
 kernel drops a slot when its process ends, however it ends, so the slots held
-are the processes training now. A process gives NumPy's BLAS
+are the processes training now. A process uses
 
     threads = max(1, cores // slots held)
 
@@ -15,8 +15,11 @@ half the cores instead of both oversubscribing them, and the one left alone
 takes them all back. ``$CLRSEARCH_BLAS_THREADS`` = n fixes the count and
 holds no slot.
 
-BLAS splits a product's rows and columns among its threads, never the sums,
-so the thread count changes no result: studies give the same values alone or
+The trainer cuts a population into ``threads`` slices of members, one thread
+each over a single-threaded BLAS (:mod:`clrsearch.nn.threads`); NumPy's BLAS
+is given ``threads`` for the rest (a population of one network, the
+predictions of a final model). Neither BLAS nor the slices split a sum, so
+the thread count changes no result: studies give the same values alone or
 side by side.
 """
 from __future__ import annotations
@@ -125,6 +128,10 @@ class _Paced:
         self._share.check_if_due()
         if self._progress is not None:
             self._progress.update(n)
+
+    def cores(self) -> int:
+        """The threads training may use now: the trainer cuts its population into that many slices."""
+        return self._share.threads
 
     def __getattr__(self, name):  # the bar's other methods (set_postfix, ...) pass through
         return getattr(self._progress, name)

@@ -1,0 +1,74 @@
+"""A population's work split over the cores: one slice of its members per thread.
+
+Every update step and evaluation of a population is independent from member
+to member, so K members can be cut into ``n`` slices of adjacent rows, each
+worked by a thread of its own. While the slices run, NumPy's BLAS is held to
+one thread: each slice's products then run single-threaded in the thread that
+calls them, side by side, instead of one multi-threaded product at a time.
+On these 2-core machines that is 1.1x (K = 30) to 1.7x (K = 5 to 12, the
+race rounds and the final model) the updates per second of one 2-threaded
+BLAS (docs/PERFORMANCE.md). The products of a row slice give the same bits as
+the whole product, so the number of slices changes no result. (OpenBLAS
+sums in another order only for products below about a million multiply-adds,
+where it switches to small-matrix kernels; one member of the network of SPEC,
+50 x 3072 @ 3072 x 100, is fifteen times that.)
+
+``cores`` says how many threads to use, and is asked again before every
+piece of work, so that a process that learns it must share the machine
+(:mod:`clrsearch.search.cores`) uses fewer slices from its next step on.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from threadpoolctl import ThreadpoolController
+
+
+class MemberThreads:
+    """Runs ``work(i, start, stop)`` over slices of K members, one thread per slice, as a context manager.
+
+    Parameters
+    ----------
+    cores : callable() -> int, the threads to use now; None for one slice (the
+        caller's thread, BLAS left as it is)
+    """
+
+    def __init__(self, cores=None):
+        self.cores = cores
+        self._pool = None
+        self._controller = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        return False
+
+    def slices(self, K):
+        """(start, stop) of each slice of K members: as many as cores allow, at most K, sizes differing by one."""
+        n = max(1, min(int(self.cores()) if self.cores is not None else 1, K))
+        return [(i * K // n, (i + 1) * K // n) for i in range(n)]
+
+    @property
+    def most(self):
+        """The largest number of slices ``map`` may use (a bound for per-slice buffers)."""
+        return max(1, int(self.cores())) if self.cores is not None else 1
+
+    def map(self, work, K):
+        """[work(i, start, stop) for each slice i], the first slice in this thread, the others in the pool."""
+        slices = self.slices(K)
+        if len(slices) == 1:
+            return [work(0, 0, K)]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.most - 1, thread_name_prefix="clrsearch-slice")
+            self._controller = ThreadpoolController()
+        with self._controller.limit(limits=1, user_api="blas"):
+            futures = [self._pool.submit(work, i, start, stop) for i, (start, stop) in enumerate(slices) if i]
+            try:
+                first = work(0, *slices[0])
+            finally:
+                wait(futures)  # no slice outlives the BLAS limit, even when this one raised
+            return [first] + [future.result() for future in futures]
