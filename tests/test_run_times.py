@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from clrsearch.config import DataConfig, SearchConfig, StudyConfig, TrainConfig
 from clrsearch.data import load_splits
 from clrsearch.nn import network
 from clrsearch.nn.trainer import train
-from clrsearch.search import population
+from clrsearch.search import population, summary
 from clrsearch.search.runner import RunOptions, StudyRunner
 from clrsearch.tracking import artifacts
 from helpers import copy_storage, copy_store, experiment_runs, write_tiny_cifar
@@ -66,9 +67,10 @@ def test_curve_points_carry_the_time_training_reached_them(store, logged):
     assert [m.step for m in points] == history.steps.tolist() == [0, 5, 10, 15, 20]
     assert [m.timestamp for m in points] == [1_700_000_000_000, 1_700_000_010_000, 1_700_000_020_000,
                                              1_700_000_040_000, 1_700_000_060_000]
-    # eta between the points: step 2 is 2/5 of the way from 0 s to 10 s, step 17 2/5 of the way from 40 s to 60 s.
+    # eta at its vertices 0, 10, 19: step 10 is a point's (20 s), step 19 is 4/5 of the way from 40 s (step 15)
+    # to 60 s (step 20).
     eta = {m.step: m.timestamp for m in store.get_metric_history(seed_id, "eta")}
-    assert (eta[2], eta[17]) == (1_700_000_004_000, 1_700_000_048_000)
+    assert eta == {0: 1_700_000_000_000, 10: 1_700_000_020_000, 19: 1_700_000_056_000}
     assert store.get_metric_history(seed_id, "final_val_accuracy")[0].timestamp == 1_700_000_061_000
     assert store.get_metric_history(trial_id, "mean_val_accuracy")[0].timestamp == 1_700_000_061_000
 
@@ -123,11 +125,13 @@ def test_a_coarse_study_writes_its_runs_with_the_times_and_datasets_of_their_blo
     trials = [r for r in runs if r.data.tags.get("level") == "trial"]
     seeds = [r for r in runs if r.data.tags.get("level") == "seed"]
     assert (len(study), len(trials), len(seeds)) == (1, 2, 6)
-    # One block trains the three replicates of both trials: every trial and seed run spans it.
+    # One block trains the three replicates of both trials, all on one schedule: every trial and seed run
+    # starts with it and ends at its last evaluation point.
     assert len(blocks) == 1
     block = blocks[0]
     for run in trials + seeds:
-        assert (run.info.start_time, run.info.end_time) == (round(1000 * block.started), round(1000 * block.ended))
+        assert (run.info.start_time, run.info.end_time) == (round(1000 * block.started),
+                                                            round(1000 * block.eval_times[-1]))
     for run in study + trials + seeds:
         contexts = sorted(t.value for i in run.inputs.dataset_inputs for t in i.tags)
         names = sorted(i.dataset.name for i in run.inputs.dataset_inputs)
@@ -135,3 +139,12 @@ def test_a_coarse_study_writes_its_runs_with_the_times_and_datasets_of_their_blo
         assert all(name in run.data.tags for name in STANDARD)
     note = study[0].data.tags["mlflow.note.content"]
     assert note.startswith("### coarse study 'times'") and note.count("\n| ") == 3  # header and two trials
+
+
+def test_a_member_that_stops_before_its_block_ends_at_its_last_evaluation_point():
+    """Member 1 (a shorter schedule, or pruned) has no values after the second point, member 2 none at all."""
+    accuracy = np.array([[0.1, 0.1, np.nan], [0.2, 0.2, np.nan], [0.3, np.nan, np.nan]])  # (P, K)
+    history = SimpleNamespace(metrics={"val_accuracy": accuracy})
+    block = SimpleNamespace(training=SimpleNamespace(history=history), eval_times=[100.0, 130.0, 190.0],
+                            ended=191.0)
+    assert [summary.member_ended(block, k) for k in range(3)] == [190.0, 130.0, 191.0]

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 from optuna.trial import TrialState
 
 from .. import plots, processes, tracking
@@ -256,7 +257,7 @@ def trial_records(outcome, config, splits):
                 seed=run.replicate, val_accuracy=run.val_accuracy, history=block.training.history,
                 member=run.member, val_true=splits.val.y, val_pred=block.val_pred[run.member],
                 class_names=splits.label_names, status=run.status, eval_times=tuple(block.eval_times),
-                started=block.started, ended=block.ended))
+                started=block.started, ended=member_ended(block, run.member)))
         blocks = [outcome.blocks[run.block] for run in result.runs]
         records.append(tracking.TrialRecord(
             number=result.number, lam=result.lam, state=result.state, mean=result.mean, std=result.std,
@@ -264,8 +265,19 @@ def trial_records(outcome, config, splits):
             tags={"point": result.point, "round": result.round},
             seed_accuracies=dict(zip(result.replicates, result.accuracies)),
             searched=searched(result.params),
-            started=min((b.started for b in blocks), default=None), ended=max((b.ended for b in blocks), default=None)))
+            started=min((b.started for b in blocks), default=None),
+            ended=max((seed.ended for seed in seeds), default=None)))
     return records
+
+
+def member_ended(block, member):
+    """When a member of ``block`` stopped training: the time of its last evaluation point, which a member
+    of a shorter schedule or a pruned one reaches before the block ends (the block's end if unknown)."""
+    values = block.training.history.metrics["val_accuracy"][:, member]  # (P,), NaN once it stopped
+    measured = np.flatnonzero(np.isfinite(values))
+    if not measured.size or len(block.eval_times) != values.size:
+        return block.ended
+    return min(block.eval_times[measured[-1]], block.ended)
 
 
 def trial_params(params, config, n_train):

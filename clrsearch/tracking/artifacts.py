@@ -14,7 +14,7 @@ from mlflow.entities import Metric
 
 from .. import plots
 
-ETA_POINTS = 100  # at most this many regularly spaced eta values per run, plus the turning points
+ETA_POINTS = 100  # a schedule with more bends: this many regularly spaced eta values per run, plus the turns
 FIGURE_DPI = 100  # study figures and the test confusion matrix
 CONFUSION_DPI = 72  # the per-seed validation confusion matrices: 648 x 576 pixels
 
@@ -47,12 +47,10 @@ def curve_metrics(history, member: int, timestamp) -> list[Metric]:
 
 
 def eta_metrics(eta, timestamp, max_points: int = ETA_POINTS) -> list[Metric]:
-    """``eta`` of every update step, thinned to about ``max_points`` regularly spaced steps.
+    """``eta`` at the steps of :func:`eta_steps`: a line through them draws the schedule.
 
     ``timestamp`` is one time (ms) for all steps, or (T,) the time of each
-    update step (:func:`step_timestamps`). The steps where the schedule turns
-    (its maxima and minima) are always kept, so that the logged curve reaches
-    the true bounds.
+    update step (:func:`step_timestamps`).
     """
     eta = np.asarray(eta, dtype=float)  # (T,)
     stamps = np.broadcast_to(np.asarray(timestamp, dtype=np.int64), eta.shape)  # (T,) ms
@@ -109,13 +107,26 @@ def timed_curves(history, member: int, eval_times=(), started=None, ended=None) 
 
 
 def eta_steps(eta, max_points: int = ETA_POINTS) -> np.ndarray:
-    """Sorted update steps at which ``eta`` (T,) is logged."""
+    """Sorted update steps at which ``eta`` (T,) is logged.
+
+    A schedule that is a straight line between few vertices (the triangular
+    ones: its ends and every step where the slope changes, 2 · cycles + 1 in
+    all) is logged at those vertices: the line the charts draw through them
+    is the schedule at every step. Any other schedule (exp_range) is logged at
+    about ``max_points`` regularly spaced steps and its turning points.
+    """
     n = eta.size
+    if n <= 2:
+        return np.arange(n)
+    slope = np.diff(eta)  # (T-1,)
+    bends = np.flatnonzero(~np.isclose(slope[1:], slope[:-1], rtol=1e-6, atol=1e-9 * np.abs(slope).max())) + 1
+    if bends.size + 2 <= max_points:
+        return np.unique(np.concatenate([[0], bends, [n - 1]]))
     if n <= max_points:
         return np.arange(n)
     stride = math.ceil(n / max_points)
-    slope = np.sign(np.diff(eta))  # (T-1,)
-    turns = np.flatnonzero(slope[1:] != slope[:-1]) + 1  # steps where eta stops rising or falling
+    direction = np.sign(slope)  # (T-1,)
+    turns = np.flatnonzero(direction[1:] != direction[:-1]) + 1  # steps where eta stops rising or falling
     if turns.size > max_points:
         turns = turns[:0]
     return np.unique(np.concatenate([np.arange(0, n, stride), turns, [n - 1]]))
