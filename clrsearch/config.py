@@ -165,7 +165,7 @@ class StudyConfig:
     coarse_study: str = "coarse"  # fine: the study a derived grid comes from
     race: bool = True  # fine: more replicates for the points tied with the best, round by round
     race_seeds: int = 3  # fine: replicates added per race round
-    max_seeds: int = 15  # fine: replicates of a point at which the race stops
+    max_seeds: int = 12  # fine: replicates of a point at which the race stops (docs/RESULTS.md: why 12)
     trials_per_population: int = 10  # trials trained together as one population
     pruner: str = "none"  # none | median | hyperband, on validation accuracy at each cycle end
     experiment: str = "clrsearch"  # MLflow experiment
