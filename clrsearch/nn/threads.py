@@ -49,21 +49,24 @@ class MemberThreads:
 
     def slices(self, K):
         """(start, stop) of each slice of K members: as many as cores allow, at most K, sizes differing by one."""
-        n = max(1, min(int(self.cores()) if self.cores is not None else 1, K))
+        n = max(1, min(self.threads(), K))
         return [(i * K // n, (i + 1) * K // n) for i in range(n)]
 
-    @property
-    def most(self):
-        """The largest number of slices ``map`` may use (a bound for per-slice buffers)."""
+    def threads(self):
+        """The threads to use now."""
         return max(1, int(self.cores())) if self.cores is not None else 1
 
     def map(self, work, K):
-        """[work(i, start, stop) for each slice i], the first slice in this thread, the others in the pool."""
-        slices = self.slices(K)
+        """[work(i, start, stop) for each slice i of K members]: see :meth:`map_slices`."""
+        return self.map_slices(work, self.slices(K))
+
+    def map_slices(self, work, slices):
+        """[work(i, start, stop) for each (start, stop) = slices[i]], the first in this thread, the others in
+        the pool, BLAS held to one thread while they run."""
         if len(slices) == 1:
-            return [work(0, 0, K)]
+            return [work(0, *slices[0])]
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.most - 1, thread_name_prefix="clrsearch-slice")
+            self._pool = ThreadPoolExecutor(max_workers=self.threads() - 1, thread_name_prefix="clrsearch-slice")
             self._controller = ThreadpoolController()
         with self._controller.limit(limits=1, user_api="blas"):
             futures = [self._pool.submit(work, i, start, stop) for i, (start, stop) in enumerate(slices) if i]

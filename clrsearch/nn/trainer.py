@@ -211,10 +211,11 @@ def train(train_set, val_set, config, lams, seeds, *, on_eval=None, progress=Non
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
             MemberThreads(getattr(progress, "cores", None)) as threads:  # divergence is detected, not warned
         evaluate(0)
+        coming = {s: next(batches[s]) for s in population.active_streams()}  # s -> (D, B), (C, B)
         while step < plan.total and population.members:
-            mini_batches = {s: next(batches[s]) for s in population.active_streams()}  # s -> (D, B), (C, B)
+            mini_batches, coming = coming, {}
             population.step(mini_batches, plan.eta[step, population.members] if plan.mixed else plan.eta[step],
-                            threads)
+                            threads, then=_gather_next(batches, population.active_streams(), coming))
             step += 1
             population.stop(population.diverged(), step, "diverged")
             if progress is not None:
@@ -248,22 +249,37 @@ def _mini_batches(X, Y, config):
     """Endless mini-batches (D, B), (C, B) of X (D, N), Y (C, N): a new permutation every epoch.
 
     The order comes from ``shuffle_seed`` alone; the flips of ``augment="flip"`` from a
-    generator of their own, so that augmenting leaves the order as it is. The batch
-    (D, B) is one buffer, overwritten by the next one.
+    generator of their own, so that augmenting leaves the order as it is. The batches
+    (D, B) take turns in two buffers: one stays valid while the next one is gathered,
+    and is overwritten by the one after.
     """
     n_train, B = X.shape[1], config.n_batch
     order_rng = np.random.default_rng(config.shuffle_seed)
     flip_rng = np.random.default_rng([config.shuffle_seed, 1]) if config.augment == "flip" else None
     XT = X.T  # (N, D) C-order view of the same memory: gathering rows is contiguous
-    batch_T = np.empty((B, X.shape[0]), X.dtype)  # (B, D)
+    buffers = np.empty((2, B, X.shape[0]), X.dtype)  # (2, B, D)
+    turn = 0
     while True:
         order = order_rng.permutation(n_train)
         for b in range(n_train // B):
             idx = order[b * B:(b + 1) * B]
+            batch_T = buffers[turn]
+            turn = 1 - turn
             np.take(XT, idx, axis=0, out=batch_T, mode="clip")  # indices come from a permutation; clip avoids a buffered copy
             if flip_rng is not None:
                 flip_rows(batch_T, flip_rng.random(B) < 0.5)
             yield batch_T.T, Y[:, idx]
+
+
+def _gather_next(batches, streams, coming):
+    """``then`` of a step: slice i of n gathers the next mini-batches of streams i, i + n, ... into ``coming``
+    once its update is done, while the other slices still update (see ``_mini_batches``: a batch stays valid
+    while the next one is gathered)."""
+    def gather(i, n):
+        for s in streams[i::n]:
+            coming[s] = next(batches[s])
+
+    return gather
 
 
 def _member_configs(config, K):
@@ -424,12 +440,13 @@ class _Population:
         """The streams that still have members training."""
         return [stream for stream, _, _ in self._runs]
 
-    def step(self, mini_batches, eta, threads=MemberThreads()):
+    def step(self, mini_batches, eta, threads=MemberThreads(), then=None):
         """One update of every member on its stream's mini-batch, the members cut into ``threads``' slices
         (by default one: this thread).
 
         ``mini_batches`` maps each active stream to its Xb (D, B), Yb (C, B);
-        ``eta`` is one learning rate for all members, or a (K,) array of one per member.
+        ``eta`` is one learning rate for all members, or a (K,) array of one per member;
+        ``then(i, n)``, if given, runs on the thread of slice i of n once that slice is updated.
         """
         dtype = self.V1.dtype
         if np.ndim(eta) == 0:
@@ -437,8 +454,14 @@ class _Population:
         else:
             eta = np.asarray(eta, dtype=np.float64)  # (K,)
             rate = eta.astype(dtype)[:, None, None]  # (K, 1, 1): rounded to dtype as a Python float would be
-        threads.map(lambda i, start, stop: self._step_rows(i, start, stop, mini_batches, (eta, rate)),
-                    self.V1.shape[0])
+        slices = threads.slices(self.V1.shape[0])
+
+        def update(i, start, stop):
+            self._step_rows(i, start, stop, mini_batches, (eta, rate))
+            if then is not None:
+                then(i, len(slices))
+
+        threads.map_slices(update, slices)
 
     def _step_rows(self, slice_index, a, b, mini_batches, rates):
         """The update of rows a .. b - 1 of the population (every array below holds only those rows).

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -79,9 +80,11 @@ class StudyRunner:
             workers.die_with_parent(self.helper["parent_pid"])
         else:  # a tracking server that is down is reported at once, not after the seconds the data takes
             tracking.probe_tracking_server()
-        splits = self.load_data()
-        if self.helper is None:
-            tracking.check_store(self.config.study.experiment)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clrsearch-data") as loader:
+            loading = loader.submit(self.load_data)  # reading and normalising the images overlaps the store check
+            if self.helper is None:
+                tracking.check_store(self.config.study.experiment)
+            splits = loading.result()
         if self.options.auto_eta:
             self.config = self.with_range_test_etas(splits)
         with workers.sigterm_as_interrupt(), cores.CoreShare(fixed=cores.fixed_threads()) as self.cores:
