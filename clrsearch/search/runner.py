@@ -71,6 +71,7 @@ class StudyRunner:
         self.parent = None  # the study's tracking.StudyRun
         self.inputs = None  # tracking.DataInputs of the study's splits, logged on its runs
         self.cores = None  # cores.CoreShare: this process's BLAS threads while it trains
+        self.painter = None  # tracking.ConfusionPainter: draws the replicates' confusion matrices
 
     def run(self):
         """Run this process's part of the study; returns the exit status."""
@@ -80,22 +81,27 @@ class StudyRunner:
             workers.die_with_parent(self.helper["parent_pid"])
         else:  # a tracking server that is down is reported at once, not after the seconds the data takes
             tracking.probe_tracking_server()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clrsearch-data") as loader:
-            loading = loader.submit(self.load_data)  # reading and normalising the images overlaps the store check
-            if self.helper is None:
-                tracking.check_store(self.config.study.experiment)
-            splits = loading.result()
-        if self.options.auto_eta:
-            self.config = self.with_range_test_etas(splits)
-        with workers.sigterm_as_interrupt(), cores.CoreShare(fixed=cores.fixed_threads()) as self.cores:
-            study = self.open_study()
-            if self.helper is not None:
-                return self.help(study, splits)
-            return self.lead(study, splits)
+        with tracking.ConfusionPainter() as self.painter:  # its process starts while the data loads
+            splits = self.load_data()
+            if self.options.auto_eta:
+                self.config = self.with_range_test_etas(splits)
+            with workers.sigterm_as_interrupt(), cores.CoreShare(fixed=cores.fixed_threads()) as self.cores:
+                study = self.open_study()
+                if self.helper is not None:
+                    return self.help(study, splits)
+                return self.lead(study, splits)
 
     # ------------------------------------------------------------------ steps of run(), in order
 
     def load_data(self):
+        """The study's splits (see :meth:`read_splits`), read while a leader checks the tracking store."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clrsearch-data") as loader:
+            reading = loader.submit(self.read_splits)
+            if self.helper is None:
+                tracking.check_store(self.config.study.experiment)
+            return reading.result()
+
+    def read_splits(self):
         """The study's splits, checked against the mini-batch size, and their description for its runs."""
         with self.timer.timed("data"):
             d = self.config.data
@@ -116,7 +122,7 @@ class StudyRunner:
     def help(self, study, splits):
         """A helper's part: train trials under the leader's run, leave the summary to it."""
         with tracking.StudyRun(self.config.study.experiment, tags={"study_name": self.config.study.name},
-                               run_id=self.helper["parent_run_id"], inputs=self.inputs) as parent:
+                               run_id=self.helper["parent_run_id"], inputs=self.inputs, painter=self.painter) as parent:
             self.parent = parent
             try:
                 self.train_all(study, splits)
@@ -132,7 +138,7 @@ class StudyRunner:
                 "storage": redact(self.url), "git_commit": tracking.git_commit(), "workers": self.options.n_workers}
         status = 0
         with tracking.StudyRun(study_cfg.experiment, f"{study_cfg.kind}:{study_cfg.name}",
-                               flat_params(self.config), tags, inputs=self.inputs) as parent:
+                               flat_params(self.config), tags, inputs=self.inputs, painter=self.painter) as parent:
             self.parent = parent
             helpers = []
             try:
@@ -233,6 +239,7 @@ class StudyRunner:
             if bar is not None and best is not None:
                 bar.set_postfix_str(f"best {100 * best['mean_val_accuracy']:.2f}% at lambda {best['lam']:.3g}")
             outcome = train_population(trials, self.config, splits, progress=self.cores.pace(bar), timer=self.timer)
+            self.parent.draw_ahead(summary.trial_records(outcome, self.config, splits))  # while the study records
             outcome.results = tell(study, outcome, study_cfg.alpha)
         with self.timer.timed("tracking"):
             self.parent.log_trials(summary.trial_records(outcome, self.config, splits))

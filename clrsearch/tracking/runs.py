@@ -41,11 +41,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from .. import plots
-from .artifacts import (CONFUSION_DPI, FIGURE_DPI, ConfusionFigure, confusion_report, scalar_metrics, timed_curves,
-                        write_csv, write_json)
+from .artifacts import CONFUSION_DPI, FIGURE_DPI, ConfusionFigure, scalar_metrics, timed_curves, write_csv
 from .client import (HEARTBEAT_TAG, RunHeartbeat, beat, create_run, end_run, ended, error_status, log_batch, now_ms,
                      one_thread, to_ms)
 from .datasets import DataInputs, log_inputs
+from .painter import ConfusionPainter, seed_files
 from .recovery import trial_runs
 from .store import EXPERIMENT, experiment_id, git_commit
 
@@ -124,8 +124,11 @@ class StudyRun:
 
     def __init__(self, experiment: str = EXPERIMENT, run_name: str | None = None,
                  params: dict | None = None, tags: dict | None = None, run_id: str | None = None,
-                 inputs: DataInputs | None = None):
+                 inputs: DataInputs | None = None, painter: ConfusionPainter | None = None):
         self.experiment = experiment
+        self.painter = painter
+        self._drawing = None  # TemporaryDirectory of the matrices drawn ahead
+        self._drawn = {}  # (trial number, seed) -> Future of the folder drawn ahead
         self.inputs = inputs
         self.run_name = run_name
         self.params = dict(params or {})
@@ -160,6 +163,8 @@ class StudyRun:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self._drawing is not None:
+            self._drawing.cleanup()
         if self._attached:
             return False
         self._heartbeat.stop()
@@ -171,6 +176,20 @@ class StudyRun:
         end_run(self._client, self.run_id, status, quiet=exc is not None)
         return False
 
+    def draw_ahead(self, trials: list[TrialRecord]) -> None:
+        """Start drawing the confusion matrices of ``trials`` in the painter process (if this run has one), for
+        :meth:`log_trials` to pick up: they are drawn while the study records the trials."""
+        if self.painter is None:
+            return
+        if self._drawing is None:
+            self._drawing = tempfile.TemporaryDirectory(prefix="clrsearch-")
+        for trial in trials:
+            for seed in trial.seeds:
+                key = (trial.number, seed.seed)
+                if trial.number not in self._trial_runs and key not in self._drawn:
+                    folder = Path(self._drawing.name) / f"trial-{trial.number}-seed-{seed.seed}"
+                    self._drawn[key] = self._draw(None, folder, seed)
+
     def log_trials(self, trials: list[TrialRecord]) -> dict[int, str]:
         """Create one run per trial, nested under this run, and one per seed under it.
 
@@ -181,10 +200,11 @@ class StudyRun:
         dict trial number -> trial run id, for every trial given
         """
         new = [trial for trial in trials if trial.number not in self._trial_runs]
-        with self._timed(), tempfile.TemporaryDirectory(prefix="clrsearch-") as folder, one_thread() as painter:
-            # A second thread draws the confusion matrices while this one mostly waits for the
-            # store to write to disk (each run's writes are a few fsyncs).
-            files = [[painter.submit(self._seed_files, Path(folder) / f"trial-{trial.number}-seed-{k}", seed)
+        with self._timed(), tempfile.TemporaryDirectory(prefix="clrsearch-") as folder, one_thread() as thread:
+            # The confusion matrices are drawn by the painter process, or else by a second thread, while
+            # this one writes the runs.
+            files = [[self._drawn.pop((trial.number, seed.seed), None)
+                      or self._draw(thread, Path(folder) / f"trial-{trial.number}-seed-{k}", seed)
                       for k, seed in enumerate(trial.seeds)] for trial in new]
             for trial, seed_files in zip(new, files):
                 self._trial_runs[trial.number] = self._log_trial(trial, seed_files)
@@ -266,18 +286,27 @@ class StudyRun:
             metrics += scalar_metrics({"final_val_accuracy": seed.val_accuracy}, to_ms(seed.ended) or now_ms())
             log_batch(client, run_id, metrics=metrics)
             log_inputs(client, run_id, self.inputs)
-            client.log_artifacts(run_id, str(files.result()))
+            client.log_artifacts(run_id, str(self._drawn_folder(files, trial, seed)))
         return run_id
 
-    def _seed_files(self, folder: Path, seed: SeedRecord) -> Path:
-        """Write the seed's validation confusion matrix as PNG and JSON into ``folder``."""
-        folder.mkdir()
-        if seed.val_pred is not None:
-            self._confusion.save(folder / "confusion_val.png", seed.val_true, seed.val_pred, seed.class_names,
-                                 title=f"validation, seed {seed.seed}")
-            write_json(folder / "confusion_val.json",
-                       confusion_report(seed.val_true, seed.val_pred, seed.class_names))
-        return folder
+    def _drawn_folder(self, files, trial: TrialRecord, seed: SeedRecord) -> Path:
+        """The folder ``files`` (a Future) holds; drawn here if the painter process ended before drawing it."""
+        try:
+            return files.result()
+        except RuntimeError:
+            if self._drawing is None:
+                self._drawing = tempfile.TemporaryDirectory(prefix="clrsearch-")
+            folder = Path(self._drawing.name) / f"trial-{trial.number}-seed-{seed.seed}-here"
+            return seed_files(self._confusion, folder, seed.val_true, seed.val_pred, seed.class_names,
+                              f"validation, seed {seed.seed}")
+
+    def _draw(self, thread, folder: Path, seed: SeedRecord):
+        """A Future of ``folder`` holding the seed's validation confusion matrix as PNG and JSON."""
+        title = f"validation, seed {seed.seed}"
+        if self.painter is not None:
+            return self.painter.submit(folder, seed.val_true, seed.val_pred, seed.class_names, title)
+        return thread.submit(seed_files, self._confusion, folder, seed.val_true, seed.val_pred, seed.class_names,
+                             title)
 
 
 def latest_study_run(experiment_id: str, client: MlflowClient | None = None):

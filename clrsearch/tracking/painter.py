@@ -1,0 +1,145 @@
+"""The replicates' confusion matrices drawn in a process of their own, while the study writes its runs.
+
+A study logs one validation confusion matrix per replicate, about 0.08 s of
+drawing each (:class:`.artifacts.ConfusionFigure`), and about as much time
+writing the runs to the store. Drawn on a thread of the study's process, the
+two take turns on the interpreter; a :class:`ConfusionPainter` hands them to
+``python -m clrsearch.tracking.painter``, started before training (its imports
+overlap the data loading), so that drawing and writing run side by side on
+two cores. The child reads one job per line on its stdin (written by a thread:
+submitting never waits) and answers one line
+per job on its stdout; it ignores Ctrl-C, which its parent handles, and ends
+when its stdin closes, so it ends with its parent however the parent ends. A
+child that is gone leaves the drawing to the study's own process.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import CONFUSION_DPI, ConfusionFigure, confusion_report, write_json
+
+CONFUSION_PNG = "confusion_val.png"
+CONFUSION_JSON = "confusion_val.json"
+
+
+def seed_files(figure: ConfusionFigure, folder, y_true, y_pred, class_names, title: str) -> Path:
+    """Write a replicate's validation confusion matrix as PNG and JSON into the new folder ``folder``."""
+    folder = Path(folder)
+    folder.mkdir()
+    if y_pred is not None:
+        figure.save(folder / CONFUSION_PNG, y_true, y_pred, class_names, title=title)
+        write_json(folder / CONFUSION_JSON, confusion_report(y_true, y_pred, class_names))
+    return folder
+
+
+class ConfusionPainter:
+    """A child process that writes replicates' confusion matrices (:func:`seed_files`), as a context manager.
+
+    ``submit`` returns a Future of the folder written.
+    """
+
+    def __init__(self):
+        self._child = None
+        self._jobs = {}  # job id -> Future
+        self._lock = threading.Lock()
+        self._next_id = 0
+        self._figure = None  # this process's figure, once the child is gone
+
+    def __enter__(self):
+        self._child = subprocess.Popen([sys.executable, "-c", f"from {__name__} import main; main()"],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._lines = queue.SimpleQueue()  # jobs for the child, written by a thread: submit never waits
+        threading.Thread(target=self._write_jobs, name="clrsearch-painter-jobs", daemon=True).start()
+        threading.Thread(target=self._read_answers, name="clrsearch-painter-answers", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._lines.put(None)  # the writer closes the child's stdin: the child ends once its jobs are done
+        try:
+            self._child.wait(timeout=None if exc[0] is None else 5)
+        except subprocess.TimeoutExpired:
+            self._child.kill()
+            self._child.wait()
+        return False
+
+    def submit(self, folder, y_true, y_pred, class_names, title: str) -> Future:
+        job = {"folder": str(folder), "true": np.asarray(y_true).tolist(),
+               "pred": None if y_pred is None else np.asarray(y_pred).tolist(),
+               "names": [str(name) for name in class_names], "title": title}
+        future = Future()
+        with self._lock:
+            if self._child.poll() is not None:  # the child is gone: draw here
+                return self._draw_here(job)
+            job["id"] = self._next_id
+            self._next_id += 1
+            self._jobs[job["id"]] = future
+        self._lines.put(json.dumps(job) + "\n")
+        return future
+
+    def _write_jobs(self):
+        try:
+            while (line := self._lines.get()) is not None:
+                self._child.stdin.write(line)
+                self._child.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the child is gone: its jobs fail, and later ones are drawn here
+        finally:
+            try:
+                self._child.stdin.close()
+            except OSError:
+                pass
+
+    def _draw_here(self, job) -> Future:
+        future = Future()
+        if self._figure is None:
+            self._figure = ConfusionFigure(CONFUSION_DPI)
+        try:
+            future.set_result(_files(self._figure, job))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+    def _read_answers(self):
+        for line in self._child.stdout:
+            answer = json.loads(line)
+            with self._lock:
+                future = self._jobs.pop(answer["id"])
+            if "error" in answer:
+                future.set_exception(RuntimeError(f"drawing a confusion matrix: {answer['error']}"))
+            else:
+                future.set_result(Path(answer["folder"]))
+        with self._lock:  # the child ended: whatever it had not answered fails
+            pending, self._jobs = list(self._jobs.values()), {}
+        for future in pending:
+            future.set_exception(RuntimeError("the confusion-matrix process ended before drawing this matrix"))
+
+
+def _files(figure, job) -> Path:
+    y_pred = None if job["pred"] is None else np.asarray(job["pred"])
+    return seed_files(figure, job["folder"], np.asarray(job["true"]), y_pred, tuple(job["names"]), job["title"])
+
+
+def main():
+    """The child: one JSON job per line of stdin, one JSON answer per line of stdout, until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    figure = ConfusionFigure(CONFUSION_DPI)
+    for line in sys.stdin:
+        job = json.loads(line)
+        try:
+            answer = {"id": job["id"], "folder": str(_files(figure, job))}
+        except Exception as error:
+            answer = {"id": job["id"], "error": f"{type(error).__name__}: {error}"}
+        print(json.dumps(answer), flush=True)
+
+
+if __name__ == "__main__":
+    main()

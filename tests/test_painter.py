@@ -1,0 +1,75 @@
+"""The confusion matrices drawn in a process of their own (clrsearch.tracking.painter): the same files as drawn
+in the study's own process, drawing here once the child is gone, and a child that ends with its parent however
+the parent ends."""
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clrsearch.tracking.artifacts import ConfusionFigure
+from clrsearch.tracking.painter import CONFUSION_JSON, CONFUSION_PNG, ConfusionPainter, seed_files
+
+NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def predictions(n=3):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 1000)
+    return y, [np.where(rng.random(1000) < 0.3 + 0.2 * k, y, rng.integers(0, 10, 1000)) for k in range(n)]
+
+
+def assert_same_files(folder, here):
+    assert np.array_equal(np.asarray(Image.open(folder / CONFUSION_PNG)), np.asarray(Image.open(here / CONFUSION_PNG)))
+    assert (folder / CONFUSION_JSON).read_text() == (here / CONFUSION_JSON).read_text()
+
+
+def test_the_painter_process_writes_the_files_this_process_would(tmp_path):
+    y, preds = predictions()
+    figure = ConfusionFigure()
+    with ConfusionPainter() as painter:
+        futures = [painter.submit(tmp_path / f"child-{k}", y, p, NAMES, f"validation, seed {k}")
+                   for k, p in enumerate(preds)]
+        folders = [future.result(timeout=120) for future in futures]
+        with pytest.raises(RuntimeError, match="FileExistsError"):  # a failed job fails its future only
+            painter.submit(tmp_path / "child-0", y, preds[0], NAMES, "again").result(timeout=120)
+    for k, (p, folder) in enumerate(zip(preds, folders)):
+        assert folder == tmp_path / f"child-{k}"
+        assert_same_files(folder, seed_files(figure, tmp_path / f"here-{k}", y, p, NAMES, f"validation, seed {k}"))
+
+
+def test_once_the_child_is_gone_the_matrices_are_drawn_here(tmp_path):
+    y, (p,) = predictions(1)
+    with ConfusionPainter() as painter:
+        painter._child.kill()
+        painter._child.wait()
+        folder = painter.submit(tmp_path / "after", y, p, NAMES, "validation, seed 0").result(timeout=60)
+    assert_same_files(folder, seed_files(ConfusionFigure(), tmp_path / "here", y, p, NAMES, "validation, seed 0"))
+
+
+PARENT = textwrap.dedent("""
+    import time
+    from clrsearch.tracking.painter import ConfusionPainter
+    with ConfusionPainter() as painter:
+        print(painter._child.pid, flush=True)
+        time.sleep(600)
+""")
+
+
+def test_the_painter_ends_with_its_parent_even_when_the_parent_is_killed():
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    os.kill(child, 0)  # running
+    parent.kill()
+    parent.wait()
+    for _ in range(300):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"painter pid {child} outlived its killed parent")
