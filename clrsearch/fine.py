@@ -7,9 +7,10 @@ storage (see :func:`clrsearch.search.study.derive_grid`). The final model is
 registered in MLflow as ``clrsearch-cifar10`` with the alias ``champion``.
 """
 
+from .cli.args import exit_now
 from .cli.study import command
 
 main = command("fine", __doc__)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_now(main())

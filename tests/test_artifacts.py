@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from clrsearch import plots
+from clrsearch import confusion, plots
 from clrsearch.nn.schedule import cyclic_lr
 from clrsearch.tracking import artifacts
 
@@ -54,7 +54,7 @@ def full_redraw(figure):
 def test_reused_confusion_figure_draws_what_plots_draws():
     names = tuple("abcdefghij")
     y, predictions = matrices()
-    figure = artifacts.ConfusionFigure()
+    figure = confusion.ConfusionFigure()
     for k, pred in enumerate(predictions):
         pixels = figure.draw(y, pred, names, title=f"validation, seed {k}").copy()
     assert pixels.shape == (576, 648, 4)  # 9 x 8 inches at 72 dpi
@@ -74,14 +74,14 @@ def test_reused_confusion_figure_draws_what_plots_draws():
 def test_a_style_drawing_over_the_cells_makes_the_figure_redraw_whole():
     y, predictions = matrices()
     with matplotlib.rc_context({"axes.grid": True, "xtick.direction": "in"}):
-        figure = artifacts.ConfusionFigure()
+        figure = confusion.ConfusionFigure()
         for k, pred in enumerate(predictions):
             pixels = figure.draw(y, pred, tuple("abcdefghij"), title=f"seed {k}").copy()
         np.testing.assert_array_equal(full_redraw(figure), pixels)
 
 
 def test_confusion_report_counts_true_rows_against_predicted_columns():
-    report = artifacts.confusion_report([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], ("a", "b", "c"))
+    report = confusion.confusion_report([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], ("a", "b", "c"))
     assert report["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
     assert report["accuracy"] == pytest.approx(4 / 6)
     assert report["class_names"] == ["a", "b", "c"] and report["n_images"] == 6

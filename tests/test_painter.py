@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clrsearch.tracking.artifacts import ConfusionFigure
-from clrsearch.tracking.painter import CONFUSION_JSON, CONFUSION_PNG, ConfusionPainter, seed_files
+from clrsearch.confusion import CONFUSION_JSON, CONFUSION_PNG, ConfusionFigure, seed_files
+from clrsearch.tracking.painter import ConfusionPainter
 
 NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 

@@ -10,7 +10,7 @@
 - :mod:`.painter`: the confusion matrices drawn in a process of their own.
 """
 
-from .artifacts import confusion_report
+from ..confusion import confusion_report
 from .datasets import DataInputs, SetInput, describe_splits
 from .painter import ConfusionPainter
 from .recovery import end_dead_runs, logged_trials

@@ -1,22 +1,20 @@
 """The replicates' confusion matrices drawn in a process of their own, while the study writes its runs.
 
 A study logs one validation confusion matrix per replicate, about 0.08 s of
-drawing each (:class:`.artifacts.ConfusionFigure`), and about as much time
-writing the runs to the store. Drawn on a thread of the study's process, the
-two take turns on the interpreter; a :class:`ConfusionPainter` hands them to
-``python -m clrsearch.tracking.painter``, started before training (its imports
-overlap the data loading), so that drawing and writing run side by side on
-two cores. The child reads one job per line on its stdin (written by a thread:
-submitting never waits) and answers one line
-per job on its stdout; it ignores Ctrl-C, which its parent handles, and ends
-when its stdin closes, so it ends with its parent however the parent ends. A
-child that is gone leaves the drawing to the study's own process.
+drawing each (:class:`clrsearch.confusion.ConfusionFigure`), and about as much
+time writing the runs to the store. Drawn on a thread of the study's process,
+the two take turns on the interpreter; a :class:`ConfusionPainter` hands them
+to a child process (:func:`clrsearch.confusion.main`) started before training,
+so that drawing and writing run side by side on two cores. The jobs go to the
+child's stdin from a thread (submitting never waits), one JSON line each, and
+its answers come back on its stdout. The child ignores Ctrl-C, which its parent
+handles, and ends when its stdin closes, so it ends with its parent however
+the parent ends; once it is gone, the study's process draws the rest itself.
 """
 from __future__ import annotations
 
 import json
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -25,24 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import CONFUSION_DPI, ConfusionFigure, confusion_report, write_json
-
-CONFUSION_PNG = "confusion_val.png"
-CONFUSION_JSON = "confusion_val.json"
-
-
-def seed_files(figure: ConfusionFigure, folder, y_true, y_pred, class_names, title: str) -> Path:
-    """Write a replicate's validation confusion matrix as PNG and JSON into the new folder ``folder``."""
-    folder = Path(folder)
-    folder.mkdir()
-    if y_pred is not None:
-        figure.save(folder / CONFUSION_PNG, y_true, y_pred, class_names, title=title)
-        write_json(folder / CONFUSION_JSON, confusion_report(y_true, y_pred, class_names))
-    return folder
+from ..confusion import CONFUSION_DPI, ConfusionFigure, draw_job
 
 
 class ConfusionPainter:
-    """A child process that writes replicates' confusion matrices (:func:`seed_files`), as a context manager.
+    """A child process that writes replicates' confusion matrices (:func:`clrsearch.confusion.seed_files`), as a
+    context manager.
 
     ``submit`` returns a Future of the folder written.
     """
@@ -55,7 +41,7 @@ class ConfusionPainter:
         self._figure = None  # this process's figure, once the child is gone
 
     def __enter__(self):
-        self._child = subprocess.Popen([sys.executable, "-c", f"from {__name__} import main; main()"],
+        self._child = subprocess.Popen([sys.executable, "-c", "from clrsearch.confusion import main; main()"],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._lines = queue.SimpleQueue()  # jobs for the child, written by a thread: submit never waits
         threading.Thread(target=self._write_jobs, name="clrsearch-painter-jobs", daemon=True).start()
@@ -103,7 +89,7 @@ class ConfusionPainter:
         if self._figure is None:
             self._figure = ConfusionFigure(CONFUSION_DPI)
         try:
-            future.set_result(_files(self._figure, job))
+            future.set_result(draw_job(self._figure, job))
         except Exception as error:
             future.set_exception(error)
         return future
@@ -121,25 +107,3 @@ class ConfusionPainter:
             pending, self._jobs = list(self._jobs.values()), {}
         for future in pending:
             future.set_exception(RuntimeError("the confusion-matrix process ended before drawing this matrix"))
-
-
-def _files(figure, job) -> Path:
-    y_pred = None if job["pred"] is None else np.asarray(job["pred"])
-    return seed_files(figure, job["folder"], np.asarray(job["true"]), y_pred, tuple(job["names"]), job["title"])
-
-
-def main():
-    """The child: one JSON job per line of stdin, one JSON answer per line of stdout, until stdin closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    figure = ConfusionFigure(CONFUSION_DPI)
-    for line in sys.stdin:
-        job = json.loads(line)
-        try:
-            answer = {"id": job["id"], "folder": str(_files(figure, job))}
-        except Exception as error:
-            answer = {"id": job["id"], "error": f"{type(error).__name__}: {error}"}
-        print(json.dumps(answer), flush=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -34,8 +34,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from .. import plots
 from ..errors import UsageError
-from .artifacts import (FIGURE_DPI, confusion_report, curve_metrics, point_timestamps, scalar_metrics, timed_curves,
-                        write_json)
+from ..confusion import confusion_report
+from .artifacts import FIGURE_DPI, curve_metrics, point_timestamps, scalar_metrics, timed_curves, write_json
 from .client import create_run, ended, log_batch, now_ms, to_ms
 from .datasets import TESTING, TRAINING, VALIDATION, DataInputs, log_inputs
 from .pyfunc import WEIGHTS_ARTIFACT, Classifier, raw_rows, signature, write_model_code

@@ -41,11 +41,12 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from .. import plots
-from .artifacts import CONFUSION_DPI, FIGURE_DPI, ConfusionFigure, scalar_metrics, timed_curves, write_csv
+from ..confusion import CONFUSION_DPI, ConfusionFigure, seed_files
+from .artifacts import FIGURE_DPI, scalar_metrics, timed_curves, write_csv
 from .client import (HEARTBEAT_TAG, RunHeartbeat, beat, create_run, end_run, ended, error_status, log_batch, now_ms,
                      one_thread, to_ms)
 from .datasets import DataInputs, log_inputs
-from .painter import ConfusionPainter, seed_files
+from .painter import ConfusionPainter
 from .recovery import trial_runs
 from .store import EXPERIMENT, experiment_id, git_commit
 
