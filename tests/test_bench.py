@@ -110,13 +110,17 @@ def test_report_renders_without_torch_and_study():
                  "## Targets", "Skipped (`--skip-study`)", "## Why the population is fast"):
         assert text in report
     targets = {t["target"]: t for t in summary["targets"]}
-    assert len(targets) == 6
+    assert len(targets) == 13
     assert targets["K = 30 updates/s vs PyTorch one network at a time"]["passed"] is None
     rates = {r["name"]: r["updates_per_s"] for r in summary["results"] if not r["skipped"]}
     k1 = targets["K = 1 updates/s vs the plain numpy loop"]
     assert k1["measured"] == rates["clrsearch trainer, K = 1"] / rates["plain numpy loop, one network"]
     assert k1["passed"] is (k1["measured"] >= bench.SETTINGS.target_k1_vs_numpy)
-    assert bench.render_targets(summary).count("\n") == 5
+    assert bench.render_targets(summary).count("\n") == 12
+    for name in ("fine study wall time, race and final model included",
+                 "each of two coarse studies started together vs one alone",
+                 "coarse study under taskset -c 0: CPU seconds per wall second"):
+        assert (targets[name]["passed"], targets[name]["shown"]) == (None, "not measured")
 
 
 def rows(**rates):
@@ -164,7 +168,7 @@ def test_report_renders_a_study_and_a_failed_study():
     failed = dict(study, wall_seconds=2.0, seconds=None, error="exit status 1: boom")
     report = bench.render_report(tiny_summary(study=failed))
     assert "failed: exit status 1: boom" in report
-    assert "coarse study wall time <= 90 s: not measured" in report
+    assert "coarse study wall time <= 60 s: not measured" in report
 
 
 def test_run_study_reads_the_json_summary_of_the_child():
@@ -204,4 +208,33 @@ def test_main_writes_json_and_report(tmp_path, monkeypatch, capsys):
     assert summary["workload"]["steps"] == 4 and summary["study"] is None
     assert all(len(r["updates_per_s_all"]) == 2 for r in summary["results"] if not r["skipped"])
     assert "python tools/bench.py --steps 4 --repeats 2" in out.read_text()
-    assert [r["K"] for r in summary["results"]] == [1, 1, 1, 3, bench.SETTINGS.ceiling_k]
+    final_k = bench.SETTINGS.final_k
+    assert [r["K"] for r in summary["results"]] == [1, 1, 1, 3, 3, 3, final_k, final_k, bench.SETTINGS.ceiling_k]
+
+
+def test_study_targets_from_hand_made_studies():
+    seconds = {"data": 2.0, "training": 45.0, "evaluation": 2.0, "tracking": 1.0, "total": 52.0}
+    trials = [(0.001, [0.5, 0.51]), (0.01, [0.45, 0.46])]
+    alone = {"wall_seconds": 55.0, "seconds": seconds, "error": None, "trials": trials}
+    pair = [{"wall_seconds": 110.0, "cpu_seconds": 100.0, "error": None, "trials": trials},
+            {"wall_seconds": 125.0, "cpu_seconds": 100.0, "error": None, "trials": [(0.001, [0.5, 0.52])]}]
+    others = {"fine": {"wall_seconds": 420.0, "error": None}, "pair": pair,
+              "one_cpu": {"wall_seconds": 100.0, "cpu_seconds": 104.0, "error": None}}
+    targets = {t["target"]: t for t in bench.study_targets(alone, others)}
+    overhead = targets["coarse study tracking + evaluation vs its wall time"]
+    assert (overhead["measured"], overhead["passed"]) == (pytest.approx(3 / 55), False)  # 5.5% > 5%
+    assert targets["fine study wall time, race and final model included"]["passed"] is True
+    paired = targets["each of two coarse studies started together vs one alone"]
+    assert paired["measured"] == [pytest.approx(2.0), pytest.approx(125 / 55)] and paired["passed"] is False
+    assert paired["shown"] == "2.00x and 2.27x (110.0, 125.0 s against 55.0 s)"
+    same = targets["two coarse studies started together give the values of one alone"]
+    assert (same["passed"], same["shown"]) == (False, "values differ")
+    one_cpu = targets["coarse study under taskset -c 0: CPU seconds per wall second"]
+    assert (one_cpu["measured"], one_cpu["passed"]) == (pytest.approx(1.04), True)
+
+
+def test_study_command_names_the_study_and_its_storage_in_the_folder():
+    command = bench.study_command("fine", None, "/tmp/x", "fine", prefix=("taskset", "-c", "0"))
+    assert command[:3] == ["taskset", "-c", "0"] and command[3:6] == [sys.executable, "-m", "clrsearch.fine"]
+    assert command[6:] == ["--storage", "sqlite:////tmp/x/studies.db", "--study-name", "fine",
+                           "--coarse-study", "coarse", "--json"]

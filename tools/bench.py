@@ -1,7 +1,7 @@
 """Benchmark: network updates per second of the population trainer against the obvious baselines.
 
     python tools/bench.py [--data-dir DIR] [--steps 300] [--repeats 5] [--json]
-                          [--out docs/PERFORMANCE.md] [--skip-study]
+                          [--out docs/PERFORMANCE.md] [--skip-study] [--fine] [--pair] [--taskset]
 
 On the 45,000 training images of split ``full`` (n_batch 100, M = 50, C = 10,
 float32) every configuration runs the same number of update steps:
@@ -9,9 +9,15 @@ float32) every configuration runs the same number of update steps:
 1. the float32 matrix-multiply peak of numpy's BLAS (one large square product);
 2. a plain single-network numpy loop, written here as the obvious baseline;
 3. PyTorch on the CPU, one network at a time (skipped when torch is missing);
-4. :func:`clrsearch.nn.trainer.train` with K = 1, 10 and 30 networks;
+4. :func:`clrsearch.nn.trainer.train` with K = 1, 10 and 30 networks, cut into
+   one slice per core as studies cut it; K = 30 and K = 5 (five mini-batch
+   streams, the final model's shape) also in one slice on a multi-threaded
+   BLAS; K = 30 mixing two schedules;
 5. the BLAS ceiling of K = 30: its two first-layer products alone;
-6. unless ``--skip-study``, the default coarse study end to end, in a child process.
+6. unless ``--skip-study``, the default coarse study end to end, in a child process;
+   with ``--fine`` the default fine study after it (race and final model included),
+   with ``--pair`` two coarse studies started together, with ``--taskset`` one
+   coarse study on one CPU (``taskset -c 0``).
 
 The machine may be shared, so every figure is compared as a ratio to others
 measured in the same run: the configurations run in rounds, one after the
@@ -34,7 +40,7 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +72,18 @@ class BenchSettings:
     repeats: int = 5  # default of --repeats: rounds, the best counts
     study_timeout: float = 3600.0  # seconds before the coarse study's child process is killed
     target_vs_torch: float = 3.0  # ratio, K = 30 updates/s over PyTorch's one network at a time, at least
+    target_k1_vs_torch: float = 1.5  # ratio, K = 1 updates/s over PyTorch's, at least
+    target_mixed: float = 0.97  # ratio, K = 30 of two schedules over K = 30 of one, at least
     target_peak_share: float = 0.60  # fraction, K = 30 effective GFLOP/s over the matmul peak, at least
     target_k1_vs_numpy: float = 1.0  # ratio, K = 1 updates/s over the plain numpy loop's, at least
-    target_study_seconds: float = 90.0  # seconds of wall time of the default coarse study, at most
+    target_study_seconds: float = 60.0  # seconds of wall time of the default coarse study, at most
     target_study_bytes: float = 2.5e9  # bytes of peak RSS of the default coarse study, at most
-    target_tracking_share: float = 0.10  # fraction, tracking seconds over the study's wall time, at most
+    target_tracking_share: float = 0.03  # fraction, tracking seconds over the study's wall time, at most
+    target_overhead_share: float = 0.05  # fraction, tracking + evaluation seconds over its wall time, at most
+    target_fine_seconds: float = 480.0  # seconds of wall time of the default fine study, at most
+    target_pair_ratio: float = 2.2  # each of two coarse studies started together, over one alone, at most
+    target_one_cpu_load: float = 1.1  # CPU seconds over wall seconds of a study under taskset -c 0, at most
+    final_k: int = 5  # K of the final model's population: one network per mini-batch stream
 
 
 SETTINGS = BenchSettings()
@@ -139,6 +152,14 @@ class StepClock:
     @property
     def seconds(self):
         return (self.last - self.first) if self.first is not None else 0.0
+
+
+class SlicedClock(StepClock):
+    """A :class:`StepClock` that also grants the trainer every CPU, as a study alone on the machine gets them:
+    the trainer then cuts its population into one slice of members per core (:mod:`clrsearch.nn.threads`)."""
+
+    def cores(self):
+        return cpus()
 
 
 def numpy_step(params, Xb, Yb, eta, lam):
@@ -404,13 +425,19 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
         rows["torch"].skipped = "torch is not installed (pip install -e '.[bench]')"
     for K in populations:
         rows[f"K{K}"] = Measurement(f"clrsearch trainer, K = {K}", K)
+    big, final_k = max(populations), settings.final_k
+    rows["one slice"] = Measurement(f"clrsearch trainer, K = {big}, one slice on a multi-threaded BLAS", big)
+    rows["mixed"] = Measurement(f"clrsearch trainer, K = {big}, two schedules (n_s and 2·n_s)", big)
+    rows["streams"] = Measurement(f"clrsearch trainer, K = {final_k}, {final_k} mini-batch streams", final_k)
+    rows["streams one slice"] = Measurement(
+        f"clrsearch trainer, K = {final_k}, {final_k} mini-batch streams, one slice on a multi-threaded BLAS", final_k)
     rows["ceiling"] = Measurement(f"BLAS ceiling: the two first-layer products of K = {settings.ceiling_k} alone",
                                   settings.ceiling_k)
     peaks = []
 
-    def timed(key, run):
+    def timed(key, run, sliced=True):
         row = rows[key]
-        clock = StepClock()
+        clock = SlicedClock() if sliced else StepClock()
         with PeakRSS() as rss:
             started = time.perf_counter()
             extra = run(clock)
@@ -423,12 +450,16 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
             row.eval_seconds.append(extra)
         say(f"  {row.name}: {row.rates[-1]:,.0f} updates/s")
 
-    def trainer(K):
+    def trainer(K, configs=None):
         def run(clock):
-            result = train(train_set, None, trainer_config(steps), population_lams(K), tuple(range(K)),
+            result = train(train_set, None, configs or trainer_config(steps), population_lams(K), tuple(range(K)),
                            progress=clock)
             return result.eval_seconds
         return run
+
+    base = trainer_config(steps)
+    two_schedules = [base if k % 2 == 0 else replace(base, n_s=2 * base.n_s, max_steps=steps) for k in range(big)]
+    streams = [replace(base, shuffle_seed=k) for k in range(final_k)]
 
     def plain(clock):
         numpy_loop(X, Y, init, baseline, clock=clock)
@@ -448,49 +479,81 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
             timed("torch", pytorch)
         for K in populations:
             timed(f"K{K}", trainer(K))
+        timed("one slice", trainer(big), sliced=False)
+        timed("mixed", trainer(big, two_schedules))
+        timed("streams", trainer(final_k, streams))
+        timed("streams one slice", trainer(final_k, streams), sliced=False)
         timed("ceiling", ceiling)
     return peaks, list(rows.values())
 
 
-def run_study(data_dir, command=None, timeout=None):
-    """Run the default coarse study in a child process; wall time, peak RSS and its own time split.
+def study_command(kind, data_dir, folder, name, prefix=()):
+    """``python -m clrsearch.<kind>`` of the default study on the data, its storage in ``folder``."""
+    where = [] if data_dir is None else ["--data-dir", str(Path(data_dir).expanduser().absolute())]
+    return [*prefix, sys.executable, "-m", f"clrsearch.{kind}", *where, "--storage",
+            f"sqlite:///{folder}/studies.db", "--study-name", name, *(["--coarse-study", "coarse"] if kind == "fine"
+                                                                       else []), "--json"]
 
-    The child writes its Optuna storage and MLflow store in a fresh temporary
-    folder, which is also its working directory (so no ``studies/coarse.toml``
-    of the caller is read); it imports the same clrsearch as this process.
-    ``timeout`` (seconds) defaults to ``SETTINGS.study_timeout``. Failures are
-    reported in the result, not raised.
+
+def run_study(data_dir, command=None, timeout=None, folder=None):
+    """Run the default coarse study in a child process; wall time, peak RSS, CPU time and its own time split.
+
+    The child writes its Optuna storage and MLflow store in ``folder`` (default:
+    a fresh temporary one), which is also its working directory (so no
+    ``studies/coarse.toml`` of the caller is read); it imports the same
+    clrsearch as this process. ``timeout`` (seconds) defaults to
+    ``SETTINGS.study_timeout``. Failures are reported in the result, not raised.
     """
+    return finish_study(start_study(data_dir, command, folder), timeout)
+
+
+def start_study(data_dir, command=None, folder=None):
+    """Start a study command as :func:`run_study` does; the handle :func:`finish_study` waits for."""
+    tmp = None
+    if folder is None:
+        tmp = tempfile.TemporaryDirectory(prefix="clrsearch-bench-")
+        folder = tmp.name
+    if command is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        command = study_command("coarse", data_dir, folder, f"bench-{stamp}")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{folder}/mlflow.db")
+    package_parent = str(Path(clrsearch.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    shown = ["python" if part == sys.executable else part.replace(folder, "TMP") for part in command]
+    handle = {"study": {"command": shlex.join(shown), "wall_seconds": None, "peak_rss": None, "seconds": None,
+                        "cpu_seconds": None, "trials": None, "error": None},
+              "tmp": tmp, "folder": folder}
+    out_path, err_path = Path(folder) / f"stdout-{id(handle)}", Path(folder) / f"stderr-{id(handle)}"
+    handle["paths"] = out_path, err_path
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        handle["started"] = time.perf_counter()
+        try:
+            handle["child"] = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=err,
+                                               stdin=subprocess.DEVNULL)
+        except OSError as e:
+            handle["study"]["error"] = f"cannot start the study: {e}"
+            handle["child"] = None
+    return handle
+
+
+def finish_study(handle, timeout=None):
+    """Wait for the study of ``handle``; its result (see :func:`run_study`)."""
     timeout = SETTINGS.study_timeout if timeout is None else timeout
-    with tempfile.TemporaryDirectory(prefix="clrsearch-bench-") as tmp:
-        if command is None:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            where = [] if data_dir is None else ["--data-dir", str(Path(data_dir).expanduser().absolute())]
-            command = [sys.executable, "-m", "clrsearch.coarse", *where, "--storage", f"sqlite:///{tmp}/studies.db",
-                       "--study-name", f"bench-{stamp}", "--json"]
-        env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
-        package_parent = str(Path(clrsearch.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-        out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
-        shown = ["python" if part == sys.executable else part.replace(tmp, "TMP") for part in command]
-        study = {"command": shlex.join(shown), "wall_seconds": None, "peak_rss": None, "seconds": None,
-                 "error": None}
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            started = time.perf_counter()
-            try:
-                child = subprocess.Popen(command, cwd=tmp, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-            except OSError as e:
-                study["error"] = f"cannot start the study: {e}"
-                return study
-            timer = threading.Timer(timeout, child.kill)
-            timer.start()
-            try:
-                _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not every child's
-            finally:
-                timer.cancel()
-            child.returncode = os.waitstatus_to_exitcode(status)
-            study["wall_seconds"] = time.perf_counter() - started
+    study, child = handle["study"], handle["child"]
+    try:
+        if child is None:
+            return study
+        timer = threading.Timer(timeout, child.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not every child's
+        finally:
+            timer.cancel()
+        child.returncode = os.waitstatus_to_exitcode(status)
+        study["wall_seconds"] = time.perf_counter() - handle["started"]
         study["peak_rss"] = _maxrss_bytes(usage)
+        study["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+        out_path, err_path = handle["paths"]
         stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
         summary = _last_json_object(stdout)
         if child.returncode != 0:
@@ -500,7 +563,39 @@ def run_study(data_dir, command=None, timeout=None):
             study["error"] = f"no JSON summary with 'seconds' on stdout: {_last_line(stdout) or 'no output'}"
         if summary is not None and isinstance(summary.get("seconds"), dict):
             study["seconds"] = summary["seconds"]
+            study["trials"] = [(row.get("lam"), row.get("val_accuracies")) for row in summary.get("trials", [])]
         return study
+    finally:
+        if handle["tmp"] is not None:
+            handle["tmp"].cleanup()
+
+
+def run_fine(data_dir):
+    """The default coarse study, then the default fine study (race and final model included) on it, in one
+    fresh folder; the fine study's result (see :func:`run_study`)."""
+    with tempfile.TemporaryDirectory(prefix="clrsearch-bench-") as folder:
+        coarse = run_study(data_dir, study_command("coarse", data_dir, folder, "coarse"), folder=folder)
+        if coarse["error"]:
+            return {**coarse, "error": f"its coarse study failed: {coarse['error']}"}
+        return run_study(data_dir, study_command("fine", data_dir, folder, "fine"), folder=folder)
+
+
+def run_pair(data_dir):
+    """Two default coarse studies started at the same moment, each in a fresh folder under a name of its own."""
+    handles = [start_study(data_dir, None) for _ in range(2)]
+    return [finish_study(handle) for handle in handles]
+
+
+def run_one_cpu(data_dir):
+    """The default coarse study under ``taskset -c <first CPU>``; None where taskset or a second CPU is missing."""
+    import shutil
+
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if shutil.which("taskset") is None or len(allowed) < 2:
+        return None
+    with tempfile.TemporaryDirectory(prefix="clrsearch-bench-") as folder:
+        command = study_command("coarse", data_dir, folder, "one-cpu", prefix=("taskset", "-c", str(allowed[0])))
+        return run_study(data_dir, command, folder=folder)
 
 
 def _last_json_object(text):
@@ -603,8 +698,9 @@ def summarise(peaks, rows, study, flops, meta):
     for entry in results:
         if entry.get("updates_per_s") and torch_rate:
             entry["vs_torch"] = entry["updates_per_s"] / torch_rate
+    others = meta.get("studies") or {}
     return {**meta, "peak_gflops": peak, "peak_gflops_all": peaks, "flops_per_update": flops,
-            "results": results, "study": study, "targets": targets(results, study, peak)}
+            "results": results, "study": study, "targets": targets(results, study, peak) + study_targets(study, others)}
 
 
 def targets(results, study, peak):
@@ -642,6 +738,55 @@ def targets(results, study, peak):
     line("coarse study tracking time vs its wall time", f"<= {goals.target_tracking_share:.0%}", share,
          None if share is None else share <= goals.target_tracking_share,
          "not measured" if share is None else f"{share:.1%} ({tracking:.1f} s)")
+    k1_torch = k1 / torch_rate if k1 and torch_rate else None
+    line("K = 1 updates/s vs PyTorch one network at a time", f">= {goals.target_k1_vs_torch:g}x", k1_torch,
+         None if k1_torch is None else k1_torch >= goals.target_k1_vs_torch,
+         "not measured" if k1_torch is None else f"{k1_torch:.2f}x")
+    mixed = rate(f"clrsearch trainer, K = {max(goals.populations)}, two schedules")
+    single = rate(f"clrsearch trainer, K = {max(goals.populations)}")
+    ratio = mixed / single if mixed and single else None
+    line("two schedules in one population vs one schedule, updates/s", f">= {goals.target_mixed:g}x", ratio,
+         None if ratio is None else ratio >= goals.target_mixed, "not measured" if ratio is None else f"{ratio:.2f}x")
+    return lines
+
+
+def study_targets(study, others):
+    """Pass/fail lines of the studies: the coarse study's overheads, the fine study, two coarse studies at once,
+    one on one CPU. ``others`` holds what was run: ``fine``, ``pair`` (two results), ``one_cpu``."""
+    goals = SETTINGS
+    lines = []
+
+    def line(what, goal, value, passed, shown):
+        lines.append({"target": what, "goal": goal, "measured": value, "shown": shown, "passed": passed})
+
+    alone = study.get("wall_seconds") if study and not study.get("error") else None
+    seconds = (study or {}).get("seconds") or {}
+    overhead = seconds.get("tracking", 0.0) + seconds.get("evaluation", 0.0) if alone and seconds else None
+    share = overhead / alone if overhead is not None else None
+    line("coarse study tracking + evaluation vs its wall time", f"<= {goals.target_overhead_share:.0%}", share,
+         None if share is None else share <= goals.target_overhead_share,
+         "not measured" if share is None else f"{share:.1%} ({overhead:.1f} s)")
+    fine = others.get("fine")
+    wall = fine.get("wall_seconds") if fine and not fine.get("error") else None
+    line("fine study wall time, race and final model included", f"<= {goals.target_fine_seconds:g} s", wall,
+         None if wall is None else wall <= goals.target_fine_seconds,
+         "not measured" if wall is None else f"{wall:.1f} s ({wall / 60:.1f} min)")
+    pair = [p for p in others.get("pair") or [] if not p.get("error")]
+    ratios = [p["wall_seconds"] / alone for p in pair] if alone and len(pair) == 2 else None
+    walls = ", ".join(f"{p['wall_seconds']:.1f}" for p in pair)
+    line("each of two coarse studies started together vs one alone", f"<= {goals.target_pair_ratio:g}x",
+         ratios, None if ratios is None else max(ratios) <= goals.target_pair_ratio,
+         "not measured" if ratios is None else " and ".join(f"{r:.2f}x" for r in ratios)
+         + f" ({walls} s against {alone:.1f} s)")
+    same = all(p.get("trials") == study.get("trials") for p in pair) if ratios is not None else None
+    line("two coarse studies started together give the values of one alone", "the same trials", same, same,
+         "not measured" if same is None else "the same lambdas and accuracies" if same else "values differ")
+    one_cpu = others.get("one_cpu")
+    load = (one_cpu["cpu_seconds"] / one_cpu["wall_seconds"]
+            if one_cpu and not one_cpu.get("error") and one_cpu.get("cpu_seconds") else None)
+    line("coarse study under taskset -c 0: CPU seconds per wall second", f"<= {goals.target_one_cpu_load:g}", load,
+         None if load is None else load <= goals.target_one_cpu_load,
+         "not measured" if load is None else f"{load:.2f} ({one_cpu['wall_seconds']:.1f} s wall)")
     return lines
 
 
@@ -723,6 +868,49 @@ def render_study(study):
     return "\n".join(lines)
 
 
+def render_studies(summary):
+    """The fine study, the pair and the study on one CPU, as far as they ran."""
+    others = summary.get("studies") or {}
+    lines = []
+    fine = others.get("fine")
+    if fine:
+        lines += ["### The fine study", "",
+                  f"`{fine['command']}` after the default coarse study (`--study-name coarse`) in the same fresh "
+                  "folder TMP."]
+        if fine.get("error"):
+            lines.append(f"It failed: {fine['error']}")
+        elif fine.get("seconds"):
+            wall = fine["wall_seconds"]
+            lines += [f"Wall time {wall:.1f} s ({wall / 60:.1f} min).", "",
+                      "| part (the study's own `seconds`) | s | share of wall |", "|---|---:|---:|"]
+            lines += [f"| {name} | {value:.1f} | {value / wall:.0%} |" for name, value in fine["seconds"].items()]
+        lines.append("")
+    pair = others.get("pair")
+    if pair:
+        lines += ["### Two coarse studies started together", "",
+                  "Two default coarse studies, each in a fresh folder under a name of its own, started in the same "
+                  "second; each one's wall time against the coarse study alone above.", "",
+                  "| study | wall s | CPU s | same trials as alone |", "|---|---:|---:|---|"]
+        alone = summary.get("study") or {}
+        for i, p in enumerate(pair):
+            if p.get("error"):
+                lines.append(f"| {i + 1} | failed: {p['error']} | | |")
+            else:
+                lines.append(f"| {i + 1} | {p['wall_seconds']:.1f} | {p['cpu_seconds']:.1f} | "
+                             f"{'yes' if p.get('trials') == alone.get('trials') else 'no'} |")
+        lines.append("")
+    one_cpu = others.get("one_cpu")
+    if one_cpu:
+        lines += ["### One coarse study on one CPU", "", f"`{one_cpu['command']}`."]
+        if one_cpu.get("error"):
+            lines.append(f"It failed: {one_cpu['error']}")
+        else:
+            lines.append(f"Wall time {one_cpu['wall_seconds']:.1f} s, CPU time {one_cpu['cpu_seconds']:.1f} s "
+                         f"({one_cpu['cpu_seconds'] / one_cpu['wall_seconds']:.2f} CPU seconds per second).")
+        lines.append("")
+    return "\n".join(lines) if lines else "Not run (`--fine`, `--pair`, `--taskset`)."
+
+
 def render_report(summary):
     """docs/PERFORMANCE.md: command, date, machine, table, targets, method, why the population is fast."""
     m = summary["machine"]
@@ -769,6 +957,10 @@ configuration; best of {w['repeats']} rounds (median alongside). One update is o
 
 {render_study(summary.get('study'))}
 
+## Other studies
+
+{render_studies(summary)}
+
 ## How it is measured
 
 - **Rounds.** The machine may be shared, so every configuration runs once per round, one after the other,
@@ -787,6 +979,15 @@ configuration; best of {w['repeats']} rounds (median alongside). One update is o
   network one at a time: `nn.Linear` layers, `SGD` with `weight_decay = 2·λ` on the weights,
   `CyclicLR(base_lr=1e-5, max_lr=0.1, step_size_up=n_s, mode="triangular", cycle_momentum=False)`,
   `torch.set_num_threads(os.cpu_count())`. Both use λ = {SETTINGS.baseline_lam:g}.
+- **Slices.** Studies give the trainer one thread per core they may use; each works a slice of the
+  population's members over a single-threaded BLAS (`clrsearch/nn/threads.py`). The trainer rows get the same;
+  the rows "one slice on a multi-threaded BLAS" train the same population in one slice, the BLAS splitting
+  each product over the cores. The row of {SETTINGS.final_k} streams gives each network a mini-batch order of its own, as the
+  final model's replicates have; the row of two schedules gives every other network twice the half-cycle.
+- **Studies.** Each runs in a child process in a fresh folder (its Optuna storage and MLflow store there);
+  wall time from its start to its exit, CPU time from its `wait4` rusage. `--fine` runs the default coarse
+  study then the default fine study in one folder; `--pair` starts two default coarse studies in the same
+  second; `--taskset` runs one under `taskset -c <first CPU>`.
 - **Ceiling.** The two (K·M, D) products of a K = {k} step alone, at the trainer's shapes
   ((K·M, D) @ (D, B) and (K·M, B) @ (B, D)): what the BLAS gives those shapes, whatever the rest of the step costs.
 - **Peak RSS** is the process's resident-set high-water mark while the configuration ran, reset before
@@ -821,6 +1022,10 @@ def _parser():
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--out", help="also write the markdown report there, e.g. docs/PERFORMANCE.md")
     parser.add_argument("--skip-study", action="store_true", help="do not run the default coarse study")
+    parser.add_argument("--fine", action="store_true",
+                        help="also run the default fine study after a coarse one (about 7 minutes)")
+    parser.add_argument("--pair", action="store_true", help="also run two default coarse studies at once")
+    parser.add_argument("--taskset", action="store_true", help="also run a default coarse study on one CPU")
     return parser
 
 
@@ -861,6 +1066,12 @@ def main(argv=None):
             say(f"  coarse study failed: {study['error']}")
         else:
             say(f"  coarse study: {study['wall_seconds']:.1f} s, peak RSS {_gb(study['peak_rss'])} GB")
+    meta["studies"] = {}
+    for flag, name, run in ((args.fine, "fine", run_fine), (args.pair, "pair", run_pair),
+                            (args.taskset, "one_cpu", run_one_cpu)):
+        if flag and not args.skip_study:
+            say(f"{name} studies in child processes")
+            meta["studies"][name] = run(args.data_dir)
     meta["machine"]["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     summary = summarise(peaks, rows, study, flops, meta)
     if args.json:
