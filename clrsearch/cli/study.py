@@ -11,12 +11,15 @@ from .args import entry_point
 
 
 def run(kind, description, argv=None):
-    """Parse the flags of ``kind`` ("coarse" or "fine"), run the study, print its summary; the exit status."""
+    """Parse the flags of ``kind`` ("coarse" or "fine"), run the study, print its summary; the exit status.
+
+    The images start loading as soon as the config is known, before the
+    seconds of the study's own imports (MLflow, Optuna), which they overlap.
+    """
     try:
         from ..config import DEFAULT_SEARCH
+        from ..data import load_splits_in_background
         from ..search import workers
-        from ..search.runner import RunOptions, StudyRunner
-        from .progress import progress_bar
         from .settings import apply_overrides, load_search_config, search_parser, take_auto_eta
     except KeyboardInterrupt:
         print("\ninterrupted before the study started", file=sys.stderr)
@@ -26,15 +29,26 @@ def run(kind, description, argv=None):
     helper = workers.helper_payload()
     if helper is not None:
         config = apply_overrides(DEFAULT_SEARCH[kind], helper["config"], source=f"${workers.HELPER_ENV}")
+    else:
+        auto_eta = frozenset(take_auto_eta(args))
+        config = load_search_config(kind, args)
+    preloaded = load_splits_in_background(config.data, dtype=config.train.dtype,
+                                          download=config.data.data_dir is None)
+    try:
+        from ..search.runner import RunOptions, StudyRunner
+        from .progress import progress_bar
+    except KeyboardInterrupt:
+        print("\ninterrupted before the study started", file=sys.stderr)
+        raise SystemExit(130)
+    if helper is not None:
         try:
-            return StudyRunner(config, RunOptions(quiet=True, as_json=helper["as_json"]), helper, progress_bar).run()
+            return StudyRunner(config, RunOptions(quiet=True, as_json=helper["as_json"], preloaded=preloaded), helper,
+                               progress_bar).run()
         except KeyboardInterrupt:  # the parent stopped before this helper claimed a trial
             raise SystemExit(130)
-    auto_eta = frozenset(take_auto_eta(args))
-    config = load_search_config(kind, args)
     command = shlex.join(["python", "-m", f"clrsearch.{kind}", *argv])
     options = RunOptions(quiet=args.quiet or args.json, as_json=args.json, n_workers=args.workers, argv=tuple(argv),
-                         command=command, auto_eta=auto_eta)
+                         command=command, auto_eta=auto_eta, preloaded=preloaded)
     try:
         return StudyRunner(config, options, progress=progress_bar).run()
     except KeyboardInterrupt:  # before any trial ran: the study, if created, resumes from its queue

@@ -41,6 +41,7 @@ class RunOptions:
     argv: tuple = ()  # the command's flags, handed on to helpers
     command: str | None = None  # the command line, shown in the hint to resume
     auto_eta: frozenset = frozenset()  # "eta_min", "eta_max": bounds taken from an LR range test first
+    preloaded: object = None  # a Future of the study's splits, loading since before the imports, or None
 
 
 def no_progress(total, unit, quiet=False, description=None):
@@ -105,7 +106,10 @@ class StudyRunner:
         """The study's splits, checked against the mini-batch size, and their description for its runs."""
         with self.timer.timed("data"):
             d = self.config.data
-            splits = load_splits(d, dtype=np.dtype(self.config.train.dtype), download=d.data_dir is None)
+            if self.options.preloaded is not None:
+                splits = self.options.preloaded.result()
+            else:
+                splits = load_splits(d, dtype=np.dtype(self.config.train.dtype), download=d.data_dir is None)
             self.config.train.check_fits(splits.train.n)
             self.inputs = tracking.describe_splits(splits, d)
         return splits
