@@ -1,7 +1,7 @@
 """Benchmark: network updates per second of the population trainer against the obvious baselines.
 
-    python tools/bench.py [--data-dir DIR] [--steps 300] [--repeats 5] [--json]
-                          [--out docs/PERFORMANCE.md] [--skip-study] [--fine] [--pair] [--taskset]
+    python tools/bench.py [--data-dir DIR] [--steps 300] [--repeats 5] [--json] [--out docs/PERFORMANCE.md]
+                          [--skip-study] [--skip-fine] [--skip-pair] [--skip-taskset]
 
 On the 45,000 training images of split ``full`` (n_batch 100, M = 50, C = 10,
 float32) every configuration runs the same number of update steps:
@@ -9,15 +9,17 @@ float32) every configuration runs the same number of update steps:
 1. the float32 matrix-multiply peak of numpy's BLAS (one large square product);
 2. a plain single-network numpy loop, written here as the obvious baseline;
 3. PyTorch on the CPU, one network at a time (skipped when torch is missing);
-4. :func:`clrsearch.nn.trainer.train` with K = 1, 10 and 30 networks, cut into
-   one slice per core as studies cut it; K = 30 and K = 5 (five mini-batch
-   streams, the final model's shape) also in one slice on a multi-threaded
-   BLAS; K = 30 mixing two schedules;
+4. :func:`clrsearch.nn.trainer.train` with K = 1, 10 and 30 networks on the
+   share of the cores a study gets (a :class:`~clrsearch.search.cores.CoreShare`),
+   cut into one slice of members per thread as studies cut it; K = 30 and K = 5
+   (five mini-batch streams, the final model's shape) also in one slice on a
+   multi-threaded BLAS; K = 30 mixing two schedules (half n_s, half 2·n_s);
 5. the BLAS ceiling of K = 30: its two first-layer products alone;
-6. unless ``--skip-study``, the default coarse study end to end, in a child process;
-   with ``--fine`` the default fine study after it (race and final model included),
-   with ``--pair`` two coarse studies started together, with ``--taskset`` one
-   coarse study on one CPU (``taskset -c 0``).
+6. unless ``--skip-study``, studies, each a whole command in a child process in
+   a fresh folder: the default coarse study end to end; the default fine study
+   on it, race and final model included (about 7 minutes, ``--skip-fine``); two
+   coarse studies started together, against the one alone (``--skip-pair``);
+   one coarse study on one CPU, ``taskset -c`` (``--skip-taskset``).
 
 The machine may be shared, so every figure is compared as a ratio to others
 measured in the same run: the configurations run in rounds, one after the
@@ -33,6 +35,7 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,7 +43,9 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +57,7 @@ from clrsearch.data import load_splits
 from clrsearch.errors import UsageError
 from clrsearch.nn import network
 from clrsearch.nn.trainer import train
-from clrsearch.search.cores import cpus
+from clrsearch.search.cores import CoreShare, cpus, fixed_threads
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,6 @@ class BenchSettings:
     study_timeout: float = 3600.0  # seconds before the coarse study's child process is killed
     target_vs_torch: float = 3.0  # ratio, K = 30 updates/s over PyTorch's one network at a time, at least
     target_k1_vs_torch: float = 1.5  # ratio, K = 1 updates/s over PyTorch's, at least
-    target_mixed: float = 0.97  # ratio, K = 30 of two schedules over K = 30 of one, at least
     target_peak_share: float = 0.60  # fraction, K = 30 effective GFLOP/s over the matmul peak, at least
     target_k1_vs_numpy: float = 1.0  # ratio, K = 1 updates/s over the plain numpy loop's, at least
     target_study_seconds: float = 60.0  # seconds of wall time of the default coarse study, at most
@@ -127,7 +131,8 @@ class StepClock:
     One-time costs (allocation, first touch of buffers, lazy initialisation,
     the evaluation before training) fall before the first mark; the
     ``update(n)`` method matches what :func:`clrsearch.nn.trainer.train` calls
-    on its ``progress`` object.
+    on its ``progress`` object. It has no ``cores()``: the trainer then trains
+    in one slice. ``CoreShare.pace(clock)`` adds the ``cores()`` of a study.
     """
 
     def __init__(self):
@@ -152,14 +157,6 @@ class StepClock:
     @property
     def seconds(self):
         return (self.last - self.first) if self.first is not None else 0.0
-
-
-class SlicedClock(StepClock):
-    """A :class:`StepClock` that also grants the trainer every CPU, as a study alone on the machine gets them:
-    the trainer then cuts its population into one slice of members per core (:mod:`clrsearch.nn.threads`)."""
-
-    def cores(self):
-        return cpus()
 
 
 def numpy_step(params, Xb, Yb, eta, lam):
@@ -290,6 +287,14 @@ def trainer_config(steps, n_batch=None, hidden=None):
                        hidden=SETTINGS.hidden if hidden is None else hidden, evals_per_cycle=1, eval_train_size=100)
 
 
+def mixed_schedules(steps, K):
+    """K member configs mixing two schedules that differ only in ``n_s``: even members n_s = steps / 2 (one
+    cycle of ``steps`` updates), odd members twice that (half a cycle); ``max_steps = steps`` for all, so every
+    member trains every step of the ``steps`` measured and none ends a cycle or is evaluated in between."""
+    base = replace(trainer_config(steps), max_steps=steps)
+    return [base if k % 2 == 0 else replace(base, n_s=2 * base.n_s) for k in range(K)]
+
+
 def population_lams(K):
     """K lambdas spread log-uniformly over the coarse range 1e-5 .. 1e-1."""
     return np.logspace(-5, -1, K)
@@ -378,7 +383,11 @@ def _maxrss_bytes(usage):
 
 @dataclass
 class Measurement:
-    """Repeated timings of one configuration; ``rates`` are network updates per second."""
+    """Repeated timings of one configuration; ``rates`` are network updates per second.
+
+    ``key`` names the row for the targets (``numpy``, ``torch``, ``K30``, ``one slice``, ``mixed``, ...);
+    ``threads`` says, round by round, how the row used the cores (see :func:`threads_label`).
+    """
 
     name: str
     K: int
@@ -388,6 +397,8 @@ class Measurement:
     extra_seconds: list = field(default_factory=list)  # setup + evaluation outside the timed updates
     eval_seconds: list = field(default_factory=list)
     skipped: str | None = None
+    key: str = ""
+    threads: list = field(default_factory=list)
 
     @property
     def best(self):
@@ -396,6 +407,20 @@ class Measurement:
     @property
     def median(self):
         return statistics.median(self.rates) if self.rates else None
+
+    @property
+    def best_threads(self):
+        """``threads`` of the best round."""
+        if not self.rates or len(self.threads) != len(self.rates):
+            return None
+        return self.threads[self.rates.index(self.best)]
+
+
+def threads_label(K, threads, sliced):
+    """How a row of K members used ``threads`` threads: in slices of members, one thread each over a
+    one-threaded BLAS (``sliced``, as the trainer cuts them), else in one slice on a ``threads``-threaded BLAS."""
+    slices = min(threads, K) if sliced else 1
+    return f"{slices} slices × BLAS 1" if slices > 1 else f"BLAS {threads}"
 
 
 def load_training_set(data_dir):
@@ -410,6 +435,10 @@ def say(message):
 def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
     """Run every configuration ``repeats`` times in rounds; returns (peak GFLOP/s per round, measurements).
 
+    The rounds hold the share of the cores a study gets: a :class:`CoreShare` (one slot among the
+    clrsearch processes training, or ``$CLRSEARCH_BLAS_THREADS``) that gives numpy's BLAS its threads. The
+    trainer rows are handed ``share.pace(clock)``, whose ``cores()`` is the share, and cut their population
+    into that many slices as studies do; the rows "one slice (multi-threaded BLAS)" get the bare clock.
     ``peak_size`` and ``populations`` default to those of ``SETTINGS``.
     """
     settings = SETTINGS
@@ -419,47 +448,46 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
     D, C = X.shape[0], Y.shape[0]
     baseline = Loop(steps, settings.n_batch, max(1, steps // 2), settings.baseline_lam)
     init = network.init_params(D, settings.hidden, C, np.random.default_rng(0), np.float32)
-    rows = {"numpy": Measurement("plain numpy loop, one network", 1)}
-    rows["torch"] = Measurement("PyTorch CPU, one network at a time", 1)
+    big, final_k = max(populations), settings.final_k
+    names = {"numpy": ("plain numpy loop, one network", 1), "torch": ("PyTorch CPU, one network at a time", 1),
+             **{f"K{K}": (f"clrsearch trainer, K = {K}", K) for K in populations},
+             "one slice": (f"clrsearch trainer, K = {big}, one slice (multi-threaded BLAS)", big),
+             "mixed": (f"clrsearch trainer, K = {big}, population mixing schedules (half n_s, half 2·n_s)", big),
+             "streams": (f"clrsearch trainer, K = {final_k}, {final_k} mini-batch streams", final_k),
+             "streams one slice": (f"clrsearch trainer, K = {final_k}, {final_k} mini-batch streams, "
+                                   f"one slice (multi-threaded BLAS)", final_k),
+             "ceiling": (f"BLAS ceiling: the two first-layer products of K = {settings.ceiling_k} alone",
+                         settings.ceiling_k)}
+    rows = {key: Measurement(name, K, key=key) for key, (name, K) in names.items()}
     if torch is None:
         rows["torch"].skipped = "torch is not installed (pip install -e '.[bench]')"
-    for K in populations:
-        rows[f"K{K}"] = Measurement(f"clrsearch trainer, K = {K}", K)
-    big, final_k = max(populations), settings.final_k
-    rows["one slice"] = Measurement(f"clrsearch trainer, K = {big}, one slice on a multi-threaded BLAS", big)
-    rows["mixed"] = Measurement(f"clrsearch trainer, K = {big}, two schedules (n_s and 2·n_s)", big)
-    rows["streams"] = Measurement(f"clrsearch trainer, K = {final_k}, {final_k} mini-batch streams", final_k)
-    rows["streams one slice"] = Measurement(
-        f"clrsearch trainer, K = {final_k}, {final_k} mini-batch streams, one slice on a multi-threaded BLAS", final_k)
-    rows["ceiling"] = Measurement(f"BLAS ceiling: the two first-layer products of K = {settings.ceiling_k} alone",
-                                  settings.ceiling_k)
     peaks = []
 
-    def timed(key, run, sliced=True):
+    def timed(key, run, sliced=False):
         row = rows[key]
-        clock = SlicedClock() if sliced else StepClock()
+        clock = StepClock()
         with PeakRSS() as rss:
             started = time.perf_counter()
-            extra = run(clock)
+            extra = run(share.pace(clock) if sliced else clock)
             wall = time.perf_counter() - started
         row.rates.append(row.K * clock.steps / clock.seconds)
+        row.threads.append(f"torch {torch.get_num_threads()}" if key == "torch"
+                           else threads_label(row.K, share.threads, sliced))
         row.peak_rss = max(row.peak_rss, rss.peak)
         row.rss_start = rss.start if row.rss_start is None else min(row.rss_start, rss.start or row.rss_start)
         row.extra_seconds.append(wall - clock.seconds)
         if extra is not None:
             row.eval_seconds.append(extra)
-        say(f"  {row.name}: {row.rates[-1]:,.0f} updates/s")
+        say(f"  {row.name}: {row.rates[-1]:,.0f} updates/s ({row.threads[-1]})")
 
     def trainer(K, configs=None):
-        def run(clock):
+        def run(progress):
             result = train(train_set, None, configs or trainer_config(steps), population_lams(K), tuple(range(K)),
-                           progress=clock)
+                           progress=progress)
             return result.eval_seconds
         return run
 
-    base = trainer_config(steps)
-    two_schedules = [base if k % 2 == 0 else replace(base, n_s=2 * base.n_s, max_steps=steps) for k in range(big)]
-    streams = [replace(base, shuffle_seed=k) for k in range(final_k)]
+    streams = [replace(trainer_config(steps), shuffle_seed=k) for k in range(final_k)]
 
     def plain(clock):
         numpy_loop(X, Y, init, baseline, clock=clock)
@@ -470,20 +498,21 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
     def ceiling(clock):
         ceiling_loop(settings.ceiling_k, settings.hidden, D, settings.n_batch, steps, clock=clock)
 
-    for r in range(repeats):
-        say(f"round {r + 1} of {repeats}")
-        peaks.append(matmul_rate(peak_size, settings.peak_products))
-        say(f"  float32 matmul peak {peak_size}²: {peaks[-1]:.1f} GFLOP/s")
-        timed("numpy", plain)
-        if torch is not None:
-            timed("torch", pytorch)
-        for K in populations:
-            timed(f"K{K}", trainer(K))
-        timed("one slice", trainer(big), sliced=False)
-        timed("mixed", trainer(big, two_schedules))
-        timed("streams", trainer(final_k, streams))
-        timed("streams one slice", trainer(final_k, streams), sliced=False)
-        timed("ceiling", ceiling)
+    with CoreShare(fixed=fixed_threads()) as share:  # released before any study starts: it holds a slot
+        for r in range(repeats):
+            say(f"round {r + 1} of {repeats}, a share of {share.check()} threads")
+            peaks.append(matmul_rate(peak_size, settings.peak_products))
+            say(f"  float32 matmul peak {peak_size}²: {peaks[-1]:.1f} GFLOP/s")
+            timed("numpy", plain)
+            if torch is not None:
+                timed("torch", pytorch)
+            for K in populations:
+                timed(f"K{K}", trainer(K), sliced=True)
+            timed("one slice", trainer(big))
+            timed("mixed", trainer(big, mixed_schedules(steps, big)), sliced=True)
+            timed("streams", trainer(final_k, streams), sliced=True)
+            timed("streams one slice", trainer(final_k, streams))
+            timed("ceiling", ceiling)
     return peaks, list(rows.values())
 
 
@@ -519,10 +548,7 @@ def start_study(data_dir, command=None, folder=None):
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{folder}/mlflow.db")
     package_parent = str(Path(clrsearch.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    shown = ["python" if part == sys.executable else part.replace(folder, "TMP") for part in command]
-    handle = {"study": {"command": shlex.join(shown), "wall_seconds": None, "peak_rss": None, "seconds": None,
-                        "cpu_seconds": None, "trials": None, "error": None},
-              "tmp": tmp, "folder": folder}
+    handle = {"study": study_result(command, folder), "tmp": tmp, "folder": folder}
     out_path, err_path = Path(folder) / f"stdout-{id(handle)}", Path(folder) / f"stderr-{id(handle)}"
     handle["paths"] = out_path, err_path
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -534,6 +560,13 @@ def start_study(data_dir, command=None, folder=None):
             handle["study"]["error"] = f"cannot start the study: {e}"
             handle["child"] = None
     return handle
+
+
+def study_result(command, folder):
+    """The result of a study not run yet: its command as the report shows it (``python``, the folder as TMP)."""
+    shown = ["python" if part == sys.executable else part.replace(str(folder), "TMP") for part in command]
+    return {"command": shlex.join(shown), "wall_seconds": None, "peak_rss": None, "seconds": None,
+            "cpu_seconds": None, "trials": None, "error": None}
 
 
 def finish_study(handle, timeout=None):
@@ -563,39 +596,118 @@ def finish_study(handle, timeout=None):
             study["error"] = f"no JSON summary with 'seconds' on stdout: {_last_line(stdout) or 'no output'}"
         if summary is not None and isinstance(summary.get("seconds"), dict):
             study["seconds"] = summary["seconds"]
-            study["trials"] = [(row.get("lam"), row.get("val_accuracies")) for row in summary.get("trials", [])]
+            study["trials"] = trial_values(summary)
         return study
     finally:
         if handle["tmp"] is not None:
             handle["tmp"].cleanup()
 
 
-def run_fine(data_dir):
-    """The default coarse study, then the default fine study (race and final model included) on it, in one
-    fresh folder; the fine study's result (see :func:`run_study`)."""
+@dataclass(frozen=True)
+class StudyRuns:
+    """Which studies a run of the benchmark starts, from its ``--skip-*`` flags."""
+
+    coarse: bool = True  # the default coarse study end to end; --skip-study skips every study
+    fine: bool = True  # the default fine study on that coarse study, in its folder (--skip-fine)
+    pair: bool = True  # two default coarse studies started together, against the one alone (--skip-pair)
+    one_cpu: bool = True  # one default coarse study under taskset -c <first CPU> (--skip-taskset)
+
+    @classmethod
+    def of(cls, args):
+        """The studies the parsed arguments ``args`` of :func:`_parser` ask for."""
+        if args.skip_study:
+            return cls(coarse=False, fine=False, pair=False, one_cpu=False)
+        return cls(fine=not args.skip_fine, pair=not args.skip_pair, one_cpu=not args.skip_taskset)
+
+
+def run_studies(data_dir, runs):
+    """The studies of ``runs`` (a :class:`StudyRuns`), one after the other; returns (the coarse study alone or
+    None, {"fine": result, "pair": [two results], "one_cpu": result} of those run).
+
+    The coarse study runs under the name ``coarse`` in a fresh folder, where the fine study then finds it
+    (``--coarse-study coarse``, the same ``--storage``); it is also the study alone the pair is compared with.
+    """
+    others = {}
+    if not runs.coarse:
+        return None, others
     with tempfile.TemporaryDirectory(prefix="clrsearch-bench-") as folder:
-        coarse = run_study(data_dir, study_command("coarse", data_dir, folder, "coarse"), folder=folder)
-        if coarse["error"]:
-            return {**coarse, "error": f"its coarse study failed: {coarse['error']}"}
-        return run_study(data_dir, study_command("fine", data_dir, folder, "fine"), folder=folder)
+        say("coarse study in a child process")
+        study = run_study(data_dir, study_command("coarse", data_dir, folder, "coarse"), folder=folder)
+        study["K"], study["updates"] = study_shape()
+        say(f"  coarse study: {_outcome(study)}")
+        if runs.fine:
+            say("fine study on it, in the same folder")
+            others["fine"] = run_fine(data_dir, folder, study)
+            say(f"  fine study: {_outcome(others['fine'])}")
+    if runs.pair:
+        say("two coarse studies started together")
+        others["pair"] = run_pair(data_dir)
+        say("  " + "; ".join(_outcome(p) for p in others["pair"]))
+    if runs.one_cpu:
+        say("a coarse study on one CPU")
+        others["one_cpu"] = run_one_cpu(data_dir)
+        say(f"  on one CPU: {_outcome(others['one_cpu'])}")
+    return study, others
+
+
+def _outcome(study):
+    """One line on a finished study for the progress messages."""
+    if study.get("skipped") or study.get("error"):
+        return study.get("skipped") or f"failed: {study['error']}"
+    return (f"{study['wall_seconds']:.1f} s wall, {study['cpu_seconds']:.1f} s CPU, "
+            f"peak RSS {_gb(study['peak_rss'])} GB")
+
+
+def run_fine(data_dir, folder, coarse):
+    """The default fine study (race and final model included) in ``folder``, where the coarse study ``coarse``
+    (a result of :func:`run_study`) ran under the name ``coarse``; the fine study's result."""
+    command = study_command("fine", data_dir, folder, "fine")
+    if coarse.get("error"):
+        return {**study_result(command, folder), "error": f"not run: its coarse study failed ({coarse['error']})"}
+    return run_study(data_dir, command, folder=folder)
 
 
 def run_pair(data_dir):
-    """Two default coarse studies started at the same moment, each in a fresh folder under a name of its own."""
-    handles = [start_study(data_dir, None) for _ in range(2)]
-    return [finish_study(handle) for handle in handles]
+    """Two default coarse studies, ``pair-1`` and ``pair-2``, each in a fresh folder, started at the same moment;
+    their results (see :func:`run_study`), in that order."""
+    with ExitStack() as stack:
+        folders = [stack.enter_context(tempfile.TemporaryDirectory(prefix="clrsearch-bench-")) for _ in range(2)]
+        handles = [start_study(data_dir, study_command("coarse", data_dir, folder, f"pair-{i + 1}"), folder)
+                   for i, folder in enumerate(folders)]
+        return finish_studies(handles)
+
+
+def finish_studies(handles):
+    """:func:`finish_study` of every handle, each waited for by a thread of its own, so that each study's wall
+    time ends when it ends, not when the ones waited for before it have ended."""
+    with ThreadPoolExecutor(max_workers=len(handles)) as pool:
+        return list(pool.map(finish_study, handles))
 
 
 def run_one_cpu(data_dir):
-    """The default coarse study under ``taskset -c <first CPU>``; None where taskset or a second CPU is missing."""
-    import shutil
-
+    """The default coarse study under ``taskset -c <first CPU>``; its result, or ``{"skipped": reason}`` where
+    taskset or a second CPU is missing (on one CPU alone it would measure nothing new)."""
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if shutil.which("taskset") is None or len(allowed) < 2:
-        return None
+    if shutil.which("taskset") is None:
+        return {"skipped": "taskset is not installed"}
+    if len(allowed) < 2:
+        return {"skipped": f"this process may run on {len(allowed) or 'an unknown number of'} CPU, not 2 or more"}
     with tempfile.TemporaryDirectory(prefix="clrsearch-bench-") as folder:
         command = study_command("coarse", data_dir, folder, "one-cpu", prefix=("taskset", "-c", str(allowed[0])))
         return run_study(data_dir, command, folder=folder)
+
+
+def trial_values(summary):
+    """[(lam, val_accuracies)] of the ``trials`` of a study's JSON summary, in its order: what a run must repeat."""
+    return [(row.get("lam"), row.get("val_accuracies")) for row in summary.get("trials") or []]
+
+
+def same_trials(one, other):
+    """Whether two :func:`trial_values` lists (as read back from JSON too: lists for tuples) are the same;
+    None when either is missing or empty."""
+    if not one or not other:
+        return None
+    return [tuple(t) for t in one] == [tuple(t) for t in other]
 
 
 def _last_json_object(text):
@@ -678,23 +790,22 @@ def _threadpools():
 
 
 def summarise(peaks, rows, study, flops, meta):
-    """The JSON object of a run: rows with their derived figures, the study and the targets."""
+    """The JSON object of a run: rows with their derived figures, the studies and the targets."""
     peak = max(peaks)
-    by_key = {}
     results = []
     for row in rows:
-        entry = {"name": row.name, "K": row.K, "skipped": row.skipped}
+        entry = {"name": row.name, "key": row.key or row.name, "K": row.K, "skipped": row.skipped}
         if row.rates:
             entry.update({
                 "updates_per_s": row.best, "updates_per_s_median": row.median, "updates_per_s_all": row.rates,
+                "threads": row.best_threads,
                 "gflops": row.best * flops / 1e9, "peak_share": row.best * flops / 1e9 / peak,
                 "peak_rss_bytes": row.peak_rss, "rss_before_bytes": row.rss_start,
                 "setup_and_eval_seconds": min(row.extra_seconds),
                 "eval_seconds": min(row.eval_seconds) if row.eval_seconds else None,
             })
         results.append(entry)
-        by_key[row.name] = entry
-    torch_rate = next((r.best for r in rows if r.name.startswith("PyTorch")), None)
+    torch_rate = next((r["updates_per_s"] for r in results if r["key"] == "torch" and r.get("updates_per_s")), None)
     for entry in results:
         if entry.get("updates_per_s") and torch_rate:
             entry["vs_torch"] = entry["updates_per_s"] / torch_rate
@@ -703,50 +814,78 @@ def summarise(peaks, rows, study, flops, meta):
             "results": results, "study": study, "targets": targets(results, study, peak) + study_targets(study, others)}
 
 
+def target_line(what, goal, value, passed, shown):
+    """One line of the targets; ``passed`` is None when ``value`` was not measured."""
+    return {"target": what, "goal": goal, "measured": value, "shown": shown, "passed": passed}
+
+
+def ratio_line(what, goal, ratio, digits=2):
+    """The line of a ratio that must be at least ``goal``; ``ratio`` None when not measured."""
+    return target_line(what, f">= {goal:g}x", ratio, None if ratio is None else ratio >= goal,
+                       "not measured" if ratio is None else f"{ratio:.{digits}f}x")
+
+
+def info_line(what, ratio):
+    """The line of a ratio shown without a goal: ``passed`` stays None, ``info`` says why."""
+    return {**target_line(what, "ratio shown", ratio, None, "not measured" if ratio is None else f"{ratio:.2f}x"),
+            "info": True}
+
+
+def ratio(numerator, denominator):
+    """numerator / denominator, or None when either is missing or zero."""
+    return numerator / denominator if numerator and denominator else None
+
+
 def targets(results, study, peak):
-    """Pass/fail lines; ``passed`` is None when the figure was not measured."""
-    def rate(prefix):
-        return next((r.get("updates_per_s") for r in results if r["name"].startswith(prefix)), None)
-
-    k30, k1 = rate("clrsearch trainer, K = 30"), rate("clrsearch trainer, K = 1")
-    torch_rate, numpy_rate = rate("PyTorch"), rate("plain numpy")
-    k30_gflops = next((r.get("gflops") for r in results if r["name"].startswith("clrsearch trainer, K = 30")), None)
-    lines = []
+    """Pass/fail lines of the rows and of the coarse study, and the ratios shown without a goal: slices against
+    one slice, mixed schedules against one. ``results`` are the entries of :func:`summarise`."""
     goals = SETTINGS
+    big = max(goals.populations)
+    by_key = {r.get("key", r["name"]): r for r in results}
 
-    def line(what, goal, value, passed, shown):
-        lines.append({"target": what, "goal": goal, "measured": value, "shown": shown, "passed": passed})
+    def rate(key):
+        return by_key.get(key, {}).get("updates_per_s")
 
-    ratio = k30 / torch_rate if k30 and torch_rate else None
-    line("K = 30 updates/s vs PyTorch one network at a time", f">= {goals.target_vs_torch:g}x", ratio,
-         None if ratio is None else ratio >= goals.target_vs_torch, "not measured" if ratio is None else f"{ratio:.1f}x")
-    share = k30_gflops / peak if k30_gflops else None
-    line("K = 30 effective GFLOP/s vs measured matmul peak", f">= {goals.target_peak_share:.0%}", share,
-         None if share is None else share >= goals.target_peak_share,
-         "not measured" if share is None else f"{share:.1%} ({k30_gflops:.1f} of {peak:.1f} GFLOP/s)")
-    ratio = k1 / numpy_rate if k1 and numpy_rate else None
-    line("K = 1 updates/s vs the plain numpy loop", f">= {goals.target_k1_vs_numpy:g}x", ratio,
-         None if ratio is None else ratio >= goals.target_k1_vs_numpy, "not measured" if ratio is None else f"{ratio:.2f}x")
+    def same_k(key):
+        """The rate of the sliced one-schedule row of the K of row ``key``, and that K."""
+        K = by_key.get(key, {}).get("K", big)
+        return rate(f"K{K}"), K
+
+    k_big, k1, torch_rate = rate(f"K{big}"), rate("K1"), rate("torch")
+    lines = [ratio_line(f"K = {big} updates/s vs PyTorch one network at a time", goals.target_vs_torch,
+                        ratio(k_big, torch_rate), digits=1)]
+    gflops = by_key.get(f"K{big}", {}).get("gflops")
+    share = ratio(gflops, peak)
+    lines.append(target_line(f"K = {big} effective GFLOP/s vs measured matmul peak",
+                             f">= {goals.target_peak_share:.0%}", share,
+                             None if share is None else share >= goals.target_peak_share,
+                             "not measured" if share is None else f"{share:.1%} ({gflops:.1f} of {peak:.1f} GFLOP/s)"))
+    lines.append(ratio_line("K = 1 updates/s vs the plain numpy loop", goals.target_k1_vs_numpy,
+                            ratio(k1, rate("numpy"))))
     wall = study.get("wall_seconds") if study and not study.get("error") else None
-    line("coarse study wall time", f"<= {goals.target_study_seconds:g} s", wall,
-         None if wall is None else wall <= goals.target_study_seconds, "not measured" if wall is None else f"{wall:.1f} s")
+    lines.append(target_line("coarse study wall time", f"<= {goals.target_study_seconds:g} s", wall,
+                             None if wall is None else wall <= goals.target_study_seconds,
+                             "not measured" if wall is None else f"{wall:.1f} s"))
     rss = study.get("peak_rss") if study and not study.get("error") else None
-    line("coarse study peak memory (RSS)", f"<= {goals.target_study_bytes / 1e9:g} GB", rss,
-         None if rss is None else rss <= goals.target_study_bytes, "not measured" if rss is None else f"{rss / 1e9:.2f} GB")
+    lines.append(target_line("coarse study peak memory (RSS)", f"<= {goals.target_study_bytes / 1e9:g} GB", rss,
+                             None if rss is None else rss <= goals.target_study_bytes,
+                             "not measured" if rss is None else f"{rss / 1e9:.2f} GB"))
     tracking = (study.get("seconds") or {}).get("tracking") if wall else None
     share = tracking / wall if tracking is not None else None
-    line("coarse study tracking time vs its wall time", f"<= {goals.target_tracking_share:.0%}", share,
-         None if share is None else share <= goals.target_tracking_share,
-         "not measured" if share is None else f"{share:.1%} ({tracking:.1f} s)")
-    k1_torch = k1 / torch_rate if k1 and torch_rate else None
-    line("K = 1 updates/s vs PyTorch one network at a time", f">= {goals.target_k1_vs_torch:g}x", k1_torch,
-         None if k1_torch is None else k1_torch >= goals.target_k1_vs_torch,
-         "not measured" if k1_torch is None else f"{k1_torch:.2f}x")
-    mixed = rate(f"clrsearch trainer, K = {max(goals.populations)}, two schedules")
-    single = rate(f"clrsearch trainer, K = {max(goals.populations)}")
-    ratio = mixed / single if mixed and single else None
-    line("two schedules in one population vs one schedule, updates/s", f">= {goals.target_mixed:g}x", ratio,
-         None if ratio is None else ratio >= goals.target_mixed, "not measured" if ratio is None else f"{ratio:.2f}x")
+    lines.append(target_line("coarse study tracking time vs its wall time", f"<= {goals.target_tracking_share:.0%}",
+                             share, None if share is None else share <= goals.target_tracking_share,
+                             "not measured" if share is None else f"{share:.1%} ({tracking:.1f} s)"))
+    lines.append(ratio_line("K = 1 updates/s vs PyTorch one network at a time", goals.target_k1_vs_torch,
+                            ratio(k1, torch_rate)))
+    sliced, K = same_k("one slice")
+    lines.append(info_line(f"K = {K} in slices vs one slice (multi-threaded BLAS), updates/s",
+                           ratio(sliced, rate("one slice"))))
+    K = by_key.get("streams", {}).get("K", goals.final_k)
+    lines.append(info_line(f"K = {K} of {K} mini-batch streams in slices vs one slice (multi-threaded BLAS), updates/s",
+                           ratio(rate("streams"), rate("streams one slice"))))
+    single, K = same_k("mixed")
+    lines.append(info_line(f"mixed schedules vs one schedule (K = {K}, half n_s and half 2·n_s), updates/s",
+                           ratio(rate("mixed"), single)))
     return lines
 
 
@@ -755,38 +894,41 @@ def study_targets(study, others):
     one on one CPU. ``others`` holds what was run: ``fine``, ``pair`` (two results), ``one_cpu``."""
     goals = SETTINGS
     lines = []
-
-    def line(what, goal, value, passed, shown):
-        lines.append({"target": what, "goal": goal, "measured": value, "shown": shown, "passed": passed})
-
     alone = study.get("wall_seconds") if study and not study.get("error") else None
     seconds = (study or {}).get("seconds") or {}
     overhead = seconds.get("tracking", 0.0) + seconds.get("evaluation", 0.0) if alone and seconds else None
     share = overhead / alone if overhead is not None else None
-    line("coarse study tracking + evaluation vs its wall time", f"<= {goals.target_overhead_share:.0%}", share,
-         None if share is None else share <= goals.target_overhead_share,
-         "not measured" if share is None else f"{share:.1%} ({overhead:.1f} s)")
+    lines.append(target_line("coarse study tracking + evaluation vs its wall time",
+                             f"<= {goals.target_overhead_share:.0%}", share,
+                             None if share is None else share <= goals.target_overhead_share,
+                             "not measured" if share is None else f"{share:.1%} ({overhead:.1f} s)"))
     fine = others.get("fine")
     wall = fine.get("wall_seconds") if fine and not fine.get("error") else None
-    line("fine study wall time, race and final model included", f"<= {goals.target_fine_seconds:g} s", wall,
-         None if wall is None else wall <= goals.target_fine_seconds,
-         "not measured" if wall is None else f"{wall:.1f} s ({wall / 60:.1f} min)")
-    pair = [p for p in others.get("pair") or [] if not p.get("error")]
+    lines.append(target_line("fine study wall time, race and final model included",
+                             f"<= {goals.target_fine_seconds:g} s", wall,
+                             None if wall is None else wall <= goals.target_fine_seconds,
+                             "not measured" if wall is None else f"{wall:.1f} s ({wall / 60:.1f} min)"))
+    pair = [p for p in others.get("pair") or [] if not p.get("error") and p.get("wall_seconds")]
     ratios = [p["wall_seconds"] / alone for p in pair] if alone and len(pair) == 2 else None
     walls = ", ".join(f"{p['wall_seconds']:.1f}" for p in pair)
-    line("each of two coarse studies started together vs one alone", f"<= {goals.target_pair_ratio:g}x",
-         ratios, None if ratios is None else max(ratios) <= goals.target_pair_ratio,
-         "not measured" if ratios is None else " and ".join(f"{r:.2f}x" for r in ratios)
-         + f" ({walls} s against {alone:.1f} s)")
-    same = all(p.get("trials") == study.get("trials") for p in pair) if ratios is not None else None
-    line("two coarse studies started together give the values of one alone", "the same trials", same, same,
-         "not measured" if same is None else "the same lambdas and accuracies" if same else "values differ")
-    one_cpu = others.get("one_cpu")
-    load = (one_cpu["cpu_seconds"] / one_cpu["wall_seconds"]
-            if one_cpu and not one_cpu.get("error") and one_cpu.get("cpu_seconds") else None)
-    line("coarse study under taskset -c 0: CPU seconds per wall second", f"<= {goals.target_one_cpu_load:g}", load,
-         None if load is None else load <= goals.target_one_cpu_load,
-         "not measured" if load is None else f"{load:.2f} ({one_cpu['wall_seconds']:.1f} s wall)")
+    lines.append(target_line("each of two coarse studies started together vs one alone",
+                             f"<= {goals.target_pair_ratio:g}x", ratios,
+                             None if ratios is None else max(ratios) <= goals.target_pair_ratio,
+                             "not measured" if ratios is None else " and ".join(f"{r:.2f}x" for r in ratios)
+                             + f" ({walls} s against {alone:.1f} s)"))
+    same = None
+    if ratios is not None:
+        verdicts = [same_trials(p.get("trials"), study.get("trials")) for p in pair]
+        same = None if None in verdicts else all(verdicts)
+    lines.append(target_line("two coarse studies started together give the values of one alone", "the same trials",
+                             same, same, "not measured" if same is None
+                             else "the same lambdas and accuracies" if same else "values differ"))
+    one_cpu = others.get("one_cpu") or {}
+    load = (ratio(one_cpu.get("cpu_seconds"), one_cpu.get("wall_seconds")) if not one_cpu.get("error") else None)
+    lines.append(target_line("coarse study under taskset -c uses one core: CPU seconds per wall second",
+                             f"<= {goals.target_one_cpu_load:g}", load,
+                             None if load is None else load <= goals.target_one_cpu_load,
+                             "not measured" if load is None else f"{load:.2f} ({one_cpu['wall_seconds']:.1f} s wall)"))
     return lines
 
 
@@ -797,23 +939,26 @@ def _gb(n):
 def render_table(summary):
     """The results as a markdown table."""
     n = summary["workload"]["peak_size"]
-    lines = ["| configuration | K | updates/s (best) | median | GFLOP/s | % of peak | vs PyTorch | peak RSS GB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|",
-             f"| float32 matmul peak, {n}² @ {n}² | | | | {summary['peak_gflops']:.1f} | 100% | | |"]
+    lines = ["| configuration | K | threads | updates/s (best) | median | GFLOP/s | % of peak | vs PyTorch "
+             "| peak RSS GB |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+             f"| float32 matmul peak, {n}² @ {n}² | | | | | {summary['peak_gflops']:.1f} | 100% | | |"]
     for r in summary["results"]:
         if r.get("updates_per_s") is None:
-            lines.append(f"| {r['name']} | {r['K']} | skipped: {r.get('skipped') or 'not run'} | | | | | |")
+            lines.append(f"| {r['name']} | {r['K']} | | skipped: {r.get('skipped') or 'not run'} | | | | | |")
             continue
         vs = f"{r['vs_torch']:.1f}x" if r.get("vs_torch") else "–"
-        lines.append(f"| {r['name']} | {r['K']} | {r['updates_per_s']:,.0f} | {r['updates_per_s_median']:,.0f} | "
-                     f"{r['gflops']:.1f} | {r['peak_share']:.0%} | {vs} | {_gb(r['peak_rss_bytes'])} |")
+        lines.append(f"| {r['name']} | {r['K']} | {r.get('threads') or ''} | {r['updates_per_s']:,.0f} | "
+                     f"{r['updates_per_s_median']:,.0f} | {r['gflops']:.1f} | {r['peak_share']:.0%} | {vs} | "
+                     f"{_gb(r['peak_rss_bytes'])} |")
     study = summary.get("study")
     if study is not None:
         if study.get("error"):
-            lines.append(f"| default coarse study (child process) | {study['K']} | failed: {study['error']} | | | | | |")
+            lines.append(f"| default coarse study (child process) | {study['K']} | | failed: {study['error']} "
+                         f"| | | | | |")
         else:
             rate = study["updates"] / study["wall_seconds"]
-            lines.append(f"| default coarse study end to end, {study['wall_seconds']:.1f} s wall | {study['K']} | "
+            lines.append(f"| default coarse study end to end, {study['wall_seconds']:.1f} s wall | {study['K']} | | "
                          f"{rate:,.0f} | | {rate * summary['flops_per_update'] / 1e9:.1f} | "
                          f"{rate * summary['flops_per_update'] / 1e9 / summary['peak_gflops']:.0%} | | "
                          f"{_gb(study['peak_rss'])} |")
@@ -821,16 +966,19 @@ def render_table(summary):
 
 
 def render_targets(summary):
+    """One line per target: PASS, FAIL, n/a (not measured) or info (a ratio shown without a goal)."""
     marks = {True: "PASS", False: "FAIL", None: "n/a "}
-    return "\n".join(f"- **{marks[t['passed']]}** {t['target']} {t['goal']}: {t['shown']}" for t in summary["targets"])
+    return "\n".join(f"- **info** {t['target']}: {t['shown']} (ratio shown, no goal)" if t.get("info")
+                     else f"- **{marks[t['passed']]}** {t['target']} {t['goal']}: {t['shown']}"
+                     for t in summary["targets"])
 
 
 def render_breakdown(summary):
     """What the ceiling row says about the step of the population of K = ``SETTINGS.ceiling_k``."""
     k, w = SETTINGS.ceiling_k, summary["workload"]
-    rows = {r["name"]: r for r in summary["results"]}
-    trainer = rows.get(f"clrsearch trainer, K = {k}", {}).get("updates_per_s")
-    ceiling = next((r.get("updates_per_s") for r in summary["results"] if r["name"].startswith("BLAS ceiling")), None)
+    rows = {r.get("key", r["name"]): r for r in summary["results"]}
+    trainer = rows.get(f"K{k}", {}).get("updates_per_s")
+    ceiling = rows.get("ceiling", {}).get("updates_per_s")
     if not trainer or not ceiling:
         return "Not measured."
     share = trainer / ceiling
@@ -869,46 +1017,73 @@ def render_study(study):
 
 
 def render_studies(summary):
-    """The fine study, the pair and the study on one CPU, as far as they ran."""
+    """The fine study, the pair and the study on one CPU: what each measured, or the flag that skipped it."""
     others = summary.get("studies") or {}
+    runs = summary.get("study_runs") or {}
+    sections = [("The fine study", "fine", "--skip-fine", _render_fine),
+                ("Two coarse studies started together", "pair", "--skip-pair", _render_pair),
+                ("One coarse study on one CPU", "one_cpu", "--skip-taskset", _render_one_cpu)]
     lines = []
-    fine = others.get("fine")
-    if fine:
-        lines += ["### The fine study", "",
-                  f"`{fine['command']}` after the default coarse study (`--study-name coarse`) in the same fresh "
-                  "folder TMP."]
-        if fine.get("error"):
-            lines.append(f"It failed: {fine['error']}")
-        elif fine.get("seconds"):
-            wall = fine["wall_seconds"]
-            lines += [f"Wall time {wall:.1f} s ({wall / 60:.1f} min).", "",
-                      "| part (the study's own `seconds`) | s | share of wall |", "|---|---:|---:|"]
-            lines += [f"| {name} | {value:.1f} | {value / wall:.0%} |" for name, value in fine["seconds"].items()]
-        lines.append("")
-    pair = others.get("pair")
-    if pair:
-        lines += ["### Two coarse studies started together", "",
-                  "Two default coarse studies, each in a fresh folder under a name of its own, started in the same "
-                  "second; each one's wall time against the coarse study alone above.", "",
-                  "| study | wall s | CPU s | same trials as alone |", "|---|---:|---:|---|"]
-        alone = summary.get("study") or {}
-        for i, p in enumerate(pair):
-            if p.get("error"):
-                lines.append(f"| {i + 1} | failed: {p['error']} | | |")
-            else:
-                lines.append(f"| {i + 1} | {p['wall_seconds']:.1f} | {p['cpu_seconds']:.1f} | "
-                             f"{'yes' if p.get('trials') == alone.get('trials') else 'no'} |")
-        lines.append("")
-    one_cpu = others.get("one_cpu")
-    if one_cpu:
-        lines += ["### One coarse study on one CPU", "", f"`{one_cpu['command']}`."]
-        if one_cpu.get("error"):
-            lines.append(f"It failed: {one_cpu['error']}")
+    for title, key, flag, render in sections:
+        lines += [f"### {title}", ""]
+        if key in others:
+            lines.append(render(others[key], summary))
+        elif runs:
+            lines.append(f"Skipped (`{'--skip-study' if not runs.get('coarse') else flag}`).")
         else:
-            lines.append(f"Wall time {one_cpu['wall_seconds']:.1f} s, CPU time {one_cpu['cpu_seconds']:.1f} s "
-                         f"({one_cpu['cpu_seconds'] / one_cpu['wall_seconds']:.2f} CPU seconds per second).")
+            lines.append("Not run.")
         lines.append("")
-    return "\n".join(lines) if lines else "Not run (`--fine`, `--pair`, `--taskset`)."
+    return "\n".join(lines).rstrip()
+
+
+def _seconds_table(study):
+    """The study's own ``seconds`` against its wall time, as a markdown table."""
+    wall = study["wall_seconds"]
+    lines = ["| part (the study's own `seconds`) | s | share of wall |", "|---|---:|---:|"]
+    return "\n".join(lines + [f"| {name} | {value:.1f} | {value / wall:.0%} |"
+                              for name, value in study["seconds"].items()])
+
+
+def _render_fine(fine, summary):
+    lines = [f"`{fine['command']}`, in the folder TMP of the coarse study above (run as `--study-name coarse`), "
+             f"once that study has ended."]
+    if fine.get("error"):
+        lines.append(f"It failed: {fine['error']}")
+    elif fine.get("seconds"):
+        wall = fine["wall_seconds"]
+        lines += [f"Wall time {wall:.1f} s ({wall / 60:.1f} min), CPU time {fine['cpu_seconds']:.1f} s, peak RSS "
+                  f"{_gb(fine.get('peak_rss'))} GB.", "", _seconds_table(fine)]
+    return "\n".join(lines)
+
+
+def _render_pair(pair, summary):
+    alone = summary.get("study") or {}
+    lines = ["Two default coarse studies, `--study-name pair-1` and `pair-2`, each in a fresh folder, started at the "
+             "same moment; each one's wall time against the coarse study alone above, and their trials (λ and "
+             "validation accuracies of the JSON summary) against its.", "",
+             "| study | wall s | CPU s | wall vs alone | same trials as alone |", "|---|---:|---:|---:|---|"]
+    verdicts = {True: "yes", False: "no", None: "–"}
+    for i, p in enumerate(pair):
+        if p.get("error"):
+            lines.append(f"| pair-{i + 1} | failed: {p['error']} | | | |")
+            continue
+        vs = ratio(p["wall_seconds"], alone.get("wall_seconds") if not alone.get("error") else None)
+        lines.append(f"| pair-{i + 1} | {p['wall_seconds']:.1f} | {p['cpu_seconds']:.1f} | "
+                     f"{'–' if vs is None else f'{vs:.2f}x'} | "
+                     f"{verdicts[same_trials(p.get('trials'), alone.get('trials'))]} |")
+    return "\n".join(lines)
+
+
+def _render_one_cpu(one_cpu, summary):
+    if one_cpu.get("skipped"):
+        return f"Not run: {one_cpu['skipped']}."
+    lines = [f"`{one_cpu['command']}`."]
+    if one_cpu.get("error"):
+        lines.append(f"It failed: {one_cpu['error']}")
+    else:
+        lines.append(f"Wall time {one_cpu['wall_seconds']:.1f} s, CPU time {one_cpu['cpu_seconds']:.1f} s "
+                     f"({one_cpu['cpu_seconds'] / one_cpu['wall_seconds']:.2f} CPU seconds per second).")
+    return "\n".join(lines)
 
 
 def render_report(summary):
@@ -942,6 +1117,8 @@ Produced by `{summary['command']}` on {summary['date']}
 CIFAR-10 split `full` ({w['n_train']:,} training images), n_batch B = {w['n_batch']},
 M = {w['hidden']} hidden units, C = {w['classes']}, D = {w['inputs']}, float32, {w['steps']} update steps per
 configuration; best of {w['repeats']} rounds (median alongside). One update is one mini-batch step of one network.
+"threads" is how a row used the cores it was given: slices of members, one thread each over a one-threaded
+BLAS, or one slice on a BLAS of that many threads.
 
 {render_table(summary)}
 
@@ -979,15 +1156,31 @@ configuration; best of {w['repeats']} rounds (median alongside). One update is o
   network one at a time: `nn.Linear` layers, `SGD` with `weight_decay = 2·λ` on the weights,
   `CyclicLR(base_lr=1e-5, max_lr=0.1, step_size_up=n_s, mode="triangular", cycle_momentum=False)`,
   `torch.set_num_threads(os.cpu_count())`. Both use λ = {SETTINGS.baseline_lam:g}.
-- **Slices.** Studies give the trainer one thread per core they may use; each works a slice of the
-  population's members over a single-threaded BLAS (`clrsearch/nn/threads.py`). The trainer rows get the same;
-  the rows "one slice on a multi-threaded BLAS" train the same population in one slice, the BLAS splitting
-  each product over the cores. The row of {SETTINGS.final_k} streams gives each network a mini-batch order of its own, as the
-  final model's replicates have; the row of two schedules gives every other network twice the half-cycle.
-- **Studies.** Each runs in a child process in a fresh folder (its Optuna storage and MLflow store there);
-  wall time from its start to its exit, CPU time from its `wait4` rusage. `--fine` runs the default coarse
-  study then the default fine study in one folder; `--pair` starts two default coarse studies in the same
-  second; `--taskset` runs one under `taskset -c <first CPU>`.
+- **Slices.** Studies give the trainer the threads of their share of the cores (`CoreShare` of
+  `clrsearch/search/cores.py`: the usable CPUs over the clrsearch processes training, one slot each) through a
+  progress object whose `cores()` returns the share; the trainer cuts the population into that many slices of
+  members, each worked by a thread of its own over a single-threaded BLAS (`clrsearch/nn/threads.py`). The
+  benchmark holds such a share while the rows run (and lets it go before any study starts), and hands the
+  trainer rows `share.pace(clock)`, as a study hands its progress bar. The rows "one slice (multi-threaded
+  BLAS)" train the same population with the bare clock, which has no `cores()`: one slice, the BLAS splitting
+  each product over the share's threads. The info lines "in slices vs one slice" divide the two rates. The row
+  of {SETTINGS.final_k} streams gives each network a mini-batch order of its own, as the final model's replicates have.
+- **Mixed schedules.** The row "population mixing schedules" trains the K = {max(SETTINGS.populations)} population
+  with one `TrainConfig` per member, differing only in `n_s`: every other member has twice the half-cycle (`n_s` =
+  steps instead of steps / 2), and `max_steps` = steps for all, so every member trains every
+  measured step and no member ends a cycle or is evaluated before the last. Its rate over that of the same
+  population with one schedule (the sliced row of the same K) is shown without a goal: the issue's "the
+  common case (one schedule) slows by at most 3%" compares one schedule before and after the trainer learnt
+  to mix them, which one run of one version cannot measure.
+- **Studies.** Each is a whole command in a child process, in a fresh folder (its Optuna storage and MLflow
+  store there), started once the rows are done; wall time from its start to its exit, CPU time (user + sys)
+  and peak RSS from its `wait4` rusage, the time split from the `seconds` of its JSON summary. The coarse
+  study runs as `--study-name coarse`; the fine study then runs in its folder, reading it through the same
+  `--storage` and `--coarse-study coarse` (`--skip-fine`). Two coarse studies, `pair-1` and `pair-2`, start
+  at the same moment in two folders, each timed against the coarse study alone, their trials' λ and
+  validation accuracies compared with its (`--skip-pair`). One coarse study runs under
+  `taskset -c <first CPU>`, where taskset exists and the process may use 2 CPUs or more (`--skip-taskset`).
+  `--skip-study` skips them all.
 - **Ceiling.** The two (K·M, D) products of a K = {k} step alone, at the trainer's shapes
   ((K·M, D) @ (D, B) and (K·M, B) @ (B, D)): what the BLAS gives those shapes, whatever the rest of the step costs.
 - **Peak RSS** is the process's resident-set high-water mark while the configuration ran, reset before
@@ -1021,11 +1214,14 @@ def _parser():
                         help=f"rounds; the best counts (default {SETTINGS.repeats})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--out", help="also write the markdown report there, e.g. docs/PERFORMANCE.md")
-    parser.add_argument("--skip-study", action="store_true", help="do not run the default coarse study")
-    parser.add_argument("--fine", action="store_true",
-                        help="also run the default fine study after a coarse one (about 7 minutes)")
-    parser.add_argument("--pair", action="store_true", help="also run two default coarse studies at once")
-    parser.add_argument("--taskset", action="store_true", help="also run a default coarse study on one CPU")
+    parser.add_argument("--skip-study", action="store_true",
+                        help="run no study at all (neither the coarse study nor those below)")
+    parser.add_argument("--skip-fine", action="store_true",
+                        help="do not run the default fine study on the coarse study (about 7 minutes)")
+    parser.add_argument("--skip-pair", action="store_true",
+                        help="do not run two default coarse studies started together (about 2 minutes)")
+    parser.add_argument("--skip-taskset", action="store_true",
+                        help="do not run a default coarse study under taskset -c on one CPU (about 2 minutes)")
     return parser
 
 
@@ -1057,21 +1253,9 @@ def main(argv=None):
     meta["rss_method"] = probe.method
     peaks, rows = measure(train_set, steps, args.repeats, torch)
     del train_set
-    study = None
-    if not args.skip_study:
-        say("coarse study in a child process")
-        study = run_study(args.data_dir)
-        study["K"], study["updates"] = study_shape()
-        if study["error"]:
-            say(f"  coarse study failed: {study['error']}")
-        else:
-            say(f"  coarse study: {study['wall_seconds']:.1f} s, peak RSS {_gb(study['peak_rss'])} GB")
-    meta["studies"] = {}
-    for flag, name, run in ((args.fine, "fine", run_fine), (args.pair, "pair", run_pair),
-                            (args.taskset, "one_cpu", run_one_cpu)):
-        if flag and not args.skip_study:
-            say(f"{name} studies in child processes")
-            meta["studies"][name] = run(args.data_dir)
+    runs = StudyRuns.of(args)
+    meta["study_runs"] = asdict(runs)
+    study, meta["studies"] = run_studies(args.data_dir, runs)
     meta["machine"]["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     summary = summarise(peaks, rows, study, flops, meta)
     if args.json:
