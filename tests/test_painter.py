@@ -51,6 +51,18 @@ def test_once_the_child_is_gone_the_matrices_are_drawn_here(tmp_path):
     assert_same_files(folder, seed_files(ConfusionFigure(), tmp_path / "here", y, p, NAMES, "validation, seed 0"))
 
 
+def test_the_jobs_a_dying_child_leaves_unanswered_are_drawn_here(tmp_path):
+    y, preds = predictions(12)
+    with ConfusionPainter() as painter:
+        futures = [painter.submit(tmp_path / f"job-{k}", y, p, NAMES, f"validation, seed {k}")
+                   for k, p in enumerate(preds)]
+        painter._child.kill()  # most jobs are still queued or half drawn
+        folders = [future.result(timeout=120) for future in futures]
+    figure = ConfusionFigure()
+    for k, (p, folder) in enumerate(zip(preds, folders)):
+        assert_same_files(folder, seed_files(figure, tmp_path / f"here-{k}", y, p, NAMES, f"validation, seed {k}"))
+
+
 PARENT = textwrap.dedent("""
     import time
     from clrsearch.tracking.painter import ConfusionPainter

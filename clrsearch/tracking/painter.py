@@ -9,12 +9,15 @@ so that drawing and writing run side by side on two cores. The jobs go to the
 child's stdin from a thread (submitting never waits), one JSON line each, and
 its answers come back on its stdout. The child ignores Ctrl-C, which its parent
 handles, and ends when its stdin closes, so it ends with its parent however
-the parent ends; once it is gone, the study's process draws the rest itself.
+the parent ends. Should it end first, the study's process draws what it had
+not answered, and every later matrix, itself; a job the child answers with an
+error fails its own Future.
 """
 from __future__ import annotations
 
 import json
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -38,7 +41,9 @@ class ConfusionPainter:
         self._jobs = {}  # job id -> Future
         self._lock = threading.Lock()
         self._next_id = 0
+        self._gone = False  # the child has ended: jobs are drawn here
         self._figure = None  # this process's figure, once the child is gone
+        self._figure_lock = threading.Lock()  # one drawing at a time on it
 
     def __enter__(self):
         self._child = subprocess.Popen([sys.executable, "-c", "from clrsearch.confusion import main; main()"],
@@ -63,12 +68,15 @@ class ConfusionPainter:
                "names": [str(name) for name in class_names], "title": title}
         future = Future()
         with self._lock:
-            if self._child.poll() is not None:  # the child is gone: draw here
-                return self._draw_here(job)
-            job["id"] = self._next_id
-            self._next_id += 1
-            self._jobs[job["id"]] = future
-        self._lines.put(json.dumps(job) + "\n")
+            gone = self._gone
+            if not gone:
+                job["id"] = self._next_id
+                self._next_id += 1
+                self._jobs[job["id"]] = future, job
+        if gone:
+            self._draw_here(future, job)
+        else:
+            self._lines.put(json.dumps(job) + "\n")
         return future
 
     def _write_jobs(self):
@@ -77,33 +85,37 @@ class ConfusionPainter:
                 self._child.stdin.write(line)
                 self._child.stdin.flush()
         except (OSError, ValueError):
-            pass  # the child is gone: its jobs fail, and later ones are drawn here
+            pass  # the child is gone: its stdout ends, and the jobs it did not answer are drawn here
         finally:
             try:
                 self._child.stdin.close()
             except OSError:
                 pass
 
-    def _draw_here(self, job) -> Future:
-        future = Future()
-        if self._figure is None:
-            self._figure = ConfusionFigure(CONFUSION_DPI)
-        try:
-            future.set_result(draw_job(self._figure, job))
-        except Exception as error:
-            future.set_exception(error)
-        return future
+    def _draw_here(self, future, job, begun=False):
+        """Draw ``job`` in this process and settle ``future``; a job the child may have ``begun`` starts from an
+        empty folder."""
+        with self._figure_lock:
+            if self._figure is None:
+                self._figure = ConfusionFigure(CONFUSION_DPI)
+            try:
+                if begun:
+                    shutil.rmtree(job["folder"], ignore_errors=True)
+                future.set_result(draw_job(self._figure, job))
+            except Exception as error:
+                future.set_exception(error)
 
     def _read_answers(self):
         for line in self._child.stdout:
             answer = json.loads(line)
             with self._lock:
-                future = self._jobs.pop(answer["id"])
+                future, _ = self._jobs.pop(answer["id"])
             if "error" in answer:
                 future.set_exception(RuntimeError(f"drawing a confusion matrix: {answer['error']}"))
             else:
                 future.set_result(Path(answer["folder"]))
-        with self._lock:  # the child ended: whatever it had not answered fails
+        with self._lock:  # the child ended: what it had not answered, and what comes next, is drawn here
+            self._gone = True
             pending, self._jobs = list(self._jobs.values()), {}
-        for future in pending:
-            future.set_exception(RuntimeError("the confusion-matrix process ended before drawing this matrix"))
+        for future, job in pending:
+            self._draw_here(future, job, begun=True)

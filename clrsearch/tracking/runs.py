@@ -207,8 +207,8 @@ class StudyRun:
             files = [[self._drawn.pop((trial.number, seed.seed), None)
                       or self._draw(thread, Path(folder) / f"trial-{trial.number}-seed-{k}", seed)
                       for k, seed in enumerate(trial.seeds)] for trial in new]
-            for trial, seed_files in zip(new, files):
-                self._trial_runs[trial.number] = self._log_trial(trial, seed_files)
+            for trial, trial_files in zip(new, files):
+                self._trial_runs[trial.number] = self._log_trial(trial, trial_files)
         return {trial.number: self._trial_runs[trial.number] for trial in trials}
 
     def mark_trials(self, verdicts: dict) -> None:
@@ -287,19 +287,8 @@ class StudyRun:
             metrics += scalar_metrics({"final_val_accuracy": seed.val_accuracy}, to_ms(seed.ended) or now_ms())
             log_batch(client, run_id, metrics=metrics)
             log_inputs(client, run_id, self.inputs)
-            client.log_artifacts(run_id, str(self._drawn_folder(files, trial, seed)))
+            client.log_artifacts(run_id, str(files.result()))
         return run_id
-
-    def _drawn_folder(self, files, trial: TrialRecord, seed: SeedRecord) -> Path:
-        """The folder ``files`` (a Future) holds; drawn here if the painter process ended before drawing it."""
-        try:
-            return files.result()
-        except RuntimeError:
-            if self._drawing is None:
-                self._drawing = tempfile.TemporaryDirectory(prefix="clrsearch-")
-            folder = Path(self._drawing.name) / f"trial-{trial.number}-seed-{seed.seed}-here"
-            return seed_files(self._confusion, folder, seed.val_true, seed.val_pred, seed.class_names,
-                              f"validation, seed {seed.seed}")
 
     def _draw(self, thread, folder: Path, seed: SeedRecord):
         """A Future of ``folder`` holding the seed's validation confusion matrix as PNG and JSON."""
