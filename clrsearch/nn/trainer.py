@@ -457,14 +457,14 @@ class _Population:
         slices = threads.slices(self.V1.shape[0])
 
         def update(i, start, stop):
-            self._step_rows(i, start, stop, mini_batches, (eta, rate))
+            self._step_members(i, start, stop, mini_batches, (eta, rate))
             if then is not None:
                 then(i, len(slices))
 
         threads.map_slices(update, slices)
 
-    def _step_rows(self, slice_index, a, b, mini_batches, rates):
-        """The update of rows a .. b - 1 of the population (every array below holds only those rows).
+    def _step_members(self, slice_index, a, b, mini_batches, rates):
+        """The update of members a .. b - 1, in the population's row order (every array below holds only them).
 
         ``rates`` is (eta, rate): a float each, or (K,) float64 and (K, 1, 1) dtype arrays.
         """
@@ -474,7 +474,7 @@ class _Population:
         dtype = self.V1.dtype
         eta, rate = (r if np.ndim(r) == 0 else r[a:b] for r in rates)
         runs = [(stream, max(start, a) - a, min(stop, b) - a) for stream, start, stop in self._runs
-                if start < b and stop > a]  # this slice's part of each stream, in slice rows
+                if start < b and stop > a]  # this slice's part of each stream, in its own member indices
         V1 = self.V1[a:b].reshape(K * M, D)
         H_rows = self._H[a * M:b * M]  # (K·M, B)
         for stream, start, stop in runs:  # V1 X, stream by stream
@@ -595,14 +595,15 @@ def _eval_sets(train_set, val_set, config, dtype):
     return [(name, np.asarray(X, dtype=dtype), np.asarray(Y, dtype=dtype), np.asarray(y)) for name, X, Y, y in sets]
 
 
-def _evaluate(params, eval_sets, lams, threads):
+def _evaluate(params, eval_sets, lams, threads, chunk=None):
     """Loss, cost and accuracy of every member on each evaluation set; (K,) arrays.
 
     The members are evaluated in ``threads``' slices, each in column chunks
-    sized for the whole population, so that the slicing changes no sum.
+    sized for the whole population (``chunk`` columns, by default those of
+    ``params``' K), so that the slicing changes no sum.
     """
     K, M, _ = params["W1"].shape
-    chunk = max(1, _EVAL_ELEMENTS // (K * M))  # columns evaluated at once
+    chunk = chunk or max(1, _EVAL_ELEMENTS // (K * M))  # columns evaluated at once
 
     def evaluate_rows(_, a, b):
         rows = {name: value[a:b] for name, value in params.items()}
@@ -614,14 +615,11 @@ def _evaluate(params, eval_sets, lams, threads):
 
 def _evaluate_initial(params, eval_sets, lams, seeds, threads):
     """``_evaluate`` before the first step, each distinct initial network (one per seed) evaluated once."""
-    seeds = np.asarray(seeds)
-    _, first, of_member = np.unique(seeds, return_index=True, return_inverse=True)  # (S,), (K,)
-    distinct = {name: value[first] for name, value in params.items()}
+    _, first, of_member = np.unique(np.asarray(seeds), return_index=True, return_inverse=True)  # (S,), (K,)
     K, M, _ = params["W1"].shape
-    chunk = max(1, _EVAL_ELEMENTS // (K * M))  # as for the whole population: the same sums
-    metrics = threads.map(lambda _, a, b: _evaluate_rows({n: v[a:b] for n, v in distinct.items()}, eval_sets,
-                                                         np.zeros(b - a), chunk), first.size)
-    metrics = {name: np.concatenate([part[name] for part in metrics])[of_member] for name in metrics[0]}
+    distinct = _evaluate({name: value[first] for name, value in params.items()}, eval_sets, np.zeros(first.size),
+                         threads, chunk=max(1, _EVAL_ELEMENTS // (K * M)))  # chunks of the whole population's
+    metrics = {name: values[of_member] for name, values in distinct.items()}
     norm = network.weight_norm(params)  # (K,)
     for name, _, _, _ in eval_sets:
         metrics[f"{name}_cost"] = metrics[f"{name}_loss"] + lams * norm
