@@ -3,14 +3,18 @@
 A study draws one validation matrix per replicate. ``python -c "from
 clrsearch.confusion import main; main()"`` is the process that draws them for
 a study (:class:`clrsearch.tracking.painter.ConfusionPainter`): it reads one
-JSON job per line on stdin and answers one line per job on stdout. This module
-imports neither MLflow nor Optuna, so that process starts in a fraction of a
-second and ends as fast.
+JSON job per line on stdin and answers one line per job on stdout. It also
+saves the study's summary figures, built by the study and handed over
+pickled (:func:`figure_job`, :func:`save_figure_job`). This module imports
+neither MLflow nor Optuna, so that process starts in a fraction of a second
+and ends as fast.
 """
 from __future__ import annotations
 
+import base64
 import json
 import math
+import pickle
 import signal
 import sys
 from pathlib import Path
@@ -20,6 +24,7 @@ from PIL import Image
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from . import plots
+from .data.cifar10 import CLASS_NAMES
 
 CONFUSION_DPI = 72  # the per-seed validation confusion matrices: 648 x 576 pixels
 CONFUSION_PNG = "confusion_val.png"
@@ -28,9 +33,7 @@ CONFUSION_JSON = "confusion_val.json"
 
 def confusion_report(y_true, y_pred, class_names) -> dict:
     """Counts (rows true class, columns predicted class), class names and accuracy, as JSON-ready values."""
-    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
-    c = len(class_names)
-    counts = np.bincount(c * y_true + y_pred, minlength=c * c).reshape(c, c)  # (C, C)
+    counts = plots.confusion_counts(y_true, y_pred, len(class_names))  # (C, C)
     n = int(counts.sum())
     return {
         "class_names": [str(name) for name in class_names],
@@ -139,10 +142,34 @@ def seed_files(figure: ConfusionFigure, folder, y_true, y_pred, class_names, tit
 
 
 def draw_job(figure: ConfusionFigure, job: dict) -> Path:
-    """:func:`seed_files` of one job: ``folder``, ``true`` and ``pred`` (lists of labels, ``pred`` may be
-    None), ``names``, ``title``."""
+    """Do one job: :func:`seed_files` of ``folder``, ``true`` and ``pred`` (lists of labels, ``pred`` may be
+    None), ``names``, ``title``; or, for a job of :func:`figure_job`, :func:`save_figure_job`."""
+    if "figure" in job:
+        return save_figure_job(job)
     y_pred = None if job["pred"] is None else np.asarray(job["pred"])
     return seed_files(figure, job["folder"], np.asarray(job["true"]), y_pred, tuple(job["names"]), job["title"])
+
+
+def figure_job(path, fig, dpi: float) -> dict:
+    """A job saving the Matplotlib figure ``fig`` as the PNG file ``path`` at ``dpi``: the figure pickled
+    (a few dozen kB; it is drawn the same in a process that has not imported what built it)."""
+    return {"folder": str(path), "figure": base64.b64encode(pickle.dumps(fig)).decode("ascii"), "dpi": dpi}
+
+
+def save_figure_job(job: dict) -> Path:
+    """Save the figure of a :func:`figure_job`; returns the file's path."""
+    fig = pickle.loads(base64.b64decode(job["figure"]))  # a job of the study that started this process
+    fig.savefig(job["folder"], dpi=job["dpi"])
+    return Path(job["folder"])
+
+
+def warm_up(figure: ConfusionFigure) -> None:
+    """Draw a matrix of made-up labels on ``figure``, unsaved: the first drawing of a process loads the fonts
+    and the modules drawing needs and lays the figure out (about 0.6 s); a drawing process does it while the
+    study trains, not when the first real matrix is waited for. The made-up matrix has the CIFAR-10 class
+    names and three-digit counts, like the validation matrices of a study, which then only update the cells."""
+    labels = np.repeat(np.arange(len(CLASS_NAMES)), 100)  # (1000,): 100 images of each class
+    figure.draw(labels, labels, CLASS_NAMES, "warm-up")
 
 
 def main():
@@ -150,6 +177,7 @@ def main():
     (``{"id", "folder"}`` or ``{"id", "error"}``), until stdin closes. Ctrl-C is its parent's to handle."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     figure = ConfusionFigure(CONFUSION_DPI)
+    warm_up(figure)
     for line in sys.stdin:
         job = json.loads(line)
         try:

@@ -21,6 +21,14 @@ from .config import WORKER_TIMING
 from .errors import UsageError
 
 
+def cpus() -> int:
+    """CPUs this process may run on (its affinity, e.g. ``taskset``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def heartbeat_seconds():
     return _seconds("CLRSEARCH_HEARTBEAT_SECONDS", WORKER_TIMING.heartbeat_seconds)
 

@@ -45,10 +45,32 @@ def test_the_painter_process_writes_the_files_this_process_would(tmp_path):
 def test_once_the_child_is_gone_the_matrices_are_drawn_here(tmp_path):
     y, (p,) = predictions(1)
     with ConfusionPainter() as painter:
-        painter._child.kill()
-        painter._child.wait()
+        for child in painter._children:
+            child.process.kill()
+            child.process.wait()
         folder = painter.submit(tmp_path / "after", y, p, NAMES, "validation, seed 0").result(timeout=60)
     assert_same_files(folder, seed_files(ConfusionFigure(), tmp_path / "here", y, p, NAMES, "validation, seed 0"))
+
+
+def test_the_jobs_go_to_the_children_in_turn_and_skip_a_child_that_is_gone(tmp_path):
+    y, preds = predictions(6)
+    with ConfusionPainter(processes=2) as painter:
+        first, second = painter._children
+        futures = [painter.submit(tmp_path / f"job-{k}", y, p, NAMES, f"validation, seed {k}")
+                   for k, p in enumerate(preds[:4])]
+        [future.result(timeout=120) for future in futures]
+        assert (first._next_id, second._next_id) == (2, 2)
+        first.process.kill()
+        first.process.wait()
+        while not first._gone:
+            time.sleep(0.01)
+        later = [painter.submit(tmp_path / f"job-{k}", y, p, NAMES, f"validation, seed {k}")
+                 for k, p in enumerate(preds[4:], start=4)]
+        folders = [future.result(timeout=120) for future in later]
+        assert (first._next_id, second._next_id) == (2, 4)
+    figure = ConfusionFigure()
+    for k, folder in zip((4, 5), folders):
+        assert_same_files(folder, seed_files(figure, tmp_path / f"here-{k}", y, preds[k], NAMES, f"validation, seed {k}"))
 
 
 def test_the_jobs_a_dying_child_leaves_unanswered_are_drawn_here(tmp_path):
@@ -56,7 +78,8 @@ def test_the_jobs_a_dying_child_leaves_unanswered_are_drawn_here(tmp_path):
     with ConfusionPainter() as painter:
         futures = [painter.submit(tmp_path / f"job-{k}", y, p, NAMES, f"validation, seed {k}")
                    for k, p in enumerate(preds)]
-        painter._child.kill()  # most jobs are still queued or half drawn
+        for child in painter._children:
+            child.process.kill()  # most jobs are still queued or half drawn
         folders = [future.result(timeout=120) for future in futures]
     figure = ConfusionFigure()
     for k, (p, folder) in enumerate(zip(preds, folders)):
@@ -67,21 +90,36 @@ PARENT = textwrap.dedent("""
     import time
     from clrsearch.tracking.painter import ConfusionPainter
     with ConfusionPainter() as painter:
-        print(painter._child.pid, flush=True)
+        print(*(child.process.pid for child in painter._children), flush=True)
         time.sleep(600)
 """)
 
 
 def test_the_painter_ends_with_its_parent_even_when_the_parent_is_killed():
     parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
-    child = int(parent.stdout.readline())
-    os.kill(child, 0)  # running
+    children = [int(pid) for pid in parent.stdout.readline().split()]
+    for child in children:
+        os.kill(child, 0)  # running
     parent.kill()
     parent.wait()
-    for _ in range(300):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"painter pid {child} outlived its killed parent")
+    for child in children:
+        for _ in range(300):
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"painter pid {child} outlived its killed parent")
+
+
+def test_a_figure_handed_to_the_painter_is_saved_as_this_process_would_save_it(tmp_path):
+    from clrsearch import plots
+
+    figure = plots.lambda_search([1e-4, 1e-3, 1e-2], [0.50, 0.52, 0.47], [0.004, 0.003, 0.006],
+                                 title="coarse search: mean validation accuracy ± 3σ", tied=[True, False, False])
+    with ConfusionPainter(processes=1) as painter:
+        saved = painter.submit_figure(tmp_path / "child.png", figure, 100).result(timeout=120)
+    figure.savefig(tmp_path / "here.png", dpi=100)
+    assert saved == tmp_path / "child.png"
+    assert np.array_equal(np.asarray(Image.open(saved)), np.asarray(Image.open(tmp_path / "here.png")))

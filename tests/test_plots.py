@@ -197,3 +197,14 @@ def test_lr_range_result_draws_a_range_tests_curves_and_marks_its_suggestion():
     bounds = sorted(line.get_xdata()[0] for line in ax.get_lines()[1:])  # the dotted lines at the suggestion
     assert bounds == [0.05, 0.2]
     _render(fig)
+
+
+def test_confusion_counts_match_scikit_learn():
+    from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
+
+    rng = np.random.default_rng(3)
+    y_true, y_pred = rng.integers(0, 10, 2000), rng.integers(0, 10, 2000)
+    y_true[:5] = 9  # class 9 predicted, class 9 seen; some classes may still be missing from a row
+    counts = plots.confusion_counts(y_true, y_pred, 12)  # two classes never seen
+    assert counts.shape == (12, 12) and counts.sum() == 2000
+    assert np.array_equal(counts, sklearn_confusion_matrix(y_true, y_pred, labels=np.arange(12)))

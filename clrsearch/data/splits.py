@@ -5,7 +5,6 @@ one-hot and ``y`` holds the ``N`` integer labels.
 """
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import UsageError
+from ..processes import cpus
 from .cifar10 import C, D, META_FILE, TEST_FILE, TRAIN_FILES, load_batch, load_label_names
 from .download import ensure_data, verify_data_dir
 
@@ -112,8 +112,7 @@ class Normaliser:
             out[:, j:j + _CHUNK_COLS] = block
 
         # Each column is normalised on its own: chunks on threads of their own give the same values.
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        with ThreadPoolExecutor(max_workers=cpus) as pool:
+        with ThreadPoolExecutor(max_workers=cpus()) as pool:
             list(pool.map(normalise, range(0, raw.shape[1], _CHUNK_COLS)))
         return out
 

@@ -31,18 +31,11 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
+from ..processes import cpus
 
 RECHECK_SECONDS = 1.0  # how often a training process counts the slots held
 THREADS_VARIABLE = "CLRSEARCH_BLAS_THREADS"
 SLOTS_VARIABLE = "CLRSEARCH_CORE_SLOTS"
-
-
-def cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def fixed_threads() -> int | None:

@@ -25,7 +25,7 @@ from ..config import RangeTest, flat_params
 from ..data import load_splits
 from ..errors import UsageError, redact
 from ..nn.lrrange import run_range_test
-from . import cores, final, queue, race, summary, workers
+from . import compare, cores, final, queue, race, summary, workers
 from .population import tell, total_steps, train_population
 from .study import create_or_load, resolve_grid
 from .summary import Timer
@@ -206,6 +206,7 @@ class StudyRunner:
         population in hand that are not recorded yet are given back.
         """
         waiting_said = False
+        compare.import_in_background()  # needed right after the first population has trained
         while True:
             queue.recover_dead_workers(study)
             trials = queue.next_trials(study, self.config)
@@ -214,13 +215,17 @@ class StudyRunner:
                 if not running and race.advance(study, self.config):
                     continue
                 if not running:
-                    return
+                    return  # the runs of the last population are finished after the summary, see summarise
+                with self.timer.timed("tracking"):
+                    self.parent.finish_runs()
                 if not waiting_said:
                     self.say(f"waiting for {running} trial(s) running in other workers")
                     waiting_said = True
                 time.sleep(min(1.0, processes.heartbeat_seconds()))
                 continue
             waiting_said = False
+            with self.timer.timed("tracking"):
+                self.parent.finish_runs()  # the runs of the population before, their matrices drawn meanwhile
             try:
                 self.train_and_tell(study, trials, splits)
             except BaseException:
@@ -270,6 +275,7 @@ class StudyRunner:
             self.parent.log_summary(rows, summary.study_figures(study, rows, study_cfg.kind),
                                     summary.markdown_table(rows, f"{study_cfg.kind} study {study_cfg.name!r}"))
             self.parent.mark_trials(summary.verdicts(rows))
+            self.parent.finish_runs()
         result = {"study": study_cfg.name, "kind": study_cfg.kind, "storage": redact(self.url),
                   "trials": rows, "best": summary.best_row(rows), "mlflow_run_id": self.parent.run_id}
         if study_cfg.kind == "fine" and study_cfg.final:

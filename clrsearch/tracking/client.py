@@ -12,10 +12,10 @@ import contextlib
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-from mlflow.entities import Param, RunTag
+from mlflow.entities import Param, RunInfo, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
 from .. import processes
@@ -27,10 +27,25 @@ HEARTBEAT_TAG = "clrsearch.heartbeat"  # unix time, refreshed while a study run 
 
 def create_run(client, exp_id, run_name, tags, start_time: int | None = None) -> str:
     """A new RUNNING run with the standard tags and ``tags``; ``start_time`` in ms since the epoch, else now."""
+    return create_run_info(client, exp_id, run_name, tags, start_time).run_id
+
+
+def create_run_info(client, exp_id, run_name, tags, start_time: int | None = None) -> RunInfo:
+    """:func:`create_run`, returning the new run's ``RunInfo`` (its id and artifact location)."""
     tags = {**source_tags(), WORKER_TAG: processes.identity(), **tags}
     run = client.create_run(exp_id, start_time=start_time, run_name=run_name,
                             tags={k: str(v) for k, v in tags.items()})
-    return run.info.run_id
+    return run.info
+
+
+def log_artifacts(client, run_info: RunInfo, folder) -> None:
+    """Upload the files of ``folder`` to the run's artifacts, into the location ``run_info`` gives.
+
+    ``MlflowClient.log_artifacts`` looks the run up first to find that
+    location: one more read of the store per run, which a run just created
+    does not need.
+    """
+    get_artifact_repository(run_info.artifact_uri, tracking_uri=client.tracking_uri).log_artifacts(str(folder))
 
 
 def beat() -> str:
@@ -66,16 +81,6 @@ def log_batch(client, run_id, metrics=(), params=None, tags=None):
                      metrics=metrics,
                      params=[Param(key, str(value)) for key, value in (params or {}).items()],
                      tags=[RunTag(key, str(value)) for key, value in (tags or {}).items()])
-
-
-@contextlib.contextmanager
-def one_thread():
-    """A worker thread for the block; jobs not started when the block ends are dropped."""
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clrsearch-tracking")
-    try:
-        yield executor
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
 
 
 @contextlib.contextmanager

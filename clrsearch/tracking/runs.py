@@ -25,13 +25,20 @@ those of the training.
 
 Each run is written with one ``MlflowClient.log_batch`` and one
 ``log_artifacts`` call, and the confusion matrices of a study are drawn on one
-reused figure, so that tracking costs a few percent of a study's time.
+reused figure, so that tracking costs a few percent of a study's time. The
+matrices, and the study's summary figures, are drawn by other processes
+(:mod:`.painter`) while the runs are written; a replicate's run gets its
+matrix, and it and its trial's run end, and the study run gets its figures,
+when the study next calls :meth:`StudyRun.finish_runs` (before it trains
+again, after its summary, and when the study run ends), so that the study's
+process does not wait for the drawings in between.
 """
 from __future__ import annotations
 
 import contextlib
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +50,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from .. import plots
 from ..confusion import CONFUSION_DPI, ConfusionFigure, seed_files
 from .artifacts import FIGURE_DPI, scalar_metrics, timed_curves, write_csv
-from .client import (HEARTBEAT_TAG, RunHeartbeat, beat, create_run, end_run, ended, error_status, log_batch, now_ms,
-                     one_thread, to_ms)
+from .client import (HEARTBEAT_TAG, RunHeartbeat, beat, create_run_info, end_run, error_status,
+                     log_artifacts, log_batch, now_ms, to_ms)
 from .datasets import DataInputs, log_inputs
 from .painter import ConfusionPainter
 from .recovery import trial_runs
@@ -135,25 +142,31 @@ class StudyRun:
         self.params = dict(params or {})
         self.tags = dict(tags or {})
         self.run_id = run_id
+        self._info = None  # the study run's RunInfo, once entered
         self.experiment_id = None
         self.tracking_seconds = 0.0
         self._attached = run_id is not None
         self._client = None
         self._heartbeat = None
         self._confusion = ConfusionFigure(CONFUSION_DPI)
+        self._thread = None  # draws the matrices when there is no painter
         self._trial_runs = {}  # trial number -> run id
+        self._unfinished = []  # of _Unfinished: runs written but for files being drawn, in the order they end
+        self._summaries = 0  # log_summary calls so far: each writes a folder of its own
 
     def __enter__(self):
         with self._timed():
             self._client = MlflowClient()
             if self._attached:
-                self.experiment_id = self._client.get_run(self.run_id).info.experiment_id
+                self._info = self._client.get_run(self.run_id).info
+                self.experiment_id = self._info.experiment_id
                 return self
             self.experiment_id = experiment_id(self._client, self.experiment)
             tags = {"level": "study", **self.tags, HEARTBEAT_TAG: beat()}
             if "git_commit" not in tags:
                 tags["git_commit"] = git_commit()
-            self.run_id = create_run(self._client, self.experiment_id, self.run_name, tags)
+            self._info = create_run_info(self._client, self.experiment_id, self.run_name, tags)
+            self.run_id = self._info.run_id
             try:
                 log_batch(self._client, self.run_id, params=self.params)
                 log_inputs(self._client, self.run_id, self.inputs)
@@ -164,17 +177,27 @@ class StudyRun:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if self._drawing is not None:
-            self._drawing.cleanup()
-        if self._attached:
-            return False
-        self._heartbeat.stop()
-        status = "FINISHED" if exc is None else error_status(exc)
-        if status == "FINISHED":
-            with contextlib.suppress(MlflowException):
-                log_batch(self._client, self.run_id,
-                           metrics=scalar_metrics({"tracking_seconds": self.tracking_seconds}, now_ms()))
-        end_run(self._client, self.run_id, status, quiet=exc is not None)
+        failed = None  # an error finishing the runs, raised once the study run has ended as it ends it
+        try:
+            self.finish_runs()
+        except BaseException as error:
+            failed = error
+        finally:
+            if self._thread is not None:
+                self._thread.shutdown(wait=True, cancel_futures=True)
+            if self._drawing is not None:
+                self._drawing.cleanup()
+        exc = exc or failed
+        if not self._attached:
+            self._heartbeat.stop()
+            status = "FINISHED" if exc is None else error_status(exc)
+            if status == "FINISHED":
+                with contextlib.suppress(MlflowException):
+                    log_batch(self._client, self.run_id,
+                               metrics=scalar_metrics({"tracking_seconds": self.tracking_seconds}, now_ms()))
+            end_run(self._client, self.run_id, status, quiet=exc is not None)
+        if failed is not None and exc is failed:
+            raise failed
         return False
 
     def draw_ahead(self, trials: list[TrialRecord]) -> None:
@@ -182,34 +205,57 @@ class StudyRun:
         :meth:`log_trials` to pick up: they are drawn while the study records the trials."""
         if self.painter is None:
             return
-        if self._drawing is None:
-            self._drawing = tempfile.TemporaryDirectory(prefix="clrsearch-")
         for trial in trials:
             for seed in trial.seeds:
                 key = (trial.number, seed.seed)
                 if trial.number not in self._trial_runs and key not in self._drawn:
-                    folder = Path(self._drawing.name) / f"trial-{trial.number}-seed-{seed.seed}"
-                    self._drawn[key] = self._draw(None, folder, seed)
+                    self._drawn[key] = self._draw(trial, seed)
 
     def log_trials(self, trials: list[TrialRecord]) -> dict[int, str]:
         """Create one run per trial, nested under this run, and one per seed under it.
 
-        A trial this study run has logged before is not logged again.
+        A trial this study run has logged before is not logged again. The seed
+        runs get their confusion matrices, and the runs end, at the next
+        :meth:`finish_runs`.
 
         Returns
         -------
         dict trial number -> trial run id, for every trial given
         """
         new = [trial for trial in trials if trial.number not in self._trial_runs]
-        with self._timed(), tempfile.TemporaryDirectory(prefix="clrsearch-") as folder, one_thread() as thread:
-            # The confusion matrices are drawn by the painter process, or else by a second thread, while
+        with self._timed():
+            # The confusion matrices are drawn by the painter's processes, or else by a second thread, while
             # this one writes the runs.
-            files = [[self._drawn.pop((trial.number, seed.seed), None)
-                      or self._draw(thread, Path(folder) / f"trial-{trial.number}-seed-{k}", seed)
-                      for k, seed in enumerate(trial.seeds)] for trial in new]
+            files = [[self._drawn.pop((trial.number, seed.seed), None) or self._draw(trial, seed)
+                      for seed in trial.seeds] for trial in new]
             for trial, trial_files in zip(new, files):
                 self._trial_runs[trial.number] = self._log_trial(trial, trial_files)
         return {trial.number: self._trial_runs[trial.number] for trial in trials}
+
+    def finish_runs(self) -> None:
+        """Give the runs logged so far the files drawn for them (the seed runs' confusion matrices, the study
+        run's summary figures), waiting for the drawings, and end the trial and seed runs with their own
+        status; should that fail, the trial and seed runs left end as the error ends them."""
+        with self._timed():
+            try:
+                while self._unfinished:
+                    run = self._unfinished[0]
+                    for drawing in run.drawings:
+                        drawing.result()
+                    if run.folder is not None:
+                        log_artifacts(self._client, run.info, run.folder)
+                    if run.status is not None:
+                        end_run(self._client, run.info.run_id, run.status, end_time=run.end_time)
+                    self._unfinished.pop(0)
+            except BaseException as error:
+                self._end_unfinished(error_status(error))
+                raise
+
+    def _end_unfinished(self, status: str) -> None:
+        for run in self._unfinished:
+            if run.status is not None:
+                end_run(self._client, run.info.run_id, status, quiet=True)
+        self._unfinished = []
 
     def mark_trials(self, verdicts: dict) -> None:
         """Log each trial's comparison with the best on its trial run: metrics ``delta_vs_best`` and
@@ -232,14 +278,25 @@ class StudyRun:
 
     def log_summary(self, table_rows: list[dict], figures: dict | None = None, description: str | None = None) -> None:
         """``trials.csv`` (one row per dict, columns in first-seen order), ``<name>.png`` per figure, and
-        ``description`` (Markdown) as the run's description, ``mlflow.note.content``, shown atop its page."""
-        with self._timed(), tempfile.TemporaryDirectory(prefix="clrsearch-") as folder:
-            write_csv(Path(folder) / "trials.csv", table_rows)
+        ``description`` (Markdown) as the run's description, ``mlflow.note.content``, shown atop its page.
+
+        The figures are saved by the painter's processes when there is a
+        painter, and the files uploaded at the next :meth:`finish_runs`.
+        """
+        with self._timed():
+            self._summaries += 1
+            folder = self._folder() / f"summary-{self._summaries}"
+            folder.mkdir()
+            write_csv(folder / "trials.csv", table_rows)
+            drawings = []
             for stem, fig in (figures or {}).items():
-                fig.savefig(Path(folder) / f"{stem}.png", dpi=FIGURE_DPI)
-            self._client.log_artifacts(self.run_id, folder)
+                if self.painter is not None:
+                    drawings.append(self.painter.submit_figure(folder / f"{stem}.png", fig, FIGURE_DPI))
+                else:
+                    fig.savefig(folder / f"{stem}.png", dpi=FIGURE_DPI)
             if description is not None:
                 log_batch(self._client, self.run_id, tags={MLFLOW_RUN_NOTE: description})
+            self._unfinished.append(_Unfinished(self._info, None, None, folder, tuple(drawings)))
 
     def set_tags(self, tags: dict) -> None:
         """Add or overwrite tags of the study run."""
@@ -263,40 +320,74 @@ class StudyRun:
             tags["study_name"] = self.tags["study_name"]
         if trial.reason:
             tags["reason"] = trial.reason
-        run_id = create_run(client, self.experiment_id, trial.run_name, tags,
-                            start_time=to_ms(trial.started))
-        with ended(client, run_id, TRIAL_STATUS.get(trial.state, "FAILED"), end_time=to_ms(trial.ended)):
+        run = create_run_info(client, self.experiment_id, trial.run_name, tags, start_time=to_ms(trial.started))
+        unfinished = len(self._unfinished)
+        try:
             values = {"mean_val_accuracy": trial.mean, "std_val_accuracy": trial.std}
             values.update({f"val_accuracy_seed_{seed}": a for seed, a in trial.seed_accuracies.items()})
             values.update({f"val_accuracy_seed_{s.seed}": s.val_accuracy for s in trial.seeds})
-            log_batch(client, run_id, metrics=scalar_metrics(values, to_ms(trial.ended) or now_ms()),
+            log_batch(client, run.run_id, metrics=scalar_metrics(values, to_ms(trial.ended) or now_ms()),
                        params={"lam": trial.lam, **trial.params})
-            log_inputs(client, run_id, self.inputs)
+            log_inputs(client, run.run_id, self.inputs)
             for seed, files in zip(trial.seeds, seed_files):
-                self._log_seed(trial, seed, run_id, files)
-        return run_id
+                self._log_seed(trial, seed, run.run_id, files)
+        except BaseException as error:  # the trial's runs end now, as the error ends them
+            for seed_run in self._unfinished[unfinished:]:
+                end_run(client, seed_run.info.run_id, error_status(error), quiet=True)
+            del self._unfinished[unfinished:]
+            end_run(client, run.run_id, error_status(error), quiet=True)
+            raise
+        self._unfinished.append(_Unfinished(run, TRIAL_STATUS.get(trial.state, "FAILED"), to_ms(trial.ended)))
+        return run.run_id
 
-    def _log_seed(self, trial: TrialRecord, seed: SeedRecord, trial_run_id: str, files) -> str:
-        """The seed's run; ``files`` is the future of the folder holding its artifacts."""
+    def _log_seed(self, trial: TrialRecord, seed: SeedRecord, trial_run_id: str, files) -> None:
+        """The seed's run, but for its artifacts; ``files`` is the future of the folder holding them."""
         client = self._client
         tags = {"level": "seed", "trial": trial.number, "lam": trial.lam, "seed": seed.seed, "status": seed.status,
                 MLFLOW_PARENT_RUN_ID: trial_run_id}
-        run_id = create_run(client, self.experiment_id, f"seed-{seed.seed}", tags, start_time=to_ms(seed.started))
-        with ended(client, run_id, SEED_STATUS.get(seed.status, "FAILED"), end_time=to_ms(seed.ended)):
+        run = create_run_info(client, self.experiment_id, f"seed-{seed.seed}", tags, start_time=to_ms(seed.started))
+        try:
             metrics = timed_curves(seed.history, seed.member, seed.eval_times, seed.started, seed.ended)
             metrics += scalar_metrics({"final_val_accuracy": seed.val_accuracy}, to_ms(seed.ended) or now_ms())
-            log_batch(client, run_id, metrics=metrics)
-            log_inputs(client, run_id, self.inputs)
-            client.log_artifacts(run_id, str(files.result()))
-        return run_id
+            log_batch(client, run.run_id, metrics=metrics)
+            log_inputs(client, run.run_id, self.inputs)
+        except BaseException as error:
+            end_run(client, run.run_id, error_status(error), quiet=True)
+            raise
+        self._unfinished.append(_Unfinished(run, SEED_STATUS.get(seed.status, "FAILED"), to_ms(seed.ended),
+                                            self._seed_folder(trial, seed), (files,)))
 
-    def _draw(self, thread, folder: Path, seed: SeedRecord):
-        """A Future of ``folder`` holding the seed's validation confusion matrix as PNG and JSON."""
+    def _seed_folder(self, trial: TrialRecord, seed: SeedRecord) -> Path:
+        return self._folder() / f"trial-{trial.number}-seed-{seed.seed}"
+
+    def _folder(self) -> Path:
+        """The folder of the files drawn for this study run's runs, made on first use."""
+        if self._drawing is None:
+            self._drawing = tempfile.TemporaryDirectory(prefix="clrsearch-")
+        return Path(self._drawing.name)
+
+    def _draw(self, trial: TrialRecord, seed: SeedRecord):
+        """A Future of a new folder holding the seed's validation confusion matrix as PNG and JSON."""
+        folder = self._seed_folder(trial, seed)
         title = f"validation, seed {seed.seed}"
         if self.painter is not None:
             return self.painter.submit(folder, seed.val_true, seed.val_pred, seed.class_names, title)
-        return thread.submit(seed_files, self._confusion, folder, seed.val_true, seed.val_pred, seed.class_names,
-                             title)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clrsearch-tracking")
+        return self._thread.submit(seed_files, self._confusion, folder, seed.val_true, seed.val_pred,
+                                   seed.class_names, title)
+
+
+@dataclass
+class _Unfinished:
+    """A run written but for the files of ``folder`` being drawn: they become its artifacts once the
+    ``drawings`` are done, and the run ends with ``status`` at ``end_time`` (ms), in ``finish_runs``."""
+
+    info: object  # mlflow.entities.RunInfo
+    status: str | None  # None: the run goes on (the study run)
+    end_time: int | None
+    folder: Path | None = None
+    drawings: tuple = ()  # Futures of the files of ``folder``
 
 
 def latest_study_run(experiment_id: str, client: MlflowClient | None = None):
