@@ -52,24 +52,25 @@ def test_once_the_child_is_gone_the_matrices_are_drawn_here(tmp_path):
     assert_same_files(folder, seed_files(ConfusionFigure(), tmp_path / "here", y, p, NAMES, "validation, seed 0"))
 
 
-def test_the_jobs_go_to_the_children_in_turn_and_skip_a_child_that_is_gone(tmp_path):
-    y, preds = predictions(6)
+def test_each_job_goes_to_a_free_child_and_none_to_a_child_that_is_gone(tmp_path):
+    y, preds = predictions(8)
     with ConfusionPainter(processes=2) as painter:
         first, second = painter._children
         futures = [painter.submit(tmp_path / f"job-{k}", y, p, NAMES, f"validation, seed {k}")
-                   for k, p in enumerate(preds[:4])]
+                   for k, p in enumerate(preds[:6])]
         [future.result(timeout=120) for future in futures]
-        assert (first._next_id, second._next_id) == (2, 2)
+        assert first._next_id + second._next_id == 6 and first._next_id > 0 and second._next_id > 0
+        taken = second._next_id
         first.process.kill()
         first.process.wait()
-        while not first._gone:
+        while not first.gone:
             time.sleep(0.01)
         later = [painter.submit(tmp_path / f"job-{k}", y, p, NAMES, f"validation, seed {k}")
-                 for k, p in enumerate(preds[4:], start=4)]
+                 for k, p in enumerate(preds[6:], start=6)]
         folders = [future.result(timeout=120) for future in later]
-        assert (first._next_id, second._next_id) == (2, 4)
+        assert second._next_id == taken + 2
     figure = ConfusionFigure()
-    for k, folder in zip((4, 5), folders):
+    for k, folder in zip((6, 7), folders):
         assert_same_files(folder, seed_files(figure, tmp_path / f"here-{k}", y, preds[k], NAMES, f"validation, seed {k}"))
 
 

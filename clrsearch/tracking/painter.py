@@ -6,14 +6,14 @@ it takes to write a replicate's run to the store. Drawn on a thread of the
 study's process, the two take turns on the interpreter; a
 :class:`ConfusionPainter` hands them to child processes
 (:func:`clrsearch.confusion.main`), started before training, which draw side
-by side with the study's writes, one matrix after the other each, the jobs
-dealt to them in turn; they also save the study's summary figures, which the
-study builds and hands over pickled. Each child loads what drawing needs as
-it starts, while the study trains; two of them (one on a single CPU) keep up
-with the writes of a coarse study's 30 replicates.
+by side with the study's writes. The jobs wait in the painter, and each goes
+to the first child that is free, so that the children end together. They also
+save the study's summary figures, which the study builds and hands over
+pickled. Each child loads what drawing needs as it starts, while the study
+trains; two of them (one on a single CPU) share a study's drawings.
 
-The jobs go to a child's stdin from a thread (submitting never waits), one
-JSON line each, and its answers come back on its stdout. A child ignores
+A job goes to a child's stdin from a thread (submitting never waits), one
+JSON line, and its answer comes back on its stdout. A child ignores
 Ctrl-C, which its parent handles, and ends when its stdin closes, so it ends
 with its parent however the parent ends. Should one end first, the study's
 process draws what it had not answered, and the later jobs go to the others
@@ -22,7 +22,7 @@ error fails its own Future.
 """
 from __future__ import annotations
 
-import itertools
+import collections
 import json
 import queue
 import shutil
@@ -43,21 +43,31 @@ class ConfusionPainter:
     context manager.
 
     ``submit`` returns a Future of the folder written. ``processes``: how many
-    children draw, by default two, one when this process may run on one CPU only.
+    children draw, by default two, one when this process may run on one CPU
+    only. The jobs wait here and each goes to the first child that is free, so
+    that the children end their share of a study's drawings together.
     """
 
     def __init__(self, processes: int | None = None):
         self.processes = processes or min(2, cpus())
         self._children = []
-        self._turn = itertools.count()
+        self._waiting = collections.deque()  # (Future, job) not given to a child yet
+        self._lock = threading.Condition()  # guards _waiting and the handing out of jobs
         self._figure = None  # this process's figure, once a child is gone
         self._figure_lock = threading.Lock()  # one drawing at a time on it
 
     def __enter__(self):
-        self._children = [_DrawingProcess(self._draw_here) for _ in range(self.processes)]
+        self._children = [_DrawingProcess(self._draw_here, self._dispatch) for _ in range(self.processes)]
         return self
 
     def __exit__(self, *exc):
+        with self._lock:
+            if exc[0] is None:  # every job is handed out before the children are told to end
+                self._lock.wait_for(lambda: not self._waiting)
+            else:
+                for future, _ in self._waiting:
+                    future.cancel()
+                self._waiting.clear()
         for child in self._children:
             child.close()
         for child in self._children:
@@ -76,12 +86,26 @@ class ConfusionPainter:
 
     def _submit(self, job) -> Future:
         future = Future()
-        first = next(self._turn)
-        for k in range(len(self._children)):  # in turn, skipping the children that are gone
-            if self._children[(first + k) % len(self._children)].take(future, job):
-                return future
-        self._draw_here(future, job)
+        with self._lock:
+            self._waiting.append((future, job))
+        self._dispatch()
         return future
+
+    def _dispatch(self):
+        """Hand the waiting jobs to the children that are free; once every child is gone, draw them here."""
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    self._lock.notify_all()
+                    return
+                free = [child for child in self._children if child.free()]
+                if not free and not all(child.gone for child in self._children):
+                    return  # a child takes the next job when it answers
+                future, job = self._waiting.popleft()
+                if free:
+                    free[0].take(future, job)
+                    continue
+            self._draw_here(future, job)
 
     def _draw_here(self, future, job, begun=False):
         """Draw ``job`` in this process and settle ``future``; a job a child may have ``begun`` starts from an
@@ -98,33 +122,36 @@ class ConfusionPainter:
 
 
 class _DrawingProcess:
-    """One child drawing jobs in order; ``draw_here(future, job, begun)`` settles what it leaves unanswered."""
+    """One child drawing one job at a time: ``draw_here(future, job, begun)`` settles what it leaves
+    unanswered, ``ready()`` is called whenever it is free again (or gone)."""
 
-    def __init__(self, draw_here):
+    def __init__(self, draw_here, ready):
         self._draw_here = draw_here
-        self._jobs = {}  # job id -> (Future, job)
+        self._ready = ready
+        self._jobs = {}  # job id -> (Future, job), the one in hand
         self._lock = threading.Lock()
         self._next_id = 0
-        self._gone = False  # the child has ended
+        self.gone = False  # the child has ended
         self.process = subprocess.Popen([sys.executable, "-c", "from clrsearch.confusion import main; main()"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self._lines = queue.SimpleQueue()  # jobs for the child, written by a thread: submitting never waits
+        self._lines = queue.SimpleQueue()  # jobs for the child, written by a thread: taking one never waits
         threading.Thread(target=self._write_jobs, name="clrsearch-painter-jobs", daemon=True).start()
         threading.Thread(target=self._read_answers, name="clrsearch-painter-answers", daemon=True).start()
 
-    def take(self, future, job) -> bool:
-        """Queue ``job`` for the child, settling ``future`` when it answers; False once the child is gone."""
+    def free(self) -> bool:
         with self._lock:
-            if self._gone:
-                return False
+            return not self.gone and not self._jobs
+
+    def take(self, future, job):
+        """Give ``job`` to the child (it is free), settling ``future`` when it answers."""
+        with self._lock:
             job = {**job, "id": self._next_id}
             self._next_id += 1
             self._jobs[job["id"]] = future, job
         self._lines.put(json.dumps(job) + "\n")
-        return True
 
     def close(self):
-        """Close the child's stdin once its jobs are written: it ends when they are drawn."""
+        """Close the child's stdin once its job is written: it ends when that is drawn."""
         self._lines.put(None)
 
     def wait(self, timeout=None):
@@ -140,7 +167,7 @@ class _DrawingProcess:
                 self.process.stdin.write(line)
                 self.process.stdin.flush()
         except (OSError, ValueError):
-            pass  # the child is gone: its stdout ends, and the jobs it did not answer are drawn elsewhere
+            pass  # the child is gone: its stdout ends, and the job it did not answer is drawn elsewhere
         finally:
             try:
                 self.process.stdin.close()
@@ -156,8 +183,10 @@ class _DrawingProcess:
                 future.set_exception(RuntimeError(f"drawing a confusion matrix: {answer['error']}"))
             else:
                 future.set_result(Path(answer["folder"]))
+            self._ready()
         with self._lock:  # the child ended: what it had not answered is drawn by the study's process
-            self._gone = True
+            self.gone = True
             pending, self._jobs = list(self._jobs.values()), {}
         for future, job in pending:
             self._draw_here(future, job, begun=True)
+        self._ready()
