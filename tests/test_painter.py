@@ -59,8 +59,8 @@ def test_each_job_goes_to_a_free_child_and_none_to_a_child_that_is_gone(tmp_path
         futures = [painter.submit(tmp_path / f"job-{k}", y, p, NAMES, f"validation, seed {k}")
                    for k, p in enumerate(preds[:6])]
         [future.result(timeout=120) for future in futures]
-        assert first._next_id + second._next_id == 6 and first._next_id > 0 and second._next_id > 0
-        taken = second._next_id
+        assert first.taken + second.taken == 6 and first.taken > 0 and second.taken > 0
+        taken = second.taken
         first.process.kill()
         first.process.wait()
         while not first.gone:
@@ -68,10 +68,11 @@ def test_each_job_goes_to_a_free_child_and_none_to_a_child_that_is_gone(tmp_path
         later = [painter.submit(tmp_path / f"job-{k}", y, p, NAMES, f"validation, seed {k}")
                  for k, p in enumerate(preds[6:], start=6)]
         folders = [future.result(timeout=120) for future in later]
-        assert second._next_id == taken + 2
+        assert second.taken == taken + 2
     figure = ConfusionFigure()
     for k, folder in zip((6, 7), folders):
-        assert_same_files(folder, seed_files(figure, tmp_path / f"here-{k}", y, preds[k], NAMES, f"validation, seed {k}"))
+        here = seed_files(figure, tmp_path / f"here-{k}", y, preds[k], NAMES, f"validation, seed {k}")
+        assert_same_files(folder, here)
 
 
 def test_the_jobs_a_dying_child_leaves_unanswered_are_drawn_here(tmp_path):

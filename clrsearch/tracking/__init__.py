@@ -19,8 +19,8 @@ from .runs import SeedRecord, StudyRun, TrialRecord, child_runs, latest_study_ru
 from .store import (EXPERIMENT, check_store, delete_experiment, find_experiment_id, git_commit,
                     probe_tracking_server, source_tags)
 
-__all__ = ["ALIAS", "EXPERIMENT", "REGISTERED_NAME", "ConfusionPainter", "DataInputs", "FinalModel", "SeedRecord", "SetInput",
-           "StudyRun", "TrialRecord", "aliased_version", "check_store", "child_runs", "confusion_report",
+__all__ = ["ALIAS", "EXPERIMENT", "REGISTERED_NAME", "ConfusionPainter", "DataInputs", "FinalModel", "SeedRecord",
+           "SetInput", "StudyRun", "TrialRecord", "aliased_version", "check_store", "child_runs", "confusion_report",
            "delete_experiment", "describe_splits", "end_dead_runs", "find_experiment_id", "git_commit",
            "latest_study_run", "load_model", "log_final_model", "log_range_test", "logged_trials",
            "probe_tracking_server", "run_metrics", "source_tags"]

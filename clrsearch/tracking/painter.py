@@ -128,9 +128,9 @@ class _DrawingProcess:
     def __init__(self, draw_here, ready):
         self._draw_here = draw_here
         self._ready = ready
-        self._jobs = {}  # job id -> (Future, job), the one in hand
+        self._in_hand = None  # (Future, job) given to the child and not answered yet
         self._lock = threading.Lock()
-        self._next_id = 0
+        self.taken = 0  # jobs given to the child so far; the id of the next
         self.gone = False  # the child has ended
         self.process = subprocess.Popen([sys.executable, "-c", "from clrsearch.confusion import main; main()"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -140,14 +140,14 @@ class _DrawingProcess:
 
     def free(self) -> bool:
         with self._lock:
-            return not self.gone and not self._jobs
+            return not self.gone and self._in_hand is None
 
     def take(self, future, job):
         """Give ``job`` to the child (it is free), settling ``future`` when it answers."""
         with self._lock:
-            job = {**job, "id": self._next_id}
-            self._next_id += 1
-            self._jobs[job["id"]] = future, job
+            job = {**job, "id": self.taken}
+            self.taken += 1
+            self._in_hand = future, job
         self._lines.put(json.dumps(job) + "\n")
 
     def close(self):
@@ -178,15 +178,15 @@ class _DrawingProcess:
         for line in self.process.stdout:
             answer = json.loads(line)
             with self._lock:
-                future, _ = self._jobs.pop(answer["id"])
+                (future, _), self._in_hand = self._in_hand, None  # one job at a time: the answer is to it
             if "error" in answer:
                 future.set_exception(RuntimeError(f"drawing a confusion matrix: {answer['error']}"))
             else:
                 future.set_result(Path(answer["folder"]))
             self._ready()
-        with self._lock:  # the child ended: what it had not answered is drawn by the study's process
+        with self._lock:  # the child ended: the job it had not answered is drawn by the study's process
             self.gone = True
-            pending, self._jobs = list(self._jobs.values()), {}
-        for future, job in pending:
-            self._draw_here(future, job, begun=True)
+            pending, self._in_hand = self._in_hand, None
+        if pending is not None:
+            self._draw_here(*pending, begun=True)
         self._ready()

@@ -135,7 +135,7 @@ class StudyRun:
                  inputs: DataInputs | None = None, painter: ConfusionPainter | None = None):
         self.experiment = experiment
         self.painter = painter
-        self._drawing = None  # TemporaryDirectory of the matrices drawn ahead
+        self._drawing = None  # TemporaryDirectory of the files drawn for the runs (matrices, summary figures)
         self._drawn = {}  # (trial number, seed) -> Future of the folder drawn ahead
         self.inputs = inputs
         self.run_name = run_name
@@ -251,11 +251,12 @@ class StudyRun:
                 self._end_unfinished(error_status(error))
                 raise
 
-    def _end_unfinished(self, status: str) -> None:
-        for run in self._unfinished:
+    def _end_unfinished(self, status: str, since: int = 0) -> None:
+        """End with ``status``, without their files, the unfinished runs from the ``since``-th on."""
+        for run in self._unfinished[since:]:
             if run.status is not None:
                 end_run(self._client, run.info.run_id, status, quiet=True)
-        self._unfinished = []
+        del self._unfinished[since:]
 
     def mark_trials(self, verdicts: dict) -> None:
         """Log each trial's comparison with the best on its trial run: metrics ``delta_vs_best`` and
@@ -332,9 +333,7 @@ class StudyRun:
             for seed, files in zip(trial.seeds, seed_files):
                 self._log_seed(trial, seed, run.run_id, files)
         except BaseException as error:  # the trial's runs end now, as the error ends them
-            for seed_run in self._unfinished[unfinished:]:
-                end_run(client, seed_run.info.run_id, error_status(error), quiet=True)
-            del self._unfinished[unfinished:]
+            self._end_unfinished(error_status(error), since=unfinished)
             end_run(client, run.run_id, error_status(error), quiet=True)
             raise
         self._unfinished.append(_Unfinished(run, TRIAL_STATUS.get(trial.state, "FAILED"), to_ms(trial.ended)))
