@@ -60,8 +60,9 @@ def test_reused_confusion_figure_draws_what_plots_draws():
     assert pixels.shape == (576, 648, 4)  # 9 x 8 inches at 72 dpi
     fresh = plots.confusion_matrix(y, pred, names, title="validation, seed 2")
     ax, fresh_ax = figure.figure.axes[0], fresh.axes[0]
-    assert [t.get_text() for t in ax.texts] == [t.get_text() for t in fresh_ax.texts]
-    assert [t.get_color() for t in ax.texts] == [t.get_color() for t in fresh_ax.texts]
+    (labels,), (fresh_labels,) = ax.collections, fresh_ax.collections
+    assert labels.labels == fresh_labels.labels == [str(count) for count in fresh_ax.images[0].get_array().ravel()]
+    np.testing.assert_array_equal(labels.get_facecolor(), fresh_labels.get_facecolor())
     assert ax.get_title() == fresh_ax.get_title()
     np.testing.assert_array_equal(ax.images[0].get_array(), fresh_ax.images[0].get_array())
     assert ax.images[0].get_clim() == fresh_ax.images[0].get_clim()

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
@@ -87,20 +88,61 @@ def test_confusion_matrix_cells_match_hand_counts_and_title_shows_accuracy():
     fig = plots.confusion_matrix(y_true, y_pred, CLASSES)
     assert len(fig.axes) == 2  # the matrix and its colour bar
     ax = fig.axes[0]
+    (labels,) = ax.collections
     cells = {}
-    for text in ax.texts:
-        column, row = text.get_position()
-        cells[(int(row), int(column))] = text
+    for (column, row), label, color in zip(labels.get_offsets(), labels.labels, labels.get_facecolor()):
+        cells[(int(row), int(column))] = (label, tuple(color))
     assert sorted(cells) == [(i, j) for i in range(3) for j in range(3)]
-    for (i, j), text in cells.items():
-        assert text.get_text() == str(expected[i][j])
-    assert cells[(2, 2)].get_color() == "white"  # darkest cell: 4 of max 4
-    assert cells[(0, 2)].get_color() == "black"  # empty cell
+    for (i, j), (label, _) in cells.items():
+        assert label == str(expected[i][j])
+    assert cells[(2, 2)][1] == (1, 1, 1, 1)  # white on the darkest cell: 4 of max 4
+    assert cells[(0, 2)][1] == (0, 0, 0, 1)  # black on an empty one
     assert ax.get_title() == "test accuracy 75.00%"  # 9 right of 12
     assert [label.get_text() for label in ax.get_xticklabels()] == CLASSES
     assert [label.get_text() for label in ax.get_yticklabels()] == CLASSES
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "true")
     _render(fig)
+
+
+def _ink_centres(fig, ax, n):
+    """(n, n, 2) pixel centroids (x, y) of the dark pixels in each cell of ``ax``'s n x n matrix."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    darkness = 255.0 - np.asarray(canvas.buffer_rgba())[..., :3].mean(axis=-1)  # (H, W), 0 on white
+    height = darkness.shape[0]
+    centres = np.zeros((n, n, 2))
+    for i in range(n):
+        for j in range(n):
+            corners = ax.transData.transform([(j - 0.4, i - 0.4), (j + 0.4, i + 0.4)])  # (2, 2) x, y upwards
+            (left, bottom), (right, top) = corners.min(axis=0), corners.max(axis=0)
+            top, left = int(height - top), int(left)  # pixel rows are counted from the top
+            cell = darkness[top:int(height - bottom), left:int(right)]  # (h, w)
+            assert cell.sum() > 0, f"no ink in cell {(i, j)}"
+            rows, columns = np.indices(cell.shape)
+            centres[i, j] = (np.sum(columns * cell) / cell.sum() + left, np.sum(rows * cell) / cell.sum() + top)
+    return centres
+
+
+@pytest.mark.parametrize("dpi", [72, 150])
+def test_count_labels_sit_where_centred_text_would(dpi):
+    counts = np.array([[7, 12, 0], [345, 1, 99], [8, 1000, 56]])  # one to four digits
+    figures = []
+    for as_text in (True, False):
+        fig = Figure(figsize=(3, 3), dpi=dpi)
+        ax = fig.subplots()
+        ax.set_xlim(-0.5, 2.5)
+        ax.set_ylim(2.5, -0.5)  # row 0 on top, as imshow puts it
+        ax.set_axis_off()
+        if as_text:
+            for (i, j), count in np.ndenumerate(counts):
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=9)
+        else:
+            labels = plots.CountLabels(ax, np.zeros_like(counts))
+            labels.set_counts(counts)  # as a reused figure updates them
+            labels.set_facecolor("black")  # the 1000 would be white, on white here
+            ax.add_collection(labels, autolim=False)
+        figures.append(_ink_centres(fig, ax, 3))
+    np.testing.assert_allclose(figures[1], figures[0], atol=0.5 * dpi / 72)  # half a point, in pixels
 
 
 def test_confusion_matrix_custom_title_keeps_accuracy():
