@@ -55,8 +55,8 @@ class ConfusionFigure:
     class names and as many digits in its largest count (so that the colour-bar
     labels still fit) only updates the cells, their labels, the colour scale and
     the title the way ``plots.confusion_matrix`` sets them, and redraws those:
-    about 0.02 s at 72 dpi (the cell labels are one collection of outlines,
-    :class:`clrsearch.plots.CountLabels`), and writes the PNG file in 0.01 s. Should
+    about 0.03 s at 72 dpi with its PNG file (the cell labels are one
+    collection of outlines, :class:`clrsearch.plots.CountLabels`). Should
     the background hold anything over the cells (a style with a grid or inner
     ticks), the whole figure is redrawn instead.
     """
