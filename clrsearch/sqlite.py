@@ -14,7 +14,9 @@ last ones. Readers (``mlflow ui``, optuna-dashboard, other workers) no longer
 wait for a writer.
 
 The files ``<store>-wal`` and ``<store>-shm`` lie beside the store while it is
-open and are folded back into it when the last connection closes; copy a store
+open and are folded back into it when the last connection closes; a command
+that ends with ``os._exit`` closes its connections first (:func:`close_stores`),
+so that each store is one file again once no process has it open; copy a store
 when no study writes to it. Write-ahead logging needs a local file system:
 on a network file system (NFS, SMB), set ``CLRSEARCH_SQLITE_JOURNAL=default``
 to keep SQLite's own journal. Other databases (PostgreSQL) are left alone.
@@ -29,6 +31,7 @@ from .errors import UsageError
 
 JOURNAL_VARIABLE = "CLRSEARCH_SQLITE_JOURNAL"  # "wal" (default) or "default"
 _registered = False
+_open = {}  # id -> sqlite3.Connection: this process's connections in write-ahead-log mode not closed yet
 
 
 def use_write_ahead_log() -> bool:
@@ -42,8 +45,21 @@ def use_write_ahead_log() -> bool:
         return False
     if not _registered:
         event.listen(Engine, "connect", _on_connect)
+        event.listen(Engine, "close", _on_close)
         _registered = True
     return True
+
+
+def close_stores() -> None:
+    """Close this process's SQLite connections in write-ahead-log mode, for a process about to end without
+    closing anything (``os._exit``): the last connection to close a store folds its log back into it and
+    removes ``<store>-wal`` and ``<store>-shm``. Call it once every transaction is committed."""
+    for connection in list(_open.values()):
+        try:
+            connection.close()
+        except sqlite3.Error:  # a connection another thread holds: its store keeps its log, which is as safe
+            pass
+    _open.clear()
 
 
 def _on_connect(connection, _record):
@@ -56,5 +72,10 @@ def _on_connect(connection, _record):
         except sqlite3.DatabaseError:  # another process holds the file, or it is no database: left as it is,
             return  # for the store's own checks to report
         cursor.execute("PRAGMA synchronous=NORMAL")  # this connection's commits: no sync but at checkpoints
+        _open[id(connection)] = connection
     finally:
         cursor.close()
+
+
+def _on_close(connection, _record):
+    _open.pop(id(connection), None)

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from .. import sqlite
 from ..errors import UsageError
 
 
@@ -36,8 +37,11 @@ def exit_now(status):
     Used by ``python -m clrsearch.coarse`` and ``python -m clrsearch.fine`` once
     ``main`` has returned: by then every write to the stores is committed and
     every file closed, and the interpreter's own teardown (the thousands of
-    modules MLflow imports) would add about a second to every study.
+    modules MLflow imports) would add about a second to every study. The
+    SQLite stores' connections are closed first, which folds their
+    write-ahead logs back into them (:func:`clrsearch.sqlite.close_stores`).
     """
+    sqlite.close_stores()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
