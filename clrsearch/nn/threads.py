@@ -5,7 +5,7 @@ to member, so K members can be cut into ``n`` slices of adjacent rows, each
 worked by a thread of its own. While the slices run, NumPy's BLAS is held to
 one thread: each slice's products then run single-threaded in the thread that
 calls them, side by side, instead of one multi-threaded product at a time.
-On 2 cores that is 1.04x (K = 30) and 1.10x (K = 5 of five mini-batch
+On 2 cores that is 1.09x (K = 30) and 1.13x (K = 5 of five mini-batch
 streams, the final model) the updates per second of one 2-threaded BLAS
 (docs/PERFORMANCE.md). The products of a row slice give the same bits as
 the whole product, so the number of slices changes no result. (OpenBLAS
