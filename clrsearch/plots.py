@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
-from matplotlib.textpath import TextPath, TextToPath
+from matplotlib.textpath import TextPath, text_to_path
 from matplotlib.transforms import Affine2D
 
 TRAIN_COLOR = "tab:blue"
@@ -154,7 +154,7 @@ def _centred_outline(text: str, fontsize: float):
     """Outline of the integer ``text`` in points, around (0, 0) where ``ha="center", va="center"`` put a
     text: its advance width centred on x = 0, its line centred on y = 0."""
     prop = FontProperties(size=fontsize)
-    width, _, _ = TextToPath().get_text_width_height_descent(text, prop, ismath=False)
+    width, _, _ = text_to_path.get_text_width_height_descent(text, prop, ismath=False)  # the one TextPath uses
     return TextPath((-width / 2, _baseline_below_centre(fontsize)), text, prop=prop)
 
 
