@@ -1,7 +1,7 @@
 """Benchmark: network updates per second of the population trainer against the obvious baselines.
 
     python tools/bench.py [--data-dir DIR] [--steps 300] [--repeats 5] [--json] [--out docs/PERFORMANCE.md]
-                          [--skip-study] [--skip-fine] [--skip-pair] [--skip-taskset]
+                          [--skip-study] [--skip-fine] [--skip-pair] [--skip-taskset] [--against CHECKOUT]
 
 On the 45,000 training images of split ``full`` (n_batch 100, M = 50, C = 10,
 float32) every configuration runs the same number of update steps:
@@ -19,7 +19,9 @@ float32) every configuration runs the same number of update steps:
    a fresh folder: the default coarse study end to end; the default fine study
    on it, race and final model included (about 7 minutes, ``--skip-fine``); two
    coarse studies started together, against the one alone (``--skip-pair``);
-   one coarse study on one CPU, ``taskset -c`` (``--skip-taskset``).
+   one coarse study on one CPU, ``taskset -c`` (``--skip-taskset``); with
+   ``--against CHECKOUT``, the default coarse and fine studies of another
+   clrsearch checkout beside these, their wall times and values compared.
 
 The machine may be shared, so every figure is compared as a ratio to others
 measured in the same run: the configurations run in rounds, one after the
@@ -87,6 +89,7 @@ class BenchSettings:
     target_fine_seconds: float = 480.0  # seconds of wall time of the default fine study, at most
     target_pair_ratio: float = 2.2  # each of two coarse studies started together, over one alone, at most
     target_one_cpu_load: float = 1.1  # CPU seconds over wall seconds of a study under taskset -c 0, at most
+    target_against_ratio: float = 1.05  # wall time of a default study over the --against checkout's, at most
     final_k: int = 5  # K of the final model's population: one network per mini-batch stream
 
 
@@ -524,19 +527,20 @@ def study_command(kind, data_dir, folder, name, prefix=()):
                                                                        else []), "--json"]
 
 
-def run_study(data_dir, command=None, timeout=None, folder=None):
+def run_study(data_dir, command=None, timeout=None, folder=None, package=None):
     """Run the default coarse study in a child process; wall time, peak RSS, CPU time and its own time split.
 
     The child writes its Optuna storage and MLflow store in ``folder`` (default:
     a fresh temporary one), which is also its working directory (so no
-    ``studies/coarse.toml`` of the caller is read); it imports the same
-    clrsearch as this process. ``timeout`` (seconds) defaults to
-    ``SETTINGS.study_timeout``. Failures are reported in the result, not raised.
+    ``studies/coarse.toml`` of the caller is read); it imports the clrsearch
+    of the checkout ``package`` (default: the same clrsearch as this process).
+    ``timeout`` (seconds) defaults to ``SETTINGS.study_timeout``. Failures are
+    reported in the result, not raised.
     """
-    return finish_study(start_study(data_dir, command, folder), timeout)
+    return finish_study(start_study(data_dir, command, folder, package), timeout)
 
 
-def start_study(data_dir, command=None, folder=None):
+def start_study(data_dir, command=None, folder=None, package=None):
     """Start a study command as :func:`run_study` does; the handle :func:`finish_study` waits for."""
     tmp = None
     if folder is None:
@@ -546,7 +550,7 @@ def start_study(data_dir, command=None, folder=None):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         command = study_command("coarse", data_dir, folder, f"bench-{stamp}")
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{folder}/mlflow.db")
-    package_parent = str(Path(clrsearch.__file__).resolve().parent.parent)
+    package_parent = str(Path(package or Path(clrsearch.__file__).resolve().parent.parent).resolve())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
     handle = {"study": study_result(command, folder), "tmp": tmp, "folder": folder}
     out_path, err_path = Path(folder) / f"stdout-{id(handle)}", Path(folder) / f"stderr-{id(handle)}"
@@ -597,6 +601,7 @@ def finish_study(handle, timeout=None):
         if summary is not None and isinstance(summary.get("seconds"), dict):
             study["seconds"] = summary["seconds"]
             study["trials"] = trial_values(summary)
+            study["values"] = study_values(summary)
         return study
     finally:
         if handle["tmp"] is not None:
@@ -611,13 +616,15 @@ class StudyRuns:
     fine: bool = True  # the default fine study on that coarse study, in its folder (--skip-fine)
     pair: bool = True  # two default coarse studies started together, against the one alone (--skip-pair)
     one_cpu: bool = True  # one default coarse study under taskset -c <first CPU> (--skip-taskset)
+    against: str | None = None  # a checkout whose default coarse and fine studies are timed beside these (--against)
 
     @classmethod
     def of(cls, args):
         """The studies the parsed arguments ``args`` of :func:`_parser` ask for."""
         if args.skip_study:
             return cls(coarse=False, fine=False, pair=False, one_cpu=False)
-        return cls(fine=not args.skip_fine, pair=not args.skip_pair, one_cpu=not args.skip_taskset)
+        return cls(fine=not args.skip_fine, pair=not args.skip_pair, one_cpu=not args.skip_taskset,
+                   against=args.against)
 
 
 def run_studies(data_dir, runs):
@@ -626,11 +633,21 @@ def run_studies(data_dir, runs):
 
     The coarse study runs under the name ``coarse`` in a fresh folder, where the fine study then finds it
     (``--coarse-study coarse``, the same ``--storage``); it is also the study alone the pair is compared with.
+    With ``runs.against``, the other checkout's coarse study runs just before this one and its fine study just
+    after this one's (``others["against"]``), so that a drift of the machine's speed weighs on both alike.
     """
     others = {}
     if not runs.coarse:
         return None, others
-    with tempfile.TemporaryDirectory(prefix="clrsearch-bench-") as folder:
+    with ExitStack() as stack:
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="clrsearch-bench-"))
+        if runs.against:
+            other_folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="clrsearch-bench-"))
+            say(f"coarse study of {runs.against} in a child process")
+            others["against"] = {"package": runs.against, "coarse": run_study(
+                data_dir, study_command("coarse", data_dir, other_folder, "coarse"), folder=other_folder,
+                package=runs.against)}
+            say(f"  its coarse study: {_outcome(others['against']['coarse'])}")
         say("coarse study in a child process")
         study = run_study(data_dir, study_command("coarse", data_dir, folder, "coarse"), folder=folder)
         study["K"], study["updates"] = study_shape()
@@ -639,6 +656,11 @@ def run_studies(data_dir, runs):
             say("fine study on it, in the same folder")
             others["fine"] = run_fine(data_dir, folder, study)
             say(f"  fine study: {_outcome(others['fine'])}")
+            if runs.against:
+                say(f"fine study of {runs.against} on its coarse study")
+                others["against"]["fine"] = run_fine(data_dir, other_folder, others["against"]["coarse"],
+                                                     package=runs.against)
+                say(f"  its fine study: {_outcome(others['against']['fine'])}")
     if runs.pair:
         say("two coarse studies started together")
         others["pair"] = run_pair(data_dir)
@@ -658,13 +680,13 @@ def _outcome(study):
             f"peak RSS {_gb(study['peak_rss'])} GB")
 
 
-def run_fine(data_dir, folder, coarse):
+def run_fine(data_dir, folder, coarse, package=None):
     """The default fine study (race and final model included) in ``folder``, where the coarse study ``coarse``
     (a result of :func:`run_study`) ran under the name ``coarse``; the fine study's result."""
     command = study_command("fine", data_dir, folder, "fine")
     if coarse.get("error"):
         return {**study_result(command, folder), "error": f"not run: its coarse study failed ({coarse['error']})"}
-    return run_study(data_dir, command, folder=folder)
+    return run_study(data_dir, command, folder=folder, package=package)
 
 
 def run_pair(data_dir):
@@ -700,6 +722,14 @@ def run_one_cpu(data_dir):
 def trial_values(summary):
     """[(lam, val_accuracies)] of the ``trials`` of a study's JSON summary, in its order: what a run must repeat."""
     return [(row.get("lam"), row.get("val_accuracies")) for row in summary.get("trials") or []]
+
+
+def study_values(summary):
+    """What a study must repeat to give the same results: its table of trials, and its final model's accuracies
+    (every ``*accuracy*`` figure of the summary's ``final``, when it has one)."""
+    final = summary.get("final") or {}
+    return {"trials": summary.get("trials"),
+            "final": {name: value for name, value in sorted(final.items()) if "accuracy" in name}}
 
 
 def same_trials(one, other):
@@ -923,12 +953,37 @@ def study_targets(study, others):
     lines.append(target_line("two coarse studies started together give the values of one alone", "the same trials",
                              same, same, "not measured" if same is None
                              else "the same lambdas and accuracies" if same else "values differ"))
+    lines += against_targets(study, others)
     one_cpu = others.get("one_cpu") or {}
     load = (ratio(one_cpu.get("cpu_seconds"), one_cpu.get("wall_seconds")) if not one_cpu.get("error") else None)
     lines.append(target_line("coarse study under taskset -c uses one core: CPU seconds per wall second",
                              f"<= {goals.target_one_cpu_load:g}", load,
                              None if load is None else load <= goals.target_one_cpu_load,
                              "not measured" if load is None else f"{load:.2f} ({one_cpu['wall_seconds']:.1f} s wall)"))
+    return lines
+
+
+def against_targets(study, others):
+    """The lines of ``--against``: each default study's wall time against the other checkout's, at most
+    ``SETTINGS.target_against_ratio``, and the same values (trials, final model)."""
+    against = others.get("against")
+    if not against:
+        return []
+    lines = []
+    for kind, mine in (("coarse", study), ("fine", others.get("fine"))):
+        theirs = against.get(kind) or {}
+        ok = mine and not mine.get("error") and not theirs.get("error") and theirs.get("wall_seconds")
+        r = ratio(mine["wall_seconds"], theirs["wall_seconds"]) if ok else None
+        lines.append(target_line(f"default {kind} study wall time vs {against['package']}",
+                                 f"<= {SETTINGS.target_against_ratio:g}x", r,
+                                 None if r is None else r <= SETTINGS.target_against_ratio,
+                                 "not measured" if r is None else
+                                 f"{r:.3f}x ({mine['wall_seconds']:.1f} s against {theirs['wall_seconds']:.1f} s)"))
+        same = mine.get("values") == theirs.get("values") if ok else None
+        lines.append(target_line(f"default {kind} study gives the values of {against['package']}",
+                                 "the same trials and final model", same, same,
+                                 "not measured" if same is None else "the same values" if same
+                                 else "values differ"))
     return lines
 
 
@@ -1022,7 +1077,8 @@ def render_studies(summary):
     runs = summary.get("study_runs") or {}
     sections = [("The fine study", "fine", "--skip-fine", _render_fine),
                 ("Two coarse studies started together", "pair", "--skip-pair", _render_pair),
-                ("One coarse study on one CPU", "one_cpu", "--skip-taskset", _render_one_cpu)]
+                ("One coarse study on one CPU", "one_cpu", "--skip-taskset", _render_one_cpu),
+                ("Against another checkout", "against", "no --against", _render_against)]
     lines = []
     for title, key, flag, render in sections:
         lines += [f"### {title}", ""]
@@ -1071,6 +1127,23 @@ def _render_pair(pair, summary):
         lines.append(f"| pair-{i + 1} | {p['wall_seconds']:.1f} | {p['cpu_seconds']:.1f} | "
                      f"{'–' if vs is None else f'{vs:.2f}x'} | "
                      f"{verdicts[same_trials(p.get('trials'), alone.get('trials'))]} |")
+    return "\n".join(lines)
+
+
+def _render_against(against, summary):
+    """The default studies of ``--against``'s checkout beside this one's: wall times and values."""
+    others = summary.get("studies") or {}
+    lines = [f"The default coarse and fine studies of the checkout `{against['package']}`, run as above in a folder "
+             "of their own: its coarse study just before this one's, its fine study just after this one's.", "",
+             "| study | this checkout s | other checkout s | ratio | same values |", "|---|---:|---:|---:|---|"]
+    for kind, mine in (("coarse", summary.get("study") or {}), ("fine", others.get("fine") or {})):
+        theirs = against.get(kind) or {}
+        if mine.get("error") or theirs.get("error") or not mine.get("wall_seconds") or not theirs.get("wall_seconds"):
+            lines.append(f"| {kind} | failed or not run: {mine.get('error') or theirs.get('error') or '–'} | | | |")
+            continue
+        same = "yes" if mine.get("values") == theirs.get("values") else "no"
+        lines.append(f"| {kind} | {mine['wall_seconds']:.1f} | {theirs['wall_seconds']:.1f} | "
+                     f"{mine['wall_seconds'] / theirs['wall_seconds']:.3f}x | {same} |")
     return "\n".join(lines)
 
 
@@ -1222,6 +1295,9 @@ def _parser():
                         help="do not run two default coarse studies started together (about 2 minutes)")
     parser.add_argument("--skip-taskset", action="store_true",
                         help="do not run a default coarse study under taskset -c on one CPU (about 2 minutes)")
+    parser.add_argument("--against", metavar="CHECKOUT",
+                        help="also time the default coarse and fine studies of the clrsearch in this checkout "
+                             "(e.g. a git worktree of main) and compare wall times and values")
     return parser
 
 
