@@ -3,10 +3,13 @@
 - library modules never import a command module or the ``cli`` package;
 - no import cycle between modules, counting imports inside functions;
 - no function takes more than ``MAX_PARAMETERS`` parameters;
-- the README's layout table names every room of the package, and only those.
+- the layout table of docs/DEVELOPMENT.md names every room of the package, and only those;
+- every command the README and the hand-written docs pages give uses only flags the command accepts.
 """
 import ast
+import importlib
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,10 @@ PACKAGE = ROOT / "clrsearch"
 MAX_PARAMETERS = 7
 COMMANDS = {"clrsearch.coarse", "clrsearch.fine", "clrsearch.evaluate", "clrsearch.train", "clrsearch.lrrange",
             "clrsearch.gradcheck", "clrsearch.data.__main__"}
+LAYOUT_PAGE = ROOT / "docs" / "DEVELOPMENT.md"
+# The pages written by hand; docs/PERFORMANCE.md, RELIABILITY.md and RESULTS.md are written by the tools.
+GUIDES = [ROOT / "README.md"] + [ROOT / "docs" / name for name in
+                                 ("COMPARING.md", "SCALING.md", "TRACKING.md", "DEVELOPMENT.md")]
 
 
 def module_name(path, root=ROOT):
@@ -131,14 +138,70 @@ def test_functions_take_at_most_seven_parameters(path):
     assert too_many_parameters(path) == []
 
 
-def test_readme_layout_table_matches_the_tree():
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Layout", 1)[1]
+def test_layout_table_matches_the_tree():
+    table = LAYOUT_PAGE.read_text().split("## Layout", 1)[1]
     named = set(re.findall(r"`(clrsearch/[\w/]*\w(?:\.py)?/?|tools/)`", table))
     rooms = {f"clrsearch/{p.name}/" for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     rooms |= {f"clrsearch/{p.name}" for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
     rooms.add("tools/")
     assert named == rooms
+
+
+PROGRAMS = sorted(COMMANDS - {"clrsearch.data.__main__"} | {"clrsearch.data"}) + [
+    f"tools/{path.stem}" for path in sorted((ROOT / "tools").glob("*.py"))]
+
+
+def command_lines(markdown):
+    """The shell lines of ``markdown``'s fenced blocks (continuations joined) and its inline code spans."""
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", markdown, flags=re.S | re.M)
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.S | re.M)
+    return lines + re.findall(r"`([^`\n]+)`", prose)
+
+
+def invocations(line):
+    """``(program, flags)`` of each ``python -m clrsearch.X`` or ``python tools/X.py`` in a shell line, and
+    ``(None, [flag])`` for a line that is a flag alone (``--alpha``, ``--final-seeds 1``)."""
+    if line.startswith("--"):
+        return [(None, [line.split()[0].split("=")[0]])]
+    found = []
+    for part in re.split(r"&&|\|\||;|\|", re.split(r"\s#\s", line)[0]):
+        match = re.search(r"python (?:-m (clrsearch(?:\.\w+)*)|(tools/\w+)\.py)(.*)", part)
+        if match:
+            module, tool, rest = match.groups()
+            words = shlex.split(rest.replace("[", " ").replace("]", " "), posix=True)
+            found.append((module or tool, sorted({w.split("=")[0] for w in words if w.startswith("--")})))
+    return found
+
+
+_HELP = {}
+
+
+def accepted_flags(program, capsys):
+    """The flags ``program --help`` lists: a command of the package, or a tool of ``tools/``."""
+    if program not in _HELP:
+        name = {"clrsearch.data": "clrsearch.cli.data"}.get(program, program)
+        module = importlib.import_module(name.removeprefix("tools/"))
+        with pytest.raises(SystemExit) as done:
+            module.main(["--help"])
+        assert done.value.code == 0
+        _HELP[program] = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", capsys.readouterr().out))
+    return _HELP[program]
+
+
+@pytest.mark.parametrize("page", GUIDES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_commands_of_the_guides_use_only_flags_their_command_accepts(page, capsys):
+    """A command's flags must be its own; a flag written alone must be one of some command or tool."""
+    used = {}
+    for line in command_lines(page.read_text()):
+        for program, flags in invocations(line):
+            used.setdefault(program, set()).update(flags)
+    assert set(used) - {None}, f"no command in {page.name}"
+    assert set(used) - {None} <= set(PROGRAMS)
+    anyone = set().union(*(accepted_flags(program, capsys) for program in PROGRAMS))
+    unknown = {program: sorted(flags - (anyone if program is None else accepted_flags(program, capsys)))
+               for program, flags in used.items()}
+    assert {program: flags for program, flags in unknown.items() if flags} == {}
 
 
 # ----------------------------------------------------------------------------- the checks themselves, on worked examples
@@ -173,6 +236,17 @@ def test_from_package_import_module_counts_as_the_module(tmp_path):
     assert graph["pkg.sub"] == {"pkg.sub.x"}
     assert graph["pkg.sub.x"] == {"pkg.top"}
     assert cycles(graph) == []
+
+
+def test_commands_are_found_in_blocks_chains_and_prose_and_comments_are_not():
+    page = ("Run `python -m clrsearch.fine --grid 0,1` or:\n\n```bash\n"
+            "pip install -e . && python -m clrsearch.coarse --n-trials 3   # not --this\n"
+            "taskset -c 0 python tools/bench.py \\\n    --skip-study [--json]\n```\n")
+    page += "With `--alpha 0.1` or `--no-race`, or `-m 'not slow'`.\n"
+    found = [invocation for line in command_lines(page) for invocation in invocations(line)]
+    assert sorted(found, key=str) == [("clrsearch.coarse", ["--n-trials"]), ("clrsearch.fine", ["--grid"]),
+                                      ("tools/bench", ["--json", "--skip-study"]),
+                                      (None, ["--alpha"]), (None, ["--no-race"])]
 
 
 def test_eight_parameters_are_too_many(tmp_path):
