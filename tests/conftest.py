@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny CIFAR-10 copy in the official on-disk format, no network, MLflow
-stores and Optuna storages copied from templates made once, a throwaway PostgreSQL server.
+stores and Optuna storages copied from templates made once, a throwaway PostgreSQL server, a tiny
+coarse and fine study run once for the tests that browse their results.
 
 The references the fixtures and tests build on are in :mod:`helpers`. The developer
 tools of ``tools/`` are imported by the tests as top-level modules (``import bench``).
@@ -7,6 +8,7 @@ tools of ``tools/`` are imported by the tests as top-level modules (``import ben
 import sys
 import urllib.error
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -129,3 +131,25 @@ def tracked_tiny_cifar(tmp_path, monkeypatch, mlflow_template) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", helpers.copy_store(mlflow_template, tmp_path))
     return helpers.write_tiny_cifar(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_studies(tmp_path_factory, mlflow_template, optuna_template):
+    """A tiny coarse study of 3 trials, then a fine one of 2 (lambda 0 and 0.01) with its final model registered,
+    run once in a folder of their own: ``folder``, the MLflow tracking URI ``store``, the Optuna ``storage``
+    (the default ``studies/clrsearch.db`` of the folder) and ``coarse_trials``."""
+    from clrsearch import coarse, fine
+
+    folder = tmp_path_factory.mktemp("tiny-studies")
+    studies = SimpleNamespace(folder=folder, store=helpers.copy_store(mlflow_template, folder),
+                              storage=helpers.copy_storage(optuna_template, folder / "studies" / "clrsearch.db"),
+                              coarse_trials=3)
+    args = ["--data-dir", str(helpers.write_tiny_cifar(folder / "data")), "--storage", studies.storage,
+            *helpers.TINY_STUDY]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.setenv("MLFLOW_TRACKING_URI", studies.store)
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        assert coarse.main(args + ["--n-trials", str(studies.coarse_trials)]) == 0
+        assert fine.main(args + ["--grid", "0,0.01", *helpers.TINY_FINE]) == 0
+    return studies

@@ -8,7 +8,8 @@
   (``conftest.mlflow_template``, ``conftest.optuna_template``);
 - :func:`steps_and_values`, :func:`experiment_runs`: a logged metric's history, an experiment's runs;
 - :func:`log_uniform_draws`: the lambdas a seeded Optuna RandomSampler draws, computed with NumPy;
-- :func:`dead_pid`: the pid of a process that has exited; :func:`sigint_default` for children sent Ctrl-C.
+- :func:`dead_pid`: the pid of a process that has exited; :func:`sigint_default` for children sent Ctrl-C;
+- :data:`TINY_STUDY`, :data:`TINY_FINE`: the flags of a study that trains a few update steps per trial.
 
 In the tiny CIFAR copy each class has its own random mean image; an image is its
 class mean plus pixel noise, so a two-layer network learns it well above chance
@@ -227,3 +228,12 @@ def dead_pid():
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     return process.pid
+
+
+# ----------------------------------------------------------------------------- tiny studies
+
+# A few update steps per trial on the tiny CIFAR copy: every stage of a study runs, in seconds.
+TINY_STUDY = ["--n-s", "10", "--n-batch", "20", "--hidden", "8", "--eval-train-size", "100", "--val-size", "200",
+              "--evals-per-cycle", "2", "--quiet"]
+# The fine study's own: the fixed protocol, a final model of one network on the same tiny schedule.
+TINY_FINE = ["--no-race", "--final-seeds", "1", "--final-val-size", "200", "--final-extra-cycles", "0"]

@@ -1,4 +1,4 @@
-"""optuna-dashboard in headless Chromium, over an Optuna storage that a tiny coarse and fine study just wrote.
+"""optuna-dashboard in headless Chromium, over the storage of a tiny coarse and fine study (``conftest.tiny_studies``).
 
 ``optuna-dashboard`` (the ``dashboard`` extra) runs on a loopback port;
 Debian's ``chromium`` is driven through Playwright. The study list shows the
@@ -22,15 +22,11 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 import screenshots
-from clrsearch import coarse, fine
-from helpers import copy_storage, copy_store, write_tiny_cifar
-from test_ui import FINE, TINY
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 expect = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)").expect
 pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed (pip install -e '.[dashboard]')")
-COARSE_TRIALS = 3
-FINE_GRID = "0,0.01"  # two trials
+FINE_TRIALS = 2  # the grid of conftest.tiny_studies, lambda 0 and 0.01
 
 
 @dataclass
@@ -40,28 +36,21 @@ class Dashboard:
     page: object  # playwright Page
     seen: screenshots.Tour  # what the README's pictures show, read from the MLflow store
     storage: str  # Optuna storage URL the studies are in
+    coarse_trials: int  # in the coarse study
     artifacts: Path  # screenshots and the dashboard's log
 
 
 @pytest.fixture(scope="module")
-def dashboard(tmp_path_factory, mlflow_template, optuna_template):
+def dashboard(request, tmp_path_factory):
     if not Path(screenshots.SETTINGS.chromium).is_file():
         pytest.skip(f"no Chromium at {screenshots.SETTINGS.chromium} (apt-get install chromium)")
-    folder = tmp_path_factory.mktemp("dashboard")
-    storage = copy_storage(optuna_template, folder / "studies.db")
-    args = ["--data-dir", str(write_tiny_cifar(folder / "data")), "--storage", storage, *TINY]
-    store = copy_store(mlflow_template, folder)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        mp.setenv("MLFLOW_TRACKING_URI", store)
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        assert coarse.main(args + ["--n-trials", str(COARSE_TRIALS)]) == 0
-        assert fine.main(args + ["--grid", FINE_GRID, *FINE]) == 0
+    studies = request.getfixturevalue("tiny_studies")  # only once Chromium is there
     artifacts = tmp_path_factory.mktemp("dashboard-artifacts")
-    with screenshots.optuna_dashboard(storage, log_path=artifacts / "dashboard.log") as url, \
+    with screenshots.optuna_dashboard(studies.storage, log_path=artifacts / "dashboard.log") as url, \
             screenshots.chromium() as browser:
-        seen = screenshots.tour(MlflowClient(store, registry_uri=store))
-        yield Dashboard(url, browser, screenshots.new_page(browser), seen, storage, artifacts)
+        seen = screenshots.tour(MlflowClient(studies.store, registry_uri=studies.store))
+        yield Dashboard(url, browser, screenshots.new_page(browser), seen, studies.storage, studies.coarse_trials,
+                        artifacts)
 
 
 def finished(storage: str, name: str) -> list:
@@ -76,7 +65,9 @@ def study_id(storage: str, name: str) -> int:
 
 
 def test_the_studies_have_different_numbers_of_trials(dashboard):
-    assert [len(finished(dashboard.storage, name)) for name in ("coarse", "fine")] == [COARSE_TRIALS, 2]
+    assert [len(finished(dashboard.storage, name)) for name in ("coarse", "fine")] == [dashboard.coarse_trials,
+                                                                                       FINE_TRIALS]
+    assert dashboard.coarse_trials != FINE_TRIALS
 
 
 def test_study_list_shows_the_coarse_and_the_fine_study(dashboard):

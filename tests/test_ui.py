@@ -1,4 +1,4 @@
-"""The MLflow UI in headless Chromium, over a store that a tiny coarse and fine study just wrote.
+"""The MLflow UI in headless Chromium, over the store of a tiny coarse and fine study (``conftest.tiny_studies``).
 
 ``mlflow server`` runs on a loopback port; Debian's ``chromium`` is driven
 through Playwright. The runs page lists the fine study's run with its trial
@@ -20,14 +20,10 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 import screenshots
-from clrsearch import coarse, fine, tracking
-from helpers import copy_store, write_tiny_cifar
+from clrsearch import tracking
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 expect = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)").expect
-TINY = ["--n-s", "10", "--n-batch", "20", "--hidden", "8", "--eval-train-size", "100", "--val-size", "200",
-        "--evals-per-cycle", "2", "--quiet"]
-FINE = ["--no-race", "--final-seeds", "1", "--final-val-size", "200", "--final-extra-cycles", "0"]
 
 
 @dataclass
@@ -41,21 +37,14 @@ class UI:
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory, mlflow_template):
+def ui(request, tmp_path_factory):
     if not Path(screenshots.SETTINGS.chromium).is_file():
         pytest.skip(f"no Chromium at {screenshots.SETTINGS.chromium} (apt-get install chromium)")
-    folder = tmp_path_factory.mktemp("ui")
-    args = ["--data-dir", str(write_tiny_cifar(folder / "data")), *TINY]
-    store = copy_store(mlflow_template, folder)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        mp.setenv("MLFLOW_TRACKING_URI", store)
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        assert coarse.main(args + ["--n-trials", "2"]) == 0
-        assert fine.main(args + ["--grid", "0,0.01", *FINE]) == 0
+    studies = request.getfixturevalue("tiny_studies")  # only once Chromium is there
+    store = studies.store
     client = MlflowClient(store, registry_uri=store)
     artifacts = tmp_path_factory.mktemp("ui-artifacts")
-    with screenshots.mlflow_server(store, folder / "mlruns", log_path=artifacts / "server.log") as url, \
+    with screenshots.mlflow_server(store, studies.folder / "mlruns", log_path=artifacts / "server.log") as url, \
             screenshots.chromium() as browser:
         yield UI(url, browser, screenshots.new_page(browser), client, screenshots.tour(client), artifacts)
 
