@@ -196,13 +196,18 @@ def test_report_renders_a_study_and_a_failed_study():
     assert "coarse study wall time <= 60 s: not measured" in report
 
 
-def test_run_study_reads_the_json_summary_of_the_child():
+def test_run_study_reads_the_json_summary_of_the_child_and_measures_it():
     summary = {"study": "x", "seconds": {"data": 1.0, "training": 2.0, "total": 3.5}}
-    command = [sys.executable, "-c", f"print('progress'); print({json.dumps(json.dumps(summary))})"]
-    study = bench.run_study(None, command=command)
+    mib = 2**20
+    # The child holds 100 MiB of its own (every page written) and sleeps 0.3 s before it answers.
+    child = (f"import time; block = b'x' * {100 * mib}; time.sleep(0.3); print('progress'); "
+             f"print({json.dumps(json.dumps(summary))})")
+    study = bench.run_study(None, command=[sys.executable, "-c", child])
     assert study["error"] is None
     assert study["seconds"] == summary["seconds"]
-    assert study["wall_seconds"] > 0 and study["peak_rss"] > 0
+    assert study["wall_seconds"] >= 0.3
+    assert study["cpu_seconds"] < study["wall_seconds"]  # it slept
+    assert 100 * mib <= study["peak_rss"] < 200 * mib  # the child's own peak in bytes, not this process's
 
 
 def test_run_study_reports_a_failure_instead_of_raising():
