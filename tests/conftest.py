@@ -153,3 +153,23 @@ def tiny_studies(tmp_path_factory, mlflow_template, optuna_template):
         assert coarse.main(args + ["--n-trials", str(studies.coarse_trials)]) == 0
         assert fine.main(args + ["--grid", "0,0.01", *helpers.TINY_FINE]) == 0
     return studies
+
+
+@pytest.fixture(scope="session")
+def tiny_ensemble(tmp_path_factory):
+    """Two tiny networks trained together on a tiny CIFAR-10 copy (100 images per batch, 60 test images), as a
+    final model is made of: the ``data`` config, its ``splits``, the training ``result``, the networks ``nets``
+    and the raw test ``rows`` (N, D) uint8 with their ``labels`` (N,). Shared: read it, never change it."""
+    from clrsearch.config import DataConfig, TrainConfig
+    from clrsearch.data import load_batch, load_splits
+    from clrsearch.nn import network
+    from clrsearch.nn.trainer import train
+
+    folder = helpers.write_tiny_cifar(tmp_path_factory.mktemp("ensemble-data"), n_per_batch=100, n_test=60)
+    data = DataConfig("batch1", data_dir=str(folder))
+    splits = load_splits(data)
+    result = train(splits.train, splits.val, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8), [0.01, 0.01],
+                   [1, 2])
+    rows, labels = load_batch(folder / "test_batch")
+    return SimpleNamespace(data=data, splits=splits, result=result, rows=rows, labels=labels,
+                           nets=[network.member(result.params, k) for k in range(2)])

@@ -1,32 +1,24 @@
 """What the registry says about the final model (clrsearch.tracking.registry): the registered model's
 description, each version's description and tags, the logged model's metrics linked to the test set, the
-final run's times and dataset inputs; one model logged into a temporary MLflow store."""
+final run's times and dataset inputs; the tiny ensemble of ``conftest.tiny_ensemble`` logged into a
+temporary MLflow store."""
 
 import mlflow
 import numpy as np
 import pytest
 
 from clrsearch import tracking
-from clrsearch.config import DataConfig, TrainConfig
-from clrsearch.data import load_splits
 from clrsearch.nn import network
-from clrsearch.nn.trainer import train
-from helpers import write_tiny_cifar
 
 NAME = "clrsearch-described"
 STARTED = 1_700_000_000.0  # s since the epoch
 
 
 @pytest.fixture(scope="module")
-def version(store, tmp_path_factory):
-    folder = write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=60)
-    data = DataConfig("batch1", data_dir=str(folder))
-    splits = load_splits(data)
-    result = train(splits.train, splits.val, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8), [0.01, 0.01],
-                   [1, 2])
-    nets = [network.member(result.params, k) for k in range(2)]
+def version(store, tiny_ensemble):
+    splits, nets, result = tiny_ensemble.splits, tiny_ensemble.nets, tiny_ensemble.result
     pred = network.ensemble_predict(nets, splits.test.X)
-    inputs = tracking.describe_splits(splits, data)
+    inputs = tracking.describe_splits(splits, tiny_ensemble.data)
     with tracking.StudyRun("described", "fine:tiny", {}, {}) as parent:
         pass
     final = tracking.FinalModel(

@@ -1,6 +1,7 @@
 """The champion serves anywhere (clrsearch.tracking.registry, .model_code): a fresh virtual environment
 with only the model's own requirements (no clrsearch) loads it and predicts the package's labels, and
-``mlflow models serve`` in that environment answers raw rows posted as ``{"inputs": ...}`` with them."""
+``mlflow models serve`` in that environment answers raw rows posted as ``{"inputs": ...}`` with them.
+The champion is the tiny ensemble of ``conftest.tiny_ensemble``."""
 
 import json
 import os
@@ -18,11 +19,7 @@ import numpy as np
 import pytest
 
 from clrsearch import tracking
-from clrsearch.config import DataConfig, TrainConfig
-from clrsearch.data import load_batch, load_splits
 from clrsearch.nn import network
-from clrsearch.nn.trainer import train
-from helpers import write_tiny_cifar
 
 pytestmark = pytest.mark.slow
 
@@ -31,21 +28,15 @@ SERVE_SECONDS = 180  # the server's start, in the fresh environment, on a busy m
 
 
 @pytest.fixture(scope="module")
-def champion(store, tmp_path_factory):
-    """An ensemble of two tiny networks registered as the champion; the raw test rows and the package's labels."""
-    folder = write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=60)
-    data = DataConfig("batch1", data_dir=str(folder))
-    splits = load_splits(data)
-    result = train(splits.train, splits.val, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8), [0.01, 0.01],
-                   [1, 2])
-    nets = [network.member(result.params, k) for k in range(2)]
-    rows, labels = load_batch(folder / "test_batch")  # (N, D) uint8
+def champion(store, tiny_ensemble):
+    """The tiny ensemble of two networks registered as the champion; the raw test rows and the package's labels."""
+    splits, nets, rows, labels = tiny_ensemble.splits, tiny_ensemble.nets, tiny_ensemble.rows, tiny_ensemble.labels
     expected = network.ensemble_predict(nets, splits.normaliser.apply(rows.T, np.float32))  # (N,)
     final = tracking.FinalModel(
-        run_name="final:portable", params={"lam": 0.01}, history=result.history, member=0, val_accuracy=0.3,
-        test_accuracy=float(np.mean(expected == labels)), test_true=labels, test_pred=expected,
+        run_name="final:portable", params={"lam": 0.01}, history=tiny_ensemble.result.history, member=0,
+        val_accuracy=0.3, test_accuracy=float(np.mean(expected == labels)), test_true=labels, test_pred=expected,
         class_names=splits.label_names, networks=nets, normaliser=splits.normaliser, dtype="float32",
-        input_example=rows[:2], inputs=tracking.describe_splits(splits, data), study_name="portable")
+        input_example=rows[:2], inputs=tracking.describe_splits(splits, tiny_ensemble.data), study_name="portable")
     tracking.log_final_model(final, "portable")
     return {"rows": rows, "expected": expected, "uri": os.environ["MLFLOW_TRACKING_URI"]}
 
