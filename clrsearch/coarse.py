@@ -7,10 +7,9 @@ exists, else the built-in ones; flags override both. Rerunning a study with
 the same name resumes it.
 """
 
-from .cli.args import exit_now
 from .cli.study import command
 
 main = command("coarse", __doc__)
 
 if __name__ == "__main__":
-    exit_now(main())
+    raise SystemExit(main())

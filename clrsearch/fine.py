@@ -7,10 +7,9 @@ storage (see :func:`clrsearch.search.study.derive_grid`). The final model is
 registered in MLflow as ``clrsearch-cifar10`` with the alias ``champion``.
 """
 
-from .cli.args import exit_now
 from .cli.study import command
 
 main = command("fine", __doc__)
 
 if __name__ == "__main__":
-    exit_now(main())
+    raise SystemExit(main())

@@ -4,8 +4,10 @@ succeeds with each planned lambda trained once. A store that is broken for good 
 database, a folder in the store's place) is still one line naming the file, with a fix about the file.
 """
 
+import contextlib
 import fcntl
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -97,6 +99,26 @@ def test_a_store_whose_folder_is_a_file_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(UsageError) as raised:
         store.check_store()
     assert_one_line_naming(raised, f"{tmp_path / 'plain'} is a file, not a folder", FILE_FIX)
+
+
+def test_a_command_in_a_fresh_process_ends_normally_and_leaves_each_store_one_file(tmp_path):
+    data = write_tiny_cifar(tmp_path / "data")
+    # The module run as ``python -m clrsearch.coarse`` runs it, with an exit handler that only a normal end runs.
+    script = ("import atexit, runpy; atexit.register(print, 'exit handlers ran'); "
+              "runpy.run_module('clrsearch.coarse', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", script, *TINY, "--study-name", "alone", "--n-trials", "2",
+                           "--n-seeds", "1"], cwd=tmp_path, env=command_env(tmp_path, data), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith("exit handlers ran\n")
+    stores = [tmp_path / "mlflow.db", tmp_path / "studies" / "clrsearch.db"]
+    for path in stores:
+        beside = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name))
+        assert beside == [path.name, f"{path.name}.lock"]  # no -wal, -shm or -journal left
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    trials = optuna.load_study(study_name="alone", storage=f"sqlite:///{stores[1]}").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
 
 
 @pytest.mark.slow

@@ -2,11 +2,8 @@
 
 import argparse
 import functools
-import logging
-import os
 import sys
 
-from .. import sqlite
 from ..errors import UsageError
 
 
@@ -29,26 +26,6 @@ def entry_point(main):
             sys.exit(2)
 
     return wrapper
-
-
-def exit_now(status):
-    """End the command's process with ``status`` as soon as its output is flushed.
-
-    Used by ``python -m clrsearch.coarse`` and ``python -m clrsearch.fine`` once
-    ``main`` has returned: by then every write to the stores is committed and
-    every file closed, and the interpreter's own teardown (the thousands of
-    modules MLflow imports) would add about a second to every study. The
-    SQLite stores' connections are closed first, which folds their
-    write-ahead logs back into them (:func:`clrsearch.sqlite.close_stores`).
-    """
-    sqlite.close_stores()
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(status if isinstance(status, int) else 0 if status is None else 1)
 
 
 def positive_int(text):

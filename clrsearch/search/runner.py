@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .. import processes, sqlite, tracking
+from .. import processes, tracking
 from ..config import RangeTest, flat_params
 from ..data import load_splits
 from ..errors import UsageError, redact
@@ -78,7 +78,6 @@ class StudyRunner:
         """Run this process's part of the study; returns the exit status."""
         self.url = queue.storage_url(self.config.study.storage)
         processes.grace_seconds()  # checks the timing variables
-        sqlite.use_write_ahead_log()  # the SQLite stores' commits: before either store is opened
         if self.helper is not None:
             workers.die_with_parent(self.helper["parent_pid"])
         else:  # a tracking server that is down is reported at once, not after the seconds the data takes
