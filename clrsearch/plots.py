@@ -7,21 +7,15 @@ in percent.
 
 - ``learning_curves``: cost, loss and accuracy on the training and validation sets;
 - ``eta_curve``: the learning rate per update step;
-- ``confusion_matrix``: 10x10 counts with the accuracy in the title;
+- ``confusion_matrix``: 10x10 counts with the accuracy in the title (``set_confusion_counts`` writes
+  other counts into it);
 - ``lambda_search``: lambda against mean validation accuracy with ±3σ error bars;
 - ``class_distribution``: class counts per split or batch;
 - ``lr_range``: the LR range test (Smith 2015) with the chosen eta_min, eta_max.
 """
 
-from functools import lru_cache
-
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
-from matplotlib.textpath import TextPath, text_to_path
-from matplotlib.transforms import Affine2D
 
 TRAIN_COLOR = "tab:blue"
 VAL_COLOR = "tab:orange"
@@ -104,67 +98,9 @@ def eta_curve(eta, title: str | None = None) -> Figure:
 
 
 def confusion_counts(y_true, y_pred, n_classes: int) -> np.ndarray:
-    """(C, C) int64 counts of images of true class i (row) predicted as class j (column), for labels 0 .. C-1.
-
-    One ``np.bincount``: the processes that draw a study's matrices start
-    without importing scikit-learn (about a second each).
-    """
+    """(C, C) int64 counts of images of true class i (row) predicted as class j (column), for labels 0 .. C-1."""
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     return np.bincount(n_classes * y_true + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
-class CountLabels(PathCollection):
-    """The count of each cell of a confusion matrix, written in it, as one collection of glyph outlines.
-
-    Each label sits where ``ax.text(j, i, str(count), ha="center",
-    va="center")`` would put it, white on the cells darker than half the
-    largest count, black elsewhere. C x C text artists take about 45 ms to
-    draw at 72 dpi (Agg lays out and renders each string on its own); one
-    collection of their outlines takes about 1 ms, which counts when a study
-    draws a matrix for every replicate (:class:`clrsearch.confusion.ConfusionFigure`).
-
-    Parameters
-    ----------
-    ax : the Axes of the matrix, cell (i, j) centred on data point (j, i)
-    counts : (C, C) int
-    fontsize : float, points
-    """
-
-    def __init__(self, ax, counts, fontsize: float = 9.0):
-        n_rows, n_cols = np.shape(counts)
-        cells = [(j, i) for i in range(n_rows) for j in range(n_cols)]  # (C * C, 2) centres, row after row
-        points_to_pixels = Affine2D().scale(1 / 72) + ax.get_figure(root=True).dpi_scale_trans  # follows the dpi
-        super().__init__([], offsets=cells, offset_transform=ax.transData, transform=points_to_pixels,
-                         edgecolors="none", linewidths=0, zorder=3, clip_on=False)
-        self.fontsize = fontsize
-        self.labels = []  # (C * C,) str, row after row
-        self.set_counts(counts)
-
-    def set_counts(self, counts) -> None:
-        """Write ``counts`` (C, C) in the cells."""
-        counts = np.asarray(counts)
-        self.labels = [str(count) for count in counts.ravel()]
-        dark = counts.ravel() > 0.5 * counts.max()  # (C * C,)
-        self.set_paths([_centred_outline(label, self.fontsize) for label in self.labels])
-        self.set_facecolor(np.where(dark[:, None], (1.0, 1.0, 1.0, 1.0), (0.0, 0.0, 0.0, 1.0)))  # (C * C, 4)
-
-
-@lru_cache(maxsize=4096)
-def _centred_outline(text: str, fontsize: float):
-    """Outline of the integer ``text`` in points, around (0, 0) where ``ha="center", va="center"`` put a
-    text: its advance width centred on x = 0, its line centred on y = 0."""
-    prop = FontProperties(size=fontsize)
-    width, _, _ = text_to_path.get_text_width_height_descent(text, prop, ismath=False)  # the one TextPath uses
-    return TextPath((-width / 2, _baseline_below_centre(fontsize)), text, prop=prop)
-
-
-@lru_cache(maxsize=16)
-def _baseline_below_centre(fontsize: float) -> float:
-    """How far, in points, the baseline of a line of digits lies below the centre of the box Matplotlib lays
-    that line out in (the font's ascent and descent: the digits lie within them, so all counts share it)."""
-    figure = Figure(dpi=72)  # a pixel is a point
-    line = figure.text(0, 0, "0123456789", fontsize=fontsize).get_window_extent(FigureCanvasAgg(figure).get_renderer())
-    return -(line.y0 + line.y1) / 2  # the baseline at y = 0, line.y0 = -descent, line.y1 = ascent
 
 
 def confusion_matrix(y_true, y_pred, class_names, title: str | None = None) -> Figure:
@@ -178,26 +114,40 @@ def confusion_matrix(y_true, y_pred, class_names, title: str | None = None) -> F
 
     Returns
     -------
-    Figure with two axes: the matrix, its counts written as :class:`CountLabels`, and its colour bar.
+    Figure with two axes: the matrix, each cell's count written in it, and its colour bar.
     """
     n_classes = len(class_names)
     counts = confusion_counts(y_true, y_pred, n_classes)  # (C, C)
-    accuracy = 100.0 * np.trace(counts) / max(counts.sum(), 1)
-
     size = max(6.4, 0.62 * n_classes + 1.8)
     fig = Figure(figsize=(size + 1.0, size), layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(counts.max(), 1))
+    image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax, label="images", shrink=0.85)
-    ax.add_collection(CountLabels(ax, counts), autolim=False)
+    for i, j in np.ndindex(n_classes, n_classes):
+        ax.text(j, i, "", ha="center", va="center", fontsize=9)
     ticks = np.arange(n_classes)
     ax.set_xticks(ticks, labels=class_names, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(ticks, labels=class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    set_confusion_counts(fig, counts, title)
+    return fig
+
+
+def set_confusion_counts(fig: Figure, counts, title: str | None = None) -> None:
+    """Write ``counts`` (C, C) into a figure of :func:`confusion_matrix`: the cells, their labels (white on
+    the cells darker than half the largest count), the colour scale and the title with the accuracy."""
+    counts = np.asarray(counts)
+    ax = fig.axes[0]
+    image = ax.images[0]
+    image.set_data(counts)
+    image.set_clim(0, max(counts.max(), 1))
+    for text, count in zip(ax.texts, counts.ravel()):
+        text.set_text(str(count))
+        text.set_color("white" if count > 0.5 * counts.max() else "black")
+    accuracy = 100.0 * np.trace(counts) / max(counts.sum(), 1)
     prefix = "test" if title is None else f"{title}:"
     ax.set_title(f"{prefix} accuracy {accuracy:.2f}%")
-    return fig
 
 
 def lambda_search(lams, means, stds, log_x: bool = True, best_lam=None, title: str | None = None,

@@ -87,7 +87,7 @@ def test_parent_run_holds_config_tags_summary_and_ends_finished(store, logged_st
     assert (tags["study_name"], tags["kind"], tags["sampler"], tags["best_lam"]) == ("tiny", "coarse", "random", "0.01")
     assert tags["git_commit"] == tracking.git_commit()
     assert run.data.metrics["seconds_total"] == 12.5 and "seconds_none" not in run.data.metrics
-    assert run.data.metrics["tracking_seconds"] > 0
+    assert "tracking_seconds" in run.data.metrics
 
     folder = Path(store.download_artifacts(study.run_id, ""))
     with open(folder / "trials.csv", newline="") as f:
@@ -144,8 +144,9 @@ def test_seed_runs_hold_the_curves_by_update_step_eta_and_confusion_matrix(store
             steps, epochs = steps_and_values(store, run.info.run_id, "epoch")
             np.testing.assert_allclose(epochs, np.asarray(steps) / history.batches_per_epoch)
             steps, eta = steps_and_values(store, run.info.run_id, "eta")  # the triangle's vertices
-            assert steps[0] == 0 and steps[-1] == history.eta.size - 1
-            np.testing.assert_allclose(np.interp(np.arange(history.eta.size), steps, eta), history.eta, rtol=1e-9)
+            schedule = history.eta_of(seed.member)  # (T,)
+            assert steps[0] == 0 and steps[-1] == schedule.size - 1
+            np.testing.assert_allclose(np.interp(np.arange(schedule.size), steps, eta), schedule, rtol=1e-9)
             assert run.data.metrics["final_val_accuracy"] == pytest.approx(seed.val_accuracy)
 
             folder = Path(store.download_artifacts(run.info.run_id, ""))
@@ -172,6 +173,10 @@ def test_every_run_ends_when_the_block_raises(store, population, error, status):
     assert len(runs) == 4  # study, trial, two seeds
     assert store.get_run(study.run_id).info.status == status
     assert sorted(r.info.status for r in runs if r.info.run_id != study.run_id) == ["FINISHED"] * 3
+    for run in runs:  # each seed run got its matrix before it ended
+        if run.data.tags["level"] == "seed":
+            assert {a.path for a in store.list_artifacts(run.info.run_id)} == {"confusion_val.png",
+                                                                              "confusion_val.json"}
 
 
 def test_a_failure_while_logging_a_seed_ends_its_runs_failed(store, population):

@@ -72,7 +72,6 @@ class StudyRunner:
         self.parent = None  # the study's tracking.StudyRun
         self.inputs = None  # tracking.DataInputs of the study's splits, logged on its runs
         self.cores = None  # cores.CoreShare: this process's BLAS threads while it trains
-        self.painter = None  # tracking.ConfusionPainter: draws the replicates' confusion matrices
 
     def run(self):
         """Run this process's part of the study; returns the exit status."""
@@ -82,15 +81,14 @@ class StudyRunner:
             workers.die_with_parent(self.helper["parent_pid"])
         else:  # a tracking server that is down is reported at once, not after the seconds the data takes
             tracking.probe_tracking_server()
-        with tracking.ConfusionPainter() as self.painter:  # its process starts while the data loads
-            splits = self.load_data()
-            if self.options.auto_eta:
-                self.config = self.with_range_test_etas(splits)
-            with workers.sigterm_as_interrupt(), cores.CoreShare(fixed=cores.fixed_threads()) as self.cores:
-                study = self.open_study()
-                if self.helper is not None:
-                    return self.help(study, splits)
-                return self.lead(study, splits)
+        splits = self.load_data()
+        if self.options.auto_eta:
+            self.config = self.with_range_test_etas(splits)
+        with workers.sigterm_as_interrupt(), cores.CoreShare(fixed=cores.fixed_threads()) as self.cores:
+            study = self.open_study()
+            if self.helper is not None:
+                return self.help(study, splits)
+            return self.lead(study, splits)
 
     # ------------------------------------------------------------------ steps of run(), in order
 
@@ -126,7 +124,7 @@ class StudyRunner:
     def help(self, study, splits):
         """A helper's part: train trials under the leader's run, leave the summary to it."""
         with tracking.StudyRun(self.config.study.experiment, tags={"study_name": self.config.study.name},
-                               run_id=self.helper["parent_run_id"], inputs=self.inputs, painter=self.painter) as parent:
+                               run_id=self.helper["parent_run_id"], inputs=self.inputs) as parent:
             self.parent = parent
             try:
                 self.train_all(study, splits)
@@ -142,7 +140,7 @@ class StudyRunner:
                 "storage": redact(self.url), "git_commit": tracking.git_commit(), "workers": self.options.n_workers}
         status = 0
         with tracking.StudyRun(study_cfg.experiment, f"{study_cfg.kind}:{study_cfg.name}",
-                               flat_params(self.config), tags, inputs=self.inputs, painter=self.painter) as parent:
+                               flat_params(self.config), tags, inputs=self.inputs) as parent:
             self.parent = parent
             helpers = []
             try:
@@ -215,7 +213,7 @@ class StudyRunner:
                 if not running and race.advance(study, self.config):
                     continue
                 if not running:
-                    return  # the runs of the last population are finished after the summary, see summarise
+                    return  # the runs of the last population are finished in summarise
                 with self.timer.timed("tracking"):
                     self.parent.finish_runs()
                 if not waiting_said:
@@ -272,6 +270,7 @@ class StudyRunner:
         with queue.study_lock(self.url):
             study.set_user_attr("verdicts", summary.verdicts(rows))
         with self.timer.timed("tracking"):
+            self.parent.finish_runs()  # its drawings done before the figures are built (Optuna restyles pyplot)
             self.parent.log_summary(rows, summary.study_figures(study, rows, study_cfg.kind),
                                     summary.markdown_table(rows, f"{study_cfg.kind} study {study_cfg.name!r}"))
             self.parent.mark_trials(summary.verdicts(rows))
