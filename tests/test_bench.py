@@ -456,3 +456,20 @@ def test_study_command_of_the_pair():
     assert command[:3] == [sys.executable, "-m", "clrsearch.coarse"]
     assert command[3:] == ["--data-dir", "/data", "--storage", "sqlite:////tmp/y/studies.db",
                            "--study-name", "pair-2", "--json"]
+
+
+def test_against_compares_wall_times_and_values_of_the_other_checkout():
+    values = {"trials": [{"trial": 0, "lam": 0.001, "val_accuracies": "0.5000 0.5100"}], "final": {}}
+    study = {"wall_seconds": 60.0, "values": values, "error": None}
+    fine = {"wall_seconds": 420.0, "values": {**values, "final": {"test_accuracy": 0.555}}, "error": None}
+    against = {"package": "/tmp/main", "coarse": {"wall_seconds": 58.0, "values": values, "error": None},
+               "fine": {"wall_seconds": 380.0, "values": {**values, "final": {"test_accuracy": 0.554}}, "error": None}}
+    lines = bench.against_targets(study, {"fine": fine, "against": against})
+    coarse_time, coarse_values, fine_time, fine_values = lines
+    assert coarse_time["measured"] == pytest.approx(60 / 58) and coarse_time["passed"] is True  # 1.034x
+    assert coarse_values["passed"] is True
+    assert fine_time["measured"] == pytest.approx(420 / 380) and fine_time["passed"] is False  # 1.105x
+    assert fine_values["passed"] is False and fine_values["shown"] == "values differ"
+    report = bench._render_against(against, {"study": study, "studies": {"fine": fine}})
+    assert "| coarse | 60.0 | 58.0 | 1.034x | yes |" in report and "| fine | 420.0 | 380.0 | 1.105x | no |" in report
+    assert bench.against_targets(study, {"fine": fine}) == []

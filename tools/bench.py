@@ -1072,13 +1072,15 @@ def render_study(study):
 
 
 def render_studies(summary):
-    """The fine study, the pair and the study on one CPU: what each measured, or the flag that skipped it."""
+    """The fine study, the pair and the study on one CPU: what each measured, or the flag that skipped it; then
+    the other checkout's studies, when ``--against`` ran them."""
     others = summary.get("studies") or {}
     runs = summary.get("study_runs") or {}
     sections = [("The fine study", "fine", "--skip-fine", _render_fine),
                 ("Two coarse studies started together", "pair", "--skip-pair", _render_pair),
-                ("One coarse study on one CPU", "one_cpu", "--skip-taskset", _render_one_cpu),
-                ("Against another checkout", "against", "no --against", _render_against)]
+                ("One coarse study on one CPU", "one_cpu", "--skip-taskset", _render_one_cpu)]
+    if "against" in others:
+        sections.append(("Against another checkout", "against", None, _render_against))
     lines = []
     for title, key, flag, render in sections:
         lines += [f"### {title}", ""]
