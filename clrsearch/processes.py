@@ -1,9 +1,9 @@
-"""Which process is alive: a worker's name, whether it still runs, and how often workers say so.
+"""Which process is alive: a worker's name, whether it still runs, and the heartbeat that says so.
 
 A worker is named ``host:pid:start`` (start: the process's start time in
 clock ticks since boot, so that a recycled pid is not taken for the dead
 process). On the same host a worker is alive while that process runs; on
-another host only its heartbeats tell.
+another host only its heartbeats tell (:func:`dead` is the one rule).
 
 Timing, in seconds (defaults in :data:`clrsearch.config.WORKER_TIMING`),
 overridable for tests:
@@ -14,8 +14,11 @@ overridable for tests:
   another host is taken for dead.
 """
 
+import contextlib
 import os
 import socket
+import threading
+import time
 
 from .config import WORKER_TIMING
 from .errors import UsageError
@@ -80,6 +83,51 @@ def alive(worker):
     if stat[0] in "ZX":  # killed, not yet reaped by its parent
         return False
     return start in ("0", stat[19])
+
+
+def dead(worker, silent_since=None, grace=None):
+    """Whether the process named ``worker`` is dead.
+
+    On this host: when that process is gone. Elsewhere, or unnamed (None):
+    when its last sign of life, ``silent_since`` (seconds since the epoch),
+    is older than ``grace`` seconds (default :func:`grace_seconds`); without
+    such a sign it is not taken for dead.
+    """
+    here = None if worker is None else alive(worker)
+    if here is not None:
+        return not here
+    grace = grace_seconds() if grace is None else grace
+    return silent_since is not None and time.time() - silent_since > grace
+
+
+class Heartbeat:
+    """Calls ``beat()`` every :func:`heartbeat_seconds` in a background thread, from ``start`` (or the
+    start of a ``with`` block) until ``stop``; a beat that fails is tried again at the next interval."""
+
+    def __init__(self, beat):
+        self._beat = beat
+        self._seconds = heartbeat_seconds()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="clrsearch-heartbeat", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _run(self):
+        while not self._stop.wait(self._seconds):
+            with contextlib.suppress(Exception):
+                self._beat()
 
 
 def _start_ticks(pid):

@@ -38,8 +38,8 @@ def claimed_study(url, config):
     with queue.study_lock(url):
         storage = queue.open_storage(url)
         config = study.resolve_grid(config, storage)
-        created = study.create_or_load(config, storage)
-    return config, created, queue.next_trials(created, config)
+        shared = queue.TrialQueue(study.create_or_load(config, storage), storage, url)
+    return config, shared, shared.claim(config)
 
 
 def alone(splits, config, lam, replicate, shuffle_seed):
@@ -51,9 +51,9 @@ def alone(splits, config, lam, replicate, shuffle_seed):
 
 @pytest.mark.parametrize("replicates", ["paired", "init"])
 def test_each_replicate_is_the_network_trained_alone_and_tell_records_the_means(study_url, splits, replicates):
-    config, created, trials = claimed_study(study_url, search_config(replicates))
+    config, shared, trials = claimed_study(study_url, search_config(replicates))
     assert len(trials) == 2
-    outcome = population.train_population(trials, config, splits)
+    outcome = population.train_population(shared, trials, config, splits)
     # paired: replicate r trains on the mini-batch order of shuffle seed 10 + r; init: all on shuffle seed 10.
     expected = {lam: [alone(splits, config, lam, r, 10 + r if replicates == "paired" else 10) for r in (0, 1)]
                 for lam in GRID}
@@ -64,11 +64,11 @@ def test_each_replicate_is_the_network_trained_alone_and_tell_records_the_means(
         assert result.replicates == [0, 1]
         assert result.accuracies == pytest.approx(expected[result.lam], abs=1e-12)
 
-    told = population.tell(created, outcome)
+    told = population.tell(shared, outcome)
     assert [r.number for r in told] == [t.number for t in trials]
     assert all(isinstance(r, TrialResult) and r.recorded and r.prior == {} for r in told)
     for result in told:
-        frozen = created.trials[result.number]
+        frozen = shared.study.trials[result.number]
         assert frozen.state == TrialState.COMPLETE
         assert frozen.value == pytest.approx(np.mean(expected[result.lam]), abs=1e-12)
         assert frozen.user_attrs["replicates"] == [0, 1]
@@ -89,29 +89,29 @@ def test_the_claimed_trials_train_as_one_block_under_either_protocol(study_url, 
 
 
 def test_a_trial_taken_over_by_another_worker_is_not_recorded_again(study_url, splits):
-    config, created, trials = claimed_study(study_url, search_config(n_seeds=1))
-    outcome = population.train_population(trials, config, splits)
+    config, shared, trials = claimed_study(study_url, search_config(n_seeds=1))
+    outcome = population.train_population(shared, trials, config, splits)
     lost = trials[0]
-    created._storage.set_trial_state_values(lost._trial_id, TrialState.FAIL)  # another worker failed it
-    told = population.tell(created, outcome)
+    shared.storage.set_trial_state_values(shared.trial_id(lost.number), TrialState.FAIL)  # another worker failed it
+    told = population.tell(shared, outcome)
     assert [r.recorded for r in told] == [False, True]
-    assert created.trials[lost.number].state == TrialState.FAIL
-    assert "val_accuracies" in created.trials[trials[1].number].user_attrs
-    assert created.trials[trials[1].number].state == TrialState.COMPLETE
+    assert shared.study.trials[lost.number].state == TrialState.FAIL
+    assert "val_accuracies" in shared.study.trials[trials[1].number].user_attrs
+    assert shared.study.trials[trials[1].number].state == TrialState.COMPLETE
 
 
 def test_a_diverging_trial_fails_with_the_step_and_replicate_in_its_reason(study_url, splits):
     config = search_config(n_seeds=1)
     config = replace(config, study=replace(config.study, grid=(0.0, 1e12)))
-    config, created, trials = claimed_study(study_url, config)
-    outcome = population.train_population(trials, config, splits)
+    config, shared, trials = claimed_study(study_url, config)
+    outcome = population.train_population(shared, trials, config, splits)
     by_lam = {r.lam: r for r in outcome.results}
     assert by_lam[0.0].state == "COMPLETE"
     failed = by_lam[1e12]
     assert failed.state == "FAIL"
     assert failed.reason.startswith("diverged: NaN or inf in the cost at update step ")
     assert "(replicate 0, eta_max 0.1)" in failed.reason
-    population.tell(created, outcome)
-    frozen = created.trials[failed.number]
+    population.tell(shared, outcome)
+    frozen = shared.study.trials[failed.number]
     assert frozen.state == TrialState.FAIL and frozen.user_attrs["final_failure"] is True
     assert frozen.user_attrs["reason"] == failed.reason

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -72,3 +73,29 @@ def test_bad_timing_is_a_usage_error_naming_the_variable(monkeypatch, heartbeat,
     with pytest.raises(UsageError) as error:
         processes.grace_seconds()
     assert message in str(error.value)
+
+
+def test_dead_is_the_process_on_this_host_and_the_silence_elsewhere(monkeypatch):
+    monkeypatch.setenv("CLRSEARCH_GRACE_SECONDS", "20")
+    now = time.time()
+    assert processes.dead(processes.identity()) is False
+    assert processes.dead(processes.identity(dead_pid()), now) is True  # gone: no grace period
+    assert processes.dead("elsewhere:1:1") is False  # no sign to judge by: only Optuna's heartbeats tell
+    assert processes.dead("elsewhere:1:1", now - 19) is False and processes.dead("elsewhere:1:1", now - 21) is True
+    assert processes.dead(None, now - 21) is True and processes.dead(None, now - 21, grace=30) is False
+
+
+def test_a_heartbeat_beats_until_stopped_and_outlives_a_failing_beat(monkeypatch):
+    monkeypatch.setenv("CLRSEARCH_HEARTBEAT_SECONDS", "0.05")
+    beats = []
+
+    def beat():
+        beats.append(time.monotonic())
+        if len(beats) == 2:
+            raise RuntimeError("a missed beat")
+
+    with processes.Heartbeat(beat):
+        time.sleep(0.4)
+    stopped = len(beats)
+    time.sleep(0.15)
+    assert 4 <= stopped == len(beats)

@@ -72,8 +72,16 @@ def every_schedule(params):
     return True
 
 
+def new_shared(url):
+    """A TrialQueue of a new study in the storage ``url``."""
+    with queue.study_lock(url):
+        storage = queue.open_storage(url)
+        return queue.TrialQueue(optuna.create_study(storage=storage, direction="maximize"), storage, url)
+
+
 def test_the_trials_before_a_slot_that_reached_the_rung_are_its_reference(study_url):
-    made = optuna.create_study(storage=study_url, direction="maximize")
+    shared = new_shared(study_url)
+    made = shared.study
     add(made, 0, TrialState.COMPLETE, {1: 0.50, 2: 0.52})
     add(made, 1, TrialState.PRUNED, {1: 0.30})
     add(made, 2, TrialState.FAIL, {1: 0.45})  # lost with its worker after the rung: its copy would report the same
@@ -82,44 +90,46 @@ def test_the_trials_before_a_slot_that_reached_the_rung_are_its_reference(study_
     add(made, 4, TrialState.COMPLETE, {1: 0.60}, round=2)  # a race round: not a reference
     add(made, 5, TrialState.COMPLETE, {1: 0.40})  # the judged slot itself
     add(made, 6, TrialState.COMPLETE, {1: 0.40})  # after it
-    assert pruning.earlier_values(made, 5, 1, every_schedule) == {0: 0.50, 1: 0.30, 2: 0.45}
-    assert pruning.earlier_values(made, 5, 2, every_schedule) == {0: 0.52, 2: 0.47}
+    assert pruning.earlier_values(shared, 5, 1, every_schedule) == {0: 0.50, 1: 0.30, 2: 0.45}
+    assert pruning.earlier_values(shared, 5, 2, every_schedule) == {0: 0.52, 2: 0.47}
     # another schedule: lambda 0.01 and 0.02 train on it
-    assert pruning.earlier_values(made, 5, 1, lambda p: p["lam"] in (0.01, 0.02)) == {1: 0.30, 2: 0.45}
+    assert pruning.earlier_values(shared, 5, 1, lambda p: p["lam"] in (0.01, 0.02)) == {1: 0.30, 2: 0.45}
 
 
-def running(made, url, slot, worker, rung_values):
+def running(shared, slot, worker, rung_values):
     """A first-round trial of ``slot`` enqueued, claimed and handed to ``worker``, with its rung values so far."""
-    made.enqueue_trial({"lam": slot / 100}, user_attrs={"slot": slot, "point": slot, "round": 1})
-    with queue.study_lock(url):
-        [trial] = queue.claim_waiting(made, 1)
-    made._storage.set_trial_system_attr(trial._trial_id, queue.WORKER_ATTR, worker)
+    shared.study.enqueue_trial({"lam": slot / 100}, user_attrs={"slot": slot, "point": slot, "round": 1})
+    with shared.lock():
+        trial = shared.study.ask()
+    shared.storage.set_trial_system_attr(shared.trial_id(trial.number), queue.WORKER_ATTR, worker)
     for rung, value in rung_values.items():
         trial.report(value, step=rung)
     return trial
 
 
 def test_a_trial_before_that_trains_elsewhere_is_waited_for_and_a_lost_one_raises(study_url):
-    made = optuna.create_study(storage=study_url, direction="maximize")
+    shared = new_shared(study_url)
+    made = shared.study
     add(made, 0, TrialState.COMPLETE, {1: 0.50, 2: 0.52})
     other = subprocess.Popen(["sleep", "60"])  # a live process of this host: another worker
     try:
-        slow = running(made, study_url, 1, processes.identity(other.pid), {1: 0.44})
-        pruned = running(made, study_url, 2, processes.identity(other.pid), {1: 0.30})
+        slow = running(shared, 1, processes.identity(other.pid), {1: 0.44})
+        pruned = running(shared, 2, processes.identity(other.pid), {1: 0.30})
         pruned.set_user_attr(pruning.LAST_RUNG, 1)  # pruned at rung 1, told only when its population is done
         threading.Timer(0.5, lambda: slow.report(0.46, step=2)).start()
         started = time.perf_counter()
-        assert pruning.earlier_values(made, 3, 2, every_schedule) == {0: 0.52, 1: 0.46}
+        assert pruning.earlier_values(shared, 3, 2, every_schedule) == {0: 0.52, 1: 0.46}
         assert time.perf_counter() - started >= 0.5  # slot 1 was waited for, slot 2 was not
         # slot 1's worker dies before rung 3: no value will come unless its copy is trained first
-        made._storage.set_trial_system_attr(slow._trial_id, queue.WORKER_ATTR, processes.identity(dead_pid()))
+        shared.storage.set_trial_system_attr(shared.trial_id(slow.number), queue.WORKER_ATTR,
+                                             processes.identity(dead_pid()))
         with pytest.raises(pruning.EarlierTrialLost) as lost:
-            pruning.earlier_values(made, 3, 3, every_schedule)
+            pruning.earlier_values(shared, 3, 3, every_schedule)
         assert (lost.value.slots, lost.value.rung, str(lost.value)) == ((1,), 3, "slot 1 lost before rung 3")
         # recovered, it is a failed trial and a waiting copy: still lost
-        queue.recover_dead_workers(made)
+        shared.recover()
         with pytest.raises(pruning.EarlierTrialLost):
-            pruning.earlier_values(made, 3, 3, every_schedule)
+            pruning.earlier_values(shared, 3, 3, every_schedule)
     finally:
         other.kill()
         other.wait()
@@ -151,8 +161,8 @@ def claimed_study(url, config):
     with queue.study_lock(url):
         storage = queue.open_storage(url)
         config = study.resolve_grid(config, storage)
-        created = study.create_or_load(config, storage)
-    return config, created, queue.next_trials(created, config)
+        shared = queue.TrialQueue(study.create_or_load(config, storage), storage, url)
+    return config, shared, shared.claim(config)
 
 
 def alone(splits, lam, replicate, cycles):
@@ -169,13 +179,13 @@ def at_cycle_1(splits, lam):
 
 
 def test_a_population_prunes_the_trials_the_rule_picks_from_networks_trained_alone(study_url, splits):
-    config, created, trials = claimed_study(study_url, search_config())
+    config, shared, trials = claimed_study(study_url, search_config())
     cycle_1 = [at_cycle_1(splits, lam) for lam in GRID]
     # the median rule by hand: slot s against slots 0..s, from the fifth value on
     expected = {GRID[s] for s in range(4, len(GRID)) if cycle_1[s] < np.median(cycle_1[:s + 1]) - 0.01}
     assert expected == {3.0}  # the premise: lambda 3 is far below the median, the others are not
 
-    outcome = population.train_population(trials, config, splits)
+    outcome = population.train_population(shared, trials, config, splits)
     by_lam = {r.lam: r for r in outcome.results}
     assert {lam for lam, r in by_lam.items() if r.state == "PRUNED"} == expected
     hopeless = by_lam[3.0]
@@ -187,8 +197,8 @@ def test_a_population_prunes_the_trials_the_rule_picks_from_networks_trained_alo
         assert by_lam[lam].state == "COMPLETE"
         assert by_lam[lam].accuracies == [alone(splits, lam, r, cycles=2) for r in (0, 1)]
 
-    population.tell(created, outcome)
-    for t in created.get_trials():
+    population.tell(shared, outcome)
+    for t in shared.study.get_trials():
         s = t.user_attrs["slot"]
         if GRID[s] in expected:
             assert t.state == TrialState.PRUNED
@@ -200,26 +210,26 @@ def test_a_population_prunes_the_trials_the_rule_picks_from_networks_trained_alo
 
 
 def test_without_a_pruner_nothing_is_reported(study_url, splits):
-    config, created, trials = claimed_study(study_url, search_config(pruner="none"))
-    outcome = population.train_population(trials, config, splits)
+    config, shared, trials = claimed_study(study_url, search_config(pruner="none"))
+    outcome = population.train_population(shared, trials, config, splits)
     assert all(r.state == "COMPLETE" for r in outcome.results)
-    population.tell(created, outcome)
-    assert all(t.intermediate_values == {} for t in created.get_trials())
+    population.tell(shared, outcome)
+    assert all(t.intermediate_values == {} for t in shared.study.get_trials())
 
 
 def test_a_population_that_needs_a_lost_trial_is_given_back_and_its_trials_enqueued_again(study_url, splits):
-    config, created, trials = claimed_study(study_url, search_config())
-    queue.give_back(created, trials[:1])  # slot 0 lost: its copy waits
-    outcome = population.train_population(trials[1:], config, splits)
+    config, shared, trials = claimed_study(study_url, search_config())
+    shared.give_back(trials[:1])  # slot 0 lost: its copy waits
+    outcome = population.train_population(shared, trials[1:], config, splits)
     assert all(not r.recorded and r.state == "FAIL" for r in outcome.results)
     assert outcome.results[0].reason == "given back: slot 0 lost before rung 1"
-    assert population.tell(created, outcome) == outcome.results
+    assert population.tell(shared, outcome) == outcome.results
     states = {}
-    for t in created.get_trials():
+    for t in shared.study.get_trials():
         states.setdefault(t.user_attrs["slot"], []).append(t.state)
     assert states == {s: [TrialState.FAIL, TrialState.WAITING] for s in range(len(GRID))}
     # the copies train as one population, the lost slot first, and prune what an uninterrupted run prunes
-    again = queue.next_trials(created, config)
+    again = shared.claim(config)
     assert sorted(t.user_attrs["slot"] for t in again) == list(range(len(GRID)))
-    outcome = population.train_population(again, config, splits)
+    outcome = population.train_population(shared, again, config, splits)
     assert {r.lam for r in outcome.results if r.state == "PRUNED"} == {3.0}

@@ -5,6 +5,7 @@ trials given back on Ctrl-C."""
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -21,11 +22,19 @@ def lambdas(*values):
     return {slot: ({"lam": float(lam)}, {}) for slot, lam in enumerate(values)}
 
 
-def new_study(url, *values):
+def new_queue(url, *values):
+    """A TrialQueue of study "s" whose slots 0, 1, ... wait with the lambdas ``values``."""
     with queue.study_lock(url):
-        study = optuna.create_study(study_name="s", storage=queue.open_storage(url))
+        storage = queue.open_storage(url)
+        study = optuna.create_study(study_name="s", storage=storage)
         queue.enqueue_missing(study, lambdas(*values))
-    return study
+    return queue.TrialQueue(study, storage, url)
+
+
+def claim(shared, n, sampler="random", n_trials=0):
+    """Claim up to ``n`` trials as a study of ``sampler`` with ``n_trials`` trials would."""
+    study_cfg = SimpleNamespace(trials_per_population=n, sampler=sampler, n_trials=n_trials)
+    return shared.claim(SimpleNamespace(study=study_cfg))
 
 
 # ----------------------------------------------------------------------------- storage URLs
@@ -74,37 +83,45 @@ def test_an_unreachable_postgresql_server_is_one_line_without_the_password():
 
 
 def test_enqueue_missing_enqueues_each_slot_once(study_url):
-    study = new_study(study_url, 0.1, 0.2)
-    with queue.study_lock(queue.url_of(study)):
-        queue.enqueue_missing(study, {**lambdas(0.5, 0.6, 0.3), 3: ({"lam": 0.4}, {"point": 7})})
-    trials = study.get_trials()
+    shared = new_queue(study_url, 0.1, 0.2)
+    with shared.lock():
+        queue.enqueue_missing(shared.study, {**lambdas(0.5, 0.6, 0.3), 3: ({"lam": 0.4}, {"point": 7})})
+    trials = shared.study.get_trials()
     assert [(t.user_attrs[queue.SLOT], t.system_attrs["fixed_params"]["lam"]) for t in trials] == \
         [(0, 0.1), (1, 0.2), (2, 0.3), (3, 0.4)]
     assert trials[3].user_attrs["point"] == 7
-    assert queue.url_of(study) == study_url
 
 
-def test_a_claimed_trial_names_its_worker_before_it_runs(study_url):
-    study = new_study(study_url, 0.1, 0.2, 0.3)
-    with queue.study_lock(queue.url_of(study)):
-        claimed = queue.claim_waiting(study, 2)
+def test_claims_take_waiting_trials_in_order_and_name_their_worker(study_url):
+    shared = new_queue(study_url, 0.1, 0.2, 0.3)
+    claimed = claim(shared, 2)
     assert [t.number for t in claimed] == [0, 1]
-    states = [t.state for t in study.get_trials()]
-    assert states == [TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
-    assert all(t.system_attrs[queue.WORKER_ATTR] == processes.identity() for t in study.get_trials()[:2])
-    assert queue.running_pids(queue.url_of(study), "s") == {processes.os.getpid()}
-    assert queue.others_running(study) == 2
+    assert [t.state for t in shared.study.get_trials()] == [TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
+    assert all(t.system_attrs[queue.WORKER_ATTR] == processes.identity() for t in shared.study.get_trials()[:2])
+    assert queue.running_pids(study_url, "s") == {processes.os.getpid()}
+    assert shared.running() == 2
+    assert [t.number for t in claim(shared, 5)] == [2]
+    assert claim(shared, 5) == []  # a random or grid study never asks the sampler for more trials
+
+
+def test_an_adaptive_study_is_asked_only_for_the_trials_it_lacks(study_url):
+    shared = new_queue(study_url, 0.1)
+    first = claim(shared, 3, sampler="tpe", n_trials=4)  # the waiting trial, then two new ones
+    assert [(t.number, t.user_attrs[queue.SLOT]) for t in first] == [(0, 0), (1, 1), (2, 2)]
+    assert [t.number for t in claim(shared, 3, sampler="tpe", n_trials=4)] == [3]
+    assert claim(shared, 3, sampler="tpe", n_trials=4) == []  # 4 running: nothing lacks
 
 
 @pytest.mark.slow
 def test_claims_of_concurrent_processes_never_overlap(study_url):
     url = study_url
-    new_study(url, *range(60))
-    claimer = ("import sys, optuna; from clrsearch.search import queue\n"
-               "url = sys.argv[1]; study = optuna.load_study(study_name='s', storage=queue.open_storage(url))\n"
+    new_queue(url, *range(60))
+    claimer = ("import sys, optuna; from types import SimpleNamespace as N; from clrsearch.search import queue\n"
+               "url = sys.argv[1]; storage = queue.open_storage(url)\n"
+               "shared = queue.TrialQueue(optuna.load_study(study_name='s', storage=storage), storage, url)\n"
+               "config = N(study=N(trials_per_population=1, sampler='random', n_trials=0))\n"
                "while True:\n"
-               "    with queue.study_lock(url):\n"
-               "        trials = queue.claim_waiting(study, 1)\n"
+               "    trials = shared.claim(config)\n"
                "    if not trials: break\n"
                "    print(trials[0].number, flush=True)\n")
     claimers = [subprocess.Popen([sys.executable, "-c", claimer, url], stdout=subprocess.PIPE, text=True)
@@ -117,7 +134,7 @@ def test_claims_of_concurrent_processes_never_overlap(study_url):
 def test_read_trials_of_a_study_not_made_yet_is_empty(tmp_path, study_url):
     assert queue.read_trials(f"sqlite:///{tmp_path}/none.db", "s") == []
     assert not (tmp_path / "none.db").exists()
-    new_study(study_url, 0.1)
+    new_queue(study_url, 0.1)
     assert queue.read_trials(study_url, "other") == []
     assert [t.state for t in queue.read_trials(study_url, "s")] == [TrialState.WAITING]
 
@@ -125,53 +142,84 @@ def test_read_trials_of_a_study_not_made_yet_is_empty(tmp_path, study_url):
 # ----------------------------------------------------------------------------- dead workers, Ctrl-C
 
 
+def retried(frozen):
+    """The number of the trial a copy retries (Optuna's retry history), else None."""
+    history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+    return history[-1] if history else None
+
+
 def test_trials_of_dead_workers_get_one_copy_each_and_live_ones_are_left_alone(study_url, monkeypatch):
     timing = {"CLRSEARCH_HEARTBEAT_SECONDS": 0.3, "CLRSEARCH_GRACE_SECONDS": 1.0}
     for name, value in timing.items():
         monkeypatch.setenv(name, str(value))
-    study = new_study(study_url, 0.1, 0.2, 0.3, 0.4)
-    with queue.study_lock(queue.url_of(study)):
-        dead_here, elsewhere, alive, half_done = queue.claim_waiting(study, 4)
-    study._storage.set_trial_system_attr(dead_here._trial_id, queue.WORKER_ATTR, processes.identity(dead_pid()))
-    study._storage.set_trial_system_attr(elsewhere._trial_id, queue.WORKER_ATTR, "elsewhere:1:1")
+    shared = new_queue(study_url, 0.1, 0.2, 0.3, 0.4)
+    dead_here, elsewhere, alive, half_done = claim(shared, 4)
+    storage = shared.storage
+    storage.set_trial_system_attr(shared.trial_id(dead_here.number), queue.WORKER_ATTR, processes.identity(dead_pid()))
+    storage.set_trial_system_attr(shared.trial_id(elsewhere.number), queue.WORKER_ATTR, "elsewhere:1:1")
     for trial in (dead_here, elsewhere, alive, half_done):
         trial.suggest_float("lam", 0.1, 0.4)
     # A worker that failed a dead worker's trial, then died before enqueueing its copy:
-    study._storage.set_trial_state_values(half_done._trial_id, TrialState.FAIL)
+    storage.set_trial_state_values(shared.trial_id(half_done.number), TrialState.FAIL)
 
-    queue.recover_dead_workers(study)
-    states = {t.number: t.state for t in study.get_trials()}
+    shared.recover()
+    states = {t.number: t.state for t in shared.study.get_trials()}
     assert states[dead_here.number] == TrialState.FAIL  # at once: its process is gone from this host
     assert states[elsewhere.number] == states[alive.number] == TrialState.RUNNING
-    with queue.Heartbeat(study, [alive]):
+    with shared.heartbeat([alive]):
         time.sleep(timing["CLRSEARCH_GRACE_SECONDS"] + 1.2)  # SQLite's clock, which heartbeats use, ticks in seconds
-        queue.recover_dead_workers(study)
-        queue.recover_dead_workers(study)  # twice: still one copy per slot
-    trials = study.get_trials()
+        shared.recover()
+        shared.recover()  # twice: still one copy per slot
+    trials = shared.study.get_trials()
     assert trials[elsewhere.number].state == TrialState.FAIL  # after the grace period without heartbeat
     assert trials[alive.number].state == TrialState.RUNNING
     copies = [t for t in trials if t.state == TrialState.WAITING]
-    assert sorted((t.user_attrs["slot"], t.user_attrs["retry_of"]) for t in copies) == \
+    assert sorted((t.user_attrs["slot"], retried(t)) for t in copies) == \
         sorted((t.user_attrs["slot"], t.number) for t in (dead_here, elsewhere, half_done))
-    assert sorted(t.system_attrs["fixed_params"]["lam"] for t in copies) == [0.1, 0.2, 0.4]
-    assert queue.deaths(study, 0) == 1 and queue.deaths(study, 2) == 0
+    assert sorted(t.params["lam"] for t in copies) == [0.1, 0.2, 0.4]
+    assert all(queue.WORKER_ATTR not in t.system_attrs and "reason" not in t.user_attrs for t in copies)
+    # The copies are claimed like any waiting trial, with the lambda of the trial they retry.
+    again = claim(shared, 5)
+    assert sorted(t.suggest_float("lam", 0.1, 0.4) for t in again) == [0.1, 0.2, 0.4]
+
+
+def test_a_trial_claimed_but_never_marked_is_taken_for_dead_after_the_grace_period(study_url, monkeypatch):
+    monkeypatch.setenv("CLRSEARCH_HEARTBEAT_SECONDS", "0.3")
+    monkeypatch.setenv("CLRSEARCH_GRACE_SECONDS", "1")
+    shared = new_queue(study_url, 0.1)
+    with shared.lock():
+        unmarked = shared.study.ask()  # as a worker killed between asking and naming itself leaves it
+    shared.recover()
+    assert shared.study.get_trials()[unmarked.number].state == TrialState.RUNNING
+    time.sleep(1.3)
+    shared.recover()
+    assert [t.state for t in shared.study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]
+
+
+def test_a_slot_whose_workers_keep_dying_is_given_up(study_url):
+    shared = new_queue(study_url, 0.1)
+    for _ in range(queue.WORKER_TIMING.max_deaths + 3):
+        for trial in claim(shared, 1):
+            shared.storage.set_trial_system_attr(shared.trial_id(trial.number), queue.WORKER_ATTR,
+                                                 processes.identity(dead_pid()))
+        shared.recover()
+    states = [t.state for t in shared.study.get_trials()]
+    assert states == [TrialState.FAIL] * (queue.WORKER_TIMING.max_deaths + 1)  # the first and its copies
 
 
 def test_trials_given_back_are_enqueued_again_and_not_counted_as_deaths(study_url):
-    study = new_study(study_url, 0.1, 0.2)
-    with queue.study_lock(queue.url_of(study)):
-        first, second = queue.claim_waiting(study, 2)
+    shared = new_queue(study_url, 0.1, 0.2)
+    first, second = claim(shared, 2)
     for trial in (first, second):
         trial.suggest_float("lam", 0.1, 0.2)
-    study.tell(second, 0.5)
-    queue.give_back(study, [first, second])
-    trials = study.get_trials()
-    assert trials[first.number].state == TrialState.FAIL
-    assert trials[first.number].user_attrs["reason"] == queue.INTERRUPTED
+    shared.study.tell(second, 0.5)
+    for _ in range(queue.WORKER_TIMING.max_deaths + 2):  # Ctrl-C as often as one likes: the slot stays
+        shared.give_back([first, second])
+        [first] = claim(shared, 1)
+    trials = shared.study.get_trials()
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["reason"] == queue.INTERRUPTED
     assert trials[second.number].state == TrialState.COMPLETE  # finished: left alone
-    (copy,) = [t for t in trials if t.state == TrialState.WAITING]
-    assert (copy.user_attrs["slot"], copy.user_attrs["retry_of"]) == (0, first.number)
-    assert copy.system_attrs["fixed_params"]["lam"] == 0.1
-    assert queue.deaths(study, 0) == 0
-    assert [queue.is_final(t) for t in trials] == [False, True, False]
-    assert [queue.is_live(t) for t in trials] == [False, False, True]
+    assert (first.user_attrs["slot"], retried(shared.study.get_trials()[first.number])) == (0, first.number - 1)
+    assert first.suggest_float("lam", 0.1, 0.2) == 0.1
+    assert [queue.is_final(t) for t in trials[:3]] == [False, True, False]
+    assert [queue.is_live(t) for t in trials] == [False, False] + [False] * (len(trials) - 3) + [True]

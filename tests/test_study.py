@@ -3,6 +3,7 @@ seeded NumPy generator, the fine grid derived from coarse trials chosen by hand,
 created once, filled with its points, and refused when resumed with other settings."""
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -144,16 +145,10 @@ def test_a_fine_study_resumed_with_another_grid_is_refused(storage_url):
         open_study(fine((0.0, 0.002)), storage_url)
 
 
-def test_samplers_and_pruners_follow_the_config():
+def test_samplers_follow_the_config():
     assert isinstance(study.make_sampler(coarse()), optuna.samplers.RandomSampler)
     assert isinstance(study.make_sampler(coarse(sampler="tpe")), optuna.samplers.TPESampler)
     assert isinstance(study.make_sampler(fine((0.0, 0.1))), optuna.samplers.GridSampler)
-    assert isinstance(study.make_pruner(coarse()), optuna.pruners.NopPruner)
-    median = study.make_pruner(coarse(pruner="median"))
-    assert isinstance(median, optuna.pruners.MedianPruner) and median._n_startup_trials == 3
-    hyperband = study.make_pruner(coarse(pruner="hyperband"))
-    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
-    assert hyperband._max_resource == DEFAULT_SEARCH["coarse"].train.cycles == 2
 
 
 def test_protocol_params_name_what_makes_trials_comparable():
@@ -161,3 +156,15 @@ def test_protocol_params_name_what_makes_trials_comparable():
     params = study.protocol_params(config)
     assert params["n_s"] == config.train.n_s and params["split"] == config.data.split
     assert "lam" not in params and "n_trials" not in params and "storage" not in params
+
+
+def test_latest_trials_keep_each_points_latest_round_before_a_given_one():
+    def told(number, point, round_, accuracies):
+        return SimpleNamespace(number=number, user_attrs={"point": point, "round": round_, "replicates":
+                                                          list(range(len(accuracies))), "val_accuracies": accuracies})
+
+    trials = [told(0, 0, 1, [0.5]), told(1, 1, 1, [0.6]), told(2, 0, 2, [0.5, 0.7]), told(3, 0, 3, [0.5, 0.7, 0.1])]
+    assert {p: t.number for p, t in study.latest_trials(trials).items()} == {0: 3, 1: 1}
+    assert {p: t.number for p, t in study.latest_trials(trials, before_round=3).items()} == {0: 2, 1: 1}
+    assert study.latest_trials(trials, before_round=1) == {}
+    assert study.replicate_accuracies(trials[2]) == {0: 0.5, 1: 0.7}

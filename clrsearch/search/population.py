@@ -30,10 +30,11 @@ from optuna.trial import TrialState
 from ..config import SearchConfig
 from ..nn import network
 from ..nn.trainer import TrainResult, train
-from . import pruning, queue
+from . import pruning
 from .compare import compare_to_best
 from .queue import NEW_REPLICATES, POINT, ROUND, SLOT
-from .study import ACCURACIES, LAM, REPLICATES, point_train_config, suggest_params
+from .study import (ACCURACIES, LAM, REPLICATES, latest_trials, point_train_config, replicate_accuracies,
+                    suggest_params)
 
 
 @dataclass(frozen=True)
@@ -154,9 +155,9 @@ def total_steps(trials, config: SearchConfig, n_train):
 class _Judge:
     """What the rungs of one population are judged with: the rule, and where the trials before each one are."""
 
-    def __init__(self, trials, config: SearchConfig, n_train):
+    def __init__(self, shared, config: SearchConfig, n_train):
         self.rule = pruning.rule_of(config.study.pruner)
-        self.study = trials[0].study if trials else None
+        self.shared = shared
         self.config, self.n_train = config, n_train
 
     def prunes(self, claimed, rung, value):
@@ -169,7 +170,7 @@ class _Judge:
         def same_schedule(params):
             return point_train_config(self.config.train, params, self.n_train) == schedule
 
-        earlier = pruning.earlier_values(self.study, slot, rung, same_schedule)
+        earlier = pruning.earlier_values(self.shared, slot, rung, same_schedule)
         return self.rule.prunes(value, [value, *earlier.values()])
 
 
@@ -236,15 +237,15 @@ class _Pruning:
             pass  # taken over by another worker: its copy reports for it
 
 
-def train_population(trials, config: SearchConfig, splits, progress=None, timer=None):
-    """Train the new replicates of every claimed trial, block by block.
+def train_population(shared, trials, config: SearchConfig, splits, progress=None, timer=None):
+    """Train the new replicates of every trial ``shared`` (a queue.TrialQueue) claimed, block by block.
 
     Returns
     -------
     PopulationOutcome, its results not yet told (see :func:`tell`)
     """
     claimed = _claimed(trials, config, splits.train.n)
-    judge = _Judge(trials, config, splits.train.n)
+    judge = _Judge(shared, config, splits.train.n)
     pruned = {}
     blocks = []
     judged = set()  # the rule judges each trial of the first round in the first block it trains in
@@ -258,7 +259,7 @@ def train_population(trials, config: SearchConfig, splits, progress=None, timer=
             blocks.append(_train_block(claimed, members, config, splits, progress, timer,
                                        _Pruning(claimed, members, judge, pruned, first) if first else None))
     except pruning.EarlierTrialLost as lost:
-        return _given_back(trials, claimed, lost)
+        return _given_back(shared, trials, claimed, lost)
     results = []
     for i, c in enumerate(claimed):
         runs = tuple(ReplicateRun(r, b, m, float(np.mean(block.val_pred[m] == splits.val.y)),
@@ -299,9 +300,9 @@ def _train_block(claimed, members, config, splits, progress, timer, pruning):
     return Block(list(members), result, val_pred, configs, wall_started, time.time(), eval_times)
 
 
-def _given_back(trials, claimed, lost):
+def _given_back(shared, trials, claimed, lost):
     """Give the population back, its trials to be trained again after the copies of the lost ones."""
-    queue.give_back(trials[0].study, trials)
+    shared.give_back(trials)
     reason = f"given back: {lost}"
     return PopulationOutcome(list(trials), [TrialResult(c.trial.number, c.point, c.round, c.params, "FAIL", reason, (),
                                                         recorded=False) for c in claimed])
@@ -319,7 +320,7 @@ def _state(claimed, runs, blocks, pruned_reason):
     return "COMPLETE", ""
 
 
-def tell(study, outcome: PopulationOutcome, alpha=0.05):
+def tell(shared, outcome: PopulationOutcome, alpha=0.05):
     """Record every claimed trial in the study; returns the TrialResults with ``prior`` and ``recorded`` set.
 
     A trial's value is the mean accuracy over all replicates of its point so
@@ -330,22 +331,20 @@ def tell(study, outcome: PopulationOutcome, alpha=0.05):
     took it for dead (its heartbeat stalled past the grace period) and a copy
     of it runs or ran elsewhere.
     """
-    with queue.study_lock(queue.url_of(study)):
-        results = [replace(result, prior=point_accuracies(study, result.point, result.round))
+    with shared.lock():
+        complete = shared.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        results = [replace(result, prior=point_accuracies(complete, result.point, result.round))
                    for result in outcome.results]
-        comparisons = _compare_with_study(study, results, alpha)
-        return [_tell_one(study, trial, result, comparisons.get(("new", result.point))) if result.recorded else result
-                for trial, result in zip(outcome.trials, results)]
+        comparisons = _compare_with_study(complete, results, alpha)
+        return [_tell_one(shared, trial, result, comparisons.get(("new", result.point))) if result.recorded
+                else result for trial, result in zip(outcome.trials, results)]
 
 
-def _compare_with_study(study, results, alpha):
-    """Comparisons of the completed points: the study's latest accuracies, these results in their place."""
-    accuracies = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        point, round_ = t.user_attrs.get(POINT, t.number), t.user_attrs.get(ROUND, 1)
-        if t.user_attrs.get(REPLICATES) and round_ >= accuracies.get(("study", point), (0, None))[0]:
-            accuracies[("study", point)] = (round_, dict(zip(t.user_attrs[REPLICATES], t.user_attrs[ACCURACIES])))
-    entries = {key: values for key, (_, values) in accuracies.items()}
+def _compare_with_study(complete, results, alpha):
+    """Comparisons of the completed points: the latest accuracies of the ``complete`` trials, these results
+    in their place."""
+    entries = {("study", point): replicate_accuracies(t) for point, t in latest_trials(complete).items()
+               if t.user_attrs.get(REPLICATES)}
     for result in results:
         entries.pop(("study", result.point), None)
         if result.state == "COMPLETE":
@@ -353,17 +352,14 @@ def _compare_with_study(study, results, alpha):
     return compare_to_best(entries, alpha)
 
 
-def point_accuracies(study, point, before_round):
-    """replicate -> accuracy of ``point`` as its latest completed trial of a round before ``before_round`` holds."""
-    earlier = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-               if t.user_attrs.get(POINT, t.number) == point and t.user_attrs.get(ROUND, 1) < before_round]
-    if not earlier:
-        return {}
-    latest = max(earlier, key=lambda t: t.user_attrs.get(ROUND, 1))
-    return dict(zip(latest.user_attrs.get(REPLICATES, []), latest.user_attrs.get(ACCURACIES, [])))
+def point_accuracies(complete, point, before_round):
+    """replicate -> accuracy of ``point`` as its latest trial among ``complete`` of a round before ``before_round``
+    holds."""
+    latest = latest_trials(complete, before_round).get(point)
+    return replicate_accuracies(latest) if latest is not None else {}
 
 
-def _tell_one(study, trial, result: TrialResult, comparison):
+def _tell_one(shared, trial, result: TrialResult, comparison):
     try:
         trial.set_user_attr(REPLICATES, result.replicates)
         trial.set_user_attr(ACCURACIES, result.accuracies)
@@ -373,13 +369,13 @@ def _tell_one(study, trial, result: TrialResult, comparison):
             trial.set_user_attr("p_vs_best", None if math.isnan(comparison.p) else comparison.p)
             trial.set_user_attr("verdict", comparison.verdict)
         if result.state == "COMPLETE":
-            study.tell(trial, result.mean)
+            shared.study.tell(trial, result.mean)
         else:
             trial.set_user_attr("reason", result.reason)
             trial.set_user_attr("final_failure", result.state == "FAIL")
-            study.tell(trial, state=TrialState.PRUNED if result.state == "PRUNED" else TrialState.FAIL)
+            shared.study.tell(trial, state=TrialState.PRUNED if result.state == "PRUNED" else TrialState.FAIL)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
-        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+        if shared.storage.get_trial(shared.trial_id(trial.number)).state == TrialState.RUNNING:
             raise
         return replace(result, recorded=False)
     return result

@@ -21,9 +21,8 @@ The rule, for a trial of value v at rung c (:class:`PruningRule`):
 
 ``--pruner median`` is the median rule with a margin of 1 point of accuracy,
 ``--pruner hyperband`` successive halving keeping the best third, without a
-margin (:data:`RULES`). Optuna's own pruner object, which the study still
-holds, is never asked: it compares a trial only with trials already finished,
-and the trials of one population finish together.
+margin (:data:`RULES`). No Optuna pruner is asked: one compares a trial only
+with trials already finished, and the trials of one population finish together.
 
 Why the trials before it, and all of them: a slot's value at a rung does not
 depend on the population it trains in (docs/RELIABILITY.md), so V is the same
@@ -115,7 +114,7 @@ class EarlierTrialLost(Exception):
         self.rung = rung
 
 
-def earlier_values(study, slot, rung, same_schedule):
+def earlier_values(shared, slot, rung, same_schedule):
     """slot -> value at ``rung`` of every first-round trial before ``slot`` on the same schedule that reached it.
 
     Waits while such a trial is still training in another worker; raises
@@ -124,11 +123,11 @@ def earlier_values(study, slot, rung, same_schedule):
     tells from a trial's params whether it trains on the judged trial's schedule.
     """
     while True:
-        values, pending = _earlier_values(study, slot, rung, same_schedule)
+        values, pending = _earlier_values(shared.study, slot, rung, same_schedule)
         if not pending:
             return values
         time.sleep(min(0.5, processes.heartbeat_seconds()))
-        queue.recover_dead_workers(study)  # a worker that died meanwhile: its trials are failed, copies enqueued
+        shared.recover()  # a worker that died meanwhile: its trials are failed, copies enqueued
 
 
 def _earlier_values(study, slot, rung, same_schedule):
@@ -163,5 +162,4 @@ def _params(frozen):
 
 def _trained_elsewhere(frozen, me):
     """Whether a running trial belongs to another process that is not known to be dead."""
-    worker = frozen.system_attrs.get(WORKER_ATTR)
-    return worker is not None and worker != me and processes.alive(worker) is not False
+    return frozen.system_attrs.get(WORKER_ATTR) != me and not queue.worker_dead(frozen)

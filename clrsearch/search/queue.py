@@ -8,35 +8,33 @@ from TPE gets its own number as slot.
 
 Every change of a trial's owner happens under :func:`study_lock` (a file
 lock beside a SQLite database, an advisory lock in PostgreSQL): creating the
-study and its tables, claiming WAITING trials (WAITING -> RUNNING), failing
-the trials of dead workers and enqueueing their copies, recording results.
-Optuna's own
-WAITING -> RUNNING transition is not atomic on SQLite, and two workers failing
-the same stale trial would otherwise both enqueue a copy; under the lock a
-slot is claimed by one worker and has at most one live trial.
+study and its tables, claiming trials with ``study.ask()`` (WAITING ->
+RUNNING, not atomic on SQLite), failing the trials of dead workers and
+enqueueing their copies, recording results. Under the lock a slot is claimed
+by one worker and has at most one live trial. Nothing else is done under it:
+MLflow is never called there.
 
-Running trials beat a heartbeat. A trial whose worker died is failed (at once
-when the worker was on this machine, after the grace period through Optuna's
-``fail_stale_trials`` otherwise) and a copy of its slot with the same lambda
-is enqueued, up to ``WORKER_TIMING.max_deaths`` times per slot. A trial given back on
-Ctrl-C is failed with the reason "interrupted" and enqueued again; that does
-not count as a death.
+Running trials beat Optuna's heartbeat. A trial whose worker died is failed
+(at once when the worker was on this machine, after the grace period through
+``optuna.storages.fail_stale_trials`` otherwise) and Optuna's
+``RetryHeartbeatStaleTrialCallback`` enqueues a copy of it, with the same
+lambda, up to ``WORKER_TIMING.max_deaths`` times per slot. A trial given back
+on Ctrl-C is failed with the reason "interrupted" and copied the same way;
+that does not count as a death.
 """
 
 import contextlib
-import fcntl
-import threading
+import copy
 import warnings
-from datetime import datetime
-from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from .. import processes
 from ..config import DEFAULT_STORAGE, WORKER_TIMING
 from ..errors import UsageError, first_line, redact
+from ..files import file_lock, sqlite_path
 from . import workers
 
 SCHEMES = ("sqlite", "postgresql")
@@ -51,8 +49,12 @@ POINT, ROUND, NEW_REPLICATES = "point", "round", "new_replicates"
 _ADVISORY_KEY = 20151506  # pg_advisory_lock key of study_lock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-# Heartbeats are marked experimental in Optuna; they are what makes studies crash-safe.
+# Heartbeats are marked experimental in Optuna; they are what makes studies crash-safe. Optuna warns when a
+# study with heartbeats is asked outside ``optimize``; here the heartbeat is beaten by :meth:`TrialQueue.heartbeat`.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+CARRIED = (SLOT, POINT, ROUND, NEW_REPLICATES)  # user attrs a copy of a failed trial keeps
+_RETRY = RetryHeartbeatStaleTrialCallback()  # the copy itself; :func:`_retry` decides whether one is due
 
 
 def storage_url(url=None):
@@ -98,13 +100,6 @@ def storage_url(url=None):
     return url
 
 
-def sqlite_path(url):
-    """The database file of a sqlite:/// URL, else None."""
-    if not url.startswith("sqlite:///"):
-        return None
-    return Path(url[len("sqlite:///"):])
-
-
 @contextlib.contextmanager
 def study_lock(url):
     """Serialise, among all workers sharing ``url``, what changes who owns which trial.
@@ -116,17 +111,12 @@ def study_lock(url):
     """
     path = sqlite_path(url)
     if path is not None:
-        try:
-            handle = open(f"{path}.lock", "w")
-        except OSError as error:
-            raise UsageError(f"cannot create the lock file {path}.lock of the storage {url!r} ({error.strerror}); "
-                             f"give a storage in a folder you can write to") from None
-        with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        def refuse(error):
+            return UsageError(f"cannot create the lock file {path}.lock of the storage {url!r} ({error.strerror}); "
+                              f"give a storage in a folder you can write to")
+
+        with file_lock(path, refuse):
+            yield
         return
     import sqlalchemy
 
@@ -154,11 +144,11 @@ def study_lock(url):
 
 
 def open_storage(url):
-    """An RDB storage with heartbeats, whose stale trials get a copy enqueued. Call it under study_lock."""
+    """An RDB storage with heartbeats, whose stale trials get a copy (:func:`_retry`). Call it under study_lock."""
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=processes.heartbeat_seconds(),
-                          grace_period=processes.grace_seconds(), heartbeat_stale_trial_callback=_requeue_stale)
+                          grace_period=processes.grace_seconds(), heartbeat_stale_trial_callback=_retry)
     except UsageError:
         raise
     except Exception as error:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
@@ -183,36 +173,9 @@ def running_pids(url, name):
             if t.state == TrialState.RUNNING and WORKER_ATTR in t.system_attrs}
 
 
-def url_of(study):
-    """The storage URL of a study opened with :func:`open_storage`."""
-    return getattr(study._storage, "_backend", study._storage).url
-
-
 def finished_trials(study):
     """Trials that count as done: completed, pruned, or failed for a reason of their own (e.g. diverged)."""
     return [t for t in study.get_trials(deepcopy=False) if is_final(t)]
-
-
-def next_trials(study, config):
-    """Claim the next population of trials for this process; [] when nothing is left to start.
-
-    Runs under :func:`study_lock`: WAITING trials (enqueued points,
-    copies of dead workers' trials) are claimed first; an adaptive sampler is
-    then asked for as many new trials as the study still lacks.
-    """
-    limit = config.study.trials_per_population
-    with study_lock(url_of(study)):
-        claimed = claim_waiting(study, limit)
-        if config.study.sampler in ("random", "grid"):
-            return claimed
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) - len(claimed)
-        missing = config.study.n_trials - len(finished_trials(study)) - running - len(claimed)
-        return claimed + ask(study, max(0, min(limit - len(claimed), missing)))
-
-
-def others_running(study):
-    """Trials running anywhere, in this process or in other workers."""
-    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def enqueue_missing(study, entries):
@@ -227,81 +190,6 @@ def enqueue_missing(study, entries):
     return len(missing)
 
 
-def recover_dead_workers(study):
-    """Fail the running trials of dead workers and enqueue a copy of each; give every slot left without a
-    live or final trial its copy.
-
-    A worker on this machine is dead when its process is gone, a worker
-    elsewhere when its heartbeat is older than the grace period; a trial that
-    was claimed but never owned (its worker died in between) when it started
-    longer ago than the grace period (only an asked trial can be, and only
-    when its worker died between asking and marking it).
-    """
-    grace = processes.grace_seconds()
-    with study_lock(url_of(study)):
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = trial.system_attrs.get(WORKER_ATTR)
-            if worker is None:
-                started = trial.datetime_start or datetime.now()
-                dead = (datetime.now() - started).total_seconds() > grace
-            else:
-                dead = processes.alive(worker) is False
-            if dead:
-                _fail(study, trial, f"worker {worker or '(unknown)'} died")
-        optuna.storages.fail_stale_trials(study)  # other hosts; calls _requeue_stale
-        # A worker killed between failing a trial and enqueueing its copy left a slot without either.
-        by_slot = {}
-        for trial in study.get_trials(deepcopy=False):
-            by_slot.setdefault(trial.user_attrs.get(SLOT), []).append(trial)
-        for slot, trials in by_slot.items():
-            if slot is not None and not any(is_live(t) or is_final(t) for t in trials):
-                _requeue(study, max(trials, key=lambda t: t.number))
-
-
-def claim_waiting(study, limit):
-    """Claim up to ``limit`` WAITING trials for this process; returns optuna Trials. Call it under study_lock.
-
-    The trial is marked as this worker's, with a first heartbeat, before it
-    turns RUNNING, so that a running trial always names its worker.
-    """
-    storage = study._storage
-    claimed = []
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if len(claimed) == limit:
-            break
-        try:
-            _mark(storage, frozen._trial_id)
-            if storage.set_trial_state_values(frozen._trial_id, TrialState.RUNNING):
-                claimed.append(optuna.trial.Trial(study, frozen._trial_id))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    return claimed
-
-
-def ask(study, n):
-    """Ask the sampler for ``n`` new trials (adaptive samplers), owned by this process. Call it under study_lock."""
-    trials = []
-    for _ in range(n):
-        trial = study.ask()
-        study._storage.set_trial_user_attr(trial._trial_id, SLOT, trial.number)
-        _mark(study._storage, trial._trial_id)
-        trials.append(trial)
-    return trials
-
-
-def give_back(study, trials):
-    """Fail the trials this process cannot finish (e.g. on Ctrl-C) and enqueue them again.
-
-    Trials already finished are left alone. Ctrl-C and SIGTERM are ignored
-    meanwhile, so that a second one does not leave a trial half given back.
-    """
-    with workers.no_interrupt(), study_lock(url_of(study)):
-        for trial in trials:
-            frozen = study._storage.get_trial(trial._trial_id)
-            if frozen.state == TrialState.RUNNING:
-                _fail(study, frozen, INTERRUPTED)
-
-
 def is_live(frozen):
     """Whether a trial may still produce a result: waiting or running."""
     return frozen.state in (TrialState.WAITING, TrialState.RUNNING)
@@ -313,73 +201,112 @@ def is_final(frozen):
             or (frozen.state == TrialState.FAIL and bool(frozen.user_attrs.get("final_failure"))))
 
 
-def deaths(study, slot):
-    """How many trials of ``slot`` were lost with their worker."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-               if t.user_attrs.get(SLOT) == slot and not t.user_attrs.get("final_failure")
+def worker_dead(frozen):
+    """Whether the worker of a running trial is dead (:func:`processes.dead`); a trial that names no worker
+    yet (claimed by a process that died before it could) is judged by its start."""
+    worker = frozen.system_attrs.get(WORKER_ATTR)
+    started = frozen.datetime_start.timestamp() if worker is None and frozen.datetime_start else None
+    return processes.dead(worker, started)
+
+
+class TrialQueue:
+    """A study shared with other workers, in the storage this process opened for it (:func:`open_storage`)."""
+
+    def __init__(self, study, storage, url):
+        self.study, self.storage, self.url = study, storage, url
+        self.study_id = storage.get_study_id_from_name(study.study_name)
+
+    def lock(self):
+        return study_lock(self.url)
+
+    def trial_id(self, number):
+        """The storage's id of trial ``number``."""
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+
+    def running(self):
+        """Trials running anywhere, in this process or in other workers."""
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def claim(self, config):
+        """Claim the next population of trials for this process with ``study.ask()``; [] when nothing is left.
+
+        WAITING trials (enqueued points, copies of lost trials) come first, in
+        the order they were enqueued; an adaptive sampler is then asked for as
+        many new trials as the study still lacks. Each claimed trial beats once
+        and names this process as its worker.
+        """
+        study, study_cfg = self.study, config.study
+        limit = study_cfg.trials_per_population
+        with self.lock():
+            n = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            if study_cfg.sampler not in ("random", "grid"):
+                missing = study_cfg.n_trials - len(finished_trials(study)) - self.running() - n
+                n += max(0, missing)
+            trials = [study.ask() for _ in range(min(limit, n))]
+            for trial in trials:
+                if SLOT not in trial.user_attrs:
+                    trial.set_user_attr(SLOT, trial.number)
+                trial_id = self.trial_id(trial.number)
+                self.storage.record_heartbeat(trial_id)
+                self.storage.set_trial_system_attr(trial_id, WORKER_ATTR, processes.identity())
+        return trials
+
+    def heartbeat(self, trials):
+        """A :class:`processes.Heartbeat` of the given trials while they run."""
+        ids = [self.trial_id(t.number) for t in trials]
+        return processes.Heartbeat(lambda: [self.storage.record_heartbeat(i) for i in ids])
+
+    def recover(self):
+        """Fail the running trials of dead workers and copy each; give every slot left without a live or final
+        trial its copy (a worker killed between failing a trial and copying it left one)."""
+        with self.lock():
+            for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if worker_dead(frozen):
+                    self._fail(frozen.number, f"worker {frozen.system_attrs.get(WORKER_ATTR, '(unknown)')} died")
+            optuna.storages.fail_stale_trials(self.study)  # workers elsewhere, silent too long: calls _retry
+            by_slot = {}
+            for frozen in self.study.get_trials(deepcopy=False):
+                by_slot.setdefault(frozen.user_attrs.get(SLOT), []).append(frozen)
+            for slot, trials in by_slot.items():
+                if slot is not None and not any(is_live(t) or is_final(t) for t in trials):
+                    _retry(self.study, max(trials, key=lambda t: t.number))
+
+    def give_back(self, trials):
+        """Fail the trials this process cannot finish (e.g. on Ctrl-C) and copy them; finished ones are left
+        alone. Ctrl-C and SIGTERM are ignored meanwhile, so that a second one does not half give a trial back."""
+        with workers.no_interrupt(), self.lock():
+            for trial in trials:
+                self._fail(trial.number, INTERRUPTED)
+
+    def _fail(self, number, reason):
+        """Fail trial ``number`` with ``reason`` if it still runs, and copy it."""
+        trial_id = self.trial_id(number)
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            self.storage.set_trial_user_attr(trial_id, "reason", reason)
+            if self.storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                _retry(self.study, self.storage.get_trial(trial_id))
+
+
+def _deaths(trials):
+    """How many of a slot's trials were lost with their worker (given back on Ctrl-C does not count)."""
+    return sum(1 for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("final_failure")
                and t.user_attrs.get("reason") != INTERRUPTED)
 
 
-class Heartbeat:
-    """Beats for the given trials in a background thread while they run."""
+def _retry(study, failed):
+    """Enqueue a copy of a failed trial with Optuna's retry callback: same params, the user attrs of its slot.
 
-    def __init__(self, study, trials):
-        self._storage = study._storage
-        self._ids = [t._trial_id for t in trials]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="clrsearch-heartbeat", daemon=True)
-        self._seconds = processes.heartbeat_seconds()
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self):
-        while not self._stop.wait(self._seconds):
-            for trial_id in self._ids:
-                try:
-                    self._storage.record_heartbeat(trial_id)
-                except Exception:  # a missed beat is retried at the next interval
-                    pass
-
-
-def _mark(storage, trial_id):
-    """Name this process as the trial's worker and beat once."""
-    storage.set_trial_system_attr(trial_id, WORKER_ATTR, processes.identity())
-    storage.record_heartbeat(trial_id)
-
-
-def _fail(study, frozen, reason):
-    """Fail a running trial with ``reason`` and enqueue a copy of its slot."""
-    storage = study._storage
-    try:
-        storage.set_trial_user_attr(frozen._trial_id, "reason", reason)
-        if not storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL):
-            return
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return
-    _requeue(study, storage.get_trial(frozen._trial_id))
-
-
-def _requeue_stale(study, frozen):
-    """Optuna's heartbeat-stale callback: ``fail_stale_trials`` has failed ``frozen``; runs under study_lock."""
-    _requeue(study, frozen)
-
-
-def _requeue(study, frozen):
-    """Enqueue a copy of a failed trial's slot, with the same lambda, unless the slot has a live or final trial."""
-    slot = frozen.user_attrs.get(SLOT)
-    params = dict(frozen.params) or dict(frozen.system_attrs.get("fixed_params") or {})
-    if slot is None or not params:
-        return  # an asked trial that died before it drew its lambda: the sampler asks again
+    Also Optuna's heartbeat-stale callback (runs under study_lock). No copy
+    when the slot has a live or final trial, when it died more than
+    ``WORKER_TIMING.max_deaths`` times, or when the trial had no lambda yet
+    (an asked trial: the sampler asks again).
+    """
+    slot = failed.user_attrs.get(SLOT)
     same_slot = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(SLOT) == slot]
-    if any(is_live(t) or is_final(t) for t in same_slot):
+    if (slot is None or not (failed.params or failed.system_attrs.get("fixed_params"))
+            or any(is_live(t) or is_final(t) for t in same_slot) or _deaths(same_slot) > WORKER_TIMING.max_deaths):
         return
-    if deaths(study, slot) > WORKER_TIMING.max_deaths:
-        return
-    carried = {key: frozen.user_attrs[key] for key in (POINT, ROUND, NEW_REPLICATES) if key in frozen.user_attrs}
-    study.enqueue_trial(params, user_attrs={SLOT: slot, **carried, "retry_of": frozen.number})
+    failed = copy.deepcopy(failed)
+    failed.user_attrs = {key: failed.user_attrs[key] for key in CARRIED if key in failed.user_attrs}
+    failed.system_attrs = {key: value for key, value in failed.system_attrs.items() if key != WORKER_ATTR}
+    _RETRY(study, failed)

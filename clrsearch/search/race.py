@@ -31,19 +31,15 @@ from ..config import SearchConfig
 from . import queue
 from .compare import compare_to_best
 from .queue import NEW_REPLICATES, POINT, ROUND
-from .study import ACCURACIES, RACE_LEFT, REPLICATES
+from .study import RACE_LEFT, latest_trials, replicate_accuracies
 
 RACE_ROUNDS = "race_rounds"  # study user attr: round -> {"points": [...], "replicates": [...]}, once decided
 
 
 def standings(study):
     """point -> (round, replicate -> accuracy) of each point's latest completed trial."""
-    latest = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        point, round_ = t.user_attrs.get(POINT, t.number), t.user_attrs.get(ROUND, 1)
-        if point not in latest or round_ > latest[point][0]:
-            latest[point] = (round_, dict(zip(t.user_attrs.get(REPLICATES, []), t.user_attrs.get(ACCURACIES, []))))
-    return latest
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return {point: (t.user_attrs.get(ROUND, 1), replicate_accuracies(t)) for point, t in latest_trials(complete).items()}
 
 
 def round_over(study):
@@ -51,15 +47,16 @@ def round_over(study):
     return not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
 
 
-def advance(study, config: SearchConfig):
+def advance(shared, config: SearchConfig):
     """Enqueue the next round of the race when the current one is over and it goes on; returns whether it did.
 
-    Call it when this worker finds nothing to claim. Runs under the study lock.
+    Call it when this worker finds nothing to claim; ``shared`` is the study's queue.TrialQueue. Runs under
+    the study lock.
     """
-    study_cfg = config.study
+    study_cfg, study = config.study, shared.study
     if study_cfg.kind != "fine" or not study_cfg.race:
         return False
-    with queue.study_lock(queue.url_of(study)):
+    with shared.lock():
         decided = study.user_attrs.get(RACE_ROUNDS, {})
         if _enqueue(study, study_cfg, decided):
             return True

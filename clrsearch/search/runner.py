@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .. import processes, tracking
+from .. import processes, sqlite, tracking
 from ..config import RangeTest, flat_params
 from ..data import load_splits
 from ..errors import UsageError, redact
@@ -69,26 +69,30 @@ class StudyRunner:
         self.timer = Timer()
         self.started = time.perf_counter()
         self.url = None
+        self.shared = None  # queue.TrialQueue: the study in the storage this process opened
         self.parent = None  # the study's tracking.StudyRun
         self.inputs = None  # tracking.DataInputs of the study's splits, logged on its runs
         self.cores = None  # cores.CoreShare: this process's BLAS threads while it trains
+        self.painter = None  # tracking.ConfusionPainter: draws the replicates' confusion matrices
 
     def run(self):
         """Run this process's part of the study; returns the exit status."""
         self.url = queue.storage_url(self.config.study.storage)
         processes.grace_seconds()  # checks the timing variables
+        sqlite.use_write_ahead_log()  # the SQLite stores' commits: before either store is opened
         if self.helper is not None:
             workers.die_with_parent(self.helper["parent_pid"])
         else:  # a tracking server that is down is reported at once, not after the seconds the data takes
             tracking.probe_tracking_server()
-        splits = self.load_data()
-        if self.options.auto_eta:
-            self.config = self.with_range_test_etas(splits)
-        with workers.sigterm_as_interrupt(), cores.CoreShare(fixed=cores.fixed_threads()) as self.cores:
-            study = self.open_study()
-            if self.helper is not None:
-                return self.help(study, splits)
-            return self.lead(study, splits)
+        with tracking.ConfusionPainter() as self.painter:  # its process starts while the data loads
+            splits = self.load_data()
+            if self.options.auto_eta:
+                self.config = self.with_range_test_etas(splits)
+            with workers.sigterm_as_interrupt(), cores.CoreShare(fixed=cores.fixed_threads()) as self.cores:
+                study = self.open_study()
+                if self.helper is not None:
+                    return self.help(study, splits)
+                return self.lead(study, splits)
 
     # ------------------------------------------------------------------ steps of run(), in order
 
@@ -118,13 +122,14 @@ class StudyRunner:
             study_storage = queue.open_storage(self.url)
             self.config = resolve_grid(self.config, study_storage)
             study = create_or_load(self.config, study_storage)
+            self.shared = queue.TrialQueue(study, study_storage, self.url)
         self.config = per_worker(self.config, self.options.n_workers)
         return study
 
     def help(self, study, splits):
         """A helper's part: train trials under the leader's run, leave the summary to it."""
         with tracking.StudyRun(self.config.study.experiment, tags={"study_name": self.config.study.name},
-                               run_id=self.helper["parent_run_id"], inputs=self.inputs) as parent:
+                               run_id=self.helper["parent_run_id"], inputs=self.inputs, painter=self.painter) as parent:
             self.parent = parent
             try:
                 self.train_all(study, splits)
@@ -140,7 +145,7 @@ class StudyRunner:
                 "storage": redact(self.url), "git_commit": tracking.git_commit(), "workers": self.options.n_workers}
         status = 0
         with tracking.StudyRun(study_cfg.experiment, f"{study_cfg.kind}:{study_cfg.name}",
-                               flat_params(self.config), tags, inputs=self.inputs) as parent:
+                               flat_params(self.config), tags, inputs=self.inputs, painter=self.painter) as parent:
             self.parent = parent
             helpers = []
             try:
@@ -206,14 +211,14 @@ class StudyRunner:
         waiting_said = False
         compare.import_in_background()  # needed right after the first population has trained
         while True:
-            queue.recover_dead_workers(study)
-            trials = queue.next_trials(study, self.config)
+            self.shared.recover()
+            trials = self.shared.claim(self.config)
             if not trials:
-                running = queue.others_running(study)
-                if not running and race.advance(study, self.config):
+                running = self.shared.running()
+                if not running and race.advance(self.shared, self.config):
                     continue
                 if not running:
-                    return  # the runs of the last population are finished in summarise
+                    return  # the runs of the last population are finished after the summary, see summarise
                 with self.timer.timed("tracking"):
                     self.parent.finish_runs()
                 if not waiting_said:
@@ -227,7 +232,7 @@ class StudyRunner:
             try:
                 self.train_and_tell(study, trials, splits)
             except BaseException:
-                queue.give_back(study, trials)
+                self.shared.give_back(trials)
                 raise
 
     def train_and_tell(self, study, trials, splits):
@@ -242,12 +247,13 @@ class StudyRunner:
                      else f"trial {done + 1} of {total}")
         best = summary.best_row(summary.trials_table(study, study_cfg.alpha))
         steps = total_steps(trials, self.config, splits.train.n)
-        with queue.Heartbeat(study, trials), self.progress(steps, "step", self.quiet, label) as bar:
+        with self.shared.heartbeat(trials), self.progress(steps, "step", self.quiet, label) as bar:
             if bar is not None and best is not None:
                 bar.set_postfix_str(f"best {100 * best['mean_val_accuracy']:.2f}% at lambda {best['lam']:.3g}")
-            outcome = train_population(trials, self.config, splits, progress=self.cores.pace(bar), timer=self.timer)
+            outcome = train_population(self.shared, trials, self.config, splits, progress=self.cores.pace(bar),
+                                       timer=self.timer)
             self.parent.draw_ahead(summary.trial_records(outcome, self.config, splits))  # while the study records
-            outcome.results = tell(study, outcome, study_cfg.alpha)
+            outcome.results = tell(self.shared, outcome, study_cfg.alpha)
         with self.timer.timed("tracking"):
             self.parent.log_trials(summary.trial_records(outcome, self.config, splits))
         for result in outcome.results:
@@ -264,13 +270,12 @@ class StudyRunner:
     def summarise(self, study, splits):
         """The table of a finished study, its figures in MLflow, and the final model of a fine study."""
         study_cfg = self.config.study
-        summary.log_lost_trials(study, self.config, self.url, self.parent, splits.train.n)
+        summary.log_lost_trials(study, self.config, self.parent, splits.train.n)
         rows = summary.trials_table(study, study_cfg.alpha)
         self.say(summary.format_table(rows))
         with queue.study_lock(self.url):
             study.set_user_attr("verdicts", summary.verdicts(rows))
         with self.timer.timed("tracking"):
-            self.parent.finish_runs()  # its drawings done before the figures are built (Optuna restyles pyplot)
             self.parent.log_summary(rows, summary.study_figures(study, rows, study_cfg.kind),
                                     summary.markdown_table(rows, f"{study_cfg.kind} study {study_cfg.name!r}"))
             self.parent.mark_trials(summary.verdicts(rows))

@@ -1,4 +1,4 @@
-"""The Optuna study of a coarse or fine lambda search: created or loaded, its sampler, pruner and points.
+"""The Optuna study of a coarse or fine lambda search: created or loaded, its sampler and points.
 
 A trial is one lambda; its value is the mean validation accuracy of
 ``n_seeds`` networks trained from different initial weights on the same
@@ -15,7 +15,8 @@ mini-batch order.
   :func:`resolve_grid`.
 
 Workers claim enqueued trials atomically (:mod:`.queue`), so with several
-workers every point is evaluated once.
+workers every point is evaluated once. Pruning is decided by :mod:`.pruning`,
+never by an Optuna pruner.
 """
 
 from dataclasses import replace
@@ -23,7 +24,7 @@ from dataclasses import replace
 import optuna
 from optuna.trial import TrialState
 
-from ..config import MEDIAN_STARTUP_TRIALS, SearchConfig, TrainConfig
+from ..config import SearchConfig, TrainConfig
 from ..errors import UsageError
 from . import queue
 from .compare import PAIRED_TEST
@@ -45,7 +46,7 @@ def create_or_load(config: SearchConfig, study_storage):
     study_cfg = config.study
     try:
         study = optuna.create_study(study_name=study_cfg.name, storage=study_storage, direction="maximize",
-                                    sampler=make_sampler(config), pruner=make_pruner(config),
+                                    sampler=make_sampler(config), pruner=optuna.pruners.NopPruner(),
                                     load_if_exists=True)
     except optuna.exceptions.OptunaError as error:
         raise UsageError(f"cannot open study {study_cfg.name!r}: {error}") from None
@@ -123,15 +124,6 @@ def point_train_config(train: TrainConfig, params, n_train):
     return replace(train, **changes) if changes else train
 
 
-def make_pruner(config):
-    name = config.study.pruner
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.train.cycles)
-    return optuna.pruners.NopPruner()
-
-
 def lam_distribution(study_cfg):
     return optuna.distributions.FloatDistribution(study_cfg.lam_min, study_cfg.lam_max, log=True)
 
@@ -144,6 +136,26 @@ def planned_lambdas(study_cfg):
     scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=study_cfg.seed))
     distribution = lam_distribution(study_cfg)
     return [scratch.ask({LAM: distribution}).params[LAM] for _ in range(study_cfg.n_trials)]
+
+
+def replicate_accuracies(frozen):
+    """replicate -> final validation accuracy of a told trial."""
+    return dict(zip(frozen.user_attrs.get(REPLICATES, []), frozen.user_attrs.get(ACCURACIES, [])))
+
+
+def latest_trials(trials, before_round=None):
+    """point -> the trial of the point's latest round among ``trials``, of a round before ``before_round`` if given.
+
+    A point has one slot per round, hence at most one finished trial per round.
+    """
+    latest = {}
+    for t in trials:
+        point, round_ = t.user_attrs.get(POINT, t.number), t.user_attrs.get(ROUND, 1)
+        if before_round is not None and round_ >= before_round:
+            continue
+        if point not in latest or round_ > latest[point].user_attrs.get(ROUND, 1):
+            latest[point] = t
+    return latest
 
 
 def derive_grid(coarse, points):

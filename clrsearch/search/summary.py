@@ -7,7 +7,6 @@ returned by ``--json`` and logged as ``trials.csv``.
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import numpy as np
 from optuna.trial import TrialState
@@ -17,7 +16,8 @@ from . import queue
 from ..config import GRID_DIMENSIONS
 from .compare import compare_to_best
 from .queue import POINT, ROUND
-from .study import ACCURACIES, LAM, RACE_LEFT, REPLICATES, point_train_config, protocol_params
+from .study import (ACCURACIES, LAM, RACE_LEFT, REPLICATES, latest_trials, point_train_config, protocol_params,
+                    replicate_accuracies)
 
 MAX_DESCRIPTION = 8000  # characters: MLflow's limit for a tag value, the run description included
 
@@ -48,26 +48,16 @@ class _Timed:
         self.timer.add(self.name, time.perf_counter() - self.started)
 
 
-def latest_trials(study):
-    """The finished trial that stands for each point of the study: the one of the point's latest round."""
-    latest = {}
-    for t in queue.finished_trials(study):
-        point = t.user_attrs.get(POINT, t.number)
-        if point not in latest or t.user_attrs.get(ROUND, 1) > latest[point].user_attrs.get(ROUND, 1):
-            latest[point] = t
-    return list(latest.values())
-
-
 def compare_points(frozen_trials, alpha):
     """trial number -> Comparison of the completed ones with the best (see :mod:`.compare`)."""
-    accuracies = {t.number: dict(zip(t.user_attrs.get(REPLICATES, []), t.user_attrs.get(ACCURACIES, [])))
+    accuracies = {t.number: replicate_accuracies(t)
                   for t in frozen_trials if t.state == TrialState.COMPLETE and t.user_attrs.get(REPLICATES)}
     return compare_to_best(accuracies, alpha)
 
 
 def trials_table(study, alpha=0.05):
     """One row per point (its latest trial), sorted by the point's settings, with its paired comparison."""
-    trials = latest_trials(study)
+    trials = list(latest_trials(queue.finished_trials(study)).values())
     comparisons = compare_points(trials, alpha)
     left = race_left(study)
     rows = []
@@ -293,25 +283,18 @@ def searched(params):
     return {name: value for name, value in params.items() if name != LAM}
 
 
-def log_lost_trials(study, config, url, parent, n_train):
+def log_lost_trials(study, config, parent, n_train):
     """Log again, from the study, the finished trials whose MLflow runs died with the process writing them.
 
     Their curves are lost; the trial run gets the values Optuna holds and the
     tag curves=lost. A trial counts as lost when it has no trial run and the
-    process that told it is dead (or silent for the grace period).
+    process that told it is dead (:func:`processes.dead`, silent since it told the trial).
     """
-    grace = processes.grace_seconds()
-    with queue.study_lock(url):
-        logged = tracking.logged_trials(config.study.experiment, config.study.name)
-        lost = []
-        for t in queue.finished_trials(study):
-            if t.number in logged:
-                continue
-            worker = t.system_attrs.get(queue.WORKER_ATTR)
-            silent = (datetime.now() - (t.datetime_complete or datetime.now())).total_seconds() > grace
-            if processes.alive(worker) is False or (processes.alive(worker) is None and silent):
-                lost.append(t)
-        parent.log_trials([lost_record(t, config, n_train) for t in lost])
+    finished = queue.finished_trials(study)
+    logged = tracking.logged_trials(config.study.experiment, config.study.name)
+    lost = [t for t in finished if t.number not in logged and t.datetime_complete is not None
+            and processes.dead(t.system_attrs.get(queue.WORKER_ATTR), t.datetime_complete.timestamp())]
+    parent.log_trials([lost_record(t, config, n_train) for t in lost])
 
 
 def lost_record(frozen, config, n_train):
@@ -323,5 +306,4 @@ def lost_record(frozen, config, n_train):
         params=trial_params(frozen.params, config, n_train), reason=frozen.user_attrs.get("reason", ""),
         tags={"curves": "lost", "point": frozen.user_attrs.get(POINT, frozen.number),
               "round": frozen.user_attrs.get(ROUND, 1)},
-        seed_accuracies=dict(zip(frozen.user_attrs.get(REPLICATES, []), frozen.user_attrs.get(ACCURACIES, []))),
-        searched=searched(frozen.params))
+        seed_accuracies=replicate_accuracies(frozen), searched=searched(frozen.params))

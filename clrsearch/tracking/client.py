@@ -10,7 +10,6 @@ and end times of what it records.
 
 import contextlib
 import signal
-import threading
 import time
 
 from mlflow.entities import Param, RunInfo, RunTag
@@ -52,27 +51,10 @@ def beat() -> str:
     return f"{time.time():.0f}"
 
 
-class RunHeartbeat:
-    """Refreshes a run's heartbeat tag in a background thread until ``stop``."""
-
-    def __init__(self, run_id: str):
-        self._run_id = run_id
-        self._stop = threading.Event()
-        self._seconds = processes.heartbeat_seconds()
-        self._thread = threading.Thread(target=self._run, name="clrsearch-run-heartbeat", daemon=True)
-        self._thread.start()
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self):
-        client = MlflowClient()
-        while not self._stop.wait(self._seconds):
-            try:
-                client.set_tag(self._run_id, HEARTBEAT_TAG, beat())
-            except Exception:  # a missed beat is retried at the next interval
-                pass
+def run_heartbeat(run_id: str) -> processes.Heartbeat:
+    """A started :class:`processes.Heartbeat` refreshing the run's heartbeat tag until ``stop``."""
+    client = MlflowClient()
+    return processes.Heartbeat(lambda: client.set_tag(run_id, HEARTBEAT_TAG, beat())).start()
 
 
 def log_batch(client, run_id, metrics=(), params=None, tags=None):

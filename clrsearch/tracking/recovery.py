@@ -8,7 +8,6 @@ have a trial run, so that the others are logged again from the study.
 from __future__ import annotations
 
 import contextlib
-import time
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -35,7 +34,7 @@ def end_dead_runs(experiment: str = EXPERIMENT) -> int:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return 0
-    grace, now = processes.grace_seconds(), time.time()
+    grace = processes.grace_seconds()
     running, token = [], None
     while True:
         page = client.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'",
@@ -49,12 +48,9 @@ def end_dead_runs(experiment: str = EXPERIMENT) -> int:
         worker = run.data.tags.get(WORKER_TAG)
         if worker is None:
             continue
-        alive = processes.alive(worker)
-        if alive is None:
-            beat = run.data.tags.get(HEARTBEAT_TAG)
-            last = float(beat) if beat else run.info.start_time / 1000
-            alive = now - last <= (grace if beat else max(grace, CHILD_RUN_SECONDS))
-        if not alive:
+        beat = run.data.tags.get(HEARTBEAT_TAG)
+        last = float(beat) if beat else run.info.start_time / 1000
+        if processes.dead(worker, last, grace if beat else max(grace, CHILD_RUN_SECONDS)):
             with contextlib.suppress(MlflowException):
                 client.set_tag(run.info.run_id, "clrsearch.ended", f"its process {worker} died")
                 client.set_terminated(run.info.run_id, "KILLED")
