@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .. import processes, sqlite, tracking
+from .. import processes, tracking
 from ..config import RangeTest, flat_params
 from ..data import load_splits
 from ..errors import UsageError, redact
@@ -73,26 +73,23 @@ class StudyRunner:
         self.parent = None  # the study's tracking.StudyRun
         self.inputs = None  # tracking.DataInputs of the study's splits, logged on its runs
         self.cores = None  # cores.CoreShare: this process's BLAS threads while it trains
-        self.painter = None  # tracking.ConfusionPainter: draws the replicates' confusion matrices
 
     def run(self):
         """Run this process's part of the study; returns the exit status."""
         self.url = queue.storage_url(self.config.study.storage)
         processes.grace_seconds()  # checks the timing variables
-        sqlite.use_write_ahead_log()  # the SQLite stores' commits: before either store is opened
         if self.helper is not None:
             workers.die_with_parent(self.helper["parent_pid"])
         else:  # a tracking server that is down is reported at once, not after the seconds the data takes
             tracking.probe_tracking_server()
-        with tracking.ConfusionPainter() as self.painter:  # its process starts while the data loads
-            splits = self.load_data()
-            if self.options.auto_eta:
-                self.config = self.with_range_test_etas(splits)
-            with workers.sigterm_as_interrupt(), cores.CoreShare(fixed=cores.fixed_threads()) as self.cores:
-                study = self.open_study()
-                if self.helper is not None:
-                    return self.help(study, splits)
-                return self.lead(study, splits)
+        splits = self.load_data()
+        if self.options.auto_eta:
+            self.config = self.with_range_test_etas(splits)
+        with workers.sigterm_as_interrupt(), cores.CoreShare(fixed=cores.fixed_threads()) as self.cores:
+            study = self.open_study()
+            if self.helper is not None:
+                return self.help(study, splits)
+            return self.lead(study, splits)
 
     # ------------------------------------------------------------------ steps of run(), in order
 
@@ -129,7 +126,7 @@ class StudyRunner:
     def help(self, study, splits):
         """A helper's part: train trials under the leader's run, leave the summary to it."""
         with tracking.StudyRun(self.config.study.experiment, tags={"study_name": self.config.study.name},
-                               run_id=self.helper["parent_run_id"], inputs=self.inputs, painter=self.painter) as parent:
+                               run_id=self.helper["parent_run_id"], inputs=self.inputs) as parent:
             self.parent = parent
             try:
                 self.train_all(study, splits)
@@ -145,7 +142,7 @@ class StudyRunner:
                 "storage": redact(self.url), "git_commit": tracking.git_commit(), "workers": self.options.n_workers}
         status = 0
         with tracking.StudyRun(study_cfg.experiment, f"{study_cfg.kind}:{study_cfg.name}",
-                               flat_params(self.config), tags, inputs=self.inputs, painter=self.painter) as parent:
+                               flat_params(self.config), tags, inputs=self.inputs) as parent:
             self.parent = parent
             helpers = []
             try:
@@ -218,7 +215,7 @@ class StudyRunner:
                 if not running and race.advance(self.shared, self.config):
                     continue
                 if not running:
-                    return  # the runs of the last population are finished after the summary, see summarise
+                    return  # the runs of the last population are finished in summarise
                 with self.timer.timed("tracking"):
                     self.parent.finish_runs()
                 if not waiting_said:
@@ -276,6 +273,7 @@ class StudyRunner:
         with queue.study_lock(self.url):
             study.set_user_attr("verdicts", summary.verdicts(rows))
         with self.timer.timed("tracking"):
+            self.parent.finish_runs()  # its drawings done before the figures are built (Optuna restyles pyplot)
             self.parent.log_summary(rows, summary.study_figures(study, rows, study_cfg.kind),
                                     summary.markdown_table(rows, f"{study_cfg.kind} study {study_cfg.name!r}"))
             self.parent.mark_trials(summary.verdicts(rows))

@@ -26,12 +26,13 @@ those of the training.
 Each run is written with one ``MlflowClient.log_batch`` and one
 ``log_artifacts`` call, and the confusion matrices of a study are drawn on one
 reused figure, so that tracking costs a few percent of a study's time. The
-matrices, and the study's summary figures, are drawn by other processes
-(:mod:`.painter`) while the runs are written; a replicate's run gets its
+matrices, and the study's summary figures, are drawn and saved by a thread
+of the study's process while the runs are written; a replicate's run gets its
 matrix, and it and its trial's run end, and the study run gets its figures,
 when the study next calls :meth:`StudyRun.finish_runs` (before it trains
-again, after its summary, and when the study run ends), so that the study's
-process does not wait for the drawings in between.
+again, before it builds its summary's figures, and when the study run ends).
+Matplotlib's drawing state is shared by the threads of a process, so the
+study draws nothing itself while that thread has drawings in hand.
 """
 from __future__ import annotations
 
@@ -53,7 +54,6 @@ from .artifacts import FIGURE_DPI, scalar_metrics, timed_curves, write_csv
 from .client import (HEARTBEAT_TAG, beat, create_run_info, end_run, error_status, log_artifacts, log_batch,
                      now_ms, run_heartbeat, to_ms)
 from .datasets import DataInputs, log_inputs
-from .painter import ConfusionPainter
 from .recovery import trial_runs
 from .store import EXPERIMENT, experiment_id, git_commit
 
@@ -132,9 +132,8 @@ class StudyRun:
 
     def __init__(self, experiment: str = EXPERIMENT, run_name: str | None = None,
                  params: dict | None = None, tags: dict | None = None, run_id: str | None = None,
-                 inputs: DataInputs | None = None, painter: ConfusionPainter | None = None):
+                 inputs: DataInputs | None = None):
         self.experiment = experiment
-        self.painter = painter
         self._drawing = None  # TemporaryDirectory of the files drawn for the runs (matrices, summary figures)
         self._drawn = {}  # (trial number, seed) -> Future of the folder drawn ahead
         self.inputs = inputs
@@ -148,8 +147,8 @@ class StudyRun:
         self._attached = run_id is not None
         self._client = None
         self._heartbeat = None
-        self._confusion = ConfusionFigure(CONFUSION_DPI)
-        self._thread = None  # draws the matrices when there is no painter
+        self._confusion = ConfusionFigure(CONFUSION_DPI)  # drawn on by the drawing thread only
+        self._drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clrsearch-drawing")
         self._trial_runs = {}  # trial number -> run id
         self._unfinished = []  # of _Unfinished: runs written but for files being drawn, in the order they end
         self._summaries = 0  # log_summary calls so far: each writes a folder of its own
@@ -183,8 +182,7 @@ class StudyRun:
         except BaseException as error:
             failed = error
         finally:
-            if self._thread is not None:
-                self._thread.shutdown(wait=True, cancel_futures=True)
+            self._drawer.shutdown(wait=True, cancel_futures=True)
             if self._drawing is not None:
                 self._drawing.cleanup()
         exc = exc or failed
@@ -201,10 +199,8 @@ class StudyRun:
         return False
 
     def draw_ahead(self, trials: list[TrialRecord]) -> None:
-        """Start drawing the confusion matrices of ``trials`` in the painter process (if this run has one), for
-        :meth:`log_trials` to pick up: they are drawn while the study records the trials."""
-        if self.painter is None:
-            return
+        """Start drawing the confusion matrices of ``trials``, for :meth:`log_trials` to pick up: they are
+        drawn while the study records the trials."""
         for trial in trials:
             for seed in trial.seeds:
                 key = (trial.number, seed.seed)
@@ -224,8 +220,7 @@ class StudyRun:
         """
         new = [trial for trial in trials if trial.number not in self._trial_runs]
         with self._timed():
-            # The confusion matrices are drawn by the painter's processes, or else by a second thread, while
-            # this one writes the runs.
+            # The confusion matrices are drawn by the drawing thread while this one writes the runs.
             files = [[self._drawn.pop((trial.number, seed.seed), None) or self._draw(trial, seed)
                       for seed in trial.seeds] for trial in new]
             for trial, trial_files in zip(new, files):
@@ -281,20 +276,16 @@ class StudyRun:
         """``trials.csv`` (one row per dict, columns in first-seen order), ``<name>.png`` per figure, and
         ``description`` (Markdown) as the run's description, ``mlflow.note.content``, shown atop its page.
 
-        The figures are saved by the painter's processes when there is a
-        painter, and the files uploaded at the next :meth:`finish_runs`.
+        The figures are saved by the drawing thread, and the files uploaded at
+        the next :meth:`finish_runs`; the caller leaves them to it.
         """
         with self._timed():
             self._summaries += 1
             folder = self._folder() / f"summary-{self._summaries}"
             folder.mkdir()
             write_csv(folder / "trials.csv", table_rows)
-            drawings = []
-            for stem, fig in (figures or {}).items():
-                if self.painter is not None:
-                    drawings.append(self.painter.submit_figure(folder / f"{stem}.png", fig, FIGURE_DPI))
-                else:
-                    fig.savefig(folder / f"{stem}.png", dpi=FIGURE_DPI)
+            drawings = [self._drawer.submit(fig.savefig, folder / f"{stem}.png", dpi=FIGURE_DPI)
+                        for stem, fig in (figures or {}).items()]
             if description is not None:
                 log_batch(self._client, self.run_id, tags={MLFLOW_RUN_NOTE: description})
             self._unfinished.append(_Unfinished(self._info, None, None, folder, tuple(drawings)))
@@ -368,13 +359,8 @@ class StudyRun:
     def _draw(self, trial: TrialRecord, seed: SeedRecord):
         """A Future of a new folder holding the seed's validation confusion matrix as PNG and JSON."""
         folder = self._seed_folder(trial, seed)
-        title = f"validation, seed {seed.seed}"
-        if self.painter is not None:
-            return self.painter.submit(folder, seed.val_true, seed.val_pred, seed.class_names, title)
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clrsearch-tracking")
-        return self._thread.submit(seed_files, self._confusion, folder, seed.val_true, seed.val_pred,
-                                   seed.class_names, title)
+        return self._drawer.submit(seed_files, self._confusion, folder, seed.val_true, seed.val_pred,
+                                   seed.class_names, f"validation, seed {seed.seed}")
 
 
 @dataclass
