@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clrsearch.config import DataConfig
-from clrsearch.data import C, D, load_splits, load_splits_in_background
+from clrsearch.data import C, D, load_splits
 from clrsearch.errors import UsageError
 from helpers import read_raw_batch
 
@@ -161,14 +161,3 @@ def test_sizes_beyond_the_data_are_refused(tiny_cifar, fields, message):
     assert "\n" not in str(err.value)
     assert message in str(err.value)
 
-
-def test_splits_loaded_in_the_background_are_those_loaded_here(tiny_cifar, tmp_path):
-    config = DataConfig("full", val_size=150, data_dir=str(tiny_cifar))
-    here = load_splits(config, download=False)
-    there = load_splits_in_background(config, dtype="float32", download=False).result(timeout=60)
-    for name in ("train", "val", "test"):
-        for array in ("X", "Y", "y"):
-            np.testing.assert_array_equal(getattr(getattr(there, name), array), getattr(getattr(here, name), array))
-    missing = load_splits_in_background(DataConfig("full", data_dir=str(tmp_path / "nowhere")), download=False)
-    with pytest.raises(UsageError):
-        missing.result(timeout=60)

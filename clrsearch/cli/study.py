@@ -4,6 +4,8 @@ The study's imports (NumPy, Optuna, MLflow) take seconds that Ctrl-C may
 interrupt; that ends with one line and status 130 like a Ctrl-C later on.
 """
 
+import json
+import os
 import shlex
 import sys
 
@@ -13,12 +15,11 @@ from .args import entry_point
 def run(kind, description, argv=None):
     """Parse the flags of ``kind`` ("coarse" or "fine"), run the study, print its summary; the exit status.
 
-    The images start loading as soon as the config is known, before the
-    seconds of the study's own imports (MLflow, Optuna), which they overlap.
+    A helper of ``--workers N`` (``$CLRSEARCH_HELPER`` set by its parent) takes
+    the parent's resolved study definition instead of the flags and TOML.
     """
     try:
         from ..config import DEFAULT_SEARCH
-        from ..data import load_splits_in_background
         from ..search import workers
         from .settings import apply_overrides, load_search_config, search_parser, take_auto_eta
     except KeyboardInterrupt:
@@ -26,14 +27,13 @@ def run(kind, description, argv=None):
         raise SystemExit(130)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = search_parser(kind, description).parse_args(argv)
-    helper = workers.helper_payload()
+    text = os.environ.get(workers.HELPER_ENV)
+    helper = json.loads(text) if text else None
     if helper is not None:
         config = apply_overrides(DEFAULT_SEARCH[kind], helper["config"], source=f"${workers.HELPER_ENV}")
     else:
         auto_eta = frozenset(take_auto_eta(args))
         config = load_search_config(kind, args)
-    preloaded = load_splits_in_background(config.data, dtype=config.train.dtype,
-                                          download=config.data.data_dir is None)
     try:
         from ..search.runner import RunOptions, StudyRunner
         from .progress import progress_bar
@@ -42,13 +42,12 @@ def run(kind, description, argv=None):
         raise SystemExit(130)
     if helper is not None:
         try:
-            return StudyRunner(config, RunOptions(quiet=True, as_json=helper["as_json"], preloaded=preloaded), helper,
-                               progress_bar).run()
+            return StudyRunner(config, RunOptions(quiet=True, as_json=helper["as_json"]), helper, progress_bar).run()
         except KeyboardInterrupt:  # the parent stopped before this helper claimed a trial
             raise SystemExit(130)
     command = shlex.join(["python", "-m", f"clrsearch.{kind}", *argv])
     options = RunOptions(quiet=args.quiet or args.json, as_json=args.json, n_workers=args.workers, argv=tuple(argv),
-                         command=command, auto_eta=auto_eta, preloaded=preloaded)
+                         command=command, auto_eta=auto_eta)
     try:
         return StudyRunner(config, options, progress=progress_bar).run()
     except KeyboardInterrupt:  # before any trial ran: the study, if created, resumes from its queue

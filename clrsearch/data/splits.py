@@ -5,8 +5,7 @@ one-hot and ``y`` holds the ``N`` integer labels.
 """
 from __future__ import annotations
 
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,22 +206,3 @@ def load_splits(config: DataConfig, dtype=np.float32, download: bool = True) -> 
     return Splits(train=train, val=val, test=test, normaliser=normaliser,
                   label_names=label_names, data_dir=folder)
 
-
-def load_splits_in_background(config: DataConfig, dtype=np.float32, download: bool = True) -> Future:
-    """:func:`load_splits` on a thread of its own, started now: a Future of the Splits (or of its UsageError).
-
-    A command starts it before its slow imports (MLflow's take about two
-    seconds on one core), so that reading and normalising the images, mostly
-    outside the interpreter's lock, overlaps them. The thread is a daemon: a
-    command that stops early does not wait for it.
-    """
-    future = Future()
-
-    def load():
-        try:
-            future.set_result(load_splits(config, dtype=dtype, download=download))
-        except BaseException as error:  # handed to whoever asks for the splits
-            future.set_exception(error)
-
-    threading.Thread(target=load, name="clrsearch-data", daemon=True).start()
-    return future

@@ -25,7 +25,6 @@ and the test is decided by their sign (p = 0 if they are negative, else 1).
 """
 
 import math
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,18 +44,6 @@ class Comparison:
     p_raw: float  # one-sided paired t-test, before the Holm correction (NaN: untested)
     p: float  # Holm-corrected
     verdict: str  # best | tied | worse
-
-
-def import_in_background() -> threading.Thread:
-    """Start importing scipy.stats on a thread of its own (about 0.8 s): a study calls this as its training
-    starts, so that its first comparison, right after training, does not wait for the import."""
-    thread = threading.Thread(target=_import_stats, name="clrsearch-import-scipy", daemon=True)
-    thread.start()
-    return thread
-
-
-def _import_stats():
-    from scipy import stats  # noqa: F401  (the module stays in sys.modules)
 
 
 def best_key(accuracies):
@@ -105,7 +92,7 @@ def holm(p_values):
 
 def _paired(trial, best, confidence):
     """(n, mean difference, CI low, CI high, one-sided p) of ``trial`` - ``best`` on their common replicates."""
-    from scipy import stats  # imported here: scipy is slow to load (see import_in_background)
+    from scipy import stats  # imported here: scipy is slow to load, and only a study's comparisons need it
 
     common = sorted(set(trial) & set(best))
     a = np.array([trial[r] for r in common], dtype=float)  # (n,)

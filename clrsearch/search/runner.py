@@ -15,7 +15,6 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -25,7 +24,7 @@ from ..config import RangeTest, flat_params
 from ..data import load_splits
 from ..errors import UsageError, redact
 from ..nn.lrrange import run_range_test
-from . import compare, cores, final, queue, race, summary, workers
+from . import cores, final, queue, race, summary, workers
 from .population import tell, total_steps, train_population
 from .study import create_or_load, resolve_grid
 from .summary import Timer
@@ -41,7 +40,6 @@ class RunOptions:
     argv: tuple = ()  # the command's flags, handed on to helpers
     command: str | None = None  # the command line, shown in the hint to resume
     auto_eta: frozenset = frozenset()  # "eta_min", "eta_max": bounds taken from an LR range test first
-    preloaded: object = None  # a Future of the study's splits, loading since before the imports, or None
 
 
 def no_progress(total, unit, quiet=False, description=None):
@@ -60,7 +58,8 @@ class StudyRunner:
     """
 
     def __init__(self, config, options=RunOptions(), helper=None, progress=no_progress):
-        self.config = config
+        self.request = config  # the study as the command defined it
+        self.config = None  # the study as this process runs it, set once by open_study (see resolved_config)
         self.options = options
         self.helper = helper
         self.progress = progress
@@ -76,17 +75,16 @@ class StudyRunner:
 
     def run(self):
         """Run this process's part of the study; returns the exit status."""
-        self.url = queue.storage_url(self.config.study.storage)
+        self.url = queue.storage_url(self.request.study.storage)
         processes.grace_seconds()  # checks the timing variables
         if self.helper is not None:
             workers.die_with_parent(self.helper["parent_pid"])
         else:  # a tracking server that is down is reported at once, not after the seconds the data takes
             tracking.probe_tracking_server()
         splits = self.load_data()
-        if self.options.auto_eta:
-            self.config = self.with_range_test_etas(splits)
+        etas = self.range_test_etas(splits) if self.options.auto_eta else {}
         with workers.sigterm_as_interrupt(), cores.CoreShare(fixed=cores.fixed_threads()) as self.cores:
-            study = self.open_study()
+            study = self.open_study(etas)
             if self.helper is not None:
                 return self.help(study, splits)
             return self.lead(study, splits)
@@ -94,33 +92,27 @@ class StudyRunner:
     # ------------------------------------------------------------------ steps of run(), in order
 
     def load_data(self):
-        """The study's splits (see :meth:`read_splits`), read while a leader checks the tracking store."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clrsearch-data") as loader:
-            reading = loader.submit(self.read_splits)
-            if self.helper is None:
-                tracking.check_store(self.config.study.experiment)
-            return reading.result()
+        """The study's splits (see :meth:`read_splits`), once a leader has checked the tracking store."""
+        if self.helper is None:
+            tracking.check_store(self.request.study.experiment)
+        return self.read_splits()
 
     def read_splits(self):
         """The study's splits, checked against the mini-batch size, and their description for its runs."""
         with self.timer.timed("data"):
-            d = self.config.data
-            if self.options.preloaded is not None:
-                splits = self.options.preloaded.result()
-            else:
-                splits = load_splits(d, dtype=np.dtype(self.config.train.dtype), download=d.data_dir is None)
-            self.config.train.check_fits(splits.train.n)
+            d = self.request.data
+            splits = load_splits(d, dtype=np.dtype(self.request.train.dtype), download=d.data_dir is None)
+            self.request.train.check_fits(splits.train.n)
             self.inputs = tracking.describe_splits(splits, d)
         return splits
 
-    def open_study(self):
-        """Create or load the study, with the fine grid resolved into the config once."""
+    def open_study(self, etas):
+        """Create or load the study, and set the config it runs with (:func:`resolved_config`)."""
         with queue.study_lock(self.url):
             study_storage = queue.open_storage(self.url)
-            self.config = resolve_grid(self.config, study_storage)
+            self.config = resolved_config(self.request, etas, study_storage, self.options.n_workers)
             study = create_or_load(self.config, study_storage)
             self.shared = queue.TrialQueue(study, study_storage, self.url)
-        self.config = per_worker(self.config, self.options.n_workers)
         return study
 
     def help(self, study, splits):
@@ -206,7 +198,6 @@ class StudyRunner:
         population in hand that are not recorded yet are given back.
         """
         waiting_said = False
-        compare.import_in_background()  # needed right after the first population has trained
         while True:
             self.shared.recover()
             trials = self.shared.claim(self.config)
@@ -313,9 +304,9 @@ class StudyRunner:
 
     # ------------------------------------------------------------------ before the study
 
-    def with_range_test_etas(self, splits):
-        """The config with eta_min and/or eta_max replaced by an LR range test's suggestion."""
-        config = self.config
+    def range_test_etas(self, splits):
+        """The bounds named in ``options.auto_eta`` as an LR range test suggests them, e.g. {"eta_max": 0.05}."""
+        config = self.request
         with self.progress(None, "step", self.quiet, "LR range test") as bar:
             result = run_range_test(splits, config.train, RangeTest(), progress=bar)
         tracking.log_range_test(result, RangeTest(), config.data, config.train, config.study.experiment,
@@ -323,11 +314,23 @@ class StudyRunner:
         suggested = {"eta_min": result.eta_min, "eta_max": result.eta_max}
         etas = {name: float(f"{suggested[name]:.3g}") for name in sorted(self.options.auto_eta)}
         self.say("LR range test: " + ", ".join(f"{name} = {value:g}" for name, value in etas.items()))
-        try:
-            return replace(config, train=replace(config.train, **etas))
-        except UsageError as error:
-            raise UsageError(f"the LR range test suggested {etas}, which does not fit the other bound: "
-                             f"{error}") from None
+        with_etas(config, etas)  # refused here, before the study exists, when a bound does not fit the other
+        return etas
+
+
+def resolved_config(config, etas, study_storage, n_workers):
+    """``config`` as a study runs it: the learning-rate bounds ``etas`` of an LR range test, the fine grid
+    resolved from the coarse study in ``study_storage``, and populations cut for ``n_workers`` workers."""
+    return per_worker(resolve_grid(with_etas(config, etas), study_storage), n_workers)
+
+
+def with_etas(config, etas):
+    """``config`` with the learning-rate bounds in ``etas`` (e.g. {"eta_min": 1e-4}) in its train section."""
+    try:
+        return replace(config, train=replace(config.train, **etas))
+    except UsageError as error:
+        raise UsageError(f"the LR range test suggested {etas}, which does not fit the other bound: "
+                         f"{error}") from None
 
 
 def per_worker(config, n_workers):
