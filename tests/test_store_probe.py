@@ -88,10 +88,11 @@ def test_a_server_answering_only_errors_is_asked_once_without_retries(monkeypatc
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the study keeps MLflow's retries
 
 
-def test_the_check_puts_mlflows_retry_settings_back(monkeypatch, failing_server):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+def test_the_check_leaves_mlflows_retry_settings_alone(monkeypatch, failing_server):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")  # with back-off: about 10 s against this server
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "90")
-    checked(monkeypatch, failing_server)
+    message, seconds = checked(monkeypatch, failing_server)
+    assert "the server answered HTTP 503" in message and seconds < 5
     assert (os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]) == ("3", "90")
 
 

@@ -39,7 +39,7 @@ from ..errors import UsageError, redact
 
 EXPERIMENT = "clrsearch"
 PROBE_SECONDS = 3.0  # connect and read timeout of the probe of a tracking server
-CHECK_SECONDS = 5  # MLflow's request timeout during the check, which it makes once, without retries
+CHECK_SECONDS = 5  # timeout of the check's one API request to a tracking server
 _FIX = ("point MLFLOW_TRACKING_URI at a running server (http://HOST:5000) or a database, "
         "or unset it for sqlite:///mlflow.db")
 _FIX_FILE = ("check that {path} is an MLflow SQLite store in a folder you can write to (a missing one is created), "
@@ -171,15 +171,17 @@ def check_store(experiment: str = EXPERIMENT) -> None:
     created, once among processes started together (:func:`_creating_store`).
     A tracking server is probed first (see :func:`probe_server`) and then
     asked once, without MLflow's retries, so that the answer comes within
-    ``PROBE_SECONDS + CHECK_SECONDS``; the error names the store (without its
+    ``PROBE_SECONDS + CHECK_SECONDS`` (:func:`ask_server_once`); the error names the store (without its
     password) and says what to fix: the file of a SQLite store, else the URI.
     """
     import mlflow
 
     uri = mlflow.get_tracking_uri()
     probe_tracking_server()
+    if uri.startswith(("http://", "https://")):
+        ask_server_once(uri, experiment)
     try:
-        with _creating_store(uri), _one_request():
+        with _creating_store(uri):
             found = MlflowClient().get_experiment_by_name(experiment)
     except UsageError:
         raise
@@ -252,20 +254,25 @@ def _without_passwords(text: str) -> str:
     return re.sub(r"(://[^/:@\s]+):[^@/\s]*@", r"\1@", text)
 
 
-@contextlib.contextmanager
-def _one_request():
-    """MLflow's HTTP client asks once, with a short timeout, inside the block; its settings come back after."""
-    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(CHECK_SECONDS)}
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
+def ask_server_once(uri: str, experiment: str, timeout: float = CHECK_SECONDS) -> None:
+    """Raise UsageError when the tracking server at ``uri`` answers MLflow's API with an error MLflow's client
+    would retry with back-off for minutes (429 or 5xx), or does not answer within ``timeout`` seconds.
+
+    One GET of the experiment by name; any other answer (the experiment, 404
+    for none, 401 for missing credentials) is left to MLflow's client.
+    """
+    import requests
+
     try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        answer = requests.get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name",
+                              params={"experiment_name": experiment}, timeout=timeout, allow_redirects=False)
+    except requests.exceptions.SSLError:
+        return
+    except requests.exceptions.RequestException as error:
+        raise _unusable(uri, f"no answer to an API request: {type(error).__name__}") from None
+    answer.close()
+    if answer.status_code == 429 or answer.status_code >= 500:
+        raise _unusable(uri, f"the server answered HTTP {answer.status_code} {answer.reason}".rstrip())
 
 
 def _sqlite_file(uri: str) -> Path | None:
