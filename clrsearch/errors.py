@@ -1,5 +1,7 @@
 """The one exception type users see as a message instead of a traceback, and what such messages show."""
 
+import re
+
 
 class UsageError(Exception):
     """Bad input: a flag, a config field, a data directory.
@@ -15,10 +17,7 @@ def first_line(error):
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def redact(url):
-    """A storage or tracking URL without its password, fit for a message or a tag."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
-    return url
+def redact(text):
+    """``text``, a storage or tracking URL or a message naming some, without the password of any
+    ``scheme://user:password@host`` in it: fit for a message or a tag."""
+    return re.sub(r"(://[^/:@\s]+):[^/\s]*@", r"\1@", text)

@@ -12,6 +12,9 @@ from clrsearch.errors import UsageError, first_line, redact
     ("postgresql://someone@host/db", "postgresql://someone@host/db"),
     ("sqlite:///studies/clrsearch.db", "sqlite:///studies/clrsearch.db"),
     ("not a url @ all", "not a url @ all"),
+    ("http://host:5000/path@x", "http://host:5000/path@x"),
+    ("no answer from postgresql://u:pw@h/db or http://v:t@k:1 (refused)",
+     "no answer from postgresql://u@h/db or http://v@k:1 (refused)"),
 ])
 def test_redact_drops_the_password_and_nothing_else(url, shown):
     assert redact(url) == shown

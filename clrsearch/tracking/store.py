@@ -14,17 +14,15 @@ A local SQLite store is created by the first process that opens it (MLflow
 runs its schema migrations then). Processes started together on a new store
 would run them at the same time and break each other, so the store is opened
 for the first time under an exclusive lock on a file beside it
-(``mlflow.db.lock``, see :func:`_store_lock`): one process creates it, the
+(``mlflow.db.lock``, see :func:`_creating_store`): one process creates it, the
 others wait and find it made. A server or another database needs no lock.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import getpass
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +33,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 
-from ..errors import UsageError, redact
+from ..errors import UsageError, first_line, redact
+from ..files import file_lock, sqlite_path
 
 EXPERIMENT = "clrsearch"
 PROBE_SECONDS = 3.0  # connect and read timeout of the probe of a tracking server
@@ -91,19 +90,28 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     UsageError
         The experiment exists but was deleted.
     """
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
+    exp_id, active = _found_or_created(client, name)
+    if not active:
+        raise _deleted(name, exp_id)
+    return exp_id
+
+
+def _found_or_created(client: MlflowClient, name: str) -> tuple[str, bool]:
+    """(id, whether it is active) of the experiment ``name``, created when missing."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name), True
         except MlflowException:  # created meanwhile by another process
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
+            found = client.get_experiment_by_name(name)
+            if found is None:
                 raise
-    if experiment.lifecycle_stage != "active":
-        raise UsageError(f"MLflow experiment {name!r} is deleted; restore it "
-                         f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
-                         f"or choose another experiment name")
-    return experiment.experiment_id
+    return found.experiment_id, found.lifecycle_stage == "active"
+
+
+def _deleted(name: str, exp_id: str) -> UsageError:
+    return UsageError(f"MLflow experiment {name!r} is deleted; restore it "
+                      f"(mlflow experiments restore --experiment-id {exp_id}) or choose another experiment name")
 
 
 def find_experiment_id(name: str = EXPERIMENT, client: MlflowClient | None = None) -> str | None:
@@ -147,19 +155,9 @@ def delete_experiment(name: str, client: MlflowClient | None = None) -> str:
 
     with _creating_store(client.tracking_uri if client else mlflow.get_tracking_uri()):
         client = client or MlflowClient()
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            try:
-                exp_id = client.create_experiment(name)
-            except MlflowException:  # created meanwhile by another process
-                found = client.get_experiment_by_name(name)
-                if found is None:
-                    raise
-        if found is not None:
-            exp_id = found.experiment_id
-            if found.lifecycle_stage != "active":
-                return exp_id
-        client.delete_experiment(exp_id)
+        exp_id, active = _found_or_created(client, name)
+        if active:
+            client.delete_experiment(exp_id)
     return exp_id
 
 
@@ -186,24 +184,16 @@ def check_store(experiment: str = EXPERIMENT) -> None:
     except UsageError:
         raise
     except Exception as error:  # MlflowException, or the store's own error for a bad URI or a dead server
-        raise _unusable(uri, _first_sentence(error)) from None
+        raise _unusable(uri, first_line(error).split(". ")[0]) from None  # its first sentence
     if found is not None and found.lifecycle_stage != "active":
-        raise UsageError(f"MLflow experiment {experiment!r} is deleted; restore it "
-                         f"(mlflow experiments restore --experiment-id {found.experiment_id}) "
-                         f"or choose another experiment name")
+        raise _deleted(experiment, found.experiment_id)
 
 
 def _unusable(uri: str, reason: str) -> UsageError:
     """The one-line error of a store that cannot be used, with the fix that fits its kind."""
-    path = _sqlite_file(uri)
+    path = sqlite_path(uri)
     fix = _FIX if path is None else _FIX_FILE.format(path=path)
-    return UsageError(f"cannot use the MLflow tracking store {redact(uri)} ({_without_passwords(reason)}); {fix}")
-
-
-def _first_sentence(error: BaseException) -> str:
-    """The first sentence of the first line of ``error``, or its type's name when it says nothing."""
-    text = str(error).strip()
-    return text.splitlines()[0].split(". ")[0] if text else type(error).__name__
+    return UsageError(f"cannot use the MLflow tracking store {redact(uri)} ({redact(reason)}); {fix}")
 
 
 def probe_tracking_server() -> None:
@@ -243,15 +233,10 @@ def probe_server(uri: str, timeout: float = PROBE_SECONDS) -> None:
         else:
             reason = f"cannot connect to {host}"
     except requests.exceptions.RequestException as error:
-        reason = _without_passwords(type(error).__name__)
+        reason = type(error).__name__
     else:
         return
-    raise UsageError(f"cannot use the MLflow tracking store {redact(uri)} ({reason}); {_FIX}")
-
-
-def _without_passwords(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@host`` in it left out."""
-    return re.sub(r"(://[^/:@\s]+):[^@/\s]*@", r"\1@", text)
+    raise _unusable(uri, reason)
 
 
 def ask_server_once(uri: str, experiment: str, timeout: float = CHECK_SECONDS) -> None:
@@ -275,63 +260,31 @@ def ask_server_once(uri: str, experiment: str, timeout: float = CHECK_SECONDS) -
         raise _unusable(uri, f"the server answered HTTP {answer.status_code} {answer.reason}".rstrip())
 
 
-def _sqlite_file(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` tracking URI, else None (a server, another database, in memory)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    name = uri[len("sqlite:///"):].split("?", 1)[0]
-    return Path(name) if name and name != ":memory:" else None
-
-
 @contextlib.contextmanager
 def _creating_store(uri: str):
     """Inside the block MLflow may create the store of ``uri``: once among processes, and quietly.
 
-    A SQLite file store is opened under :func:`_store_lock`, and a folder in
-    its place is refused at once (MLflow would retry it for over a minute); MLflow's
-    INFO lines about creating a new store are left out, so that an error after
-    them stays one line.
+    A SQLite file store is opened under an exclusive lock on ``<file>.lock``
+    (:func:`clrsearch.files.file_lock`, as the study storage is), its folder
+    created as MLflow would create it; a folder in place of the file is
+    refused at once (MLflow would retry it for over a minute). MLflow's INFO
+    lines about creating a new store are left out, so that an error after them
+    stays one line.
     """
-    path = _sqlite_file(uri)
-    if path is None:
-        with _quiet_store_creation():
-            yield
-        return
-    if path.is_dir():
-        raise _unusable(uri, f"{path} is a folder")
-    with _store_lock(uri, path), _quiet_store_creation():
-        yield
-
-
-@contextlib.contextmanager
-def _store_lock(uri: str, path: Path):
-    """An exclusive lock on ``<path>.lock`` while the block runs, shared by every process opening ``path``.
-
-    The same kind of lock as the study storage's (``fcntl.flock`` on a file
-    beside the database, see ``search.queue.study_lock``), released when its
-    holder ends or dies. The lock file's folder is created, as MLflow would
-    create it for the store.
-    """
-    with _open_lock_file(uri, path) as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    path = sqlite_path(uri)
+    lock = contextlib.nullcontext()
+    if path is not None:
+        if path.is_dir():
+            raise _unusable(uri, f"{path} is a folder")
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _open_lock_file(uri: str, path: Path):
-    """``<path>.lock`` opened for :func:`_store_lock`, its folder created; a failure is the store's one-line error."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise _unusable(uri, f"{path.parent} is a file, not a folder") from None
-    except OSError as error:
-        raise _unusable(uri, f"cannot create the folder {path.parent}: {error.strerror}") from None
-    try:
-        return open(f"{path}.lock", "a")
-    except OSError as error:
-        raise _unusable(uri, f"cannot create {path}.lock: {error.strerror}") from None
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise _unusable(uri, f"{path.parent} is a file, not a folder") from None
+        except OSError as error:
+            raise _unusable(uri, f"cannot create the folder {path.parent}: {error.strerror}") from None
+        lock = file_lock(path, lambda error: _unusable(uri, f"cannot create {path}.lock: {error.strerror}"))
+    with lock, _quiet_store_creation():
+        yield
 
 
 @contextlib.contextmanager
