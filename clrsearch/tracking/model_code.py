@@ -7,8 +7,9 @@ serving the model needs numpy, pandas and mlflow, not clrsearch::
     model = mlflow.pyfunc.load_model("models:/clrsearch-cifar10@champion")
     labels = model.predict(rows)  # rows (N, 3072) uint8 pixels 0..255 -> (N,) int64
 
-The package never imports this module; MLflow runs it when it loads the
-model. Its arithmetic is that of ``clrsearch.data.splits.Normaliser.apply``
+It imports nothing of clrsearch: the package imports it for :func:`raw_rows`
+alone, and MLflow runs it as a file of its own when it loads the model. Its
+arithmetic is that of ``clrsearch.data.splits.Normaliser.apply``
 followed by ``clrsearch.nn.network.ensemble_predict``, step for step and in the
 same dtype, so that the model predicts the package's labels exactly
 (``tests/test_portable_model.py`` checks it in an environment without clrsearch).
@@ -28,7 +29,10 @@ _CHUNK = 256  # images normalised at a time: (D, 256) float64 is 6 MB
 
 
 def raw_rows(model_input) -> np.ndarray:
-    """``model_input`` (array, DataFrame, or one image of D values) as an (N, D) array of pixel values."""
+    """``model_input`` (array, DataFrame, or one image of D values) as an (N, D) array of pixel values.
+
+    Raises ValueError when the input is not N images of D values.
+    """
     rows = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
     if rows.ndim == 1 and rows.shape[0] == D:
         rows = rows[None, :]

@@ -35,25 +35,11 @@ from mlflow.types import Schema, TensorSpec
 from ..data.cifar10 import D
 from ..data.splits import Normaliser
 from ..nn import network
+from .model_code import raw_rows  # the model's own reading of its input: (N, D) rows, one image (D,) as (1, D)
 
 WEIGHTS_ARTIFACT = "weights"  # key of the weights file in the model's artifacts
-MODEL_FILE = Path(__file__).with_name("model_code.py")  # the model's code, logged as a file, never imported here
+MODEL_FILE = Path(__file__).with_name("model_code.py")  # the model's code, logged as a file
 MODEL_CODE = MODEL_FILE.read_text()
-
-
-def predict_labels(networks, X):
-    """Labels predicted for normalised images by one network or an ensemble.
-
-    Parameters
-    ----------
-    networks : list of dicts ``W1`` (M, D), ``b1`` (M, 1), ``W2`` (C, M), ``b2`` (C, 1)
-    X : (D, N) normalised pixels
-
-    Returns
-    -------
-    (N,) int64; for several networks, the argmax of their mean class probabilities
-    """
-    return network.ensemble_predict(networks, X)
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,7 +69,7 @@ class Classifier:
     def predict(self, rows) -> np.ndarray:
         """Class indices (N,) int64 of raw rows (N, D), pixel values 0..255."""
         X = self.normaliser.apply(rows.T, np.dtype(self.dtype))  # (D, N)
-        return predict_labels(self.networks, X)
+        return network.ensemble_predict(self.networks, X)  # (N,) int64
 
     def save(self, path) -> Path:
         """Write the classifier as one ``.npz`` file (no pickles)."""
@@ -103,22 +89,6 @@ class Classifier:
             dtype = str(f["dtype"])
         networks = tuple(network.member(stacked, k) for k in range(stacked["W1"].shape[0]))
         return cls(networks, normaliser, class_names, dtype)
-
-
-def raw_rows(model_input) -> np.ndarray:
-    """``model_input`` as a (N, D) array of pixel values; one image (D,) becomes (1, D).
-
-    Raises
-    ------
-    ValueError
-        The input is not N images of D values.
-    """
-    rows = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
-    if rows.ndim == 1 and rows.shape[0] == D:
-        rows = rows[None, :]
-    if rows.ndim != 2 or rows.shape[1] != D:
-        raise ValueError(f"expected CIFAR-10 rows of shape (N, {D}), got {rows.shape}")
-    return rows
 
 
 def signature() -> ModelSignature:

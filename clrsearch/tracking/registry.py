@@ -33,7 +33,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from .. import plots
-from ..errors import UsageError
+from ..errors import UsageError, first_line
+from ..files import sqlite_path
 from ..confusion import confusion_report
 from .artifacts import FIGURE_DPI, curve_metrics, point_timestamps, scalar_metrics, timed_curves, write_json
 from .client import create_run, ended, log_batch, now_ms, to_ms
@@ -243,15 +244,14 @@ def load_model(model_uri: str):
     """
     hint = "train and register one with python -m clrsearch.fine first"
     store_uri = mlflow.get_registry_uri() if model_uri.startswith("models:") else mlflow.get_tracking_uri()
-    if store_uri.startswith("sqlite:///") and not Path(store_uri.removeprefix("sqlite:///")).is_file():
-        # MLflow would create an empty store there; say where it looked instead.
-        raise UsageError(f"no MLflow store at {store_uri.removeprefix('sqlite:///')} to load {model_uri} from; "
+    path = sqlite_path(store_uri)
+    if path is not None and not path.is_file():  # MLflow would create an empty store there; say where it looked
+        raise UsageError(f"no MLflow store at {path} to load {model_uri} from; "
                          f"{hint}, or point MLFLOW_TRACKING_URI at the store that has it")
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UsageError(f"cannot load model {model_uri} ({reason}); {hint}") from error
+        raise UsageError(f"cannot load model {model_uri} ({first_line(error)}); {hint}") from error
 
 
 def aliased_version(name: str = REGISTERED_NAME, alias: str = ALIAS,
