@@ -135,7 +135,6 @@ PRESETS = {
 
 SAMPLERS = ("random", "tpe", "grid")
 PRUNERS = ("none", "median", "hyperband")
-MEDIAN_STARTUP_TRIALS = 3  # finished trials the median pruner waits for before it prunes
 KINDS = ("coarse", "fine")
 REPLICATES = ("paired", "init")
 GRID_DIMENSIONS = ("lam", "n_s", "n_s_epochs", "cycles", "augment")  # n_s_epochs: n_s = k * floor(n / n_batch)
