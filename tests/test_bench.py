@@ -301,7 +301,7 @@ def test_trainer_rows_get_the_share_of_a_study_and_one_slice_rows_do_not(monkeyp
     threads = {row.key: row.best_threads for row in measured if not row.skipped}
     assert threads == {"numpy": "BLAS 2", "K1": "BLAS 2", "K2": "2 slices × BLAS 1", "one slice": "BLAS 2",
                        "mixed": "2 slices × BLAS 1", "streams": "2 slices × BLAS 1", "streams one slice": "BLAS 2",
-                       "ceiling": "BLAS 2"}
+                       "broadcast": "BLAS 2", "ceiling": "BLAS 2"}
     assert not list((Path(os.environ[cores.SLOTS_VARIABLE])).glob("slot-*"))  # a fixed share holds no slot
 
 

@@ -48,7 +48,7 @@ def registered(store, tmp_path_factory):
             val_accuracy=0.25, test_accuracy=float(np.mean(pred == labels)), test_true=labels, test_pred=pred,
             class_names=splits.label_names, networks=version_nets, normaliser=splits.normaliser, dtype="float32",
             input_example=raw[:3], extra_metrics={"train_accuracy": 0.5},
-            figures={"eta": plots.eta_curve(result.history.eta)})
+            figures={"eta": plots.eta_curve(result.history.eta_of(0))})
         logged.append(tracking.log_final_model(final, "final", parent_run_id=parent.run_id))
     return {"splits": splits, "result": result, "nets": nets, "raw": raw, "labels": labels, "X": X,
             "logged": logged, "parent": parent.run_id}

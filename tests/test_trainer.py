@@ -8,9 +8,11 @@ import pytest
 
 from clrsearch.config import TrainConfig
 from clrsearch.errors import UsageError
-from clrsearch.nn import network, trainer
+from clrsearch.nn import network
 from clrsearch.nn.schedule import cyclic_lr
-from clrsearch.nn.trainer import _Population, train
+from clrsearch.nn.step import Population
+from clrsearch.nn.threads import MemberThreads
+from clrsearch.nn.trainer import train
 from helpers import GAUSS_C as C
 from helpers import GAUSS_D as D
 from helpers import gaussian_dataset, relative_difference
@@ -34,6 +36,11 @@ def gradient_descent(params, batches, etas, lam):
     return params
 
 
+def population_of(start, lams):
+    """A Population of copies of the networks ``start``, all rows on stream 0."""
+    return Population({k: v.copy() for k, v in start.items()}, np.asarray(lams, dtype=float), np.zeros(len(lams), int))
+
+
 @pytest.mark.parametrize("eta, lams", [(0.05, (0.0, 0.01, 0.2)), (0.4, (0.0, 1.0, 2.0))])
 def test_population_steps_are_plain_gradient_descent(eta, lams):
     # With eta * lam = 0.4 and 0.8 the first-layer scale kept by the population
@@ -41,10 +48,10 @@ def test_population_steps_are_plain_gradient_descent(eta, lams):
     lams = np.array(lams)
     seeds = (3, 4, 5)
     start = network.init_population(D, HIDDEN, C, seeds)
-    population = _Population({k: v.copy() for k, v in start.items()}, lams, n_batch=10)
+    population = population_of(start, lams)
     batches = [(TRAIN.X[:, i:i + 10], TRAIN.Y[:, i:i + 10]) for i in range(0, 60, 10)]
     for Xb, Yb in batches:
-        population.step({0: (Xb, Yb)}, eta)
+        population.step({0: (Xb, Yb)}, [eta] * 3, MemberThreads())
     got = population.params()
     for k, lam in enumerate(lams):
         expected = gradient_descent(network.member(start, k), batches, [eta] * len(batches), lam)
@@ -52,28 +59,27 @@ def test_population_steps_are_plain_gradient_descent(eta, lams):
             assert relative_difference(got[name][k], expected[name]) < 1e-10, f"member {k} {name}"
 
 
-@pytest.mark.parametrize("block_rows", [1, 5, 7])
-def test_the_first_layer_update_applied_in_row_blocks_is_the_same_descent(monkeypatch, block_rows):
-    # 3 members × 8 hidden units = 24 rows: blocks of 1, 5 (4 × 5 + 4) and 7 (4 × 6) rows.
-    monkeypatch.setattr(trainer, "_GRADIENT_BLOCK_BYTES", block_rows * D * 8)
-    lams = np.array([0.0, 0.01, 0.2])
-    start = network.init_population(D, HIDDEN, C, (3, 4, 5))
-    population = _Population({k: v.copy() for k, v in start.items()}, lams, n_batch=10)
-    batches = [(TRAIN.X[:, i:i + 10], TRAIN.Y[:, i:i + 10]) for i in range(0, 60, 10)]
-    for Xb, Yb in batches:
-        population.step({0: (Xb, Yb)}, 0.05)
-    got = population.params()
-    for k, lam in enumerate(lams):
-        expected = gradient_descent(network.member(start, k), batches, [0.05] * len(batches), lam)
-        assert relative_difference(got["W1"][k], expected["W1"]) < 1e-10, f"member {k}"
+def test_reading_the_parameters_changes_nothing_and_folding_the_scale_keeps_w1():
+    lams = np.array([0.0, 0.5])
+    population = population_of(network.init_population(D, HIDDEN, C, (3, 4)), lams)
+    population.step({0: (TRAIN.X[:, :10], TRAIN.Y[:, :10])}, [0.1, 0.1], MemberThreads())
+    V1, scale = population.V1.copy(), population.scale.copy()
+    first = {k: v.copy() for k, v in population.params().items()}
+    np.testing.assert_array_equal(population.V1, V1)
+    np.testing.assert_array_equal(population.scale, scale)
+    assert scale[1] == pytest.approx(1 - 2 * 0.1 * 0.5)  # the weight decay of member 1, kept as its scale
+    population.fold_scale()
+    np.testing.assert_array_equal(population.scale, [1.0, 1.0])
+    for name in network.PARAM_NAMES:
+        np.testing.assert_allclose(population.params()[name], first[name], rtol=1e-15, err_msg=name)
 
 
 def test_one_step_equals_params_minus_eta_times_gradients():
     lam, eta = 0.05, 0.1
     start = network.init_population(D, HIDDEN, C, (0,))
-    population = _Population({k: v.copy() for k, v in start.items()}, np.array([lam]), n_batch=20)
+    population = population_of(start, [lam])
     Xb, Yb = TRAIN.X[:, :20], TRAIN.Y[:, :20]
-    population.step({0: (Xb, Yb)}, eta)
+    population.step({0: (Xb, Yb)}, [eta], MemberThreads())
     grads = network.gradients(start, Xb, Yb, lam)
     for name in network.PARAM_NAMES:
         np.testing.assert_allclose(population.params()[name], start[name] - eta * grads[name], rtol=1e-12,
@@ -90,6 +96,31 @@ def test_train_follows_the_schedule_on_full_batches():
     expected = gradient_descent(start, [(TRAIN.X, TRAIN.Y)] * 2, etas, 0.02)
     for name in network.PARAM_NAMES:
         assert relative_difference(result.params[name][0], expected[name]) < 1e-10, name
+
+
+def shuffled_batches(data, n_batch, shuffle_seed, steps):
+    """The mini-batches of ``steps`` updates: a permutation of the images from ``shuffle_seed`` every epoch."""
+    rng, batches = np.random.default_rng(shuffle_seed), []
+    while len(batches) < steps:
+        order = rng.permutation(data.X.shape[1])
+        batches += [(data.X[:, order[i:i + n_batch]], data.Y[:, order[i:i + n_batch]])
+                    for i in range(0, data.X.shape[1] - n_batch + 1, n_batch)]
+    return batches[:steps]
+
+
+def test_each_member_is_plain_gradient_descent_on_its_own_stream_and_schedule():
+    configs = [config(n_s=7, cycles=2, shuffle_seed=1), config(n_s=4, cycles=1, shuffle_seed=2, clr_mode="triangular2"),
+               config(n_s=7, cycles=2, shuffle_seed=2, eta_max=0.1)]
+    lams, seeds = (0.0, 0.01, 0.3), (5, 6, 7)
+    result = train(TRAIN, VAL, configs, lams, seeds)
+    for k, (cfg, lam, seed) in enumerate(zip(configs, lams, seeds)):
+        etas = cyclic_lr(np.arange(cfg.total_steps), cfg.eta_min, cfg.eta_max, cfg.n_s, cfg.clr_mode)
+        start = network.init_params(D, HIDDEN, C, np.random.default_rng(seed))
+        expected = gradient_descent(start, shuffled_batches(TRAIN, 10, cfg.shuffle_seed, cfg.total_steps), etas, lam)
+        np.testing.assert_array_equal(result.history.eta_of(k), etas)
+        for name in network.PARAM_NAMES:
+            assert relative_difference(result.params[name][k], expected[name]) < 1e-10, f"member {k} {name}"
+    assert result.status == ["finished"] * 3 and result.stopped_at == [28, 8, 28]
 
 
 def test_a_tiny_training_set_is_overfitted():
@@ -136,10 +167,10 @@ def test_run_has_two_n_s_cycles_updates_with_the_schedule_eta(mode, gamma):
     counter.update = lambda n: setattr(counter, "n", counter.n + n)
     result = train(TRAIN, VAL, cfg, [0.0], [0], progress=counter)
     assert counter.n == 2 * 7 * 3
-    assert len(result.history.eta) == 2 * 7 * 3
-    for t, eta in enumerate(result.history.eta):
+    assert result.history.eta.shape == (2 * 7 * 3, 1)
+    for t, eta in enumerate(result.history.eta_of(0)):
         assert eta == pytest.approx(cyclic_lr(t, cfg.eta_min, cfg.eta_max, 7, mode, gamma), rel=1e-12), f"t = {t}"
-    assert result.status == ["finished"] and result.stopped_at == [None]
+    assert result.status == ["finished"] and result.stopped_at == [2 * 7 * 3]
 
 
 def collect_points(cfg):
@@ -190,7 +221,7 @@ def test_a_diverging_member_is_reported_while_the_others_finish():
     result = train(TRAIN, VAL, cfg, [0.0, 1e12, 0.01], [0, 1, 2])
     assert result.status == ["finished", "diverged", "finished"]
     assert 0 < result.stopped_at[1] < cfg.total_steps
-    assert result.stopped_at[0] is None and result.stopped_at[2] is None
+    assert result.stopped_at[0] == result.stopped_at[2] == cfg.total_steps
     for k in (0, 2):
         assert all(np.isfinite(result.params[name][k]).all() for name in network.PARAM_NAMES), f"member {k}"
         assert np.isfinite(result.history.metrics["val_cost"][:, k]).all()
@@ -216,7 +247,7 @@ def test_on_eval_can_stop_a_member():
     cfg = config(n_s=7, cycles=2)
     result = train(TRAIN, VAL, cfg, [0.0, 0.1, 0.01], [0, 1, 2], on_eval=prune)
     assert result.status == ["finished", "stopped", "finished"]
-    assert result.stopped_at == [None, stop_at, None]
+    assert result.stopped_at == [28, stop_at, 28]
     m, steps = result.history.metrics, result.history.steps
     row = int(np.flatnonzero(steps == stop_at)[0])
     assert np.isnan(m["val_cost"][row + 1:, 1]).all() and np.isfinite(m["val_cost"][:row + 1, 1]).all()
@@ -237,15 +268,16 @@ def test_stopping_before_any_update_returns_the_initial_network():
 def test_snapshots_hold_the_networks_at_every_cycle_end():
     lams, seeds = [0.0, 0.05], [0, 1]
     result = train(TRAIN, VAL, config(n_s=9, cycles=3, snapshots=True), lams, seeds)
-    assert len(result.snapshots) == 3
-    for name in network.PARAM_NAMES:
-        np.testing.assert_array_equal(result.snapshots[-1][name], result.params[name], err_msg=name)
+    assert [len(s) for s in result.snapshots] == [3, 3]
     # The first cycle of a 3-cycle run is a whole 1-cycle run: same schedule, same batches.
     one_cycle = train(TRAIN, VAL, config(n_s=9, cycles=1), lams, seeds)
-    for name in network.PARAM_NAMES:
-        np.testing.assert_allclose(result.snapshots[0][name], one_cycle.params[name], rtol=1e-12, atol=1e-15)
-    assert not np.allclose(result.snapshots[1]["W1"], result.snapshots[0]["W1"])
-    assert train(TRAIN, VAL, config(), [0.0], [0]).snapshots == []
+    for k in range(2):
+        for name in network.PARAM_NAMES:
+            np.testing.assert_array_equal(result.snapshots[k][-1][name], result.params[name][k], err_msg=name)
+            np.testing.assert_allclose(result.snapshots[k][0][name], one_cycle.params[name][k], rtol=1e-12,
+                                       atol=1e-15)
+        assert not np.allclose(result.snapshots[k][1]["W1"], result.snapshots[k][0]["W1"])
+    assert train(TRAIN, VAL, config(), [0.0, 0.05], [0, 1]).snapshots == [[], []]
 
 
 def test_float32_training_keeps_float32_weights():

@@ -12,7 +12,9 @@ from clrsearch.data import load_splits
 from clrsearch.errors import UsageError
 from clrsearch.nn import network
 from clrsearch.nn.schedule import cyclic_lr
-from clrsearch.nn.trainer import _Population, train
+from clrsearch.nn.step import Population
+from clrsearch.nn.threads import MemberThreads
+from clrsearch.nn.trainer import train
 
 # 200 training images in mini-batches of 20: 10 update steps per epoch.
 BASE = TrainConfig(n_batch=20, hidden=8, dtype="float64", eta_min=1e-3, eta_max=5e-2, shuffle_seed=4)
@@ -99,16 +101,16 @@ def test_each_members_eta_is_its_own_cyclic_schedule(cifar):
         np.testing.assert_array_equal(result.history.eta_of(k), expected)
         assert np.isnan(result.history.eta[c.total_steps:, k]).all()
     single, _ = run(cifar, LONG)
-    assert single.history.eta.shape == (40,)
-    np.testing.assert_array_equal(single.history.eta_of(2), single.history.eta)
+    assert single.history.eta.shape == (40, 4)
+    np.testing.assert_array_equal(single.history.eta_of(2), result.history.eta_of(0))
 
 
 def test_a_step_with_one_eta_per_member_is_plain_gradient_descent(cifar):
     lams, etas = np.array(LAMS), np.array([0.05, 0.001, 0.2, 0.0])
     start = network.init_population(cifar.train.X.shape[0], 8, 10, SEEDS)
-    population = _Population({k: v.copy() for k, v in start.items()}, lams, n_batch=20)
+    population = Population({k: v.copy() for k, v in start.items()}, lams, np.zeros(4, int))
     Xb, Yb = np.asfortranarray(cifar.train.X[:, :20]), cifar.train.Y[:, :20]  # (D, B), (C, B)
-    population.step({0: (Xb, Yb)}, etas)
+    population.step({0: (Xb, Yb)}, etas, MemberThreads())
     got = population.params()
     for k in range(4):
         params = network.member(start, k)

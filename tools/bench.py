@@ -14,8 +14,10 @@ float32) every configuration runs the same number of update steps:
    cut into one slice of members per thread as studies cut it; K = 30 and K = 5
    (five mini-batch streams, the final model's shape) also in one slice on a
    multi-threaded BLAS; K = 30 mixing two schedules (half n_s, half 2·n_s);
-5. the BLAS ceiling of K = 30: its two first-layer products alone;
-6. unless ``--skip-study``, studies, each a whole command in a child process in
+5. the plain broadcasting step of K = 30 (``broadcast_step``: SPEC's update written once over
+   the leading axis K, on a multi-threaded BLAS): what the trainer's step adds to it;
+6. the BLAS ceiling of K = 30: its two first-layer products alone;
+7. unless ``--skip-study``, studies, each a whole command in a child process in
    a fresh folder: the default coarse study end to end; the default fine study
    on it, race and final model included (about 7 minutes, ``--skip-fine``); two
    coarse studies started together, against the one alone (``--skip-pair``);
@@ -134,8 +136,7 @@ class StepClock:
     One-time costs (allocation, first touch of buffers, lazy initialisation,
     the evaluation before training) fall before the first mark; the
     ``update(n)`` method matches what :func:`clrsearch.nn.trainer.train` calls
-    on its ``progress`` object. It has no ``cores()``: the trainer then trains
-    in one slice. ``CoreShare.pace(clock)`` adds the ``cores()`` of a study.
+    on its ``progress`` object.
     """
 
     def __init__(self):
@@ -317,6 +318,49 @@ def matmul_rate(n, products, dtype=np.float32, seed=0):
     return 2 * n**3 / best / 1e9
 
 
+def broadcast_step(params, Xb, Yb, eta, lam):
+    """One SPEC update of K networks in place, written once with broadcasting over the leading axis K.
+
+    Parameters
+    ----------
+    params : dict of a population, ``W1`` (K, M, D), ``b1`` (K, M, 1), ``W2`` (K, C, M), ``b2`` (K, C, 1)
+    Xb : (D, B) inputs, Yb : (C, B) one-hot labels
+    eta, lam : (K,) float
+    """
+    W1, b1, W2, b2 = params["W1"], params["b1"], params["W2"], params["b2"]
+    B = Xb.shape[1]
+    H = np.maximum(network.first_layer(W1, Xb) + b1, 0)  # (K, M, B)
+    P = network.softmax(W2 @ H + b2)  # (K, C, B)
+    G = (P - Yb) / B  # (K, C, B)
+    G1 = (np.swapaxes(W2, 1, 2) @ G) * (H > 0)  # (K, M, B)
+    eta = np.asarray(eta, dtype=W1.dtype).reshape(-1, 1, 1)  # (K, 1, 1)
+    decay = (2 * np.asarray(lam)).astype(W1.dtype).reshape(-1, 1, 1)  # (K, 1, 1), 2 lambda
+    W1 -= eta * (network.first_layer(G1, Xb.T) + decay * W1)  # (K, M, D)
+    b1 -= eta * G1.sum(axis=2, keepdims=True)
+    W2 -= eta * (G @ np.swapaxes(H, 1, 2) + decay * W2)  # (K, C, M)
+    b2 -= eta * G.sum(axis=2, keepdims=True)
+
+
+def broadcast_loop(X, Y, params, loop, lams, clock=None):
+    """Train the population ``params`` (copied) with ``broadcast_step`` for ``loop.steps`` updates,
+    on the mini-batches of :func:`numpy_loop`; ``lams`` (K,)."""
+    params = {name: value.copy() for name, value in params.items()}
+    K = params["W1"].shape[0]
+    rng = np.random.default_rng(loop.shuffle_seed)
+    n = X.shape[1]
+    per_epoch = n // loop.n_batch
+    t = 0
+    while t < loop.steps:
+        order = rng.permutation(n)
+        for b in range(min(per_epoch, loop.steps - t)):
+            idx = order[b * loop.n_batch:(b + 1) * loop.n_batch]
+            broadcast_step(params, X[:, idx], Y[:, idx], np.full(K, triangular_eta(t, loop.n_s)), lams)
+            t += 1
+            if clock is not None:
+                clock.update(1)
+    return params
+
+
 def ceiling_loop(K, m, d, b, steps, dtype=np.float32, clock=None):
     """The two first-layer products of a K-member step alone: (K·M, D) @ (D, B) and (K·M, B) @ (B, D).
 
@@ -440,8 +484,8 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
 
     The rounds hold the share of the cores a study gets: a :class:`CoreShare` (one slot among the
     clrsearch processes training, or ``$CLRSEARCH_BLAS_THREADS``) that gives numpy's BLAS its threads. The
-    trainer rows are handed ``share.pace(clock)``, whose ``cores()`` is the share, and cut their population
-    into that many slices as studies do; the rows "one slice (multi-threaded BLAS)" get the bare clock.
+    trainer rows are handed the share's threads, and cut their population into that many slices as studies
+    do; the rows "one slice (multi-threaded BLAS)" get one thread: one slice.
     ``peak_size`` and ``populations`` default to those of ``SETTINGS``.
     """
     settings = SETTINGS
@@ -459,6 +503,7 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
              "streams": (f"clrsearch trainer, K = {final_k}, {final_k} mini-batch streams", final_k),
              "streams one slice": (f"clrsearch trainer, K = {final_k}, {final_k} mini-batch streams, "
                                    f"one slice (multi-threaded BLAS)", final_k),
+             "broadcast": (f"plain broadcasting step, K = {big}, one slice (multi-threaded BLAS)", big),
              "ceiling": (f"BLAS ceiling: the two first-layer products of K = {settings.ceiling_k} alone",
                          settings.ceiling_k)}
     rows = {key: Measurement(name, K, key=key) for key, (name, K) in names.items()}
@@ -471,7 +516,7 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
         clock = StepClock()
         with PeakRSS() as rss:
             started = time.perf_counter()
-            extra = run(share.pace(clock) if sliced else clock)
+            extra = run(clock, share.threads if sliced else 1)
             wall = time.perf_counter() - started
         row.rates.append(row.K * clock.steps / clock.seconds)
         row.threads.append(f"torch {torch.get_num_threads()}" if key == "torch"
@@ -484,21 +529,25 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
         say(f"  {row.name}: {row.rates[-1]:,.0f} updates/s ({row.threads[-1]})")
 
     def trainer(K, configs=None):
-        def run(progress):
+        def run(clock, threads):
             result = train(train_set, None, configs or trainer_config(steps), population_lams(K), tuple(range(K)),
-                           progress=progress)
+                           progress=clock, threads=threads)
             return result.eval_seconds
         return run
 
     streams = [replace(trainer_config(steps), shuffle_seed=k) for k in range(final_k)]
 
-    def plain(clock):
+    def plain(clock, _threads):
         numpy_loop(X, Y, init, baseline, clock=clock)
 
-    def pytorch(clock):
+    def pytorch(clock, _threads):
         torch_loop(torch, X, y, init, baseline, clock=clock)
 
-    def ceiling(clock):
+    def broadcast(clock, _threads):
+        broadcast_loop(X, Y, network.init_population(D, settings.hidden, C, range(big), np.float32), baseline,
+                       population_lams(big), clock=clock)
+
+    def ceiling(clock, _threads):
         ceiling_loop(settings.ceiling_k, settings.hidden, D, settings.n_batch, steps, clock=clock)
 
     with CoreShare(fixed=fixed_threads()) as share:  # released before any study starts: it holds a slot
@@ -515,6 +564,7 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
             timed("mixed", trainer(big, mixed_schedules(steps, big)), sliced=True)
             timed("streams", trainer(final_k, streams), sliced=True)
             timed("streams one slice", trainer(final_k, streams))
+            timed("broadcast", broadcast)
             timed("ceiling", ceiling)
     return peaks, list(rows.values())
 
@@ -916,6 +966,9 @@ def targets(results, study, peak):
     single, K = same_k("mixed")
     lines.append(info_line(f"mixed schedules vs one schedule (K = {K}, half n_s and half 2·n_s), updates/s",
                            ratio(rate("mixed"), single)))
+    sliced, K = same_k("broadcast")
+    lines.append(info_line(f"K = {K} trainer vs the plain broadcasting step (one slice), updates/s",
+                           ratio(sliced, rate("broadcast"))))
     return lines
 
 
@@ -1232,14 +1285,20 @@ BLAS, or one slice on a BLAS of that many threads.
   `CyclicLR(base_lr=1e-5, max_lr=0.1, step_size_up=n_s, mode="triangular", cycle_momentum=False)`,
   `torch.set_num_threads(os.cpu_count())`. Both use λ = {SETTINGS.baseline_lam:g}.
 - **Slices.** Studies give the trainer the threads of their share of the cores (`CoreShare` of
-  `clrsearch/search/cores.py`: the usable CPUs over the clrsearch processes training, one slot each) through a
-  progress object whose `cores()` returns the share; the trainer cuts the population into that many slices of
+  `clrsearch/search/cores.py`: the usable CPUs over the clrsearch processes training, one slot each) as
+  `train(..., threads=)`; the trainer cuts the population into that many slices of
   members, each worked by a thread of its own over a single-threaded BLAS (`clrsearch/nn/threads.py`). The
   benchmark holds such a share while the rows run (and lets it go before any study starts), and hands the
-  trainer rows `share.pace(clock)`, as a study hands its progress bar. The rows "one slice (multi-threaded
-  BLAS)" train the same population with the bare clock, which has no `cores()`: one slice, the BLAS splitting
+  trainer rows its threads, as a study does. The rows "one slice (multi-threaded
+  BLAS)" train the same population with `threads=1`: one slice, the BLAS splitting
   each product over the share's threads. The info lines "in slices vs one slice" divide the two rates. The row
   of {SETTINGS.final_k} streams gives each network a mini-batch order of its own, as the final model's replicates have.
+- **Plain broadcasting step.** The row "plain broadcasting step" trains K = {max(SETTINGS.populations)} networks with
+  SPEC's update written once over the leading axis K (`broadcast_step` in `tools/bench.py`: `W -= eta * (grad +
+  2·λ·W)`, the two first-layer products one large product each) on a multi-threaded BLAS. The info line "trainer vs
+  the plain broadcasting step" is what the trainer's step adds to it: the weight decay kept as one factor per
+  member, the first-layer gradient subtracted in cache-sized blocks of rows, and the slices of members
+  (`clrsearch/nn/step.py`, `clrsearch/nn/threads.py`).
 - **Mixed schedules.** The row "population mixing schedules" trains the K = {max(SETTINGS.populations)} population
   with one `TrainConfig` per member, differing only in `n_s`: every other member has twice the half-cycle (`n_s` =
   steps instead of steps / 2), and `max_steps` = steps for all, so every member trains every

@@ -29,7 +29,7 @@ def figures(outcome: ExperimentResult):
     accuracy = f"test accuracy {100 * outcome.test_accuracy:.2f}%"
     return {
         "learning_curves": plots.learning_curves(history, x="step", title=f"lambda = {outcome.experiment.lam:g}"),
-        "eta": plots.eta_curve(history.eta),
+        "eta": plots.eta_curve(history.eta_of(0)),
         "confusion_test": plots.confusion_matrix(splits.test.y, outcome.test_predictions, splits.label_names,
                                                  title=f"test set ({accuracy})"),
         "class_distribution": plots.class_distribution(

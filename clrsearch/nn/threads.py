@@ -4,14 +4,13 @@ Every update step and evaluation of a population is independent from member
 to member, so K members can be cut into ``n`` slices of adjacent rows, each
 worked by a thread of its own. While the slices run, NumPy's BLAS is held to
 one thread: each slice's products then run single-threaded in the thread that
-calls them, side by side, instead of one multi-threaded product at a time.
-On 2 cores that is 1.09x (K = 30) and 1.13x (K = 5 of five mini-batch
-streams, the final model) the updates per second of one 2-threaded BLAS
-(docs/PERFORMANCE.md). The products of a row slice give the same bits as
-the whole product, so the number of slices changes no result. (OpenBLAS
-sums in another order only for products below about a million multiply-adds,
-where it switches to small-matrix kernels; one member of the network of SPEC,
-50 x 3072 @ 3072 x 100, is fifteen times that.)
+calls them, side by side, instead of one multi-threaded product at a time
+(docs/PERFORMANCE.md has the figures).
+
+The slices are part of the rounding: OpenBLAS rounds an entry of a float32
+product by the place of its row in the rows it is given, so a population cut
+into another number of slices trains the same networks to float32 rounding,
+not to the bit.
 
 ``cores`` says how many threads to use, and is asked again before every
 piece of work, so that a process that learns it must share the machine

@@ -58,7 +58,7 @@ class FinalResult:
     eval_times: tuple = field(default_factory=tuple)  # wall-clock time of each evaluation point of its history
 
 
-def train_final(config: SearchConfig, params, splits, progress=None) -> FinalResult:
+def train_final(config: SearchConfig, params, splits, progress=None, threads=1) -> FinalResult:
     """Train the final population at the point ``params`` on ``splits`` and test it."""
     train_config = final_train_config(config, params, splits.train.n)
     seeds = [config.study.first_seed + r for r in range(config.study.final_seeds)]
@@ -70,10 +70,10 @@ def train_final(config: SearchConfig, params, splits, progress=None) -> FinalRes
 
     started = time.time()
     training = train(splits.train, splits.val, train_config, [params[LAM]] * len(seeds), seeds, on_eval=on_eval,
-                     progress=progress)
+                     progress=progress, threads=threads)
     ended = time.time()
     networks = [network.member(training.params, k) for k in range(len(seeds))]
-    snapshots = [network.member(p, k) for p in training.snapshots for k in range(len(seeds))]
+    snapshots = [net for cycle in zip(*training.snapshots) for net in cycle]  # cycle by cycle, member by member
 
     def accuracy(nets, dataset):
         return float(np.mean(network.ensemble_predict(nets, dataset.X) == dataset.y))
@@ -110,7 +110,7 @@ def log_final(final: FinalResult, config: SearchConfig, splits, parent_run_id):
                        **{f"member_{r}_test_accuracy": a for r, a in enumerate(final.member_test_accuracies)}},
         figures={"learning_curves": plots.learning_curves(final.training.history, x="step",
                                                           title=f"final model, lambda = {final.params[LAM]:.4g}"),
-                 "eta": plots.eta_curve(final.training.history.eta)},
+                 "eta": plots.eta_curve(final.training.history.eta_of(0))},
         members=tuple(range(len(final.networks))), inputs=tracking.describe_splits(splits, data),
         started=final.started, ended=final.ended, eval_times=final.eval_times, study_name=config.study.name)
     return tracking.log_final_model(record, config.study.experiment, parent_run_id=parent_run_id)

@@ -237,7 +237,7 @@ class _Pruning:
             pass  # taken over by another worker: its copy reports for it
 
 
-def train_population(shared, trials, config: SearchConfig, splits, progress=None, timer=None):
+def train_population(shared, trials, config: SearchConfig, splits, progress=None, timer=None, threads=1):
     """Train the new replicates of every trial ``shared`` (a queue.TrialQueue) claimed, block by block.
 
     Returns
@@ -256,7 +256,7 @@ def train_population(shared, trials, config: SearchConfig, splits, progress=None
                 continue
             first = {i for i, _ in members if claimed[i].round == 1} - judged
             judged |= first
-            blocks.append(_train_block(claimed, members, config, splits, progress, timer,
+            blocks.append(_train_block(claimed, members, config, splits, progress, threads, timer,
                                        _Pruning(claimed, members, judge, pruned, first) if first else None))
     except pruning.EarlierTrialLost as lost:
         return _given_back(shared, trials, claimed, lost)
@@ -270,7 +270,7 @@ def train_population(shared, trials, config: SearchConfig, splits, progress=None
     return PopulationOutcome(list(trials), results, blocks)
 
 
-def _train_block(claimed, members, config, splits, progress, timer, pruning):
+def _train_block(claimed, members, config, splits, progress, threads, timer, pruning):
     """Train one population: member k is replicate r of trial i for (i, r) = members[k]."""
     study_cfg = config.study
     configs = []
@@ -290,7 +290,8 @@ def _train_block(claimed, members, config, splits, progress, timer, pruning):
 
     wall_started = time.time()
     started = time.perf_counter()
-    result = train(splits.train, splits.val, schedule, lams, seeds, on_eval=on_eval, progress=progress)
+    result = train(splits.train, splits.val, schedule, lams, seeds, on_eval=on_eval, progress=progress,
+                   threads=threads)
     evaluation = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):
         val_pred = network.predict(result.params, splits.val.X)  # (K, N_val)

@@ -223,6 +223,11 @@ class StudyRunner:
                 self.shared.give_back(trials)
                 raise
 
+    def threads(self):
+        """The threads training may use now: this process's share of the cores, counted again when due."""
+        self.cores.check_if_due()
+        return self.cores.threads
+
     def train_and_tell(self, study, trials, splits):
         """Train one population, record it in the study, then in MLflow."""
         study_cfg = self.config.study
@@ -238,8 +243,8 @@ class StudyRunner:
         with self.shared.heartbeat(trials), self.progress(steps, "step", self.quiet, label) as bar:
             if bar is not None and best is not None:
                 bar.set_postfix_str(f"best {100 * best['mean_val_accuracy']:.2f}% at lambda {best['lam']:.3g}")
-            outcome = train_population(self.shared, trials, self.config, splits, progress=self.cores.pace(bar),
-                                       timer=self.timer)
+            outcome = train_population(self.shared, trials, self.config, splits, progress=bar, timer=self.timer,
+                                       threads=self.threads)
             self.parent.draw_ahead(summary.trial_records(outcome, self.config, splits))  # while the study records
             outcome.results = tell(self.shared, outcome, study_cfg.alpha)
         with self.timer.timed("tracking"):
@@ -288,7 +293,7 @@ class StudyRunner:
                  f"on {final_splits.train.n} images, {train.cycles} cycles of 2 x {train.n_s} steps")
         with self.timer.timed("final model"), \
                 self.progress(train.total_steps, "step", self.quiet, "final model") as bar:
-            trained = final.train_final(self.config, params, final_splits, progress=self.cores.pace(bar))
+            trained = final.train_final(self.config, params, final_splits, progress=bar, threads=self.threads)
         with self.timer.timed("tracking"):
             run_id, version = final.log_final(trained, self.config, final_splits, self.parent.run_id)
         members = np.array(trained.member_test_accuracies)

@@ -95,9 +95,7 @@ def timed_curves(history, member: int, eval_times=(), started=None, ended=None) 
     ``started``, ``ended`` s since the epoch, used when ``eval_times`` is not
     (see :func:`point_timestamps`).
     """
-    eta = np.asarray(history.eta, dtype=float)  # (T,), or (T_max, K) with one schedule per member
-    if eta.ndim == 2:
-        eta = eta[:, member][~np.isnan(eta[:, member])]
+    eta = np.asarray(history.eta_of(member), dtype=float)  # (T,) of the member's schedule
     points = point_timestamps(history.steps, eval_times, started, ended)  # (P,) ms
     return (curve_metrics(history, member, points)
             + eta_metrics(eta, step_timestamps(history.steps, points, eta.size)))
