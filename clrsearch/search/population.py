@@ -139,10 +139,9 @@ def plan_blocks(claimed, config: SearchConfig):
     differ in ``augment`` train in blocks of their own (the trainer's streams
     share one augmentation).
     """
-    pairs = [(i, r) for i, c in enumerate(claimed) for r in c.replicates]
     by_block = {}
-    for i, r in pairs:
-        by_block.setdefault(claimed[i].train_config.augment, []).append((i, r))
+    for i, c in enumerate(claimed):
+        by_block.setdefault(c.train_config.augment, []).extend((i, r) for r in c.replicates)
     return [by_block[key] for key in sorted(by_block)]
 
 
@@ -152,25 +151,22 @@ def total_steps(trials, config: SearchConfig, n_train):
     return sum(max(claimed[i].train_config.total_steps for i, _ in block) for block in plan_blocks(claimed, config))
 
 
+@dataclass(frozen=True)
 class _Judge:
     """What the rungs of one population are judged with: the rule, and where the trials before each one are."""
 
-    def __init__(self, shared, config: SearchConfig, n_train):
-        self.rule = pruning.rule_of(config.study.pruner)
-        self.shared = shared
-        self.config, self.n_train = config, n_train
+    rule: pruning.PruningRule
+    shared: object  # queue.TrialQueue
+    config: SearchConfig
+    n_train: int
 
     def prunes(self, claimed, rung, value):
         """Whether ``claimed``, of ``value`` at ``rung``, is pruned; waits for the trials before it (see .pruning)."""
         slot = claimed.trial.user_attrs.get(SLOT, claimed.trial.number)
         if slot + 1 < self.rule.warmup:  # fewer trials before it than the warm-up needs: nothing to wait for
             return False
-        schedule = claimed.train_config
-
-        def same_schedule(params):
-            return point_train_config(self.config.train, params, self.n_train) == schedule
-
-        earlier = pruning.earlier_values(self.shared, slot, rung, same_schedule)
+        earlier = pruning.earlier_values(self.shared, slot, rung, lambda params: claimed.train_config
+                                         == point_train_config(self.config.train, params, self.n_train))
         return self.rule.prunes(value, [value, *earlier.values()])
 
 
@@ -189,24 +185,16 @@ class _Pruning:
         self.stopped = set()  # trials told to the study as reporting no further rung
 
     def __call__(self, point):
-        if self.judge.rule is None:
-            return []
-        ending = getattr(point, "cycle_end_members", None)
-        ending = set(range(len(self.members))) if ending is None and point.cycle_end else set(ending or ())
-        stop = []
-        by_trial = {}
+        stop, reported, by_trial = [], [], {}
         for m, (i, _) in enumerate(self.members):
-            if i in self.judged:
+            if i in self.judged and i not in self.pruned:
                 by_trial.setdefault(i, []).append(m)
-        reported = []
         for i, members in by_trial.items():
-            if i in self.pruned:
-                continue
             c = self.claimed[i]
             if not any(m in point.active for m in members):
                 self._stopped_reporting(i)  # diverged: no further rung will come
                 continue
-            if not any(m in point.active and m in ending for m in members):
+            if not any(m in point.active and m in point.cycle_end_members for m in members):
                 continue
             cycle = round(point.step / (2 * c.train_config.n_s))
             accuracy = float(np.nanmean(point.metrics["val_accuracy"][members]))
@@ -245,7 +233,8 @@ def train_population(shared, trials, config: SearchConfig, splits, progress=None
     PopulationOutcome, its results not yet told (see :func:`tell`)
     """
     claimed = _claimed(trials, config, splits.train.n)
-    judge = _Judge(shared, config, splits.train.n)
+    rule = pruning.rule_of(config.study.pruner)
+    judge = None if rule is None else _Judge(rule, shared, config, splits.train.n)
     pruned = {}
     blocks = []
     judged = set()  # the rule judges each trial of the first round in the first block it trains in
@@ -257,7 +246,7 @@ def train_population(shared, trials, config: SearchConfig, splits, progress=None
             first = {i for i, _ in members if claimed[i].round == 1} - judged
             judged |= first
             blocks.append(_train_block(claimed, members, config, splits, progress, threads, timer,
-                                       _Pruning(claimed, members, judge, pruned, first) if first else None))
+                                       _Pruning(claimed, members, judge, pruned, first) if first and judge else None))
     except pruning.EarlierTrialLost as lost:
         return _given_back(shared, trials, claimed, lost)
     results = []
@@ -334,8 +323,10 @@ def tell(shared, outcome: PopulationOutcome, alpha=0.05):
     """
     with shared.lock():
         complete = shared.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        results = [replace(result, prior=point_accuracies(complete, result.point, result.round))
-                   for result in outcome.results]
+        results = []
+        for result in outcome.results:  # each with the accuracies of its point's latest earlier round
+            latest = latest_trials(complete, result.round).get(result.point)
+            results.append(replace(result, prior=replicate_accuracies(latest) if latest is not None else {}))
         comparisons = _compare_with_study(complete, results, alpha)
         return [_tell_one(shared, trial, result, comparisons.get(("new", result.point))) if result.recorded
                 else result for trial, result in zip(outcome.trials, results)]
@@ -351,13 +342,6 @@ def _compare_with_study(complete, results, alpha):
         if result.state == "COMPLETE":
             entries[("new", result.point)] = dict(zip(result.replicates, result.accuracies))
     return compare_to_best(entries, alpha)
-
-
-def point_accuracies(complete, point, before_round):
-    """replicate -> accuracy of ``point`` as its latest trial among ``complete`` of a round before ``before_round``
-    holds."""
-    latest = latest_trials(complete, before_round).get(point)
-    return replicate_accuracies(latest) if latest is not None else {}
 
 
 def _tell_one(shared, trial, result: TrialResult, comparison):
