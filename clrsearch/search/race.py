@@ -36,6 +36,11 @@ from .study import RACE_LEFT, latest_trials, replicate_accuracies
 RACE_ROUNDS = "race_rounds"  # study user attr: round -> {"points": [...], "replicates": [...]}, once decided
 
 
+def race_left(study):
+    """point -> round after which it left the race, as the race recorded it in the study."""
+    return {int(point): round_ for point, round_ in study.user_attrs.get(RACE_LEFT, {}).items()}
+
+
 def standings(study):
     """point -> (round, replicate -> accuracy) of each point's latest completed trial."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -68,7 +73,7 @@ def advance(shared, config: SearchConfig):
         current = max(round_ for round_, _ in latest.values())
         in_race = {point: accuracies for point, (round_, accuracies) in latest.items() if round_ == current}
         comparisons = compare_to_best(in_race, study_cfg.alpha)
-        left = {int(point): round_ for point, round_ in study.user_attrs.get(RACE_LEFT, {}).items()}
+        left = race_left(study)
         for point, (round_, _) in latest.items():
             if point not in left and (round_ < current or comparisons[point].verdict == "worse"):
                 left[point] = round_

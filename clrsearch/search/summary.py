@@ -4,6 +4,7 @@ The table has one row per finished trial, sorted by lambda, and is printed,
 returned by ``--json`` and logged as ``trials.csv``.
 """
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ from . import queue
 from ..config import GRID_DIMENSIONS
 from .compare import compare_to_best
 from .queue import POINT, ROUND
-from .study import (ACCURACIES, LAM, RACE_LEFT, REPLICATES, latest_trials, point_train_config, protocol_params,
-                    replicate_accuracies)
+from .race import race_left
+from .study import ACCURACIES, LAM, REPLICATES, latest_trials, point_train_config, protocol_params, replicate_accuracies
 
 MAX_DESCRIPTION = 8000  # characters: MLflow's limit for a tag value, the run description included
 
@@ -32,33 +33,21 @@ class Timer:
         """Add ``seconds`` to activity ``name``."""
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
+    @contextlib.contextmanager
     def timed(self, name):
         """A context manager adding the time spent in its block to ``name``."""
-        return _Timed(self, name)
-
-
-class _Timed:
-    def __init__(self, timer, name):
-        self.timer, self.name = timer, name
-
-    def __enter__(self):
-        self.started = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.timer.add(self.name, time.perf_counter() - self.started)
-
-
-def compare_points(frozen_trials, alpha):
-    """trial number -> Comparison of the completed ones with the best (see :mod:`.compare`)."""
-    accuracies = {t.number: replicate_accuracies(t)
-                  for t in frozen_trials if t.state == TrialState.COMPLETE and t.user_attrs.get(REPLICATES)}
-    return compare_to_best(accuracies, alpha)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - started)
 
 
 def trials_table(study, alpha=0.05):
     """One row per point (its latest trial), sorted by the point's settings, with its paired comparison."""
     trials = list(latest_trials(queue.finished_trials(study)).values())
-    comparisons = compare_points(trials, alpha)
+    comparisons = compare_to_best({t.number: replicate_accuracies(t) for t in trials  # see .compare
+                                   if t.state == TrialState.COMPLETE and t.user_attrs.get(REPLICATES)}, alpha)
     left = race_left(study)
     rows = []
     for t in trials:
@@ -66,7 +55,7 @@ def trials_table(study, alpha=0.05):
         rows.append({
             "trial": t.number,
             "point": t.user_attrs.get(POINT, t.number),
-            **{name: value for name, value in t.params.items()},
+            **t.params,
             "state": t.state.name,
             "mean_val_accuracy": t.value if t.state == TrialState.COMPLETE else float("nan"),
             "std_val_accuracy": t.user_attrs.get("val_accuracy_std", float("nan")),
@@ -81,18 +70,14 @@ def trials_table(study, alpha=0.05):
             "left_race": left.get(t.user_attrs.get(POINT, t.number), ""),
             "reason": t.user_attrs.get("reason", "") if t.state != TrialState.COMPLETE else "",
         })
-    return sorted(rows, key=lambda r: tuple(r[name] for name in _point_keys(rows)))
+    keys = [LAM, *_dims(rows)]
+    return sorted(rows, key=lambda r: tuple(r[name] for name in keys))
 
 
-def _point_keys(rows):
-    """The columns that name a point: lambda first, then the schedule dimensions present."""
+def _dims(rows):
+    """The columns besides lambda that name a point: the schedule dimensions present."""
     present = set().union(*rows) if rows else set()
-    return [LAM] + [name for name in GRID_DIMENSIONS if name != LAM and name in present]
-
-
-def race_left(study):
-    """point -> round after which it left the race, as the race recorded it in the study."""
-    return {int(point): round_ for point, round_ in study.user_attrs.get(RACE_LEFT, {}).items()}
+    return [name for name in GRID_DIMENSIONS if name != LAM and name in present]
 
 
 def verdicts(rows):
@@ -106,32 +91,30 @@ def verdicts(rows):
 
 def best_row(rows):
     """The row of the best point, or None."""
-    best = [r for r in rows if r["verdict"] == "best"]
-    return best[0] if best else None
+    return next((r for r in rows if r["verdict"] == "best"), None)
 
 
-def _comparison_cells(r):
-    """The text of a row's paired difference [interval], Holm p-value and verdict (with the race's end)."""
+def _cells(r, width=""):
+    """The text of a row's validation accuracy (mean ± std, n), the mean ``width`` wide, its paired difference
+    [interval], Holm p-value and verdict (with the race's end)."""
+    accuracy = ("" if math.isnan(r["mean_val_accuracy"]) else f"{100 * r['mean_val_accuracy']:{width}.2f} ± "
+                f"{100 * r['std_val_accuracy']:.2f} % ({r['replicates']})")
     delta = ("" if math.isnan(r["delta_vs_best"]) or r["verdict"] == "best"
              else f"{100 * r['delta_vs_best']:+.2f} [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]")
     p = "" if math.isnan(r["p_vs_best"]) else f"{r['p_vs_best']:.3g}"
     verdict = r["verdict"] or r["state"] + (f" ({r['reason']})" if r["reason"] else "")
     if r["left_race"] != "":
         verdict += f", left after round {r['left_race']}"
-    return delta, p, verdict
+    return accuracy, delta, p, verdict
 
 
 def format_table(rows):
     """The table printed at the end of a study."""
-    keys = _point_keys(rows)
-    dims = [k for k in keys if k != LAM]
-    header = (f"{'trial':>5}  {'lambda':>10}  " + "".join(f"{k:>11}  " for k in dims)
-              + f"{'val accuracy (mean ± std, n)':<30} {'Δ vs best [95% CI]':<26} {'p (Holm)':>9}  verdict")
-    lines = [header]
+    dims = _dims(rows)
+    lines = [f"{'trial':>5}  {'lambda':>10}  " + "".join(f"{k:>11}  " for k in dims)
+             + f"{'val accuracy (mean ± std, n)':<30} {'Δ vs best [95% CI]':<26} {'p (Holm)':>9}  verdict"]
     for r in rows:
-        accuracy = ("" if math.isnan(r["mean_val_accuracy"])
-                    else f"{100 * r['mean_val_accuracy']:6.2f} ± {100 * r['std_val_accuracy']:.2f} % ({r['replicates']})")
-        delta, p, verdict = _comparison_cells(r)
+        accuracy, delta, p, verdict = _cells(r, width="6")
         lines.append(f"{r['trial']:>5}  {r[LAM]:>10.3g}  " + "".join(f"{str(r[k]):>11}  " for k in dims)
                      + f"{accuracy:<30} {delta:<26} {p:>9}  {verdict}")
     best = best_row(rows)
@@ -157,8 +140,7 @@ def markdown_table(rows, title=""):
     str, at most ``MAX_DESCRIPTION`` characters (MLflow's limit for a tag); rows that do not fit are
     left out, with a line saying how many and where they are (``trials.csv``)
     """
-    keys = _point_keys(rows)
-    dims = [k for k in keys if k != LAM]
+    dims = _dims(rows)
     lines = [f"### {title}", ""] if title else []
     best = best_row(rows)
     if best is not None:
@@ -173,9 +155,7 @@ def markdown_table(rows, title=""):
               "|" + "---:|" * (2 + len(dims)) + "---|---|---:|---|"]
     body = []
     for r in rows:
-        mean, std = 100 * r["mean_val_accuracy"], 100 * r["std_val_accuracy"]
-        accuracy = "" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f} % ({r['replicates']})"
-        delta, p, verdict = _comparison_cells(r)
+        accuracy, delta, p, verdict = _cells(r)
         cells = [str(r["trial"]), f"{r[LAM]:.3g}", *(str(r[k]) for k in dims), accuracy, delta, p,
                  verdict.replace("|", "\\|")]
         if r["verdict"] == "best":
@@ -195,7 +175,7 @@ def study_figures(study, rows, kind):
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     if not complete:
         return figures
-    dims = [k for k in _point_keys(rows) if k != LAM]
+    dims = _dims(rows)
     groups = {}
     for r in complete:
         groups.setdefault(tuple(r[k] for k in dims), []).append(r)
