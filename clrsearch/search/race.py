@@ -47,11 +47,6 @@ def standings(study):
     return {point: (t.user_attrs.get(ROUND, 1), replicate_accuracies(t)) for point, t in latest_trials(complete).items()}
 
 
-def round_over(study):
-    """Whether no trial waits or runs: the current round is over everywhere."""
-    return not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-
-
 def advance(shared, config: SearchConfig):
     """Enqueue the next round of the race when the current one is over and it goes on; returns whether it did.
 
@@ -65,8 +60,8 @@ def advance(shared, config: SearchConfig):
         decided = study.user_attrs.get(RACE_ROUNDS, {})
         if _enqueue(study, study_cfg, decided):
             return True
-        if not round_over(study):
-            return False
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
+            return False  # the current round is not over everywhere
         latest = standings(study)
         if not latest:
             return False

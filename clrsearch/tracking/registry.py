@@ -256,23 +256,9 @@ def load_model(model_uri: str):
 
 def aliased_version(name: str = REGISTERED_NAME, alias: str = ALIAS,
                     client: MlflowClient | None = None) -> str | None:
-    """The version of a registered model that an alias points to.
-
-    Parameters
-    ----------
-    name : str, optional
-        Registered model name, ``REGISTERED_NAME`` by default.
-    alias : str, optional
-        Alias of one of its versions, ``ALIAS`` by default.
-    client : MlflowClient, optional
-        Client of the registry to read, ``MlflowClient()`` (``$MLFLOW_REGISTRY_URI``,
-        else ``$MLFLOW_TRACKING_URI``) by default.
-
-    Returns
-    -------
-    str or None
-        The version number as a string; None when there is no such model or alias.
-    """
+    """The version number (a str) of the registered model ``name`` that ``alias`` points to, in the registry of
+    ``client`` (by default ``$MLFLOW_REGISTRY_URI``'s, else ``$MLFLOW_TRACKING_URI``'s); None when there is no
+    such model or alias."""
     client = client or MlflowClient()
     try:
         return str(client.get_model_version_by_alias(name, alias).version)

@@ -115,42 +115,16 @@ def _deleted(name: str, exp_id: str) -> UsageError:
 
 
 def find_experiment_id(name: str = EXPERIMENT, client: MlflowClient | None = None) -> str | None:
-    """Id of the experiment ``name``, without creating it.
-
-    Parameters
-    ----------
-    name : str, optional
-        Experiment name, ``EXPERIMENT`` by default.
-    client : MlflowClient, optional
-        Client of the store to read, ``MlflowClient()`` (``$MLFLOW_TRACKING_URI``) by default.
-
-    Returns
-    -------
-    str or None
-        The experiment's id, also when it is deleted; None when the store has
-        no experiment of that name.
-    """
+    """Id of the experiment ``name`` (also when it is deleted) in the store of ``client`` (by default
+    ``$MLFLOW_TRACKING_URI``'s), without creating it; None when the store has no experiment of that name."""
     client = client or MlflowClient()
     found = client.get_experiment_by_name(name)
     return None if found is None else found.experiment_id
 
 
 def delete_experiment(name: str, client: MlflowClient | None = None) -> str:
-    """Delete the experiment ``name``, creating it first when the store has none of that name.
-
-    Parameters
-    ----------
-    name : str
-        Experiment name.
-    client : MlflowClient, optional
-        Client of the store, ``MlflowClient()`` (``$MLFLOW_TRACKING_URI``) by default.
-
-    Returns
-    -------
-    str
-        Id of the deleted experiment. An experiment deleted already stays so
-        and its id is returned.
-    """
+    """Delete the experiment ``name`` in the store of ``client`` (by default ``$MLFLOW_TRACKING_URI``'s),
+    creating it first when the store has none of that name; returns its id (one deleted already stays so)."""
     import mlflow
 
     with _creating_store(client.tracking_uri if client else mlflow.get_tracking_uri()):
@@ -175,8 +149,8 @@ def check_store(experiment: str = EXPERIMENT) -> None:
     import mlflow
 
     uri = mlflow.get_tracking_uri()
-    probe_tracking_server()
     if uri.startswith(("http://", "https://")):
+        probe_server(uri)
         ask_server_once(uri, experiment)
     try:
         with _creating_store(uri):
