@@ -25,7 +25,7 @@ class DataConfig:
     val_size: int = 5000  # images held out of the five training batches ("full" only)
     split_seed: int = 0  # seed of the "full" hold-out permutation
     n_train: int | None = None  # keep only the first n_train training images (None: all)
-    data_dir: str | None = None  # None: $CLRSEARCH_DATA, else the per-user cache
+    data_dir: str | None = None  # folder or its parent, set by the command: --data-dir, $CLRSEARCH_DATA or the cache
 
     def __post_init__(self):
         _check(self.split in SPLITS, f"split must be one of {', '.join(SPLITS)}, not {self.split!r}")
@@ -255,12 +255,31 @@ def _check_grid_value(name, value):
 
 
 @dataclass(frozen=True)
+class WorkerTiming:
+    """How workers sharing a study tell each other they are alive, in seconds.
+
+    A study command sets the first two from ``$CLRSEARCH_HEARTBEAT_SECONDS``
+    and ``$CLRSEARCH_GRACE_SECONDS`` (see :mod:`clrsearch.processes`).
+    """
+
+    heartbeat_seconds: float = 5.0  # how often a running trial and a study's MLflow run say they are alive
+    grace_seconds: float = 20.0  # silence after which a worker on another host is taken for dead
+    stop_seconds: float = 30.0  # a helper's time to give its trials back after SIGINT, before SIGKILL
+    max_deaths: int = 5  # copies enqueued for a slot whose workers died
+
+
+WORKER_TIMING = WorkerTiming()
+
+
+@dataclass(frozen=True)
 class SearchConfig:
-    """Everything a coarse or fine search needs; what ``studies/*.toml`` holds."""
+    """Everything a coarse or fine search needs; what ``studies/*.toml`` holds (``timing`` aside: the
+    command sets it from the environment, and it is neither a table of the definition nor logged)."""
 
     study: StudyConfig = field(default_factory=StudyConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    timing: WorkerTiming = WORKER_TIMING
 
 
 SECTIONS = ("study", "data", "train")  # the tables of a study definition, the fields of SearchConfig
@@ -313,20 +332,3 @@ class RangeTest:
 
 
 RANGE_TEST_DATA = DataConfig(split="full", val_size=5000)  # the data of python -m clrsearch.lrrange
-
-
-@dataclass(frozen=True)
-class WorkerTiming:
-    """How workers sharing a study tell each other they are alive, in seconds.
-
-    ``$CLRSEARCH_HEARTBEAT_SECONDS`` and ``$CLRSEARCH_GRACE_SECONDS`` override
-    the first two (see :mod:`clrsearch.processes`).
-    """
-
-    heartbeat_seconds: float = 5.0  # how often a running trial and a study's MLflow run say they are alive
-    grace_seconds: float = 20.0  # silence after which a worker on another host is taken for dead
-    stop_seconds: float = 30.0  # a helper's time to give its trials back after SIGINT, before SIGKILL
-    max_deaths: int = 5  # copies enqueued for a slot whose workers died
-
-
-WORKER_TIMING = WorkerTiming()

@@ -5,13 +5,10 @@ clock ticks since boot, so that a recycled pid is not taken for the dead
 process). On the same host a worker is alive while that process runs; on
 another host only its heartbeats tell (:func:`dead` is the one rule).
 
-Timing, in seconds (defaults in :data:`clrsearch.config.WORKER_TIMING`),
-overridable for tests:
-
-- ``CLRSEARCH_HEARTBEAT_SECONDS`` (default 5): how often a running trial and
-  a study's MLflow run say they are alive;
-- ``CLRSEARCH_GRACE_SECONDS`` (default 20): silence after which a worker on
-  another host is taken for dead.
+The timing, in seconds, is a :class:`clrsearch.config.WorkerTiming` the
+command builds (``$CLRSEARCH_HEARTBEAT_SECONDS``, ``$CLRSEARCH_GRACE_SECONDS``)
+and passes down: ``heartbeat_seconds`` to :class:`Heartbeat`,
+``grace_seconds`` to :func:`dead`.
 """
 
 import contextlib
@@ -20,8 +17,6 @@ import socket
 import threading
 import time
 
-from .config import WORKER_TIMING
-from .errors import UsageError
 
 
 def cpus() -> int:
@@ -30,31 +25,6 @@ def cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def heartbeat_seconds():
-    return _seconds("CLRSEARCH_HEARTBEAT_SECONDS", WORKER_TIMING.heartbeat_seconds)
-
-
-def grace_seconds():
-    grace = _seconds("CLRSEARCH_GRACE_SECONDS", WORKER_TIMING.grace_seconds)
-    if grace <= heartbeat_seconds():
-        raise UsageError(f"CLRSEARCH_GRACE_SECONDS ({grace:g}) must be longer than the heartbeat "
-                         f"interval ({heartbeat_seconds():g} s)")
-    return grace
-
-
-def _seconds(name, default):
-    text = os.environ.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise UsageError(f"${name} must be a number of seconds > 0, not {text!r}; unset it for {default:g}")
-    return value
 
 
 def identity(pid=None):
@@ -85,28 +55,27 @@ def alive(worker):
     return start in ("0", stat[19])
 
 
-def dead(worker, silent_since=None, grace=None):
+def dead(worker, silent_since, grace):
     """Whether the process named ``worker`` is dead.
 
     On this host: when that process is gone. Elsewhere, or unnamed (None):
     when its last sign of life, ``silent_since`` (seconds since the epoch),
-    is older than ``grace`` seconds (default :func:`grace_seconds`); without
-    such a sign it is not taken for dead.
+    is older than ``grace`` seconds; without such a sign (None) it is not
+    taken for dead.
     """
     here = None if worker is None else alive(worker)
     if here is not None:
         return not here
-    grace = grace_seconds() if grace is None else grace
     return silent_since is not None and time.time() - silent_since > grace
 
 
 class Heartbeat:
-    """Calls ``beat()`` every :func:`heartbeat_seconds` in a background thread, from ``start`` (or the
-    start of a ``with`` block) until ``stop``; a beat that fails is tried again at the next interval."""
+    """Calls ``beat()`` every ``seconds`` in a background thread, from ``start`` (or the start of a ``with``
+    block) until ``stop``; a beat that fails is tried again at the next interval."""
 
-    def __init__(self, beat):
+    def __init__(self, beat, seconds):
         self._beat = beat
-        self._seconds = heartbeat_seconds()
+        self._seconds = seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="clrsearch-heartbeat", daemon=True)
 

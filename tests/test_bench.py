@@ -309,8 +309,9 @@ def test_the_share_is_halved_while_another_process_trains():
     # another clrsearch process holding a slot: the rows get half the cores, as a study would
     folder = Path(os.environ[cores.SLOTS_VARIABLE])
     code = ("import sys, time; from clrsearch.search.cores import CoreShare\n"
-            "with CoreShare():\n    print('ready', flush=True); sys.stdin.read()")
-    other = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            "with CoreShare(folder=sys.argv[1]):\n    print('ready', flush=True); sys.stdin.read()")
+    other = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
     try:
         assert other.stdout.readline().strip() == "ready"
         data = dataset(300, seed=7, dtype=np.float32)

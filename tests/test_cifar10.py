@@ -84,16 +84,4 @@ def test_folder_or_its_parent(tiny_cifar):
     renamed = tiny_cifar.parent / "my-cifar"
     tiny_cifar.rename(renamed)
     assert cifar10.resolve_data_dir(renamed) == renamed
-
-
-def test_env_var_honoured(tiny_cifar, monkeypatch):
-    monkeypatch.setenv("CLRSEARCH_DATA", str(tiny_cifar.parent))
-    assert cifar10.resolve_data_dir() == tiny_cifar
-    s = load_splits(DataConfig("batch1"), download=False)
-    assert s.data_dir == tiny_cifar and s.train.n == 200
-    assert cifar10.resolve_data_dir(tiny_cifar.parent / "x") != tiny_cifar
-
-
-def test_default_is_the_user_cache(tmp_path):
-    expected = tmp_path / "xdg-cache" / "clrsearch" / "cifar-10-batches-py"
-    assert cifar10.resolve_data_dir() == expected
+    assert cifar10.resolve_data_dir(tiny_cifar.parent / "x") == tiny_cifar.parent / "x" / cifar10.FOLDER_NAME

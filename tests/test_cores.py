@@ -11,13 +11,14 @@ from threadpoolctl import threadpool_info
 from clrsearch.errors import UsageError
 from clrsearch.search import cores
 
-# A child that takes its share, prints the BLAS threads OpenBLAS reports, then waits for a line on stdin.
+# A child that takes its share among the slots of folder argv[1], prints the BLAS threads OpenBLAS reports, then
+# waits for a line on stdin.
 CHILD = textwrap.dedent("""
     import sys
     import numpy  # loads OpenBLAS
     from threadpoolctl import threadpool_info
     from clrsearch.search.cores import CoreShare
-    with CoreShare():
+    with CoreShare(folder=sys.argv[1]):
         print(min(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), flush=True)
         sys.stdin.readline()
 """)
@@ -28,17 +29,13 @@ def blas_threads():
 
 
 def child(folder, affinity=None):
-    env = {**os.environ, cores.SLOTS_VARIABLE: str(folder)}
-    env.pop(cores.THREADS_VARIABLE, None)
     preexec = (lambda: os.sched_setaffinity(0, affinity)) if affinity else None
-    return subprocess.Popen([sys.executable, "-c", CHILD], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True, preexec_fn=preexec)
 
 
 @pytest.fixture
-def slots(tmp_path, monkeypatch):
-    monkeypatch.setenv(cores.SLOTS_VARIABLE, str(tmp_path))
-    monkeypatch.delenv(cores.THREADS_VARIABLE, raising=False)
+def slots(tmp_path):
     return tmp_path
 
 
@@ -48,7 +45,7 @@ def test_cpus_are_those_this_process_may_run_on():
 
 def test_alone_a_process_takes_every_core_and_beside_another_half(slots):
     n = cores.cpus()
-    with cores.CoreShare() as share:
+    with cores.CoreShare(folder=slots) as share:
         assert share.threads == n and blas_threads() == n
         other = child(slots)
         try:
@@ -64,7 +61,7 @@ def test_a_killed_process_gives_its_slot_back(slots):
     other.stdout.readline()
     other.kill()
     other.wait()
-    with cores.CoreShare() as share:
+    with cores.CoreShare(folder=slots) as share:
         assert share.threads == cores.cpus()
 
 
@@ -79,18 +76,17 @@ def test_a_process_limited_to_one_cpu_uses_one_thread(slots):
 
 def test_the_threads_are_restored_after_the_block(slots):
     before = blas_threads()
-    with cores.CoreShare(fixed=1):
+    with cores.CoreShare(fixed=1, folder=slots) as share:
         assert blas_threads() == 1
+        assert share.threads == 1 and list(slots.iterdir()) == []  # a fixed count takes no slot
     assert blas_threads() == before
 
 
-def test_the_variable_fixes_the_count_and_a_bad_value_is_refused(slots, monkeypatch):
-    monkeypatch.setenv(cores.THREADS_VARIABLE, "1")
-    with cores.CoreShare(fixed=cores.fixed_threads()) as share:
-        assert share.threads == 1 and list(slots.iterdir()) == []  # no slot taken
-    monkeypatch.setenv(cores.THREADS_VARIABLE, "two")
-    with pytest.raises(UsageError, match="CLRSEARCH_BLAS_THREADS must be a whole number"):
-        cores.fixed_threads()
+def test_a_slot_folder_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="cannot use the core-sharing slots"):
+        with cores.CoreShare(folder=tmp_path / "file" / "slots"):
+            pass
 
 
 def test_paced_progress_rechecks_only_when_due(slots):
@@ -101,7 +97,7 @@ def test_paced_progress_rechecks_only_when_due(slots):
         def update(self, n):
             seen.append(n)
 
-    with cores.CoreShare(clock=lambda: now[0]) as share:
+    with cores.CoreShare(folder=slots, clock=lambda: now[0]) as share:
         checks = []
         share.check = lambda real=share.check: checks.append(now[0]) or real()
         paced = share.pace(Bar())

@@ -7,6 +7,7 @@ import tarfile
 
 import pytest
 
+from clrsearch.cli import environment
 from clrsearch.config import DataConfig
 from clrsearch.data import download, load_splits
 from clrsearch.errors import UsageError
@@ -88,7 +89,7 @@ def test_download_unpacks_verifies_and_loads(tmp_path, monkeypatch):
 
 def test_load_splits_downloads_into_the_user_cache(tmp_path, monkeypatch):
     serve(monkeypatch, *make_archive(tmp_path))
-    s = load_splits(DataConfig("batch1"))
+    s = load_splits(DataConfig("batch1", data_dir=environment.data_dir()))  # as a command without --data-dir
     assert s.data_dir == tmp_path / "xdg-cache" / "clrsearch" / "cifar-10-batches-py"
     assert s.train.n == 30
 

@@ -138,6 +138,31 @@ def test_functions_take_at_most_seven_parameters(path):
     assert too_many_parameters(path) == []
 
 
+ENVIRONMENT_READ = re.compile(r"\bos\s*\.\s*(environb?|getenvb?|putenv|unsetenv)\b|\bimport\s+(environ|getenv)\b"
+                              r"|\bfrom\s+os\s+import\b[^\n]*\b(environ|getenv)\b")
+
+
+def environment_reads(path):
+    """``line: text`` of every line of the file that reads or sets the process's environment."""
+    return [f"{n}: {line.strip()}" for n, line in enumerate(path.read_text().splitlines(), 1)
+            if ENVIRONMENT_READ.search(line)]
+
+
+LIBRARY = sorted(p for p in PACKAGE.rglob("*.py") if "cli" not in p.relative_to(PACKAGE).parts)
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_the_command_line_reads_the_environment(path):
+    assert environment_reads(path) == []
+
+
+def test_environment_reads_are_found(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("import os\nx = os.environ.get('A')\ny = os.getenv('B')\nfrom os import environ\n"
+                    "environ = {}  # a parameter of that name is no read\nz = dict(os.environ)\n")
+    assert [line.split(":")[0] for line in environment_reads(path)] == ["2", "3", "4", "6"]
+
+
 def test_layout_table_matches_the_tree():
     table = LAYOUT_PAGE.read_text().split("## Layout", 1)[1]
     named = set(re.findall(r"`(clrsearch/[\w/]*\w(?:\.py)?/?|tools/)`", table))

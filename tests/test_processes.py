@@ -11,7 +11,6 @@ import time
 import pytest
 
 from clrsearch import processes
-from clrsearch.errors import UsageError
 from helpers import dead_pid
 
 
@@ -52,41 +51,16 @@ def test_workers_of_other_hosts_or_unreadable_names_are_unknown(worker):
     assert processes.alive(worker) is None
 
 
-def test_timing_comes_from_the_environment_or_the_defaults(monkeypatch):
-    monkeypatch.delenv("CLRSEARCH_HEARTBEAT_SECONDS", raising=False)
-    monkeypatch.delenv("CLRSEARCH_GRACE_SECONDS", raising=False)
-    assert (processes.heartbeat_seconds(), processes.grace_seconds()) == (5.0, 20.0)
-    monkeypatch.setenv("CLRSEARCH_HEARTBEAT_SECONDS", "0.5")
-    monkeypatch.setenv("CLRSEARCH_GRACE_SECONDS", "2")
-    assert (processes.heartbeat_seconds(), processes.grace_seconds()) == (0.5, 2.0)
-
-
-@pytest.mark.parametrize("heartbeat, grace, message", [
-    ("0", "20", "CLRSEARCH_HEARTBEAT_SECONDS must be a number of seconds > 0, not '0'"),
-    ("soon", "20", "CLRSEARCH_HEARTBEAT_SECONDS must be a number of seconds > 0, not 'soon'"),
-    ("5", "inf", "CLRSEARCH_GRACE_SECONDS must be a number of seconds > 0, not 'inf'"),
-    ("5", "5", "CLRSEARCH_GRACE_SECONDS (5) must be longer than the heartbeat interval (5 s)"),
-])
-def test_bad_timing_is_a_usage_error_naming_the_variable(monkeypatch, heartbeat, grace, message):
-    monkeypatch.setenv("CLRSEARCH_HEARTBEAT_SECONDS", heartbeat)
-    monkeypatch.setenv("CLRSEARCH_GRACE_SECONDS", grace)
-    with pytest.raises(UsageError) as error:
-        processes.grace_seconds()
-    assert message in str(error.value)
-
-
-def test_dead_is_the_process_on_this_host_and_the_silence_elsewhere(monkeypatch):
-    monkeypatch.setenv("CLRSEARCH_GRACE_SECONDS", "20")
+def test_dead_is_the_process_on_this_host_and_the_silence_elsewhere():
     now = time.time()
-    assert processes.dead(processes.identity()) is False
-    assert processes.dead(processes.identity(dead_pid()), now) is True  # gone: no grace period
-    assert processes.dead("elsewhere:1:1") is False  # no sign to judge by: only Optuna's heartbeats tell
-    assert processes.dead("elsewhere:1:1", now - 19) is False and processes.dead("elsewhere:1:1", now - 21) is True
-    assert processes.dead(None, now - 21) is True and processes.dead(None, now - 21, grace=30) is False
+    assert processes.dead(processes.identity(), None, 20) is False
+    assert processes.dead(processes.identity(dead_pid()), now, 20) is True  # gone: no grace period
+    assert processes.dead("elsewhere:1:1", None, 20) is False  # no sign to judge by: only Optuna's heartbeats tell
+    assert processes.dead("elsewhere:1:1", now - 19, 20) is False and processes.dead("elsewhere:1:1", now - 21, 20)
+    assert processes.dead(None, now - 21, 20) is True and processes.dead(None, now - 21, 30) is False
 
 
-def test_a_heartbeat_beats_until_stopped_and_outlives_a_failing_beat(monkeypatch):
-    monkeypatch.setenv("CLRSEARCH_HEARTBEAT_SECONDS", "0.05")
+def test_a_heartbeat_beats_until_stopped_and_outlives_a_failing_beat():
     beats = []
 
     def beat():
@@ -94,7 +68,7 @@ def test_a_heartbeat_beats_until_stopped_and_outlives_a_failing_beat(monkeypatch
         if len(beats) == 2:
             raise RuntimeError("a missed beat")
 
-    with processes.Heartbeat(beat):
+    with processes.Heartbeat(beat, 0.05):
         time.sleep(0.4)
     stopped = len(beats)
     time.sleep(0.15)

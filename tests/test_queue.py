@@ -5,6 +5,7 @@ trials given back on Ctrl-C."""
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import optuna
@@ -22,13 +23,13 @@ def lambdas(*values):
     return {slot: ({"lam": float(lam)}, {}) for slot, lam in enumerate(values)}
 
 
-def new_queue(url, *values):
-    """A TrialQueue of study "s" whose slots 0, 1, ... wait with the lambdas ``values``."""
+def new_queue(url, *values, timing=queue.WORKER_TIMING):
+    """A TrialQueue of study "s" whose slots 0, 1, ... wait with the lambdas ``values``, beating with ``timing``."""
     with queue.study_lock(url):
-        storage = queue.open_storage(url)
+        storage = queue.open_storage(url, timing)
         study = optuna.create_study(study_name="s", storage=storage)
         queue.enqueue_missing(study, lambdas(*values))
-    return queue.TrialQueue(study, storage, url)
+    return queue.TrialQueue(study, storage, url, timing)
 
 
 def claim(shared, n, sampler="random", n_trials=0):
@@ -148,11 +149,9 @@ def retried(frozen):
     return history[-1] if history else None
 
 
-def test_trials_of_dead_workers_get_one_copy_each_and_live_ones_are_left_alone(study_url, monkeypatch):
-    timing = {"CLRSEARCH_HEARTBEAT_SECONDS": 0.3, "CLRSEARCH_GRACE_SECONDS": 1.0}
-    for name, value in timing.items():
-        monkeypatch.setenv(name, str(value))
-    shared = new_queue(study_url, 0.1, 0.2, 0.3, 0.4)
+def test_trials_of_dead_workers_get_one_copy_each_and_live_ones_are_left_alone(study_url):
+    timing = replace(queue.WORKER_TIMING, heartbeat_seconds=0.3, grace_seconds=1.0)
+    shared = new_queue(study_url, 0.1, 0.2, 0.3, 0.4, timing=timing)
     dead_here, elsewhere, alive, half_done = claim(shared, 4)
     storage = shared.storage
     storage.set_trial_system_attr(shared.trial_id(dead_here.number), queue.WORKER_ATTR, processes.identity(dead_pid()))
@@ -167,7 +166,7 @@ def test_trials_of_dead_workers_get_one_copy_each_and_live_ones_are_left_alone(s
     assert states[dead_here.number] == TrialState.FAIL  # at once: its process is gone from this host
     assert states[elsewhere.number] == states[alive.number] == TrialState.RUNNING
     with shared.heartbeat([alive]):
-        time.sleep(timing["CLRSEARCH_GRACE_SECONDS"] + 1.2)  # SQLite's clock, which heartbeats use, ticks in seconds
+        time.sleep(timing.grace_seconds + 1.2)  # SQLite's clock, which heartbeats use, ticks in seconds
         shared.recover()
         shared.recover()  # twice: still one copy per slot
     trials = shared.study.get_trials()
@@ -183,10 +182,8 @@ def test_trials_of_dead_workers_get_one_copy_each_and_live_ones_are_left_alone(s
     assert sorted(t.suggest_float("lam", 0.1, 0.4) for t in again) == [0.1, 0.2, 0.4]
 
 
-def test_a_trial_claimed_but_never_marked_is_taken_for_dead_after_the_grace_period(study_url, monkeypatch):
-    monkeypatch.setenv("CLRSEARCH_HEARTBEAT_SECONDS", "0.3")
-    monkeypatch.setenv("CLRSEARCH_GRACE_SECONDS", "1")
-    shared = new_queue(study_url, 0.1)
+def test_a_trial_claimed_but_never_marked_is_taken_for_dead_after_the_grace_period(study_url):
+    shared = new_queue(study_url, 0.1, timing=replace(queue.WORKER_TIMING, heartbeat_seconds=0.3, grace_seconds=1.0))
     with shared.lock():
         unmarked = shared.study.ask()  # as a worker killed between asking and naming itself leaves it
     shared.recover()

@@ -10,8 +10,7 @@ from clrsearch.tracking.store import experiment_id
 from helpers import dead_pid
 
 
-def test_runs_of_dead_processes_end_killed(store, monkeypatch):
-    monkeypatch.setenv("CLRSEARCH_GRACE_SECONDS", "20")
+def test_runs_of_dead_processes_end_killed(store):
     experiment = experiment_id(store, "recovery-runs")
     now = time.time()
 
@@ -27,7 +26,7 @@ def test_runs_of_dead_processes_end_killed(store, monkeypatch):
     stale = run("elsewhere:1:1", now - 60)  # silent for longer than the grace period
     fresh = run("elsewhere:2:1", now)
     untagged = run(None)
-    assert recovery.end_dead_runs("recovery-runs") == 2
+    assert recovery.end_dead_runs("recovery-runs", grace=20) == 2
     status = {r: store.get_run(r).info.status for r in (dead_here, alive_here, stale, fresh, untagged)}
     assert status == {dead_here: "KILLED", alive_here: "RUNNING", stale: "KILLED", fresh: "RUNNING",
                       untagged: "RUNNING"}
@@ -35,14 +34,13 @@ def test_runs_of_dead_processes_end_killed(store, monkeypatch):
     assert "clrsearch.ended" not in store.get_run(alive_here).data.tags
 
 
-def test_a_child_run_of_another_host_counts_as_dead_only_after_child_run_seconds(store, monkeypatch):
-    monkeypatch.setenv("CLRSEARCH_GRACE_SECONDS", "20")
+def test_a_child_run_of_another_host_counts_as_dead_only_after_child_run_seconds(store):
     experiment = experiment_id(store, "recovery-children")
     young = store.create_run(experiment, tags={WORKER_TAG: "elsewhere:3:1"}).info.run_id
-    assert recovery.end_dead_runs("recovery-children") == 0
+    assert recovery.end_dead_runs("recovery-children", grace=20) == 0
     old_start = int(1000 * (time.time() - recovery.CHILD_RUN_SECONDS - 5))
     old = store.create_run(experiment, start_time=old_start, tags={WORKER_TAG: "elsewhere:4:1"}).info.run_id
-    assert recovery.end_dead_runs("recovery-children") == 1
+    assert recovery.end_dead_runs("recovery-children", grace=20) == 1
     assert (store.get_run(young).info.status, store.get_run(old).info.status) == ("RUNNING", "KILLED")
     assert recovery.end_dead_runs("no-such-experiment") == 0
 

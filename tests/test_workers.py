@@ -1,6 +1,5 @@
 """The helper processes of ``--workers N`` and the signals that stop them (clrsearch.search.workers)."""
 
-import json
 import os
 import signal
 import subprocess
@@ -16,14 +15,6 @@ from helpers import sigint_default
 def test_exit_status_is_what_a_shell_reports():
     assert [workers.exit_status(code) for code in (0, 1, 2, 130)] == [0, 1, 2, 130]
     assert workers.exit_status(-signal.SIGKILL) == 128 + 9 and workers.exit_status(-signal.SIGINT) == 130
-
-
-def test_the_helper_payload_is_read_from_the_environment(monkeypatch):
-    monkeypatch.delenv(workers.HELPER_ENV, raising=False)
-    assert workers.helper_payload() is None
-    payload = {"parent_pid": 1, "parent_run_id": "abc", "as_json": False, "config": {"study": {}}}
-    monkeypatch.setenv(workers.HELPER_ENV, json.dumps(payload))
-    assert workers.helper_payload() == payload
 
 
 def test_sigterm_within_the_block_stops_like_ctrl_c_and_the_handler_is_restored():

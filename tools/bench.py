@@ -55,13 +55,14 @@ from pathlib import Path
 import numpy as np
 
 import clrsearch
+from clrsearch.cli import environment
 from clrsearch.cli.args import ArgumentParser, entry_point, positive_int
 from clrsearch.config import DEFAULT_SEARCH, DataConfig, TrainConfig
 from clrsearch.data import load_splits
 from clrsearch.errors import UsageError
 from clrsearch.nn import network
 from clrsearch.nn.trainer import train
-from clrsearch.search.cores import CoreShare, cpus, fixed_threads
+from clrsearch.search.cores import CoreShare, cpus
 
 
 @dataclass(frozen=True)
@@ -472,7 +473,8 @@ def threads_label(K, threads, sliced):
 
 def load_training_set(data_dir):
     """The 45,000 training images of split ``full``, float32."""
-    return load_splits(DataConfig("full", data_dir=data_dir), dtype=np.float32, download=False).train
+    data = DataConfig("full", data_dir=environment.data_dir(data_dir))
+    return load_splits(data, dtype=np.float32, download=False).train
 
 
 def say(message):
@@ -550,7 +552,8 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
     def ceiling(clock, _threads):
         ceiling_loop(settings.ceiling_k, settings.hidden, D, settings.n_batch, steps, clock=clock)
 
-    with CoreShare(fixed=fixed_threads()) as share:  # released before any study starts: it holds a slot
+    share = CoreShare(environment.blas_threads(), environment.core_slots())
+    with share:  # released before any study starts: it holds a slot
         for r in range(repeats):
             say(f"round {r + 1} of {repeats}, a share of {share.check()} threads")
             peaks.append(matmul_rate(peak_size, settings.peak_products))

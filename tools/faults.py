@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clrsearch import tracking
+from clrsearch.cli import environment
 from clrsearch.cli.args import ArgumentParser, entry_point, non_negative_int, positive_int
 from clrsearch.data import ensure_data
 from clrsearch.data.cifar10 import DATA_FILES, FOLDER_NAME, TEST_FILE
@@ -809,7 +810,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.race and args.pruning:
         parser.error("--race and --pruning kill different studies: give one of them")
-    data_dir = ensure_data(args.data_dir)
+    data_dir = ensure_data(environment.data_dir(args.data_dir))
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="clrsearch-faults-") as tmp:

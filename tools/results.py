@@ -58,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clrsearch.cli import environment
 from clrsearch.cli.args import ArgumentParser, entry_point
 from clrsearch.cli.train import parse_experiment
 from clrsearch.config import DataConfig
@@ -120,7 +121,7 @@ def log(message):
 
 def core_section(run):
     """Gradient check, sanity run, fig3 and fig4 over three seeds; markdown."""
-    folder = ensure_data(run.data_dir, download=False)
+    folder = ensure_data(environment.data_dir(run.data_dir), download=False)
     checks = gradient_check(folder)
     sanity_experiment = train_experiment(train_argv("sanity", folder))
     log(f"sanity: {sanity_experiment.data.n_train} images, {sanity_experiment.train.total_steps} updates")

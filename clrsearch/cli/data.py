@@ -8,6 +8,7 @@ Prints the folder, its file sizes and the images per file and split.
 from ..data.cifar10 import DATA_FILES, ENV_VAR, FOLDER_NAME, META_FILE, TEST_FILE, TRAIN_FILES, DataError
 from ..data.cifar10 import load_batch, load_label_names
 from ..data.download import MANIFEST_NAME, ensure_data, verify_data_dir, write_manifest
+from . import environment
 from .args import ArgumentParser, entry_point
 
 
@@ -25,7 +26,7 @@ def main(argv=None):
     parser.add_argument("--verify", action="store_true",
                         help=f"check each file against {MANIFEST_NAME}")
     args = parser.parse_args(argv)
-    folder = ensure_data(args.data_dir, download=args.download)
+    folder = ensure_data(environment.data_dir(args.data_dir), download=args.download)
     print(folder)
     counts = {}
     for name in DATA_FILES:

@@ -16,12 +16,14 @@ import numpy as np
 from .. import data, tracking
 from ..data.cifar10 import TEST_FILE
 from . import args as cli
+from . import environment
 
 DEFAULT_MODEL_URI = f"models:/{tracking.REGISTERED_NAME}@{tracking.ALIAS}"
 
 
 def evaluate(model_uri: str = DEFAULT_MODEL_URI, data_dir=None) -> dict:
-    """Accuracy and confusion matrix of the model on the test batch.
+    """Accuracy and confusion matrix of the model on the test batch of ``data_dir`` (None: ``$CLRSEARCH_DATA``
+    or the per-user cache).
 
     Returns
     -------
@@ -35,7 +37,7 @@ def evaluate(model_uri: str = DEFAULT_MODEL_URI, data_dir=None) -> dict:
         No such model, or missing or corrupt data.
     """
     model = tracking.load_model(model_uri)  # first: a missing model should not wait for data
-    folder = data.ensure_data(data_dir)
+    folder = data.ensure_data(environment.data_dir(data_dir))
     rows, labels = data.load_batch(folder / TEST_FILE)  # (N, D) uint8, (N,)
     predictions = np.asarray(model.predict(rows), dtype=np.int64)  # (N,)
     report = tracking.confusion_report(labels, predictions, data.load_label_names(folder))

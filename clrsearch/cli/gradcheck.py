@@ -16,6 +16,7 @@ import numpy as np
 from ..config import DataConfig
 from ..data import load_splits
 from ..nn.gradcheck import HIDDEN, SCENARIOS, format_result, passed, run_check, scenario_inputs
+from . import environment
 from .args import ArgumentParser, entry_point, positive_float
 
 
@@ -40,7 +41,7 @@ def _parser():
 def main(argv=None):
     """Run the chosen scenarios; exit status 1 if any absolute error reaches 1e-6."""
     args = _parser().parse_args(argv)
-    train = load_splits(DataConfig("batch1", data_dir=args.data_dir), dtype=np.float64).train
+    train = load_splits(DataConfig("batch1", data_dir=environment.data_dir(args.data_dir)), dtype=np.float64).train
     scenarios = SCENARIOS if args.scenario == "all" else (int(args.scenario),)
     results = {}
     for scenario in scenarios:

@@ -15,6 +15,7 @@ from ..config import RANGE_TEST_DATA, SPLITS, DataConfig, RangeTest, TrainConfig
 from ..data import load_splits
 from ..nn.lrrange import run_range_test
 from . import args as cli
+from . import environment
 from .progress import progress_bar
 
 
@@ -42,7 +43,7 @@ def parse(argv=None):
     if args.eta_low >= args.eta_high:
         parser.error(f"--eta-low ({args.eta_low:g}) must be smaller than --eta-high ({args.eta_high:g})")
     test = RangeTest(args.eta_low, args.eta_high, args.epochs, args.points, args.lam, args.n_seeds)
-    data = DataConfig(split=args.split, val_size=args.val_size, data_dir=args.data_dir)
+    data = DataConfig(split=args.split, val_size=args.val_size, data_dir=environment.data_dir(args.data_dir))
     return test, data, TrainConfig(n_batch=args.n_batch, hidden=args.hidden), args
 
 

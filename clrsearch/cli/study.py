@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import sys
+from dataclasses import replace
 
 from .args import entry_point
 
@@ -16,11 +17,13 @@ def run(kind, description, argv=None):
     """Parse the flags of ``kind`` ("coarse" or "fine"), run the study, print its summary; the exit status.
 
     A helper of ``--workers N`` (``$CLRSEARCH_HELPER`` set by its parent) takes
-    the parent's resolved study definition instead of the flags and TOML.
+    the parent's resolved study definition instead of the flags and TOML. The
+    other variables of :mod:`.environment` are read here, once.
     """
     try:
         from ..config import DEFAULT_SEARCH
         from ..search import workers
+        from . import environment
         from .settings import apply_overrides, load_search_config, search_parser, take_auto_eta
     except KeyboardInterrupt:
         print("\ninterrupted before the study started", file=sys.stderr)
@@ -34,6 +37,11 @@ def run(kind, description, argv=None):
     else:
         auto_eta = frozenset(take_auto_eta(args))
         config = load_search_config(kind, args)
+    download = config.data.data_dir is None  # not into a folder the definition names
+    config = replace(config, data=replace(config.data, data_dir=environment.data_dir(config.data.data_dir)),
+                     timing=environment.worker_timing())
+    machine = {"blas_threads": environment.blas_threads(), "core_slots": environment.core_slots(),
+               "environ": dict(os.environ)}
     try:
         from ..search.runner import RunOptions, StudyRunner
         from .progress import progress_bar
@@ -42,12 +50,13 @@ def run(kind, description, argv=None):
         raise SystemExit(130)
     if helper is not None:
         try:
-            return StudyRunner(config, RunOptions(quiet=True, as_json=helper["as_json"]), helper, progress_bar).run()
+            options = RunOptions(quiet=True, as_json=helper["as_json"], **machine)
+            return StudyRunner(config, options, helper, progress_bar).run()
         except KeyboardInterrupt:  # the parent stopped before this helper claimed a trial
             raise SystemExit(130)
     command = shlex.join(["python", "-m", f"clrsearch.{kind}", *argv])
     options = RunOptions(quiet=args.quiet or args.json, as_json=args.json, n_workers=args.workers, argv=tuple(argv),
-                         command=command, auto_eta=auto_eta)
+                         command=command, auto_eta=auto_eta, download=download, **machine)
     try:
         return StudyRunner(config, options, progress=progress_bar).run()
     except KeyboardInterrupt:  # before any trial ran: the study, if created, resumes from its queue

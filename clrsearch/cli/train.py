@@ -20,6 +20,7 @@ from ..config import PRESETS
 from ..data import load_splits
 from ..nn.experiment import ExperimentResult, run_experiment
 from . import args as cli
+from . import environment
 from .progress import progress_bar
 
 
@@ -77,7 +78,7 @@ def parse_experiment(argv=None):
                        if getattr(args, name) is not None}
     if args.seed is not None:
         train_overrides["shuffle_seed"] = args.seed
-    data_overrides = {"data_dir": args.data_dir} if args.data_dir else {}
+    data_overrides = {"data_dir": environment.data_dir(args.data_dir)}
     if args.val_size is not None:
         data_overrides["val_size"] = args.val_size
     experiment = replace(

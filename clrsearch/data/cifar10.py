@@ -1,9 +1,9 @@
 """The CIFAR-10 files in the official python layout: their names, where the folder is, and reading them.
 
 The folder ``cifar-10-batches-py`` holds ``data_batch_1`` .. ``data_batch_5``,
-``test_batch`` and ``batches.meta``. It is looked for at ``--data-dir``, else
-at ``$CLRSEARCH_DATA``, else in the per-user cache (``$XDG_CACHE_HOME`` or
-``~/.cache``, then ``clrsearch/cifar-10-batches-py``).
+``test_batch`` and ``batches.meta``. The command names where it is: at
+``--data-dir``, else at ``$CLRSEARCH_DATA``, else in the per-user cache
+(``$XDG_CACHE_HOME`` or ``~/.cache``, then ``clrsearch/cifar-10-batches-py``).
 """
 from __future__ import annotations
 
@@ -48,27 +48,20 @@ class DataError(UsageError):
     """A data folder or file that is missing, corrupt or not CIFAR-10."""
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "clrsearch"
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+def resolve_data_dir(data_dir: str | os.PathLike) -> Path:
     """The ``cifar-10-batches-py`` folder to use; it need not exist yet.
 
     Parameters
     ----------
-    data_dir : path or None
-        The ``--data-dir`` argument: the folder itself or its parent. When
-        None, ``$CLRSEARCH_DATA`` is used, else the per-user cache.
+    data_dir : path
+        The folder itself or its parent, as the command found it
+        (``--data-dir``, ``$CLRSEARCH_DATA`` or the per-user cache).
 
     Returns
     -------
     Path
         The folder, absolute and with ``~`` expanded.
     """
-    if data_dir is None or str(data_dir) == "":
-        data_dir = os.environ.get(ENV_VAR) or _cache_dir()
     path = Path(data_dir).expanduser().absolute()
     if path.name == FOLDER_NAME or (path / TRAIN_FILES[0]).exists():
         return path

@@ -27,13 +27,13 @@ DOWNLOAD_TIMEOUT = 20.0  # s, per socket operation
 _CHUNK_BYTES = 1 << 20  # read size when hashing or downloading
 
 
-def ensure_data(data_dir: str | os.PathLike | None = None, download: bool = True,
+def ensure_data(data_dir: str | os.PathLike, download: bool = True,
                 progress: bool = True) -> Path:
     """The folder holding the CIFAR-10 batches, downloaded first if needed.
 
     Parameters
     ----------
-    data_dir : path or None
+    data_dir : path
         See `resolve_data_dir`.
     download : bool
         Fetch and unpack the official archive when the folder is missing.

@@ -1,7 +1,7 @@
 """How training processes share the machine's cores: with each other and with other studies.
 
-Each process that trains holds one *slot*: an ``fcntl.flock`` on a file
-``slot-<i>`` in a folder every clrsearch process of the user sees
+Each process that trains holds one *slot*: a :func:`clrsearch.files.file_lock`
+on ``slot-<i>.lock`` in a folder every clrsearch process of the user sees
 (``$CLRSEARCH_CORE_SLOTS``, else ``<tempdir>/clrsearch-cores-<uid>``). The
 kernel drops a slot when its process ends, however it ends, so the slots held
 are the processes training now. A process uses
@@ -13,7 +13,8 @@ where ``cores`` are the CPUs it may run on (``os.sched_getaffinity``: a
 every ``RECHECK_SECONDS`` of training: two studies started together each get
 half the cores instead of both oversubscribing them, and the one left alone
 takes them all back. ``$CLRSEARCH_BLAS_THREADS`` = n fixes the count and
-holds no slot.
+holds no slot. The command reads both variables and passes them to
+:class:`CoreShare` (``fixed``, ``folder``).
 
 The trainer cuts a population into ``threads`` slices of members, one thread
 each over a single-threaded BLAS (:mod:`clrsearch.nn.threads`); NumPy's BLAS
@@ -24,13 +25,14 @@ side by side.
 """
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import os
 import tempfile
 import time
 from pathlib import Path
 
 from ..errors import UsageError
+from ..files import file_lock
 from ..processes import cpus
 
 RECHECK_SECONDS = 1.0  # how often a training process counts the slots held
@@ -38,34 +40,21 @@ THREADS_VARIABLE = "CLRSEARCH_BLAS_THREADS"
 SLOTS_VARIABLE = "CLRSEARCH_CORE_SLOTS"
 
 
-def fixed_threads() -> int | None:
-    """``$CLRSEARCH_BLAS_THREADS`` as a number of threads, or None when unset."""
-    text = os.environ.get(THREADS_VARIABLE, "").strip()
-    if not text:
-        return None
-    try:
-        threads = int(text)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        raise UsageError(f"${THREADS_VARIABLE} must be a whole number of threads >= 1, not {text!r}; "
-                         f"unset it to share the cores with other studies")
-    return threads
-
-
-def slot_folder() -> Path:
-    return Path(os.environ.get(SLOTS_VARIABLE) or Path(tempfile.gettempdir()) / f"clrsearch-cores-{os.getuid()}")
+def default_slot_folder() -> Path:
+    """The folder of the slots when the command names none: ``<tempdir>/clrsearch-cores-<uid>``."""
+    return Path(tempfile.gettempdir()) / f"clrsearch-cores-{os.getuid()}"
 
 
 class CoreShare:
     """This process's share of the cores, as a context manager; ``pace(progress)`` wraps a progress bar so that
     training re-checks its share between update steps."""
 
-    def __init__(self, fixed: int | None = None, clock=time.monotonic):
+    def __init__(self, fixed: int | None = None, folder=None, clock=time.monotonic):
         self.fixed = fixed  # BLAS threads fixed by the caller (no slot taken), or None to share
+        self.folder = Path(folder) if folder else default_slot_folder()  # where the slots are
         self.clock = clock
         self.threads = None  # what BLAS was last given
-        self._slot = None  # the open file whose lock is this process's slot
+        self._slot = None  # (ExitStack holding this process's slot lock, the slot's lock file)
         self._limits = None
         self._next_check = 0.0
 
@@ -74,7 +63,7 @@ class CoreShare:
 
         self._controller = ThreadpoolController()
         if self.fixed is None:
-            self._slot = _take_slot(slot_folder())
+            self._slot = _take_slot(self.folder)
         self.check()
         return self
 
@@ -82,14 +71,14 @@ class CoreShare:
         if self._limits is not None:
             self._limits.restore_original_limits()
         if self._slot is not None:
-            self._slot.close()  # releases the lock
+            self._slot[0].close()  # releases the lock
         return False
 
     def share(self) -> int:
         """BLAS threads this process should use now."""
         if self.fixed is not None:
             return self.fixed
-        return max(1, cpus() // max(1, _held(self._slot)))
+        return max(1, cpus() // max(1, _held(self._slot[1])))
 
     def check(self) -> int:
         """Give BLAS this process's share, if it changed; returns it."""
@@ -131,30 +120,30 @@ class _Paced:
 
 
 def _take_slot(folder: Path):
-    """Lock the first free ``slot-<i>`` in ``folder``; returns its open file (the lock lives as long as it)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Lock the first free ``slot-<i>`` in ``folder``; returns the ExitStack holding the lock (released when it
+    closes) and the slot's lock file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _refuse(error) from None
     for i in range(4 * cpus() + 64):
-        handle = open(folder / f"slot-{i}", "a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return handle
-        except BlockingIOError:
-            handle.close()
+        slot = contextlib.ExitStack()
+        if slot.enter_context(file_lock(folder / f"slot-{i}", _refuse, blocking=False)):
+            return slot, folder / f"slot-{i}.lock"
+        slot.close()
     raise UsageError(f"every core-sharing slot in {folder} is taken; set ${THREADS_VARIABLE} to run anyway")
 
 
-def _held(own) -> int:
-    """Slots held now, this process's own included."""
-    own_path = Path(own.name)
+def _held(own: Path) -> int:
+    """Slots held now, this process's own (its lock file ``own``) included."""
     held = 1
-    for path in own_path.parent.glob("slot-*"):
-        if path == own_path:
-            continue
-        with open(path, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                held += 1
-            else:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    for path in own.parent.glob("slot-*.lock"):
+        if path != own:
+            with file_lock(path.with_suffix(""), _refuse, blocking=False) as free:
+                held += not free
     return held
+
+
+def _refuse(error):
+    return UsageError(f"cannot use the core-sharing slots ({error.strerror}: {error.filename}); "
+                      f"point ${SLOTS_VARIABLE} at a writable folder, or set ${THREADS_VARIABLE}")

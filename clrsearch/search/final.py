@@ -121,7 +121,7 @@ def load_final_splits(config: SearchConfig, splits):
     data = final_data(config)
     if data == config.data:
         return splits
-    return load_splits(data, dtype=np.dtype(config.train.dtype), download=data.data_dir is None)
+    return load_splits(data, dtype=np.dtype(config.train.dtype), download=False)  # the study's folder: it exists
 
 
 def check_best(best):

@@ -123,15 +123,16 @@ def earlier_values(shared, slot, rung, same_schedule):
     tells from a trial's params whether it trains on the judged trial's schedule.
     """
     while True:
-        values, pending = _earlier_values(shared.study, slot, rung, same_schedule)
+        values, pending = _earlier_values(shared.study, slot, rung, same_schedule, shared.timing.grace_seconds)
         if not pending:
             return values
-        time.sleep(min(0.5, processes.heartbeat_seconds()))
+        time.sleep(min(0.5, shared.timing.heartbeat_seconds))
         shared.recover()  # a worker that died meanwhile: its trials are failed, copies enqueued
 
 
-def _earlier_values(study, slot, rung, same_schedule):
-    """(slot -> value at ``rung``, slots still training elsewhere) of the trials before ``slot``; see above."""
+def _earlier_values(study, slot, rung, same_schedule, grace):
+    """(slot -> value at ``rung``, slots still training elsewhere) of the trials before ``slot``; see above
+    (a worker silent for ``grace`` seconds is dead)."""
     me = processes.identity()
     by_slot = {}
     for t in study.get_trials(deepcopy=False):
@@ -145,7 +146,7 @@ def _earlier_values(study, slot, rung, same_schedule):
             values[s] = reached[0]
         elif any(queue.is_final(t) or t.user_attrs.get(LAST_RUNG, rung) < rung for t in trials):
             continue  # pruned at an earlier rung, or diverged: it never reaches this one
-        elif any(t.state == TrialState.RUNNING and _trained_elsewhere(t, me) for t in trials):
+        elif any(t.state == TrialState.RUNNING and _trained_elsewhere(t, me, grace) for t in trials):
             pending.add(s)
         elif any(queue.is_live(t) for t in trials):
             lost.append(s)  # its copy waits to be trained
@@ -160,6 +161,6 @@ def _params(frozen):
     return dict(frozen.params) or dict(frozen.system_attrs.get("fixed_params") or {})
 
 
-def _trained_elsewhere(frozen, me):
+def _trained_elsewhere(frozen, me, grace):
     """Whether a running trial belongs to another process that is not known to be dead."""
-    return frozen.system_attrs.get(WORKER_ATTR) != me and not queue.worker_dead(frozen)
+    return frozen.system_attrs.get(WORKER_ATTR) != me and not queue.worker_dead(frozen, grace)

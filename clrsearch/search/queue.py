@@ -143,12 +143,13 @@ def study_lock(url):
         engine.dispose()
 
 
-def open_storage(url):
-    """An RDB storage with heartbeats, whose stale trials get a copy (:func:`_retry`). Call it under study_lock."""
+def open_storage(url, timing=WORKER_TIMING):
+    """An RDB storage with heartbeats every ``timing.heartbeat_seconds``, whose trials silent for
+    ``timing.grace_seconds`` get a copy (:func:`_retry`). Call it under study_lock."""
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=processes.heartbeat_seconds(),
-                          grace_period=processes.grace_seconds(), heartbeat_stale_trial_callback=_retry)
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=timing.heartbeat_seconds,
+                          grace_period=timing.grace_seconds, heartbeat_stale_trial_callback=_retry)
     except UsageError:
         raise
     except Exception as error:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
@@ -201,19 +202,21 @@ def is_final(frozen):
             or (frozen.state == TrialState.FAIL and bool(frozen.user_attrs.get("final_failure"))))
 
 
-def worker_dead(frozen):
-    """Whether the worker of a running trial is dead (:func:`processes.dead`); a trial that names no worker
-    yet (claimed by a process that died before it could) is judged by its start."""
+def worker_dead(frozen, grace):
+    """Whether the worker of a running trial is dead (:func:`processes.dead`, after ``grace`` seconds of
+    silence); a trial that names no worker yet (claimed by a process that died before it could) is judged by
+    its start."""
     worker = frozen.system_attrs.get(WORKER_ATTR)
     started = frozen.datetime_start.timestamp() if worker is None and frozen.datetime_start else None
-    return processes.dead(worker, started)
+    return processes.dead(worker, started, grace)
 
 
 class TrialQueue:
-    """A study shared with other workers, in the storage this process opened for it (:func:`open_storage`)."""
+    """A study shared with other workers, in the storage this process opened for it (:func:`open_storage`),
+    with the ``timing`` of its heartbeats."""
 
-    def __init__(self, study, storage, url):
-        self.study, self.storage, self.url = study, storage, url
+    def __init__(self, study, storage, url, timing=WORKER_TIMING):
+        self.study, self.storage, self.url, self.timing = study, storage, url, timing
         self.study_id = storage.get_study_id_from_name(study.study_name)
 
     def lock(self):
@@ -254,14 +257,15 @@ class TrialQueue:
     def heartbeat(self, trials):
         """A :class:`processes.Heartbeat` of the given trials while they run."""
         ids = [self.trial_id(t.number) for t in trials]
-        return processes.Heartbeat(lambda: [self.storage.record_heartbeat(i) for i in ids])
+        return processes.Heartbeat(lambda: [self.storage.record_heartbeat(i) for i in ids],
+                                   self.timing.heartbeat_seconds)
 
     def recover(self):
         """Fail the running trials of dead workers and copy each; give every slot left without a live or final
         trial its copy (a worker killed between failing a trial and copying it left one)."""
         with self.lock():
             for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if worker_dead(frozen):
+                if worker_dead(frozen, self.timing.grace_seconds):
                     self._fail(frozen.number, f"worker {frozen.system_attrs.get(WORKER_ATTR, '(unknown)')} died")
             optuna.storages.fail_stale_trials(self.study)  # workers elsewhere, silent too long: calls _retry
             by_slot = {}

@@ -15,12 +15,12 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .. import processes, tracking
-from ..config import RangeTest, flat_params
+from .. import tracking
+from ..config import SECTIONS, RangeTest, flat_params
 from ..data import load_splits
 from ..errors import UsageError, redact
 from ..nn.lrrange import run_range_test
@@ -40,6 +40,10 @@ class RunOptions:
     argv: tuple = ()  # the command's flags, handed on to helpers
     command: str | None = None  # the command line, shown in the hint to resume
     auto_eta: frozenset = frozenset()  # "eta_min", "eta_max": bounds taken from an LR range test first
+    download: bool = True  # download CIFAR-10 when its folder is missing (not when the definition names it)
+    blas_threads: int | None = None  # BLAS threads fixed, holding no core-sharing slot (None: share the cores)
+    core_slots: str | None = None  # folder of the core-sharing slots (None: cores.default_slot_folder())
+    environ: dict = field(default_factory=dict)  # the environment helpers start from: the command's
 
 
 def no_progress(total, unit, quiet=False, description=None):
@@ -76,14 +80,14 @@ class StudyRunner:
     def run(self):
         """Run this process's part of the study; returns the exit status."""
         self.url = queue.storage_url(self.request.study.storage)
-        processes.grace_seconds()  # checks the timing variables
         if self.helper is not None:
             workers.die_with_parent(self.helper["parent_pid"])
         else:  # a tracking server that is down is reported at once, not after the seconds the data takes
             tracking.probe_tracking_server()
         splits = self.load_data()
         etas = self.range_test_etas(splits) if self.options.auto_eta else {}
-        with workers.sigterm_as_interrupt(), cores.CoreShare(fixed=cores.fixed_threads()) as self.cores:
+        share = cores.CoreShare(self.options.blas_threads, self.options.core_slots)
+        with workers.sigterm_as_interrupt(), share as self.cores:
             study = self.open_study(etas)
             if self.helper is not None:
                 return self.help(study, splits)
@@ -101,7 +105,7 @@ class StudyRunner:
         """The study's splits, checked against the mini-batch size, and their description for its runs."""
         with self.timer.timed("data"):
             d = self.request.data
-            splits = load_splits(d, dtype=np.dtype(self.request.train.dtype), download=d.data_dir is None)
+            splits = load_splits(d, dtype=np.dtype(self.request.train.dtype), download=self.options.download)
             self.request.train.check_fits(splits.train.n)
             self.inputs = tracking.describe_splits(splits, d)
         return splits
@@ -109,16 +113,17 @@ class StudyRunner:
     def open_study(self, etas):
         """Create or load the study, and set the config it runs with (:func:`resolved_config`)."""
         with queue.study_lock(self.url):
-            study_storage = queue.open_storage(self.url)
+            study_storage = queue.open_storage(self.url, self.request.timing)
             self.config = resolved_config(self.request, etas, study_storage, self.options.n_workers)
             study = create_or_load(self.config, study_storage)
-            self.shared = queue.TrialQueue(study, study_storage, self.url)
+            self.shared = queue.TrialQueue(study, study_storage, self.url, self.config.timing)
         return study
 
     def help(self, study, splits):
         """A helper's part: train trials under the leader's run, leave the summary to it."""
         with tracking.StudyRun(self.config.study.experiment, tags={"study_name": self.config.study.name},
-                               run_id=self.helper["parent_run_id"], inputs=self.inputs) as parent:
+                               run_id=self.helper["parent_run_id"], inputs=self.inputs,
+                               heartbeat_seconds=self.config.timing.heartbeat_seconds) as parent:
             self.parent = parent
             try:
                 self.train_all(study, splits)
@@ -129,12 +134,13 @@ class StudyRunner:
     def lead(self, study, splits):
         """The leader's part: its MLflow run, the helpers, the trials, the summary, the final model."""
         study_cfg = self.config.study
-        tracking.end_dead_runs(study_cfg.experiment)
+        tracking.end_dead_runs(study_cfg.experiment, self.config.timing.grace_seconds)
         tags = {"study_name": study_cfg.name, "kind": study_cfg.kind, "sampler": study_cfg.sampler,
                 "storage": redact(self.url), "git_commit": tracking.git_commit(), "workers": self.options.n_workers}
         status = 0
         with tracking.StudyRun(study_cfg.experiment, f"{study_cfg.kind}:{study_cfg.name}",
-                               flat_params(self.config), tags, inputs=self.inputs) as parent:
+                               flat_params(self.config), tags, inputs=self.inputs,
+                               heartbeat_seconds=self.config.timing.heartbeat_seconds) as parent:
             self.parent = parent
             helpers = []
             try:
@@ -149,7 +155,7 @@ class StudyRunner:
             except BaseException:
                 workers.interrupt(helpers)
                 raise
-        tracking.end_dead_runs(study_cfg.experiment)
+        tracking.end_dead_runs(study_cfg.experiment, self.config.timing.grace_seconds)
         result["seconds"] = {name: round(value, 2) for name, value in self.timer.seconds.items()}
         self.say("time: " + ", ".join(f"{name} {value:.1f} s" for name, value in result["seconds"].items()))
         if self.options.as_json:
@@ -164,8 +170,9 @@ class StudyRunner:
         if n_workers <= 1:
             return []
         payload = {"parent_pid": os.getpid(), "parent_run_id": self.parent.run_id, "as_json": self.options.as_json,
-                   "config": dataclasses.asdict(self.config)}
-        helpers = workers.spawn(self.config.study.kind, self.options.argv, n_workers - 1, payload)
+                   "config": {section: dataclasses.asdict(getattr(self.config, section)) for section in SECTIONS}}
+        helpers = workers.spawn(self.config.study.kind, self.options.argv, n_workers - 1, payload,
+                                self.options.environ)
         self.say(f"{n_workers} workers: this process and pid {', '.join(str(h.pid) for h in helpers)}")
         return helpers
 
@@ -212,7 +219,7 @@ class StudyRunner:
                 if not waiting_said:
                     self.say(f"waiting for {running} trial(s) running in other workers")
                     waiting_said = True
-                time.sleep(min(1.0, processes.heartbeat_seconds()))
+                time.sleep(min(1.0, self.config.timing.heartbeat_seconds))
                 continue
             waiting_said = False
             with self.timer.timed("tracking"):

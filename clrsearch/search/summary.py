@@ -273,7 +273,8 @@ def log_lost_trials(study, config, parent, n_train):
     finished = queue.finished_trials(study)
     logged = tracking.logged_trials(config.study.experiment, config.study.name)
     lost = [t for t in finished if t.number not in logged and t.datetime_complete is not None
-            and processes.dead(t.system_attrs.get(queue.WORKER_ATTR), t.datetime_complete.timestamp())]
+            and processes.dead(t.system_attrs.get(queue.WORKER_ATTR), t.datetime_complete.timestamp(),
+                               config.timing.grace_seconds)]
     parent.log_trials([lost_record(t, config, n_train) for t in lost])
 
 

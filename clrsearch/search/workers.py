@@ -1,9 +1,9 @@
 """``--workers N``: helper processes of one study on this machine, and the signals that stop them.
 
 ``--workers N`` starts N - 1 helper processes of the same command once the
-study is prepared. A helper reads the resolved study definition and the
-parent MLflow run from ``$CLRSEARCH_HELPER``, trains trials, and exits when
-none is left; it gets SIGINT when its parent dies.
+study is prepared. A helper's command reads the resolved study definition
+and the parent MLflow run from ``$CLRSEARCH_HELPER``; the helper trains
+trials, and exits when none is left; it gets SIGINT when its parent dies.
 """
 
 import contextlib
@@ -20,23 +20,17 @@ HELPER_ENV = "CLRSEARCH_HELPER"
 _PR_SET_PDEATHSIG = 1
 
 
-def helper_payload():
-    """What the parent handed this helper, or None.
-
-    A dict: parent_pid, parent_run_id, as_json, config (the resolved study
-    definition, as tables).
-    """
-    text = os.environ.get(HELPER_ENV)
-    return json.loads(text) if text else None
-
-
-def spawn(kind, argv, n, payload):
+def spawn(kind, argv, n, payload, environ):
     """Start ``n`` helpers running ``python -m clrsearch.<kind> argv``; returns their Popen objects.
 
-    Each helper runs in its own process group, so that a Ctrl-C in the
-    terminal reaches the parent only, which passes it on once.
+    ``payload`` (a dict: parent_pid, parent_run_id, as_json, config, the
+    resolved study definition as tables) goes to each helper as
+    ``$CLRSEARCH_HELPER``, beside the variables of ``environ`` (the
+    command's environment). Each helper runs in its own process group, so
+    that a Ctrl-C in the terminal reaches the parent only, which passes it on
+    once.
     """
-    env = {**os.environ, HELPER_ENV: json.dumps(payload)}
+    env = {**environ, HELPER_ENV: json.dumps(payload)}
     command = [sys.executable, "-m", f"clrsearch.{kind}", *argv]
     return [subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, process_group=0) for _ in range(n)]
 

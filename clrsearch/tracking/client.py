@@ -51,10 +51,10 @@ def beat() -> str:
     return f"{time.time():.0f}"
 
 
-def run_heartbeat(run_id: str) -> processes.Heartbeat:
-    """A started :class:`processes.Heartbeat` refreshing the run's heartbeat tag until ``stop``."""
+def run_heartbeat(run_id: str, seconds: float) -> processes.Heartbeat:
+    """A started :class:`processes.Heartbeat` refreshing the run's heartbeat tag every ``seconds`` until ``stop``."""
     client = MlflowClient()
-    return processes.Heartbeat(lambda: client.set_tag(run_id, HEARTBEAT_TAG, beat())).start()
+    return processes.Heartbeat(lambda: client.set_tag(run_id, HEARTBEAT_TAG, beat()), seconds).start()
 
 
 def log_batch(client, run_id, metrics=(), params=None, tags=None):

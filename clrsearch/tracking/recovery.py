@@ -13,18 +13,19 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from .. import processes
+from ..config import WORKER_TIMING
 from .client import HEARTBEAT_TAG, WORKER_TAG
 from .store import EXPERIMENT
 
 CHILD_RUN_SECONDS = 600  # a trial, seed or final run of another host still RUNNING after this is dead
 
 
-def end_dead_runs(experiment: str = EXPERIMENT) -> int:
+def end_dead_runs(experiment: str = EXPERIMENT, grace: float = WORKER_TIMING.grace_seconds) -> int:
     """End as KILLED the runs of ``experiment`` left RUNNING by processes that died; returns how many.
 
     A run's process is dead when it was on this host and is gone, or when it
     was elsewhere and the run's heartbeat is older than
-    ``processes.grace_seconds()`` (a run without heartbeat, i.e. a trial, seed
+    ``grace`` seconds (a run without heartbeat, i.e. a trial, seed
     or final run, after ``CHILD_RUN_SECONDS``). Runs without the worker tag
     are left alone.
     """
@@ -34,7 +35,6 @@ def end_dead_runs(experiment: str = EXPERIMENT) -> int:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return 0
-    grace = processes.grace_seconds()
     running, token = [], None
     while True:
         page = client.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'",

@@ -49,6 +49,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from .. import plots
+from ..config import WORKER_TIMING
 from ..confusion import CONFUSION_DPI, ConfusionFigure, seed_files
 from .artifacts import FIGURE_DPI, scalar_metrics, timed_curves, write_csv
 from .client import (HEARTBEAT_TAG, beat, create_run_info, end_run, error_status, log_artifacts, log_batch,
@@ -109,7 +110,7 @@ class StudyRun:
     The run ends FINISHED when the block ends, KILLED on ``KeyboardInterrupt``
     and FAILED on any other exception; its metric ``tracking_seconds`` is the
     time spent in this object's methods. While it runs, a thread refreshes its
-    ``clrsearch.heartbeat`` tag every ``processes.heartbeat_seconds()``.
+    ``clrsearch.heartbeat`` tag every ``heartbeat_seconds``.
 
     Parameters
     ----------
@@ -123,6 +124,7 @@ class StudyRun:
     inputs : tracking.DataInputs, optional, the study's data: the training and
         validation sets become dataset inputs of the study run and of every
         trial and seed run
+    heartbeat_seconds : float, how often the study run's heartbeat tag is refreshed
 
     Attributes
     ----------
@@ -132,11 +134,12 @@ class StudyRun:
 
     def __init__(self, experiment: str = EXPERIMENT, run_name: str | None = None,
                  params: dict | None = None, tags: dict | None = None, run_id: str | None = None,
-                 inputs: DataInputs | None = None):
+                 inputs: DataInputs | None = None, heartbeat_seconds: float = WORKER_TIMING.heartbeat_seconds):
         self.experiment = experiment
         self._drawing = None  # TemporaryDirectory of the files drawn for the runs (matrices, summary figures)
         self._drawn = {}  # (trial number, seed) -> Future of the folder drawn ahead
         self.inputs = inputs
+        self.heartbeat_seconds = heartbeat_seconds
         self.run_name = run_name
         self.params = dict(params or {})
         self.tags = dict(tags or {})
@@ -172,7 +175,7 @@ class StudyRun:
             except BaseException as error:
                 end_run(self._client, self.run_id, error_status(error), quiet=True)
                 raise
-            self._heartbeat = run_heartbeat(self.run_id)
+            self._heartbeat = run_heartbeat(self.run_id, self.heartbeat_seconds)
         return self
 
     def __exit__(self, exc_type, exc, tb):
