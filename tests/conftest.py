@@ -168,7 +168,7 @@ def tiny_ensemble(tmp_path_factory):
     folder = helpers.write_tiny_cifar(tmp_path_factory.mktemp("ensemble-data"), n_per_batch=100, n_test=60)
     data = DataConfig("batch1", data_dir=str(folder))
     splits = load_splits(data)
-    result = train(splits.train, splits.val, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8), [0.01, 0.01],
+    result = train(splits, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8), [0.01, 0.01],
                    [1, 2])
     rows, labels = load_batch(folder / "test_batch")
     return SimpleNamespace(data=data, splits=splits, result=result, rows=rows, labels=labels,

@@ -12,7 +12,7 @@ from clrsearch.config import DataConfig, TrainConfig
 from clrsearch.data import load_splits
 from clrsearch.errors import UsageError
 from clrsearch.nn import network
-from clrsearch.nn.trainer import _mini_batches, flip_rows, train
+from clrsearch.nn.trainer import TrainingData, _mini_batches, flip_rows, train
 
 D = 3 * 32 * 32
 CONFIG = TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8, dtype="float64", eta_min=1e-3, eta_max=5e-2,
@@ -60,7 +60,8 @@ def test_flip_rows_refuses_a_copy_it_could_not_write_back():
 
 def test_flipped_batches_hold_the_same_images_in_the_same_order_half_of_them_mirrored(cifar):
     X, Y = np.asfortranarray(cifar.train.X), cifar.train.Y
-    plain, flipping = _mini_batches(X, Y, replace(CONFIG, augment="none")), _mini_batches(X, Y, CONFIG)
+    plain = _mini_batches(X, Y, CONFIG.n_batch, CONFIG.shuffle_seed, "none")
+    flipping = _mini_batches(X, Y, CONFIG.n_batch, CONFIG.shuffle_seed, CONFIG.augment)
     # The flips come from a generator of their own, seeded by the shuffle seed alone: one fair coin per image.
     coins = np.random.default_rng([CONFIG.shuffle_seed, 1])
     flips = []
@@ -75,20 +76,20 @@ def test_flipped_batches_hold_the_same_images_in_the_same_order_half_of_them_mir
 
 
 def test_a_flipped_run_is_deterministic_and_differs_from_none(cifar):
-    runs = [train(cifar.train, cifar.val, CONFIG, [0.01, 0.001], [1, 2]) for _ in range(2)]
-    plain = train(cifar.train, cifar.val, replace(CONFIG, augment="none"), [0.01, 0.001], [1, 2])
+    runs = [train(cifar, CONFIG, [0.01, 0.001], [1, 2]) for _ in range(2)]
+    plain = train(cifar, replace(CONFIG, augment="none"), [0.01, 0.001], [1, 2])
     for name in network.PARAM_NAMES:
         np.testing.assert_array_equal(runs[0].params[name], runs[1].params[name], err_msg=name)
     assert not np.array_equal(runs[0].params["W1"], plain.params["W1"])
-    other_seed = train(cifar.train, cifar.val, replace(CONFIG, shuffle_seed=8), [0.01, 0.001], [1, 2])
+    other_seed = train(cifar, replace(CONFIG, shuffle_seed=8), [0.01, 0.001], [1, 2])
     assert not np.array_equal(runs[0].params["W1"], other_seed.params["W1"])
 
 
 def test_flips_of_symmetric_images_give_exactly_the_run_without_flips(cifar):
     # Mirroring a symmetric image is a no-op: only a changed mini-batch order could tell the runs apart.
     train_set = symmetric(cifar.train)
-    flipped = train(train_set, cifar.val, CONFIG, [0.01, 0.001], [1, 2])
-    plain = train(train_set, cifar.val, replace(CONFIG, augment="none"), [0.01, 0.001], [1, 2])
+    flipped = train(TrainingData(train_set, cifar.val), CONFIG, [0.01, 0.001], [1, 2])
+    plain = train(TrainingData(train_set, cifar.val), replace(CONFIG, augment="none"), [0.01, 0.001], [1, 2])
     for name in network.PARAM_NAMES:
         np.testing.assert_array_equal(flipped.params[name], plain.params[name], err_msg=name)
     for name, values in plain.history.metrics.items():
@@ -97,7 +98,7 @@ def test_flips_of_symmetric_images_give_exactly_the_run_without_flips(cifar):
 
 def test_the_training_set_itself_is_not_flipped(cifar):
     before = np.array(cifar.train.X)
-    train(cifar.train, None, CONFIG, [0.01], [1])
+    train(TrainingData(cifar.train), CONFIG, [0.01], [1])
     np.testing.assert_array_equal(cifar.train.X, before)
 
 
@@ -111,4 +112,4 @@ def test_flips_need_cifar_rows():
     y = rng.integers(0, 3, 40)
     small = SimpleNamespace(X=rng.standard_normal((12, 40)), Y=np.eye(3)[:, y], y=y)
     with pytest.raises(UsageError, match="flip"):
-        train(small, None, CONFIG, [0.0], [0])
+        train(TrainingData(small), CONFIG, [0.0], [0])

@@ -21,7 +21,7 @@ def champion(store, tmp_path_factory):
     """A registered champion, and the predictions on the test batch computed from its network."""
     folder = write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=80)
     splits = load_splits(DataConfig("batch1", data_dir=str(folder)))
-    result = train(splits.train, splits.val, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8), [0.01], [3])
+    result = train(splits, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8), [0.01], [3])
     params = network.member(result.params, 0)
     predictions = network.predict(params, splits.test.X)  # (N,)
     raw, labels = load_batch(folder / "test_batch")

@@ -59,6 +59,7 @@ def test_three_commands_on_fresh_stores_all_succeed_and_train_each_lambda_once(t
     assert lambdas == pytest.approx(sorted(log_uniform_draws(0, 4, 1e-5, 1e-1)), rel=1e-12)
 
 
+@pytest.mark.slow
 def test_a_new_store_is_created_under_the_lock_beside_it(tmp_path, monkeypatch):
     path = tmp_path / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
@@ -101,6 +102,7 @@ def test_a_store_whose_folder_is_a_file_is_one_line(tmp_path, monkeypatch):
     assert_one_line_naming(raised, f"{tmp_path / 'plain'} is a file, not a folder", FILE_FIX)
 
 
+@pytest.mark.slow
 def test_a_command_in_a_fresh_process_ends_normally_and_leaves_each_store_one_file(tmp_path):
     data = write_tiny_cifar(tmp_path / "data")
     # The module run as ``python -m clrsearch.coarse`` runs it, with an exit handler that only a normal end runs.

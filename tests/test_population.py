@@ -44,7 +44,7 @@ def claimed_study(url, config):
 
 def alone(splits, config, lam, replicate, shuffle_seed):
     """Validation accuracy of one network trained by itself: init seed first_seed + replicate."""
-    result = train(splits.train, splits.val, replace(config.train, shuffle_seed=shuffle_seed), [lam],
+    result = train(splits, replace(config.train, shuffle_seed=shuffle_seed), [lam],
                    [config.study.first_seed + replicate])
     return float(np.mean(network.predict(network.member(result.params, 0), splits.val.X) == splits.val.y))
 

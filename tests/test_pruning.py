@@ -168,7 +168,7 @@ def claimed_study(url, config):
 def alone(splits, lam, replicate, cycles):
     """Validation accuracy of replicate ``replicate`` at ``lam`` trained by itself for ``cycles`` cycles."""
     config = replace(TINY, cycles=cycles, shuffle_seed=TINY.shuffle_seed + replicate)
-    result = train(splits.train, splits.val, config, [lam], [replicate])
+    result = train(splits, config, [lam], [replicate])
     return float(np.mean(network.predict(network.member(result.params, 0), splits.val.X) == splits.val.y))
 
 

@@ -149,6 +149,7 @@ def retried(frozen):
     return history[-1] if history else None
 
 
+@pytest.mark.slow
 def test_trials_of_dead_workers_get_one_copy_each_and_live_ones_are_left_alone(study_url):
     timing = replace(queue.WORKER_TIMING, heartbeat_seconds=0.3, grace_seconds=1.0)
     shared = new_queue(study_url, 0.1, 0.2, 0.3, 0.4, timing=timing)

@@ -35,7 +35,7 @@ def trials_of(name):
 def alone(splits, lam, replicate, train_config=TINY_TRAIN):
     """Validation accuracy of replicate ``replicate`` at ``lam`` trained as a population of one."""
     config = replace(train_config, shuffle_seed=train_config.shuffle_seed + replicate)
-    result = train(splits.train, splits.val, config, [lam], [replicate])
+    result = train(splits, config, [lam], [replicate])
     return float(np.mean(network.predict(network.member(result.params, 0), splits.val.X) == splits.val.y))
 
 
@@ -62,7 +62,7 @@ def test_the_init_protocol_shares_one_order(tracked_tiny_cifar):
     _, [trial] = trials_of("coarse")
     splits = load_splits(DataConfig("full", val_size=200, data_dir=str(tracked_tiny_cifar)), dtype=np.float64)
     shared = [float(np.mean(network.predict(network.member(
-        train(splits.train, splits.val, TINY_TRAIN, [trial.params["lam"]], [r]).params, 0), splits.val.X)
+        train(splits, TINY_TRAIN, [trial.params["lam"]], [r]).params, 0), splits.val.X)
         == splits.val.y)) for r in (0, 1)]
     assert trial.user_attrs["val_accuracies"] == shared
 

@@ -33,7 +33,7 @@ def registered(store, tmp_path_factory):
     """Version 1: an ensemble of two networks; version 2, the champion: one network."""
     folder = write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=60)
     splits = load_splits(DataConfig("batch1", data_dir=str(folder)))
-    result = train(splits.train, splits.val, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8),
+    result = train(splits, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8),
                    [0.01, 0.01], [1, 2])
     nets = [network.member(result.params, k) for k in range(2)]
     raw, labels = load_batch(folder / "test_batch")  # (N, D) uint8, (N,)

@@ -30,7 +30,7 @@ STANDARD = ("mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commi
 def trained(tmp_path_factory):
     folder = write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=20)
     splits = load_splits(DataConfig("batch1", data_dir=str(folder)))
-    result = train(splits.train, splits.val, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8, evals_per_cycle=4),
+    result = train(splits, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8, evals_per_cycle=4),
                    [0.01], [1])
     return splits, result
 

@@ -73,7 +73,7 @@ def test_coarse_trials_are_the_seeded_draws_and_their_values_the_replicate_means
     splits = load_splits(DataConfig("full", val_size=200, data_dir=str(tiny_data)), dtype=np.float64)
     alone = []
     for r in (0, 1, 2):
-        result = train(splits.train, splits.val, replace(config.train, shuffle_seed=r), [trials[0].params["lam"]],
+        result = train(splits, replace(config.train, shuffle_seed=r), [trials[0].params["lam"]],
                        [r])
         alone.append(result.history.final("val_accuracy")[0])
     assert trials[0].user_attrs["replicates"] == [0, 1, 2]
@@ -191,7 +191,7 @@ def test_a_diverging_lambda_fails_alone(workspace):
 
 def test_the_command_builds_the_config_from_its_flags(workspace, tiny_data, monkeypatch):
     ran = []
-    monkeypatch.setattr(runner.StudyRunner, "run", lambda self: ran.append((self.config, self.options)) or 0)
+    monkeypatch.setattr(runner.StudyRunner, "run", lambda self: ran.append((self.request, self.options)) or 0)
     assert coarse_command.main(["--data-dir", str(tiny_data), "--n-trials", "2", "--n-s", "10", "--quiet",
                                 "--workers", "2", "--eta-max", "auto"]) == 0
     (config, options), = ran

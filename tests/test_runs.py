@@ -28,7 +28,7 @@ def population(tmp_path_factory):
     folder = write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=50)
     splits = load_splits(DataConfig("batch1", data_dir=str(folder)))
     config = TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8, evals_per_cycle=4)
-    result = train(splits.train, splits.val, config, [0.01, 0.01, 0.1], [1, 2, 1])
+    result = train(splits, config, [0.01, 0.01, 0.1], [1, 2, 1])
     return splits, result, network.predict(result.params, splits.val.X)  # (K, N_val)
 
 

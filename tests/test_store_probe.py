@@ -72,6 +72,7 @@ def test_a_refused_connection_is_one_line_naming_the_server_without_its_password
     assert seconds < 2
 
 
+@pytest.mark.slow
 def test_a_server_that_never_answers_is_reported_after_the_probe_timeout(monkeypatch, silent_server):
     message, seconds = checked(monkeypatch, silent_server)
     host = silent_server.removeprefix("http://")

@@ -76,9 +76,9 @@ def test_any_number_of_slices_trains_the_same_networks_as_one(cifar, n):
     def stop_member_3(point):
         return [3] if point.step == 10 else ()
 
-    one = train(cifar.train, cifar.val, CONFIGS, LAMS, SEEDS, on_eval=stop_member_3)
+    one = train(cifar, CONFIGS, LAMS, SEEDS, on_eval=stop_member_3)
     bar = Steps()
-    sliced = train(cifar.train, cifar.val, CONFIGS, LAMS, SEEDS, on_eval=stop_member_3, progress=bar,
+    sliced = train(cifar, CONFIGS, LAMS, SEEDS, on_eval=stop_member_3, progress=bar,
                    threads=(lambda: n) if n == 3 else n)  # a count, or a callable that gives it
     assert sliced.status == one.status and sliced.stopped_at == one.stopped_at
     assert one.status[3] == "stopped" and bar.steps == 40
@@ -92,7 +92,7 @@ def test_any_number_of_slices_trains_the_same_networks_as_one(cifar, n):
 def test_the_first_evaluation_is_that_of_each_member_evaluated_alone(cifar):
     """Members of one init seed share their first evaluation; each member's cost still holds its own lambda."""
     config = replace(BASE, max_steps=1, augment="none")
-    result = train(cifar.train, cifar.val, config, LAMS, SEEDS)
+    result = train(cifar, config, LAMS, SEEDS)
     for k, (lam, seed) in enumerate(zip(LAMS, SEEDS)):
         start = network.init_params(cifar.train.X.shape[0], BASE.hidden, 10, np.random.default_rng(seed),
                                     np.float32)

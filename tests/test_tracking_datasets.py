@@ -96,7 +96,7 @@ def test_a_study_run_and_its_trial_and_seed_runs_hold_the_training_and_validatio
     data = DataConfig("batch1", data_dir=str(folder))
     splits = load_splits(data)
     inputs = datasets.describe_splits(splits, data)
-    result = train(splits.train, splits.val, TrainConfig(n_batch=20, cycles=1, n_s=5, hidden=8), [0.01], [1])
+    result = train(splits, TrainConfig(n_batch=20, cycles=1, n_s=5, hidden=8), [0.01], [1])
     seed = tracking.SeedRecord(seed=0, val_accuracy=0.3, history=result.history, member=0, val_true=splits.val.y,
                                val_pred=network.predict(result.params, splits.val.X)[0],
                                class_names=splits.label_names, status="finished")

@@ -12,7 +12,7 @@ from clrsearch.nn import network
 from clrsearch.nn.schedule import cyclic_lr
 from clrsearch.nn.step import Population
 from clrsearch.nn.threads import MemberThreads
-from clrsearch.nn.trainer import train
+from clrsearch.nn.trainer import TrainingData, train
 from helpers import GAUSS_C as C
 from helpers import GAUSS_D as D
 from helpers import gaussian_dataset, relative_difference
@@ -20,6 +20,7 @@ from helpers import gaussian_dataset, relative_difference
 HIDDEN = 8
 
 TRAIN, VAL = gaussian_dataset(60, seed=0), gaussian_dataset(30, seed=1)
+DATA = TrainingData(TRAIN, VAL)
 
 
 def config(**fields):
@@ -90,7 +91,7 @@ def test_train_follows_the_schedule_on_full_batches():
     # n_batch = N: every update sees the whole set, so the order of the columns
     # does not matter and the run is two steps of gradient descent at eta_0, eta_1.
     cfg = config(n_batch=60, n_s=1, cycles=1)
-    result = train(TRAIN, VAL, cfg, [0.02], [9])
+    result = train(DATA, cfg, [0.02], [9])
     etas = [cyclic_lr(t, cfg.eta_min, cfg.eta_max, cfg.n_s) for t in range(2)]
     start = network.init_params(D, HIDDEN, C, np.random.default_rng(9))
     expected = gradient_descent(start, [(TRAIN.X, TRAIN.Y)] * 2, etas, 0.02)
@@ -112,7 +113,7 @@ def test_each_member_is_plain_gradient_descent_on_its_own_stream_and_schedule():
     configs = [config(n_s=7, cycles=2, shuffle_seed=1), config(n_s=4, cycles=1, shuffle_seed=2, clr_mode="triangular2"),
                config(n_s=7, cycles=2, shuffle_seed=2, eta_max=0.1)]
     lams, seeds = (0.0, 0.01, 0.3), (5, 6, 7)
-    result = train(TRAIN, VAL, configs, lams, seeds)
+    result = train(DATA, configs, lams, seeds)
     for k, (cfg, lam, seed) in enumerate(zip(configs, lams, seeds)):
         etas = cyclic_lr(np.arange(cfg.total_steps), cfg.eta_min, cfg.eta_max, cfg.n_s, cfg.clr_mode)
         start = network.init_params(D, HIDDEN, C, np.random.default_rng(seed))
@@ -128,7 +129,7 @@ def test_a_tiny_training_set_is_overfitted():
     X = rng.standard_normal((30, 20))  # (D, N): 20 images, 30 inputs, random labels
     y = np.arange(20) % C
     tiny = SimpleNamespace(X=X, Y=np.eye(C)[:, y], y=y)
-    result = train(tiny, None, config(n_batch=5, n_s=100, cycles=2, eta_max=0.1, hidden=50), [0.0], [0])
+    result = train(TrainingData(tiny), config(n_batch=5, n_s=100, cycles=2, eta_max=0.1, hidden=50), [0.0], [0])
     assert network.accuracy(network.member(result.params, 0), X, y) == 1.0
     assert result.history.final("train_accuracy")[0] == 1.0
     assert result.history.final("train_loss")[0] < 0.05
@@ -136,23 +137,23 @@ def test_a_tiny_training_set_is_overfitted():
 
 def test_same_seeds_give_bit_identical_runs():
     cfg = config(n_s=9, cycles=2)
-    runs = [train(TRAIN, VAL, cfg, [0.0, 0.01], [1, 2]) for _ in range(2)]
+    runs = [train(DATA, cfg, [0.0, 0.01], [1, 2]) for _ in range(2)]
     for name in network.PARAM_NAMES:
         np.testing.assert_array_equal(runs[0].params[name], runs[1].params[name], err_msg=name)
     for name, values in runs[0].history.metrics.items():
         np.testing.assert_array_equal(values, runs[1].history.metrics[name], err_msg=name)
     np.testing.assert_array_equal(runs[0].history.eta, runs[1].history.eta)
     np.testing.assert_array_equal(runs[0].history.steps, runs[1].history.steps)
-    other = train(TRAIN, VAL, config(n_s=9, cycles=2, shuffle_seed=1), [0.0, 0.01], [1, 2])
+    other = train(DATA, config(n_s=9, cycles=2, shuffle_seed=1), [0.0, 0.01], [1, 2])
     assert not np.array_equal(other.params["W1"], runs[0].params["W1"]), "the batch order must follow shuffle_seed"
 
 
 def test_a_population_trains_each_member_as_if_alone():
     cfg = config(n_s=9, cycles=2)
     lams, seeds = (0.0, 0.01, 0.1), (11, 12, 13)
-    together = train(TRAIN, VAL, cfg, lams, seeds)
+    together = train(DATA, cfg, lams, seeds)
     for k, (lam, seed) in enumerate(zip(lams, seeds)):
-        alone = train(TRAIN, VAL, cfg, [lam], [seed])
+        alone = train(DATA, cfg, [lam], [seed])
         for name in network.PARAM_NAMES:
             diff = relative_difference(together.params[name][k], alone.params[name][0])
             assert diff < 1e-6, f"member {k} {name}: relative difference {diff:.1e}"
@@ -165,7 +166,7 @@ def test_run_has_two_n_s_cycles_updates_with_the_schedule_eta(mode, gamma):
     cfg = config(n_s=7, cycles=3, clr_mode=mode, gamma=gamma)
     counter = SimpleNamespace(n=0)
     counter.update = lambda n: setattr(counter, "n", counter.n + n)
-    result = train(TRAIN, VAL, cfg, [0.0], [0], progress=counter)
+    result = train(DATA, cfg, [0.0], [0], progress=counter)
     assert counter.n == 2 * 7 * 3
     assert result.history.eta.shape == (2 * 7 * 3, 1)
     for t, eta in enumerate(result.history.eta_of(0)):
@@ -175,7 +176,7 @@ def test_run_has_two_n_s_cycles_updates_with_the_schedule_eta(mode, gamma):
 
 def collect_points(cfg):
     points = []
-    result = train(TRAIN, VAL, cfg, [0.0, 0.1], [0, 1], on_eval=lambda p: points.append(p))
+    result = train(DATA, cfg, [0.0, 0.1], [0, 1], on_eval=lambda p: points.append(p))
     return result, points
 
 
@@ -218,7 +219,7 @@ def test_the_first_point_is_the_initial_network():
 def test_a_diverging_member_is_reported_while_the_others_finish():
     # lambda = 1e12 makes the weight decay factor 1 - 2 eta lam about -1e9 per step.
     cfg = config(n_s=20, cycles=1)
-    result = train(TRAIN, VAL, cfg, [0.0, 1e12, 0.01], [0, 1, 2])
+    result = train(DATA, cfg, [0.0, 1e12, 0.01], [0, 1, 2])
     assert result.status == ["finished", "diverged", "finished"]
     assert 0 < result.stopped_at[1] < cfg.total_steps
     assert result.stopped_at[0] == result.stopped_at[2] == cfg.total_steps
@@ -228,12 +229,12 @@ def test_a_diverging_member_is_reported_while_the_others_finish():
     assert np.isnan(result.history.metrics["val_cost"][-1, 1])
     # The members that finish are untouched by the one that diverged.
     for k, (lam, seed) in ((0, (0.0, 0)), (2, (0.01, 2))):
-        alone = train(TRAIN, VAL, cfg, [lam], [seed])
+        alone = train(DATA, cfg, [lam], [seed])
         assert relative_difference(result.params["W1"][k], alone.params["W1"][0]) < 1e-6, f"member {k}"
 
 
 def test_a_huge_eta_max_diverges():
-    result = train(TRAIN, VAL, config(n_s=20, eta_max=1e8), [0.01], [0])
+    result = train(DATA, config(n_s=20, eta_max=1e8), [0.01], [0])
     assert result.status == ["diverged"]
     assert result.stopped_at[0] < 40
 
@@ -245,7 +246,7 @@ def test_on_eval_can_stop_a_member():
         return [1] if point.step == stop_at else []
 
     cfg = config(n_s=7, cycles=2)
-    result = train(TRAIN, VAL, cfg, [0.0, 0.1, 0.01], [0, 1, 2], on_eval=prune)
+    result = train(DATA, cfg, [0.0, 0.1, 0.01], [0, 1, 2], on_eval=prune)
     assert result.status == ["finished", "stopped", "finished"]
     assert result.stopped_at == [28, stop_at, 28]
     m, steps = result.history.metrics, result.history.steps
@@ -258,7 +259,7 @@ def test_on_eval_can_stop_a_member():
 
 
 def test_stopping_before_any_update_returns_the_initial_network():
-    result = train(TRAIN, VAL, config(), [0.0], [4], on_eval=lambda point: [0])
+    result = train(DATA, config(), [0.0], [4], on_eval=lambda point: [0])
     assert result.status == ["stopped"] and result.stopped_at == [0]
     start = network.init_params(D, HIDDEN, C, np.random.default_rng(4))
     for name in network.PARAM_NAMES:
@@ -267,35 +268,35 @@ def test_stopping_before_any_update_returns_the_initial_network():
 
 def test_snapshots_hold_the_networks_at_every_cycle_end():
     lams, seeds = [0.0, 0.05], [0, 1]
-    result = train(TRAIN, VAL, config(n_s=9, cycles=3, snapshots=True), lams, seeds)
+    result = train(DATA, config(n_s=9, cycles=3, snapshots=True), lams, seeds)
     assert [len(s) for s in result.snapshots] == [3, 3]
     # The first cycle of a 3-cycle run is a whole 1-cycle run: same schedule, same batches.
-    one_cycle = train(TRAIN, VAL, config(n_s=9, cycles=1), lams, seeds)
+    one_cycle = train(DATA, config(n_s=9, cycles=1), lams, seeds)
     for k in range(2):
         for name in network.PARAM_NAMES:
             np.testing.assert_array_equal(result.snapshots[k][-1][name], result.params[name][k], err_msg=name)
             np.testing.assert_allclose(result.snapshots[k][0][name], one_cycle.params[name][k], rtol=1e-12,
                                        atol=1e-15)
         assert not np.allclose(result.snapshots[k][1]["W1"], result.snapshots[k][0]["W1"])
-    assert train(TRAIN, VAL, config(), [0.0, 0.05], [0, 1]).snapshots == [[], []]
+    assert train(DATA, config(), [0.0, 0.05], [0, 1]).snapshots == [[], []]
 
 
 def test_float32_training_keeps_float32_weights():
-    result = train(TRAIN, VAL, config(dtype="float32"), [0.01], [0])
+    result = train(DATA, config(dtype="float32"), [0.01], [0])
     assert all(result.params[name].dtype == np.float32 for name in network.PARAM_NAMES)
     assert result.status == ["finished"]
 
 
 def test_n_batch_larger_than_the_training_set_raises():
     with pytest.raises(UsageError, match="n_batch"):
-        train(TRAIN, VAL, config(n_batch=61), [0.0], [0])
+        train(DATA, config(n_batch=61), [0.0], [0])
 
 
 def test_negative_lambda_raises():
     with pytest.raises(UsageError, match="lambda"):
-        train(TRAIN, VAL, config(), [0.01, -0.01], [0, 1])
+        train(DATA, config(), [0.01, -0.01], [0, 1])
 
 
 def test_one_lambda_per_seed_is_required():
     with pytest.raises(UsageError, match="one lambda per seed"):
-        train(TRAIN, VAL, config(), [0.01, 0.02], [0])
+        train(DATA, config(), [0.01, 0.02], [0])

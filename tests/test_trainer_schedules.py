@@ -39,7 +39,7 @@ def cifar(tiny_cifar):
 def run(cifar, config, lams=LAMS, seeds=SEEDS):
     """train() on the tiny set, with the EvalPoints it showed its callback."""
     points = []
-    result = train(cifar.train, cifar.val, config, lams, seeds, on_eval=points.append)
+    result = train(cifar, config, lams, seeds, on_eval=points.append)
     return result, points
 
 
@@ -150,7 +150,7 @@ def test_mixed_snapshots_hold_each_members_network_at_its_cycle_ends(cifar):
 
 def test_a_member_stopped_by_the_callback_leaves_the_others_on_their_schedules(cifar):
     configs = [LONG, SHORT, LONG, CUT]
-    result = train(cifar.train, cifar.val, configs, LAMS, SEEDS, on_eval=lambda p: [3] if p.step == 10 else ())
+    result = train(cifar, configs, LAMS, SEEDS, on_eval=lambda p: [3] if p.step == 10 else ())
     assert result.status == ["finished", "finished", "finished", "stopped"]
     assert result.stopped_at == [40, 10, 40, 10]
     alone, _ = run(cifar, LONG, [LAMS[2]], [SEEDS[2]])
@@ -162,13 +162,13 @@ def test_a_member_stopped_by_the_callback_leaves_the_others_on_their_schedules(c
                                           ("eval_train_size", 50), ("snapshots", True), ("augment", "flip")])
 def test_members_that_differ_outside_their_schedule_are_refused(cifar, field, value):
     with pytest.raises(UsageError) as error:
-        train(cifar.train, cifar.val, [LONG, replace(SHORT, **{field: value})], LAMS[:2], SEEDS[:2])
+        train(cifar, [LONG, replace(SHORT, **{field: value})], LAMS[:2], SEEDS[:2])
     message = str(error.value)
     assert field in message and "\n" not in message, message
 
 
 def test_one_config_per_member_is_required(cifar):
     with pytest.raises(UsageError, match="one TrainConfig per member"):
-        train(cifar.train, cifar.val, [LONG, SHORT], LAMS, SEEDS)
+        train(cifar, [LONG, SHORT], LAMS, SEEDS)
     with pytest.raises(UsageError, match="TrainConfig"):
-        train(cifar.train, cifar.val, [LONG, {"n_s": 5}], LAMS[:2], SEEDS[:2])
+        train(cifar, [LONG, {"n_s": 5}], LAMS[:2], SEEDS[:2])

@@ -26,7 +26,7 @@ def cifar(tiny_cifar):
 
 def alone(cifar, configs, members, on_eval=None):
     """The population of ``members`` (a list of indices) trained on its own."""
-    return train(cifar.train, cifar.val, [configs[k] for k in members], [LAMS[k] for k in members],
+    return train(cifar, [configs[k] for k in members], [LAMS[k] for k in members],
                  [SEEDS[k] for k in members], on_eval=on_eval)
 
 
@@ -42,7 +42,7 @@ def assert_members_equal(together, k, single, j):
 @pytest.mark.parametrize("seeds", [(1, 2, 1, 2, 1), (7, 7, 9, 9, 9)])
 def test_each_stream_trains_bit_for_bit_as_its_population_alone(cifar, seeds):
     configs = [replace(BASE, shuffle_seed=s) for s in seeds]
-    together = train(cifar.train, cifar.val, configs, LAMS, SEEDS)
+    together = train(cifar, configs, LAMS, SEEDS)
     for seed in set(seeds):
         members = [k for k, s in enumerate(seeds) if s == seed]
         single = alone(cifar, configs, members)
@@ -54,7 +54,7 @@ def test_each_stream_trains_bit_for_bit_as_its_population_alone(cifar, seeds):
 def test_streams_with_mixed_schedules_and_a_stopped_member(cifar):
     configs = [replace(BASE, shuffle_seed=1), replace(SHORT, shuffle_seed=2), replace(BASE, shuffle_seed=2),
                replace(BASE, shuffle_seed=1), replace(SHORT, shuffle_seed=1)]
-    together = train(cifar.train, cifar.val, configs, LAMS, SEEDS, on_eval=lambda point: [3] if point.step == 10 else ())
+    together = train(cifar, configs, LAMS, SEEDS, on_eval=lambda point: [3] if point.step == 10 else ())
     assert together.status == ["finished", "finished", "finished", "stopped", "finished"]
     assert together.stopped_at == [40, 10, 40, 10, 10]
     # the same rows in the same order, and member 3 (row 1 of stream 1) stopped at the same step
@@ -67,5 +67,5 @@ def test_streams_with_mixed_schedules_and_a_stopped_member(cifar):
 
 def test_the_streams_differ_and_follow_their_seed(cifar):
     configs = [replace(BASE, shuffle_seed=s) for s in (1, 2)]
-    result = train(cifar.train, cifar.val, configs, LAMS[:1] * 2, SEEDS[:1] * 2)
+    result = train(cifar, configs, LAMS[:1] * 2, SEEDS[:1] * 2)
     assert not np.array_equal(result.params["W1"][0], result.params["W1"][1]), "each stream has its own order"

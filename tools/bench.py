@@ -61,7 +61,7 @@ from clrsearch.config import DEFAULT_SEARCH, DataConfig, TrainConfig
 from clrsearch.data import load_splits
 from clrsearch.errors import UsageError
 from clrsearch.nn import network
-from clrsearch.nn.trainer import train
+from clrsearch.nn.trainer import TrainingData, train
 from clrsearch.search.cores import CoreShare, cpus
 
 
@@ -532,7 +532,7 @@ def measure(train_set, steps, repeats, torch, peak_size=None, populations=None):
 
     def trainer(K, configs=None):
         def run(clock, threads):
-            result = train(train_set, None, configs or trainer_config(steps), population_lams(K), tuple(range(K)),
+            result = train(TrainingData(train_set), configs or trainer_config(steps), population_lams(K), tuple(range(K)),
                            progress=clock, threads=threads)
             return result.eval_seconds
         return run

@@ -34,7 +34,7 @@ class ExperimentResult:
 
 def run_experiment(experiment: Experiment, splits, progress=None):
     """Train the experiment's network on ``splits`` and measure it on every split."""
-    result = train(splits.train, splits.val, experiment.train, [experiment.lam], [experiment.seed],
+    result = train(splits, experiment.train, [experiment.lam], [experiment.seed],
                    progress=progress)
     params = network.member(result.params, 0)
     return ExperimentResult(

@@ -31,7 +31,7 @@ def run_range_test(splits, train_config: TrainConfig, test: RangeTest = RangeTes
     steps = max(test.points, test.epochs * (splits.train.n // train_config.n_batch))
     ramp = replace(train_config, eta_min=test.eta_low, eta_max=test.eta_high, n_s=steps, cycles=1,
                    clr_mode="triangular", max_steps=steps, evals_per_cycle=2 * test.points, snapshots=False)
-    result = train(splits.train, splits.val, ramp, [test.lam] * test.n_seeds, range(test.n_seeds),
+    result = train(splits, ramp, [test.lam] * test.n_seeds, range(test.n_seeds),
                    progress=progress)
     history = result.history
     etas = test.eta_low + (test.eta_high - test.eta_low) * history.steps / steps

@@ -118,12 +118,20 @@ class TrainResult:
     eval_seconds: float = 0.0
 
 
-def train(train_set, val_set, config, lams, seeds, *, on_eval=None, progress=None, threads=1):
+@dataclass(frozen=True)
+class TrainingData:
+    """The images a population trains on, and those of its validation curves (a ``Splits`` serves too)."""
+
+    train: object  # X (D, N), Y (C, N) one-hot, y (N,)
+    val: object = None  # the same, or None: no validation curves
+
+
+def train(data, config, lams, seeds, *, on_eval=None, progress=None, threads=1):
     """Train K networks, member k with lambda ``lams[k]`` and init seed ``seeds[k]``.
 
     Parameters
     ----------
-    train_set, val_set : objects with ``X`` (D, N), ``Y`` (C, N) one-hot and ``y`` (N,)
+    data : TrainingData, or any object with its ``train`` and ``val``
     config : TrainConfig, or a sequence of K TrainConfigs, one per member, that
         differ only in the fields of ``SCHEDULE_FIELDS`` and ``STREAM_FIELD``
     lams : sequence of K floats >= 0
@@ -151,6 +159,7 @@ def train(train_set, val_set, config, lams, seeds, *, on_eval=None, progress=Non
         raise UsageError(f"need one lambda per seed, got {lams.size} lambdas and {len(seeds)} seeds")
     for lam in lams:
         check_lam(float(lam))
+    train_set = data.train
     K, n_train = len(seeds), train_set.X.shape[1]
     configs = _member_configs(config, K)
     config = configs[0]  # the fields all members share
@@ -161,7 +170,7 @@ def train(train_set, val_set, config, lams, seeds, *, on_eval=None, progress=Non
     D, C = X.shape[0], Y.shape[0]
     if config.augment == "flip" and D != np.prod(IMAGE_SHAPE):
         raise UsageError(f"augment='flip' mirrors CIFAR-10 images of {np.prod(IMAGE_SHAPE)} values, not {D}")
-    eval_sets = _eval_sets(train_set, val_set, config, dtype)
+    eval_sets = _eval_sets(train_set, data.val, config, dtype)
     batches_per_epoch = n_train // config.n_batch
     plan = _Plan.of(configs, batches_per_epoch)
     streams = _Streams.of(configs)

@@ -69,7 +69,7 @@ def train_final(config: SearchConfig, params, splits, progress=None, threads=1) 
         return ()
 
     started = time.time()
-    training = train(splits.train, splits.val, train_config, [params[LAM]] * len(seeds), seeds, on_eval=on_eval,
+    training = train(splits, train_config, [params[LAM]] * len(seeds), seeds, on_eval=on_eval,
                      progress=progress, threads=threads)
     ended = time.time()
     networks = [network.member(training.params, k) for k in range(len(seeds))]

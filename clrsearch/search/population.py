@@ -98,6 +98,7 @@ class Block:
     started: float = 0.0  # wall-clock time (s since the epoch) when the block began training
     ended: float = 0.0  # ... and when its last evaluation was done
     eval_times: list = field(default_factory=list)  # wall-clock time of each evaluation point of its history
+    seconds: dict = field(default_factory=dict)  # "training" and "evaluation" seconds it took
 
 
 @dataclass
@@ -245,8 +246,11 @@ def train_population(shared, trials, config: SearchConfig, splits, progress=None
                 continue
             first = {i for i, _ in members if claimed[i].round == 1} - judged
             judged |= first
-            blocks.append(_train_block(claimed, members, config, splits, progress, threads, timer,
+            blocks.append(_train_block(claimed, members, config, splits, progress, threads,
                                        _Pruning(claimed, members, judge, pruned, first) if first and judge else None))
+            if timer is not None:
+                for name, seconds in blocks[-1].seconds.items():
+                    timer.add(name, seconds)
     except pruning.EarlierTrialLost as lost:
         return _given_back(shared, trials, claimed, lost)
     results = []
@@ -259,7 +263,7 @@ def train_population(shared, trials, config: SearchConfig, splits, progress=None
     return PopulationOutcome(list(trials), results, blocks)
 
 
-def _train_block(claimed, members, config, splits, progress, threads, timer, pruning):
+def _train_block(claimed, members, config, splits, progress, threads, pruning):
     """Train one population: member k is replicate r of trial i for (i, r) = members[k]."""
     study_cfg = config.study
     configs = []
@@ -279,15 +283,13 @@ def _train_block(claimed, members, config, splits, progress, threads, timer, pru
 
     wall_started = time.time()
     started = time.perf_counter()
-    result = train(splits.train, splits.val, schedule, lams, seeds, on_eval=on_eval, progress=progress,
-                   threads=threads)
+    result = train(splits, schedule, lams, seeds, on_eval=on_eval, progress=progress, threads=threads)
     evaluation = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):
         val_pred = network.predict(result.params, splits.val.X)  # (K, N_val)
-    if timer is not None:
-        timer.add("evaluation", result.eval_seconds + time.perf_counter() - evaluation)
-        timer.add("training", evaluation - started - result.eval_seconds)
-    return Block(list(members), result, val_pred, configs, wall_started, time.time(), eval_times)
+    seconds = {"evaluation": result.eval_seconds + time.perf_counter() - evaluation,
+               "training": evaluation - started - result.eval_seconds}
+    return Block(list(members), result, val_pred, configs, wall_started, time.time(), eval_times, seconds)
 
 
 def _given_back(shared, trials, claimed, lost):
