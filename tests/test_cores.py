@@ -89,22 +89,14 @@ def test_a_slot_folder_that_cannot_be_made_is_one_line(tmp_path):
             pass
 
 
-def test_paced_progress_rechecks_only_when_due(slots):
+def test_the_share_is_checked_again_only_when_due(slots):
     now = [0.0]
-    seen = []
-
-    class Bar:
-        def update(self, n):
-            seen.append(n)
-
     with cores.CoreShare(folder=slots, clock=lambda: now[0]) as share:
         checks = []
         share.check = lambda real=share.check: checks.append(now[0]) or real()
-        paced = share.pace(Bar())
-        paced.update(1)
+        share.check_if_due()
         now[0] = cores.RECHECK_SECONDS - 0.01
-        paced.update(1)
+        share.check_if_due()
         now[0] = cores.RECHECK_SECONDS
-        paced.update(2)
-        assert checks == [cores.RECHECK_SECONDS] and seen == [1, 1, 2]
-        share.pace(None).update(1)  # no bar: still paced
+        share.check_if_due()
+        assert checks == [cores.RECHECK_SECONDS]

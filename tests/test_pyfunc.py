@@ -81,7 +81,7 @@ def test_the_python_model_accepts_arrays_of_any_dtype_data_frames_and_one_image(
 @pytest.mark.parametrize("shape", [(5, D - 1), (D - 1,), (2, 3, D)])
 def test_rows_of_the_wrong_shape_are_refused(shape):
     with pytest.raises(ValueError, match="expected CIFAR-10 rows"):
-        pyfunc.raw_rows(np.zeros(shape, np.uint8))
+        model_code_module().raw_rows(np.zeros(shape, np.uint8))
 
 
 def test_a_classifier_needs_one_network_per_dict(parts):

@@ -19,9 +19,9 @@ holds no slot. The command reads both variables and passes them to
 The trainer cuts a population into ``threads`` slices of members, one thread
 each over a single-threaded BLAS (:mod:`clrsearch.nn.threads`); NumPy's BLAS
 is given ``threads`` for the rest (a population of one network, the
-predictions of a final model). Neither BLAS nor the slices split a sum, so
-the thread count changes no result: studies give the same values alone or
-side by side.
+predictions of a final model). OpenBLAS may round a float32 product's rows
+differently when they are cut into other slices, so a study's values are
+repeated bit for bit at the same thread count.
 """
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def default_slot_folder() -> Path:
 
 
 class CoreShare:
-    """This process's share of the cores, as a context manager; ``pace(progress)`` wraps a progress bar so that
-    training re-checks its share between update steps."""
+    """This process's share of the cores, as a context manager; training calls :meth:`check_if_due` between
+    update steps."""
 
     def __init__(self, fixed: int | None = None, folder=None, clock=time.monotonic):
         self.fixed = fixed  # BLAS threads fixed by the caller (no slot taken), or None to share
@@ -95,28 +95,6 @@ class CoreShare:
         """:meth:`check`, once ``RECHECK_SECONDS`` have passed since the last check."""
         if self.clock() >= self._next_check:
             self.check()
-
-    def pace(self, progress):
-        """``progress`` (an object with ``update(n)``, or None) that also re-checks the share when it is due."""
-        return _Paced(self, progress)
-
-
-class _Paced:
-    def __init__(self, share: CoreShare, progress):
-        self._share = share
-        self._progress = progress
-
-    def update(self, n=1):
-        self._share.check_if_due()
-        if self._progress is not None:
-            self._progress.update(n)
-
-    def cores(self) -> int:
-        """The threads training may use now: the trainer cuts its population into that many slices."""
-        return self._share.threads
-
-    def __getattr__(self, name):  # the bar's other methods (set_postfix, ...) pass through
-        return getattr(self._progress, name)
 
 
 def _take_slot(folder: Path):

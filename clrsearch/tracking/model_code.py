@@ -7,8 +7,8 @@ serving the model needs numpy, pandas and mlflow, not clrsearch::
     model = mlflow.pyfunc.load_model("models:/clrsearch-cifar10@champion")
     labels = model.predict(rows)  # rows (N, 3072) uint8 pixels 0..255 -> (N,) int64
 
-It imports nothing of clrsearch: the package imports it for :func:`raw_rows`
-alone, and MLflow runs it as a file of its own when it loads the model. Its
+It imports nothing of clrsearch, and the package does not import it: MLflow
+runs it as a file of its own when it loads the model. Its
 arithmetic is that of ``clrsearch.data.splits.Normaliser.apply``
 followed by ``clrsearch.nn.network.ensemble_predict``, step for step and in the
 same dtype, so that the model predicts the package's labels exactly

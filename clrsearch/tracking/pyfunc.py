@@ -35,7 +35,6 @@ from mlflow.types import Schema, TensorSpec
 from ..data.cifar10 import D
 from ..data.splits import Normaliser
 from ..nn import network
-from .model_code import raw_rows  # the model's own reading of its input: (N, D) rows, one image (D,) as (1, D)
 
 WEIGHTS_ARTIFACT = "weights"  # key of the weights file in the model's artifacts
 MODEL_FILE = Path(__file__).with_name("model_code.py")  # the model's code, logged as a file

@@ -39,7 +39,7 @@ from ..confusion import confusion_report
 from .artifacts import FIGURE_DPI, curve_metrics, point_timestamps, scalar_metrics, timed_curves, write_json
 from .client import create_run, ended, log_batch, now_ms, to_ms
 from .datasets import TESTING, TRAINING, VALIDATION, DataInputs, log_inputs
-from .pyfunc import WEIGHTS_ARTIFACT, Classifier, raw_rows, signature, write_model_code
+from .pyfunc import WEIGHTS_ARTIFACT, Classifier, signature, write_model_code
 from .store import EXPERIMENT, experiment_id, git_commit
 
 REGISTERED_NAME = "clrsearch-cifar10"
@@ -178,7 +178,7 @@ def _log_model(client, run_id, classifier, input_example, folder: Path, params) 
                                         params={key: str(value) for key, value in params.items()})
     Model.log(artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id, model_id=logged.model_id,
               python_model=str(code), artifacts={WEIGHTS_ARTIFACT: str(weights)}, signature=signature(),
-              input_example=raw_rows(input_example).astype(np.uint8), pip_requirements=requirements)
+              input_example=np.asarray(input_example, dtype=np.uint8), pip_requirements=requirements)
     return logged.model_id
 
 
