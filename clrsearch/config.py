@@ -9,7 +9,7 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from .errors import UsageError
+from .errors import UsageError, redact
 from .nn.schedule import MODES
 
 DTYPES = ("float32", "float64")
@@ -290,7 +290,8 @@ def flat_params(config: SearchConfig) -> dict:
     flat = {}
     for section in SECTIONS:
         for name, value in asdict(getattr(config, section)).items():
-            flat[f"{section}.{name}"] = _flat(value)
+            value = _flat(value)
+            flat[f"{section}.{name}"] = redact(value) if isinstance(value, str) else value  # no password logged
     return flat
 
 

@@ -17,7 +17,11 @@ def first_line(error):
     return text.splitlines()[0] if text else type(error).__name__
 
 
+_USERINFO_PASSWORD = re.compile(r"(://[^/:@\s]+):[^/\s]*@")  # scheme://user:password@host
+_QUERY_PASSWORD = re.compile(r"([?&;]password=)[^&;\s]*", re.IGNORECASE)  # ...?password=... of a database URL
+
+
 def redact(text):
-    """``text``, a storage or tracking URL or a message naming some, without the password of any
-    ``scheme://user:password@host`` in it: fit for a message or a tag."""
-    return re.sub(r"(://[^/:@\s]+):[^/\s]*@", r"\1@", text)
+    """``text``, a storage or tracking URL, a command line or a message naming some, without any password in
+    it (of ``scheme://user:password@host``, of ``?password=``): fit for a message, a param or a tag."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1@", str(text)))

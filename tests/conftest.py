@@ -23,6 +23,12 @@ def tiny_cifar(tmp_path) -> Path:
     return helpers.write_tiny_cifar(tmp_path)
 
 
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """One tiny CIFAR-10 folder of the default size, shared by the tests that only read it."""
+    return helpers.write_tiny_cifar(tmp_path_factory.mktemp("data"))
+
+
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     """No download reaches the network (file: URLs still open) and the user's cache and

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 import faults
 from clrsearch import coarse, fine, processes, tracking
 from clrsearch.search import queue
-from helpers import copy_storage, copy_store, dead_pid, experiment_runs, sigint_default, write_tiny_cifar
+from helpers import copy_storage, copy_store, dead_pid, experiment_runs, sigint_default
 
 # One seed per lambda keeps MLflow's writes few. 32 hidden units: from 24 rows of W1 on, OpenBLAS sums
 # every member's products in the same order whatever the population size, so that a trial's value
@@ -33,11 +33,6 @@ SLOW = ["--n-s", "200"]  # a population trains for a few tenths of a second: lon
 GRID = "0,0.001,0.003,0.01,0.03,0.1"
 FINE = ("--no-race", "--no-final")  # one trial per grid point, no final model
 TIMING = {"CLRSEARCH_HEARTBEAT_SECONDS": "1", "CLRSEARCH_GRACE_SECONDS": "3"}
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return write_tiny_cifar(tmp_path_factory.mktemp("data"))
 
 
 class Workspace:

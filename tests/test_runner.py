@@ -19,14 +19,9 @@ from clrsearch.data import load_batch, load_splits
 from clrsearch.nn.trainer import train
 from clrsearch.search import population, runner
 from clrsearch.search.runner import RunOptions, StudyRunner
-from helpers import copy_storage, copy_store, experiment_runs, log_uniform_draws, write_tiny_cifar
+from helpers import copy_storage, copy_store, experiment_runs, log_uniform_draws
 
 TRAIN = TrainConfig(n_batch=20, cycles=2, n_s=10, hidden=8, evals_per_cycle=2, eval_train_size=100)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return write_tiny_cifar(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture

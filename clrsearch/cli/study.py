@@ -10,6 +10,8 @@ import shlex
 import sys
 from dataclasses import replace
 
+from ..errors import redact
+
 from .args import entry_point
 
 
@@ -60,7 +62,7 @@ def run(kind, description, argv=None):
     try:
         return StudyRunner(config, options, progress=progress_bar).run()
     except KeyboardInterrupt:  # before any trial ran: the study, if created, resumes from its queue
-        print(f"\ninterrupted before any trial ran; to start the study, run the same command again: {command}",
+        print(f"\ninterrupted before any trial ran; to start the study, run the same command again: {redact(command)}",
               file=sys.stderr)
         raise SystemExit(130)
 

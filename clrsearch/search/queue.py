@@ -68,29 +68,29 @@ def storage_url(url=None):
     url = url or DEFAULT_STORAGE
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     if scheme not in SCHEMES or "://" not in url:
-        raise UsageError(f"storage {url!r} is not a database URL; use sqlite:///path.db or "
+        raise UsageError(f"storage {redact(url)!r} is not a database URL; use sqlite:///path.db or "
                          f"postgresql://USER@HOST/DB")
     try:
         parsed = sqlalchemy.engine.make_url(url)
         dialect = parsed.get_dialect()
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
-        raise UsageError(f"storage {url!r} is not a valid database URL ({first_line(error)}); use "
+        raise UsageError(f"storage {redact(url)!r} is not a valid database URL ({first_line(error)}); use "
                          f"sqlite:///path.db or postgresql://USER@HOST/DB") from None
     if scheme == "sqlite":
         path = sqlite_path(url)
         if path is None or str(path) in ("", ":memory:"):
-            raise UsageError(f"storage {url!r} would live in memory and die with the process; give a file, "
+            raise UsageError(f"storage {redact(url)!r} would live in memory and die with the process; give a file, "
                              f"e.g. sqlite:///studies/clrsearch.db")
         if path.is_dir():
             raise UsageError(f"storage {url!r} names a folder; give a file, e.g. sqlite:///studies/clrsearch.db")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise UsageError(f"cannot create the folder of the storage {url!r} ({error.strerror}); "
+            raise UsageError(f"cannot create the folder of the storage {redact(url)!r} ({error.strerror}); "
                              f"give a path you can write to") from None
     else:
         if not parsed.database:
-            raise UsageError(f"storage {url!r} names no database; use postgresql://USER@HOST/DB")
+            raise UsageError(f"storage {redact(url)!r} names no database; use postgresql://USER@HOST/DB")
         try:
             dialect.import_dbapi()
         except ImportError:

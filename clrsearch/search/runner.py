@@ -192,7 +192,7 @@ class StudyRunner:
         done = len(queue.finished_trials(study))
         print(f"\ninterrupted: study {study_cfg.name!r} has {done} of {study_cfg.total_trials} trials finished, "
               f"kept in {redact(self.url)}", file=sys.stderr)
-        print(f"to resume it, run the same command again: {self.options.command or 'the same command'}",
+        print(f"to resume it, run the same command again: {redact(self.options.command) or 'the same command'}",
               file=sys.stderr)
 
     # ------------------------------------------------------------------ claim, train, tell and log
