@@ -56,10 +56,8 @@ class TrainConfig:
     augment: str = "none"  # none | flip (mirror each image of a mini-batch left-right with probability 1/2)
 
     def __post_init__(self):
-        _check_int(self.n_batch, "n_batch", minimum=1)
-        _check_int(self.cycles, "cycles", minimum=1)
-        _check_int(self.n_s, "n_s", minimum=1)
-        _check_int(self.hidden, "hidden", minimum=1)
+        for name in ("n_batch", "cycles", "n_s", "hidden"):
+            _check_int(getattr(self, name), name, minimum=1)
         _check_int(self.shuffle_seed, "shuffle_seed", minimum=0)
         _check_float(self.eta_min, "eta_min", minimum=0.0)
         _check_float(self.eta_max, "eta_max", minimum=0.0)
@@ -69,12 +67,9 @@ class TrainConfig:
         _check_float(self.gamma, "gamma", minimum=0.0)
         _check(0 < self.gamma <= 1, f"gamma must be in (0, 1], not {self.gamma:g}")
         _check(self.dtype in DTYPES, f"dtype must be float32 or float64, not {self.dtype!r}")
-        if self.evals_per_cycle is not None:
-            _check_int(self.evals_per_cycle, "evals_per_cycle", minimum=1)
-        if self.eval_train_size is not None:
-            _check_int(self.eval_train_size, "eval_train_size", minimum=1)
-        if self.max_steps is not None:
-            _check_int(self.max_steps, "max_steps", minimum=1)
+        for name in ("evals_per_cycle", "eval_train_size", "max_steps"):
+            if getattr(self, name) is not None:
+                _check_int(getattr(self, name), name, minimum=1)
         _check(self.augment in AUGMENTATIONS,
                f"augment must be one of {', '.join(AUGMENTATIONS)}, not {self.augment!r}")
 

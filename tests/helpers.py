@@ -8,7 +8,8 @@
   (``conftest.mlflow_template``, ``conftest.optuna_template``);
 - :func:`steps_and_values`, :func:`experiment_runs`: a logged metric's history, an experiment's runs;
 - :func:`log_uniform_draws`: the lambdas a seeded Optuna RandomSampler draws, computed with NumPy;
-- :func:`dead_pid`: the pid of a process that has exited; :func:`sigint_default` for children sent Ctrl-C;
+- :func:`running_pids`: the workers of a study's running trials; :func:`dead_pid`: the pid of a process that
+  has exited; :func:`sigint_default` for children sent Ctrl-C;
 - :data:`TINY_STUDY`, :data:`TINY_FINE`: the flags of a study that trains a few update steps per trial.
 
 In the tiny CIFAR copy each class has its own random mean image; an image is its
@@ -221,6 +222,13 @@ def sigint_default():
     """``preexec_fn`` of a child that must stop on SIGINT: Python only turns SIGINT into KeyboardInterrupt when
     it did not inherit it ignored, and a shell starts background jobs (such as a test run) with it ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def running_pids(trials):
+    """Pids of the workers that hold a RUNNING trial among ``trials`` (frozen Optuna trials, whose system
+    attribute ``clrsearch:worker`` is the ``host:pid:start`` of the worker)."""
+    return {int(t.system_attrs["clrsearch:worker"].split(":")[1]) for t in trials
+            if t.state.name == "RUNNING" and "clrsearch:worker" in t.system_attrs}
 
 
 def dead_pid():

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from clrsearch import processes
 from clrsearch.errors import UsageError
 from clrsearch.search import queue
-from helpers import dead_pid
+from helpers import dead_pid, running_pids
 
 
 def lambdas(*values):
@@ -99,7 +99,7 @@ def test_claims_take_waiting_trials_in_order_and_name_their_worker(study_url):
     assert [t.number for t in claimed] == [0, 1]
     assert [t.state for t in shared.study.get_trials()] == [TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
     assert all(t.system_attrs[queue.WORKER_ATTR] == processes.identity() for t in shared.study.get_trials()[:2])
-    assert queue.running_pids(study_url, "s") == {processes.os.getpid()}
+    assert running_pids(queue.read_trials(study_url, "s")) == {processes.os.getpid()}
     assert shared.running() == 2
     assert [t.number for t in claim(shared, 5)] == [2]
     assert claim(shared, 5) == []  # a random or grid study never asks the sampler for more trials

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 import faults
 from clrsearch import coarse, fine, processes, tracking
 from clrsearch.search import queue
-from helpers import copy_storage, copy_store, dead_pid, experiment_runs, sigint_default
+from helpers import copy_storage, copy_store, dead_pid, experiment_runs, running_pids, sigint_default
 
 # One seed per lambda keeps MLflow's writes few. 32 hidden units: from 24 rows of W1 on, OpenBLAS sums
 # every member's products in the same order whatever the population size, so that a trial's value
@@ -106,7 +106,7 @@ def wait_for(predicate, timeout=60.0, what="the condition"):
 
 def running_trial_of(url, name, pid):
     """Whether study ``name`` has a RUNNING trial owned by process ``pid``."""
-    return pid in queue.running_pids(url, name)
+    return pid in running_pids(queue.read_trials(url, name))
 
 
 def assert_each_grid_point_once(study, values):
@@ -161,7 +161,7 @@ def test_a_helper_killed_mid_trial_is_recovered_by_its_parent_which_reports_it(w
 
     def helper_running():
         assert parent.poll() is None, "the parent finished before its helper claimed a trial"
-        helper[:] = queue.running_pids(postgres_url, "fine") - {parent.pid}
+        helper[:] = running_pids(queue.read_trials(postgres_url, "fine")) - {parent.pid}
         return bool(helper)
 
     wait_for(helper_running, what="the helper to claim trials")

@@ -73,7 +73,7 @@ def logged_study(store, population):
                            {"number": 1, "lam": 0.1, "state": "PRUNED", "reason": "pruned"}],
                           {"lambda_search": figure})
         study.log_metrics({"seconds_total": 12.5, "seconds_none": float("nan")})
-        study.set_tags({"best_lam": 0.01})
+        store.set_tag(study.run_id, "best_lam", "0.01")
     return study, trials, ids, again
 
 

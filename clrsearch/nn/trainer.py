@@ -12,9 +12,6 @@ that sees its own mini-batch order. A member trains exactly as it would in a
 population of its stream alone. With ``augment="flip"`` each image of a
 mini-batch is mirrored left-right with probability 1/2 (the flips belong to
 the stream's order).
-
-The ``train`` command (:mod:`clrsearch.cli.train`) runs one network through
-this loop; studies run populations of many.
 """
 
 import time

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 
 PAIRED_TEST = "paired t-test (scipy.stats.ttest_rel, one-sided), Holm-corrected"
-VERDICTS = ("best", "tied", "worse")
 
 
 @dataclass(frozen=True)

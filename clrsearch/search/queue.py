@@ -168,12 +168,6 @@ def read_trials(url, name):
             return []
 
 
-def running_pids(url, name):
-    """Pids of the workers that have a RUNNING trial in study ``name``."""
-    return {int(t.system_attrs[WORKER_ATTR].split(":")[1]) for t in read_trials(url, name)
-            if t.state == TrialState.RUNNING and WORKER_ATTR in t.system_attrs}
-
-
 def finished_trials(study):
     """Trials that count as done: completed, pruned, or failed for a reason of their own (e.g. diverged)."""
     return [t for t in study.get_trials(deepcopy=False) if is_final(t)]

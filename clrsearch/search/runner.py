@@ -96,13 +96,10 @@ class StudyRunner:
     # ------------------------------------------------------------------ steps of run(), in order
 
     def load_data(self):
-        """The study's splits (see :meth:`read_splits`), once a leader has checked the tracking store."""
+        """The study's splits, checked against the mini-batch size, and their description for its runs, once a
+        leader has checked the tracking store."""
         if self.helper is None:
             tracking.check_store(self.request.study.experiment)
-        return self.read_splits()
-
-    def read_splits(self):
-        """The study's splits, checked against the mini-batch size, and their description for its runs."""
         with self.timer.timed("data"):
             d = self.request.data
             splits = load_splits(d, dtype=np.dtype(self.request.train.dtype), download=self.options.download)

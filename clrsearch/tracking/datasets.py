@@ -9,10 +9,8 @@ of the SHA-256 of the set's files with their md5s (from the folder's
 of the split parameters that pick its images, so that two runs on the same
 images share one dataset on MLflow's Datasets page.
 
-A study describes its data once (:func:`describe_splits`); each run then logs
-the sets it used in one ``MlflowClient.log_inputs`` call (:func:`log_inputs`),
-with the context tag ``training``, ``validation`` or ``testing``, as MLflow's
-autologging does.
+A study describes its data once (:func:`describe_splits`); each run logs the
+sets it used with their context tag, as MLflow's autologging does (:func:`log_inputs`).
 """
 from __future__ import annotations
 

@@ -8,12 +8,10 @@ mlflow) registered as ``clrsearch-cifar10`` with the alias ``champion`` moved
 to the new version. The run starts and ends with the final training, and its
 curves carry the times training reached their points.
 
-The registry says what the model is: the registered model has a description
-(input, output, how to load and serve it); each version a description (study,
-settings, members, data, test accuracy) and tags (``lam`` and the schedule,
-``test_accuracy``, ``members``, ``study_name``, ``study_run_id``, ``run_id``).
-The logged model carries the run's accuracies, each linked to the dataset it
-was measured on, so that the model pages show them.
+The registered model and each version have a Markdown description
+(:func:`model_description`, :func:`version_description`), a version the tags
+of :func:`_register`; the logged model carries the run's accuracies, each
+linked to the dataset it was measured on (:func:`_of_model`).
 """
 from __future__ import annotations
 

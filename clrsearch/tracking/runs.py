@@ -23,16 +23,10 @@ run spans the blocks of its replicates, and every point of a curve carries
 the time training reached it, so that the UI's durations and time axes are
 those of the training.
 
-Each run is written with one ``MlflowClient.log_batch`` and one
-``log_artifacts`` call, and the confusion matrices of a study are drawn on one
-reused figure, so that tracking costs a few percent of a study's time. The
-matrices, and the study's summary figures, are drawn and saved by a thread
-of the study's process while the runs are written; a replicate's run gets its
-matrix, and it and its trial's run end, and the study run gets its figures,
-when the study next calls :meth:`StudyRun.finish_runs` (before it trains
-again, before it builds its summary's figures, and when the study run ends).
-Matplotlib's drawing state is shared by the threads of a process, so the
-study draws nothing itself while that thread has drawings in hand.
+Each run is written with one ``log_batch`` and one ``log_artifacts`` call; a
+thread draws the confusion matrices and summary figures, which
+:meth:`StudyRun.finish_runs` uploads before the runs end. Matplotlib's state is shared by
+threads, so the study draws nothing itself while that thread has drawings in hand.
 """
 from __future__ import annotations
 
@@ -293,11 +287,6 @@ class StudyRun:
                 log_batch(self._client, self.run_id, tags={MLFLOW_RUN_NOTE: description})
             self._unfinished.append(_Unfinished(self._info, None, None, folder, tuple(drawings)))
 
-    def set_tags(self, tags: dict) -> None:
-        """Add or overwrite tags of the study run."""
-        with self._timed():
-            log_batch(self._client, self.run_id, tags=tags)
-
     @contextlib.contextmanager
     def _timed(self):
         start = time.perf_counter()
@@ -379,21 +368,8 @@ class _Unfinished:
 
 
 def latest_study_run(experiment_id: str, client: MlflowClient | None = None):
-    """The FINISHED study run (tag ``level`` = ``study``) of an experiment that started last.
-
-    Parameters
-    ----------
-    experiment_id : str
-        Id of the experiment to search.
-    client : MlflowClient, optional
-        Client of the store to read, ``MlflowClient()`` (``$MLFLOW_TRACKING_URI``) by default.
-
-    Returns
-    -------
-    mlflow.entities.Run or None
-        The run with the latest start time, None when the experiment has no
-        finished study run.
-    """
+    """The FINISHED study run (tag ``level`` = ``study``) of experiment ``experiment_id`` that started last,
+    or None; ``client`` reads the store, ``MlflowClient()`` by default."""
     client = client or MlflowClient()
     studies = client.search_runs([experiment_id], "tags.level = 'study' and attributes.status = 'FINISHED'",
                                  order_by=["attributes.start_time DESC"], max_results=1)
@@ -402,27 +378,9 @@ def latest_study_run(experiment_id: str, client: MlflowClient | None = None):
 
 def child_runs(experiment_id: str, parent_run_id: str, level: str, client: MlflowClient | None = None, *,
                page_size: int = 1000) -> list:
-    """The runs nested directly under a run whose tag ``level`` is ``level``, every page of them.
-
-    Parameters
-    ----------
-    experiment_id : str
-        Id of the experiment to search.
-    parent_run_id : str
-        Id of the parent run (tag ``mlflow.parentRunId`` of its children).
-    level : str
-        Value of the children's tag ``level``: ``trial`` under a study run,
-        ``seed`` under a trial run, ``final`` for the final model's run.
-    client : MlflowClient, optional
-        Client of the store to read, ``MlflowClient()`` (``$MLFLOW_TRACKING_URI``) by default.
-    page_size : int, optional
-        Runs asked for per search call (MLflow allows up to 50 000).
-
-    Returns
-    -------
-    list of mlflow.entities.Run
-        All such runs (active ones), in the order MLflow returns them.
-    """
+    """Every active run directly under run ``parent_run_id`` whose tag ``level`` is ``level`` (``trial`` under a
+    study run, ``seed`` under a trial run, ``final``: the final model's), in MLflow's order, ``page_size`` runs
+    per search call (MLflow allows 50 000); ``client`` reads the store, ``MlflowClient()`` by default."""
     client = client or MlflowClient()
     quote = '"' if "'" in level else "'"
     filter_string = f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_run_id}' and tags.level = {quote}{level}{quote}"

@@ -4,18 +4,9 @@ Runs go where MLflow puts them by default: ``$MLFLOW_TRACKING_URI`` when set,
 else ``sqlite:///mlflow.db`` in the working directory with artifacts under
 ``mlruns/``. Experiment ``clrsearch`` unless a caller names another.
 
-Before a study, :func:`check_store` asks the store once. A tracking server
-(``http://`` or ``https://``) is first probed with one short request, so that
-a server that refuses or does not answer is reported within seconds instead of
-after MLflow's client has retried with back-off for minutes; during the study
-MLflow's own retries stay as they are, for transient errors.
-
-A local SQLite store is created by the first process that opens it (MLflow
-runs its schema migrations then). Processes started together on a new store
-would run them at the same time and break each other, so the store is opened
-for the first time under an exclusive lock on a file beside it
-(``mlflow.db.lock``, see :func:`_creating_store`): one process creates it, the
-others wait and find it made. A server or another database needs no lock.
+Before a study, :func:`check_store` asks the store once: a tracking server is
+probed with short timeouts, and a new SQLite store is created under a lock, by
+one of the processes started together (:func:`_creating_store`).
 """
 from __future__ import annotations
 
