@@ -138,7 +138,7 @@ def test_interrupted_study_resumes_and_trains_only_the_missing_trials(workspace,
     real_train = population.train
 
     def interrupted_second_population(*args, **kwargs):
-        blocks.append(sorted(set(args[3])))
+        blocks.append(sorted(set(args[2])))
         if len(blocks) == 2:  # one block per population: the 2nd is population 2
             raise KeyboardInterrupt
         return real_train(*args, **kwargs)
@@ -152,7 +152,7 @@ def test_interrupted_study_resumes_and_trains_only_the_missing_trials(workspace,
     assert len(done) == 2
 
     blocks.clear()
-    monkeypatch.setattr(population, "train", lambda *a, **kw: blocks.append(sorted(set(a[3]))) or real_train(*a, **kw))
+    monkeypatch.setattr(population, "train", lambda *a, **kw: blocks.append(sorted(set(a[2]))) or real_train(*a, **kw))
     assert run(config) == 0
     planned = log_uniform_draws(0, 4, 1e-5, 1e-1)
     missing = sorted(lam for lam in planned if not any(math.isclose(lam, d, rel_tol=1e-12) for d in done))
