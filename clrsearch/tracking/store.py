@@ -205,24 +205,51 @@ def probe_server(uri: str, timeout: float = PROBE_SECONDS) -> None:
 
 
 def ask_server_once(uri: str, experiment: str, timeout: float = CHECK_SECONDS) -> None:
-    """Raise UsageError when the tracking server at ``uri`` answers MLflow's API with an error MLflow's client
-    would retry with back-off for minutes (429 or 5xx), or does not answer within ``timeout`` seconds.
+    """Raise UsageError when the tracking server at ``uri`` refuses this client (401, 403), answers MLflow's API
+    with an error MLflow's client would retry with back-off for minutes (429 or 5xx), or does not answer
+    within ``timeout`` seconds.
 
-    One GET of the experiment by name; any other answer (the experiment, 404
-    for none, 401 for missing credentials) is left to MLflow's client.
+    One GET of the experiment by name, with the credentials MLflow's client
+    sends (``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``, or
+    ``MLFLOW_TRACKING_TOKEN``); any other answer (the experiment, 404 for none)
+    is left to MLflow's client. A refusal names its fix, never the password.
     """
     import requests
+    from mlflow import environment_variables as variables
 
+    user, token = variables.MLFLOW_TRACKING_USERNAME.get(), variables.MLFLOW_TRACKING_TOKEN.get()
+    auth = (user, variables.MLFLOW_TRACKING_PASSWORD.get() or "") if user else None
+    headers = {"Authorization": f"Bearer {token}"} if token and not user else {}
     try:
-        answer = requests.get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name",
-                              params={"experiment_name": experiment}, timeout=timeout, allow_redirects=False)
+        answer = requests.get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name", auth=auth,
+                              headers=headers, params={"experiment_name": experiment}, timeout=timeout,
+                              allow_redirects=False)
     except requests.exceptions.SSLError:
         return
     except requests.exceptions.RequestException as error:
         raise _unusable(uri, f"no answer to an API request: {type(error).__name__}") from None
     answer.close()
+    if answer.status_code in (401, 403):
+        raise _refused(uri, answer.status_code, answer.text, user)
     if answer.status_code == 429 or answer.status_code >= 500:
         raise _unusable(uri, f"the server answered HTTP {answer.status_code} {answer.reason}".rstrip())
+
+
+def _refused(uri: str, status: int, text: str, user: str | None) -> UsageError:
+    """The one-line error of a tracking server that refuses this client, with the fix of each refusal."""
+    where = f"the MLflow tracking server {redact(uri)}"
+    host = urlsplit(uri).hostname
+    if status == 403 and "host" in text.lower():
+        return UsageError(f"{where} refuses the host name {host} (HTTP 403: {first_line(text)[:80]}); start it "
+                          f"with --allowed-hosts naming {host}, or use an address it allows")
+    if status == 403:
+        return UsageError(f"{where} denies user {user or '(none)'} access to the experiment (HTTP 403); "
+                          f"ask its administrator for permission, or choose another experiment")
+    if user:
+        return UsageError(f"{where} refuses the login of user {user} (HTTP 401); check MLFLOW_TRACKING_USERNAME "
+                          f"and MLFLOW_TRACKING_PASSWORD")
+    return UsageError(f"{where} requires a login (HTTP 401); set MLFLOW_TRACKING_USERNAME and "
+                      f"MLFLOW_TRACKING_PASSWORD")
 
 
 @contextlib.contextmanager
