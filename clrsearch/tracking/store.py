@@ -205,15 +205,11 @@ def probe_server(uri: str, timeout: float = PROBE_SECONDS) -> None:
 
 
 def ask_server_once(uri: str, experiment: str, timeout: float = CHECK_SECONDS) -> None:
-    """Raise UsageError when the tracking server at ``uri`` refuses this client (401, 403), answers MLflow's API
-    with an error MLflow's client would retry with back-off for minutes (429 or 5xx), or does not answer
-    within ``timeout`` seconds.
+    """Raise UsageError when the tracking server at ``uri`` refuses this client (401, 403), answers with an
+    error MLflow's client would retry for minutes (429, 5xx), or does not answer within ``timeout`` seconds.
 
-    One GET of the experiment by name, with the credentials MLflow's client
-    sends (``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``, or
-    ``MLFLOW_TRACKING_TOKEN``); any other answer (the experiment, 404 for none)
-    is left to MLflow's client. A refusal names its fix, never the password.
-    """
+    One GET of the experiment by name, with the credentials MLflow's client sends (its variables); any other
+    answer (the experiment, 404 for none) is left to MLflow's client."""
     import requests
     from mlflow import environment_variables as variables
 
