@@ -201,6 +201,14 @@ def numpy_loop(X, Y, params, loop, clock=None):
     clock : StepClock or None
     """
     params = {name: value.copy() for name, value in params.items()}
+    for t, Xb, Yb in loop_batches(X, Y, loop, clock):
+        numpy_step(params, Xb, Yb, triangular_eta(t, loop.n_s), loop.lam)
+    return params
+
+
+def loop_batches(X, Y, loop, clock=None):
+    """(t, Xb (D, B), Yb (C, B)) of each of ``loop.steps`` update steps, by fancy indexing from an order of
+    ``loop.shuffle_seed`` reshuffled every epoch; ``clock.update(1)`` once each step is done."""
     rng = np.random.default_rng(loop.shuffle_seed)
     n = X.shape[1]
     per_epoch = n // loop.n_batch
@@ -209,11 +217,10 @@ def numpy_loop(X, Y, params, loop, clock=None):
         order = rng.permutation(n)
         for b in range(min(per_epoch, loop.steps - t)):
             idx = order[b * loop.n_batch:(b + 1) * loop.n_batch]
-            numpy_step(params, X[:, idx], Y[:, idx], triangular_eta(t, loop.n_s), loop.lam)
+            yield t, X[:, idx], Y[:, idx]
             t += 1
             if clock is not None:
                 clock.update(1)
-    return params
 
 
 def import_torch():
@@ -347,18 +354,8 @@ def broadcast_loop(X, Y, params, loop, lams, clock=None):
     on the mini-batches of :func:`numpy_loop`; ``lams`` (K,)."""
     params = {name: value.copy() for name, value in params.items()}
     K = params["W1"].shape[0]
-    rng = np.random.default_rng(loop.shuffle_seed)
-    n = X.shape[1]
-    per_epoch = n // loop.n_batch
-    t = 0
-    while t < loop.steps:
-        order = rng.permutation(n)
-        for b in range(min(per_epoch, loop.steps - t)):
-            idx = order[b * loop.n_batch:(b + 1) * loop.n_batch]
-            broadcast_step(params, X[:, idx], Y[:, idx], np.full(K, triangular_eta(t, loop.n_s)), lams)
-            t += 1
-            if clock is not None:
-                clock.update(1)
+    for t, Xb, Yb in loop_batches(X, Y, loop, clock):
+        broadcast_step(params, Xb, Yb, np.full(K, triangular_eta(t, loop.n_s)), lams)
     return params
 
 
