@@ -16,7 +16,7 @@ import pytest
 
 from clrsearch.errors import UsageError
 from clrsearch.tracking import store
-from helpers import write_tiny_cifar
+from helpers import copy_store, write_tiny_cifar
 
 FIX = ("; point MLFLOW_TRACKING_URI at a running server (http://HOST:5000) or a database, "
        "or unset it for sqlite:///mlflow.db")
@@ -99,10 +99,10 @@ def test_the_check_leaves_mlflows_retry_settings_alone(monkeypatch, failing_serv
     assert (os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]) == ("3", "90")
 
 
-def test_a_database_store_is_not_probed(monkeypatch, tmp_path):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+def test_a_database_store_is_not_probed(monkeypatch, tmp_path, mlflow_template):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", copy_store(mlflow_template, tmp_path))
     monkeypatch.setattr(store, "probe_server", lambda uri: pytest.fail("probed a database"))
-    store.probe_tracking_server()
+    store.check_store("probe")
 
 
 @pytest.mark.slow

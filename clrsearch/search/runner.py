@@ -82,8 +82,6 @@ class StudyRunner:
         self.url = queue.storage_url(self.request.study.storage)
         if self.helper is not None:
             workers.die_with_parent(self.helper["parent_pid"])
-        else:  # a tracking server that is down is reported at once, not after the seconds the data takes
-            tracking.probe_tracking_server()
         splits = self.load_data()
         etas = self.range_test_etas(splits) if self.options.auto_eta else {}
         share = cores.CoreShare(self.options.blas_threads, self.options.core_slots)
@@ -97,7 +95,7 @@ class StudyRunner:
 
     def load_data(self):
         """The study's splits, checked against the mini-batch size, and their description for its runs, once a
-        leader has checked the tracking store."""
+        leader has checked the tracking store (a server that is down is reported before the data is read)."""
         if self.helper is None:
             tracking.check_store(self.request.study.experiment)
         with self.timer.timed("data"):

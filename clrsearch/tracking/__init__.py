@@ -14,11 +14,10 @@ from .datasets import DataInputs, SetInput, describe_splits
 from .recovery import end_dead_runs, logged_trials
 from .registry import ALIAS, REGISTERED_NAME, FinalModel, aliased_version, load_model, log_final_model, run_metrics
 from .runs import SeedRecord, StudyRun, TrialRecord, child_runs, latest_study_run, log_range_test
-from .store import (EXPERIMENT, check_store, delete_experiment, find_experiment_id, git_commit,
-                    probe_tracking_server, source_tags)
+from .store import EXPERIMENT, check_store, delete_experiment, find_experiment_id, git_commit, source_tags
 
 __all__ = ["ALIAS", "EXPERIMENT", "REGISTERED_NAME", "DataInputs", "FinalModel", "SeedRecord", "SetInput",
            "StudyRun", "TrialRecord", "aliased_version", "check_store", "child_runs", "confusion_report",
            "delete_experiment", "describe_splits", "end_dead_runs", "find_experiment_id", "git_commit",
            "latest_study_run", "load_model", "log_final_model", "log_range_test", "logged_trials",
-           "probe_tracking_server", "run_metrics", "source_tags"]
+           "run_metrics", "source_tags"]

@@ -161,16 +161,6 @@ def _unusable(uri: str, reason: str) -> UsageError:
     return UsageError(f"cannot use the MLflow tracking store {redact(uri)} ({redact(reason)}); {fix}")
 
 
-def probe_tracking_server() -> None:
-    """Raise UsageError when the tracking URI is a server that refuses or does not answer (:func:`probe_server`);
-    a database or file store is left to :func:`check_store`."""
-    import mlflow
-
-    uri = mlflow.get_tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        probe_server(uri)
-
-
 def probe_server(uri: str, timeout: float = PROBE_SECONDS) -> None:
     """Raise UsageError when the tracking server at ``uri`` refuses the connection or does not answer.
 
