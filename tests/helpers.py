@@ -10,18 +10,26 @@
 - :func:`log_uniform_draws`: the lambdas a seeded Optuna RandomSampler draws, computed with NumPy;
 - :func:`running_pids`: the workers of a study's running trials; :func:`dead_pid`: the pid of a process that
   has exited; :func:`sigint_default` for children sent Ctrl-C;
+- :func:`serve_model`, :func:`free_port`, :func:`post_json`: ``mlflow models serve`` on 127.0.0.1 and a request to it;
 - :data:`TINY_STUDY`, :data:`TINY_FINE`: the flags of a study that trains a few update steps per trial.
 
 In the tiny CIFAR copy each class has its own random mean image; an image is its
 class mean plus pixel noise, so a two-layer network learns it well above chance
 in a few epochs, but not perfectly from 200 images.
 """
+import contextlib
+import json
 import math
+import os
 import pickle
+import socket
 import shutil
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -245,3 +253,59 @@ TINY_STUDY = ["--n-s", "10", "--n-batch", "20", "--hidden", "8", "--eval-train-s
               "--evals-per-cycle", "2", "--quiet"]
 # The fine study's own: the fixed protocol, a final model of one network on the same tiny schedule.
 TINY_FINE = ["--no-race", "--final-seeds", "1", "--final-val-size", "200", "--final-extra-cycles", "0"]
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that no one listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post_json(url, payload, timeout=60):
+    """POST ``payload`` as JSON to ``url``; returns (HTTP status, the body decoded from JSON), 4xx and 5xx too."""
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+@contextlib.contextmanager
+def serve_model(mlflow_script, model_uri, folder, env, seconds=180):
+    """``mlflow models serve -m model_uri --env-manager local`` on a free port of 127.0.0.1, run by the
+    ``mlflow`` script ``mlflow_script`` of some environment (its folder first on the PATH, for the server's
+    ``uvicorn``) in ``folder`` with the environment ``env``; yields its URL once ``/ping`` answers, within
+    ``seconds``. The server's output is in ``folder``/serve.log; its process group is ended on exit."""
+    env = {**env, "PATH": os.pathsep.join([str(Path(mlflow_script).parent), env.get("PATH", os.defpath)])}
+    port = free_port()
+    log_path = Path(folder) / "serve.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([str(mlflow_script), "models", "serve", "-m", str(model_uri), "--env-manager", "local",
+                                    "--host", "127.0.0.1", "--port", str(port)],
+                                   cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + seconds
+            while True:
+                assert process.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+                        if response.status == 200:
+                            break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
+                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                time.sleep(1)
+            yield url
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # gone already when it failed to start
+                os.killpg(process.pid, signal.SIGTERM)  # the server's own process group: its workers too
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -1,25 +1,22 @@
 """The champion serves anywhere (clrsearch.tracking.registry, .model_code): a fresh virtual environment
 with only the model's own requirements (no clrsearch) loads it and predicts the package's labels, and
-``mlflow models serve`` in that environment answers raw rows posted as ``{"inputs": ...}`` with them.
+``mlflow models serve`` in that environment answers raw rows posted as ``{"inputs": ...}`` with them
+and normalised pixels with HTTP 400 and what it expected.
 The champion is the tiny ensemble of ``conftest.tiny_ensemble``."""
 
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from clrsearch import tracking
 from clrsearch.nn import network
+from helpers import post_json, serve_model
 
 pytestmark = pytest.mark.slow
 
@@ -64,28 +61,24 @@ def fresh_env_vars(champion):
     return {**env, "MLFLOW_TRACKING_URI": champion["uri"], "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
-def test_the_model_is_small_declares_a_tensor_and_needs_no_clrsearch(model_dir):
+def test_the_model_is_small_declares_its_output_and_needs_no_clrsearch(model_dir):
     assert (model_dir / "MLmodel").stat().st_size < 10_000
     requirements = [line.split("==")[0] for line in (model_dir / "requirements.txt").read_text().split()]
     assert sorted(requirements) == ["mlflow", "numpy", "pandas"]
     info = mlflow.models.get_model_info(CHAMPION)
-    assert info.signature.inputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "uint8",
-                                                                                  "shape": (-1, 3072)}}]
+    assert info.signature.inputs is None  # the model checks its input itself: MLflow neither refuses nor casts
     assert info.signature.outputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "int64", "shape": (-1,)}}]
     code = (model_dir / "cifar_classifier.py").read_text()
     assert "import clrsearch" not in code and "from clrsearch" not in code
 
 
-def test_uint8_rows_data_frames_and_refused_floats_in_this_process(champion):
+def test_rows_of_any_dtype_and_data_frames_in_this_process_and_normalised_ones_refused(champion):
     model = mlflow.pyfunc.load_model(CHAMPION)
     rows, expected = champion["rows"], champion["expected"]
-    np.testing.assert_array_equal(model.predict(rows), expected)
-    import pandas as pd
-
-    np.testing.assert_array_equal(model.predict(pd.DataFrame(rows)), expected)
-    with pytest.raises(mlflow.exceptions.MlflowException, match="dtype of input float64 does not match"):
-        model.predict(rows.astype(np.float64))  # MLflow checks a tensor's dtype exactly; the fix is astype(uint8)
-    np.testing.assert_array_equal(model.unwrap_python_model().predict(None, rows.astype(np.float32)), expected)
+    for given in (rows, rows.astype(np.int64), rows.astype(np.float64), pd.DataFrame(rows)):
+        np.testing.assert_array_equal(model.predict(given), expected)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="pixel values look normalised; send raw 0-255"):
+        model.predict(rows / 255)
 
 
 def test_a_fresh_environment_without_clrsearch_loads_the_champion_and_predicts_the_packages_labels(
@@ -101,56 +94,21 @@ def test_a_fresh_environment_without_clrsearch_loads_the_champion_and_predicts_t
     np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), champion["expected"])
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(url, payload):
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
 @pytest.fixture
 def server(champion, fresh_env, tmp_path):
     """``mlflow models serve`` of the champion in the fresh environment; yields its URL."""
-    port = free_port()
-    log = open(tmp_path / "serve.log", "w")
-    process = subprocess.Popen([str(fresh_env / "bin" / "mlflow"), "models", "serve", "-m", CHAMPION,
-                                "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-                               cwd=tmp_path, env=fresh_env_vars(champion), stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVE_SECONDS
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(1)
+    with serve_model(fresh_env / "bin" / "mlflow", CHAMPION, tmp_path, fresh_env_vars(champion),
+                     SERVE_SECONDS) as url:
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the server's own process group: its workers too
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
-def test_the_served_champion_answers_raw_rows_with_the_packages_labels(champion, server):
+def test_the_served_champion_answers_raw_rows_with_the_packages_labels_and_refuses_normalised_ones(
+        champion, server):
     rows, expected = champion["rows"], champion["expected"]
-    answer = post(f"{server}/invocations", {"inputs": rows.tolist()})
-    assert answer == {"predictions": expected.tolist()}
-    # Float pixel values too: the server reads them into the signature's uint8.
-    answer = post(f"{server}/invocations", {"inputs": rows[:5].astype(np.float64).tolist()})
-    assert answer == {"predictions": expected[:5].tolist()}
+    assert post_json(f"{server}/invocations", {"inputs": rows.tolist()}) == (200, {"predictions": expected.tolist()})
+    # Whole pixel values written as floats are the same pixels.
+    answer = post_json(f"{server}/invocations", {"inputs": rows[:5].astype(np.float64).tolist()})
+    assert answer == (200, {"predictions": expected[:5].tolist()})
+    status, body = post_json(f"{server}/invocations", {"inputs": (rows[:5] / 255).tolist()})
+    assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "pixel values look normalised" in body["message"] and "send raw 0-255" in body["message"]

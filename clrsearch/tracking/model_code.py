@@ -5,7 +5,17 @@ MLflow logs this file as the model ("models from code", saved as
 serving the model needs numpy, pandas and mlflow, not clrsearch::
 
     model = mlflow.pyfunc.load_model("models:/clrsearch-cifar10@champion")
-    labels = model.predict(rows)  # rows (N, 3072) uint8 pixels 0..255 -> (N,) int64
+    labels = model.predict(rows)  # rows (N, 3072) pixels 0..255, any dtype -> (N,) int64
+
+The model checks its input itself (`pixel_rows`): N rows of exactly D whole
+pixel values 0..255, in any integer or float dtype, as an array, a DataFrame or
+nested lists; anything else is refused with an MlflowException
+(INVALID_PARAMETER_VALUE, which ``mlflow models serve`` answers with HTTP 400)
+that says what was expected. Its signature declares no input, so that MLflow
+neither refuses rows whose dtype is not the declared one nor casts them to it;
+``predict`` carries the type hint ``np.ndarray``, from which MLflow infers no
+schema. Rows are scored `CHUNK` at a time: beyond the input, memory does not
+grow with the number of rows.
 
 It imports nothing of clrsearch, and the package does not import it: MLflow
 runs it as a file of its own when it loads the model. Its
@@ -22,39 +32,67 @@ scaled to [0, 1], the class names and the dtype the networks compute in.
 import mlflow.models
 import mlflow.pyfunc
 import numpy as np
+from mlflow.exceptions import MlflowException
 
 D = 3072  # values per image: 1024 red, then 1024 green, then 1024 blue, each channel row-major
 WEIGHTS = "weights"  # the key of weights.npz in the model's artifacts
-_CHUNK = 256  # images normalised at a time: (D, 256) float64 is 6 MB
+CHUNK = 1024  # images scored at a time: their (D, 1024) float64 block is 25 MB
+EXPECTED = f"expected raw CIFAR-10 rows (N, {D}) of whole pixel values 0-255"
 
 
-def raw_rows(model_input) -> np.ndarray:
-    """``model_input`` (array, DataFrame, or one image of D values) as an (N, D) array of pixel values.
+def refuse(problem):
+    """The MlflowException (INVALID_PARAMETER_VALUE, HTTP 400 when served) for input that is not raw rows."""
+    return MlflowException.invalid_parameter_value(f"{EXPECTED}; {problem}")
 
-    Raises ValueError when the input is not N images of D values.
+
+def pixel_rows(model_input) -> np.ndarray:
+    """``model_input`` (array, DataFrame or nested lists of N images, or one image of D values) as (N, D).
+
+    Integers of any dtype and floats with whole values are taken as they are; nothing is cast or copied
+    but a DataFrame's or a list's values.
+
+    Raises
+    ------
+    MlflowException (INVALID_PARAMETER_VALUE)
+        Not N rows of D numbers; NaN or infinite values; floats no larger than 1 (normalised pixels);
+        values outside 0..255; floats that are not whole numbers.
     """
-    rows = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
+    try:
+        rows = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
+    except (TypeError, ValueError) as error:  # ragged lists
+        raise refuse(f"got input that is no array ({error})") from None
     if rows.ndim == 1 and rows.shape[0] == D:
         rows = rows[None, :]
     if rows.ndim != 2 or rows.shape[1] != D:
-        raise ValueError(f"expected CIFAR-10 rows of shape (N, {D}), got {rows.shape}")
+        raise refuse(f"got shape {rows.shape}")
+    if rows.dtype.kind not in "uif":
+        raise refuse(f"got values of dtype {rows.dtype}")
+    if rows.size == 0 or rows.dtype == np.uint8:
+        return rows
+    lo, hi = rows.min(), rows.max()  # NaN if any value is NaN
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise refuse("got NaN or infinite values")
+    if rows.dtype.kind == "f" and hi <= 1.0:
+        raise refuse(f"pixel values look normalised; send raw 0-255 (largest value {hi:g})")
+    if lo < 0 or hi > 255:
+        raise refuse(f"got values from {lo:g} to {hi:g}")
+    if rows.dtype.kind == "f":
+        for j in range(0, rows.shape[0], CHUNK):
+            block = rows[j:j + CHUNK]
+            fractional = block[block != np.floor(block)]
+            if fractional.size:
+                raise refuse(f"got a value that is not a whole number, {fractional[0]:g}")
     return rows
 
 
 def normalise(rows, mean, std, dtype) -> np.ndarray:
-    """X (D, N) of ``dtype``, Fortran order: pixels 0..255 of ``rows`` (N, D) scaled to [0, 1], standardised.
+    """X (D, n) of ``dtype``, Fortran order: pixels 0..255 of ``rows`` (n, D) scaled to [0, 1], standardised.
 
     Computed in float64 whatever the dtype of ``rows``, then stored in ``dtype``.
     """
-    raw = rows.T  # (D, N)
-    scale = 1 / (255 * std)  # (D, 1)
-    shift = mean / std  # (D, 1)
-    X = np.empty(raw.shape, dtype=dtype, order="F")  # (D, N)
-    for j in range(0, raw.shape[1], _CHUNK):
-        block = np.multiply(raw[:, j:j + _CHUNK], scale, dtype=np.float64)  # (D, chunk)
-        block -= shift
-        X[:, j:j + _CHUNK] = block
-    return X
+    block = np.multiply(rows.T, 1 / (255 * std), dtype=np.float64)  # (D, n)
+    block -= mean / std
+    return np.asarray(block, dtype=dtype, order="F")
 
 
 def probabilities(net, X) -> np.ndarray:
@@ -87,11 +125,15 @@ class CifarClassifier(mlflow.pyfunc.PythonModel):
                          for k in range(stacked["W1"].shape[0])]
         return self
 
-    def predict(self, context, model_input, params=None):
-        """Labels (N,) int64 of raw rows (N, D), pixel values 0..255 of any dtype."""
-        X = normalise(raw_rows(model_input), self.mean, self.std, self.dtype)  # (D, N)
-        P = sum(probabilities(net, X) for net in self.networks) / len(self.networks)  # (C, N)
-        return np.argmax(P, axis=0).astype(np.int64)
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
+        """Labels (N,) int64 of raw rows (N, D) of pixel values 0..255 (see `pixel_rows`), `CHUNK` rows at a time."""
+        rows = pixel_rows(model_input)  # (N, D)
+        labels = np.empty(rows.shape[0], dtype=np.int64)  # (N,)
+        for j in range(0, rows.shape[0], CHUNK):
+            X = normalise(rows[j:j + CHUNK], self.mean, self.std, self.dtype)  # (D, n)
+            P = sum(probabilities(net, X) for net in self.networks) / len(self.networks)  # (C, n)
+            labels[j:j + CHUNK] = np.argmax(P, axis=0)
+        return labels
 
 
 mlflow.models.set_model(CifarClassifier())

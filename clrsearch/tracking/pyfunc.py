@@ -8,17 +8,18 @@ statistics of the training split, the class names and the dtype the networks
 compute in. Loading it needs numpy, pandas and mlflow, not clrsearch::
 
     model = mlflow.pyfunc.load_model("models:/clrsearch-cifar10@champion")
-    labels = model.predict(rows)  # rows (N, 3072) uint8 pixels 0..255 -> (N,) int64
+    labels = model.predict(rows)  # rows (N, 3072) pixels 0..255, any dtype -> (N,) int64
 
 Rows are images in the official CIFAR-10 layout (1024 red, then green, then
-blue values). The signature (`signature`) is one tensor input (-1, 3072) of
-uint8, as CIFAR-10 stores its pixels, and one output (-1,) of int64. MLflow
-checks a tensor's dtype exactly: in Python, pass uint8 arrays (or DataFrames
-of uint8 columns); float rows of pixel values go through
-``rows.astype(np.uint8)``, or ``model.unwrap_python_model().predict(None,
-rows)``, which takes rows of any dtype. Served, the model takes
-``{"inputs": rows}`` with integer or float pixel values, which the server
-turns into uint8. Predictions are
+blue values): whole pixel values 0..255 in any integer or float dtype (uint8
+as CIFAR-10 stores them, int64 or float64 as JSON brings them), as an array,
+a DataFrame or nested lists. The model checks them itself and refuses anything
+else, normalised pixels in [0, 1] among them, with a one-line MlflowException
+(INVALID_PARAMETER_VALUE: HTTP 400 when served) that says what it expected.
+So the signature (`signature`) declares the output alone, labels (-1,) of
+int64: a declared input tensor would make MLflow refuse every other dtype than
+its own in Python (it checks a tensor's dtype exactly) and cast served JSON to
+it (pixels 0.5 read as uint8 are 0). Predictions are
 ``network.ensemble_predict(networks, normaliser.apply(rows.T, dtype))``
 exactly (`Classifier.predict`, the package's reference, which the model code
 repeats with NumPy alone).
@@ -32,7 +33,6 @@ import numpy as np
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from ..data.cifar10 import D
 from ..data.splits import Normaliser
 from ..nn import network
 
@@ -91,9 +91,8 @@ class Classifier:
 
 
 def signature() -> ModelSignature:
-    """One tensor input, raw rows (-1, D) of uint8 pixels; one tensor output, labels (-1,) of int64."""
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, D))]),
-                          outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]))
+    """The output alone, labels (-1,) of int64; the model checks its input itself (see the module's docstring)."""
+    return ModelSignature(outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]))
 
 
 def write_model_code(folder) -> Path:
