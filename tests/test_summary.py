@@ -73,7 +73,13 @@ def test_verdicts_are_the_paired_comparisons_worked_out_by_hand(study):
     assert summary.best_row(list(rows.values()))["trial"] == 0
     verdicts = summary.verdicts(list(rows.values()))
     assert set(verdicts) == {"0", "1", "2"}
-    assert verdicts["0"] == {"delta_vs_best": 0.0, "p_vs_best": None, "verdict": "best"}
+    assert {k: verdicts["0"][k] for k in ("delta_vs_best", "p_vs_best", "verdict")} == {
+        "delta_vs_best": 0.0, "p_vs_best": None, "verdict": "best"}
+    # MCB, k = 3, t_{1 - 0.025, 2} = 4.3027: point 1 is 0.11 +- 0.0248 below point 0 (sd 0.01 of 0.10, 0.11, 0.12),
+    # out of the best set; points 0 and 2 in it (see test_decision.py for the whole interval)
+    assert verdicts["0"]["best_set"] and verdicts["2"]["best_set"] and not verdicts["1"]["best_set"]
+    assert verdicts["1"]["p_best"] == 0.0  # below point 0 on every replicate: never the best in any draw
+    assert verdicts["0"]["p_best"] + verdicts["2"]["p_best"] == pytest.approx(1.0)
 
 
 def test_a_later_round_of_a_point_stands_for_it(study):
