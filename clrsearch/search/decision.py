@@ -131,6 +131,7 @@ def mcb(accuracies, alpha):
     if k == 1:
         return {points[0]: Interval(0.0, math.inf)}
     lows, highs = {i: math.inf for i in points}, {i: math.inf for i in points}
+    critical = {}  # n -> t_{1 - alpha / (k - 1), n - 1}
     for i in points:
         for j in points:
             if i == j:
@@ -139,8 +140,9 @@ def mcb(accuracies, alpha):
             d = np.array([accuracies[i][r] - accuracies[j][r] for r in common], dtype=float)  # (n,)
             n = len(common)
             mean = float(d.mean()) if n else 0.0
-            w = (float(stats.t.ppf(1 - alpha / (k - 1), n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
-                 if n >= 2 else math.inf)
+            if n >= 2 and n not in critical:
+                critical[n] = float(stats.t.ppf(1 - alpha / (k - 1), n - 1))
+            w = critical[n] * float(d.std(ddof=1)) / math.sqrt(n) if n >= 2 else math.inf
             lows[i] = min(lows[i], mean - w)
             highs[i] = min(highs[i], mean + w)
     return {i: Interval(-max(0.0, -lows[i]), max(0.0, highs[i])) for i in points}
