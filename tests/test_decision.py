@@ -82,6 +82,9 @@ def test_mcb_worked_out_by_hand():
 
 def test_mcb_of_a_lone_point_and_of_a_pair_with_one_common_replicate():
     assert decision.mcb({"X": X}, 0.05) == {"X": decision.Interval(0.0, math.inf)}
+    # two points tied exactly, no spread: upper bounds 0, both kept in the best set; a third 1 point down is not
+    tied = decision.mcb({"a": X, "b": dict(X), "c": {r: v - 0.01 for r, v in X.items()}}, 0.05)
+    assert (tied["a"].high, tied["b"].high) == (0.0, 0.0) and decision.best_set(tied) == ("a", "b")
     intervals = decision.mcb({"X": {0: 0.5}, "Y": {0: 0.4, 1: 0.45}}, 0.05)
     assert intervals["Y"].low == -math.inf and intervals["Y"].high == math.inf  # one common replicate: no spread
 

@@ -108,7 +108,8 @@ class Interval:
     """MCB's simultaneous interval for mu_i - max_{j != i} mu_j, accuracies as fractions."""
 
     low: float  # <= 0
-    high: float  # >= 0; > 0: the point is in the best set
+    high: float  # >= 0
+    margin: float = math.inf  # min_j (D_ij + w_ij) before the clipping at 0; >= 0: the point is in the best set
 
 
 def mcb(accuracies, alpha):
@@ -124,6 +125,8 @@ def mcb(accuracies, alpha):
     -------
     dict point -> Interval; a lone point gets [0, inf)
     """
+    # the best set is {i: upper bound > 0}; :func:`best_set` takes margin >= 0, the same but for points tied
+    # exactly with no spread (upper bound 0), which it keeps
     from scipy import stats  # imported here: scipy is slow to load
 
     points = sorted(accuracies)
@@ -145,12 +148,15 @@ def mcb(accuracies, alpha):
             w = critical[n] * float(d.std(ddof=1)) / math.sqrt(n) if n >= 2 else math.inf
             lows[i] = min(lows[i], mean - w)
             highs[i] = min(highs[i], mean + w)
-    return {i: Interval(-max(0.0, -lows[i]), max(0.0, highs[i])) for i in points}
+    return {i: Interval(-max(0.0, -lows[i]), max(0.0, highs[i]), highs[i]) for i in points}
 
 
 def best_set(intervals):
-    """The points whose MCB upper bound is > 0, sorted: they hold the true best with probability >= 1 - alpha."""
-    return tuple(sorted(p for p, interval in intervals.items() if interval.high > 0))
+    """The points whose MCB upper bound is > 0, sorted: they hold the true best with probability >= 1 - alpha.
+
+    Points tied exactly with the largest mean and no spread (upper bound 0, ``margin`` 0) are kept as well.
+    """
+    return tuple(sorted(p for p, interval in intervals.items() if interval.high > 0 or interval.margin >= 0))
 
 
 def all_within(intervals, delta):

@@ -61,6 +61,7 @@ def trials_table(study, alpha=0.05):
     winner = decision.largest_mean(contenders or accuracies) if accuracies else None
     comparisons = compare_to_best(accuracies, alpha, best=winner)  # see .compare
     intervals = decision.mcb(accuracies, alpha) if accuracies else {}
+    members = decision.best_set(intervals)
     chances = decision.p_best(accuracies)
     rows = []
     for t in trials:
@@ -81,7 +82,7 @@ def trials_table(study, alpha=0.05):
             "verdict": c.verdict if c else "",
             "mcb_low": interval.low if interval else float("nan"),
             "mcb_high": interval.high if interval else float("nan"),
-            "best_set": bool(interval and interval.high > 0),
+            "best_set": t.number in members,
             "p_best": chances.get(t.number, float("nan")),
             "rounds": t.user_attrs.get(ROUND, 1),
             "left_race": left.get(_point(t), ""),
