@@ -84,6 +84,8 @@ def read_table(path):
             params[point] = json.loads(row["params"])
             accuracies.setdefault(point, {})[int(row["replicate"])] = float(row["val_accuracy"])
             steps[point] = int(row["update_steps"])
+    if not accuracies:
+        raise SystemExit(f"{path} holds no rows: train the table first (python tools/replay.py train)")
     return Table(params, accuracies, steps)
 
 
@@ -217,7 +219,8 @@ def train_table(args, extra):
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(prog="python tools/replay.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python tools/replay.py", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     modes = parser.add_subparsers(dest="mode", required=True)
     train = modes.add_parser("train", help="train the full table once (the fine study, race off)")
     train.add_argument("--data-dir", help="folder of cifar-10-batches-py")
@@ -234,6 +237,7 @@ def parse(argv):
     play.add_argument("--n-seeds", type=int, default=3, help="replicates of the first round (KN's n0)")
     play.add_argument("--race-seeds", type=int, default=3, help="replicates added per round")
     play.add_argument("--max-seeds", type=int, default=12, help="the replicate budget")
+    parser.epilog = train.format_help() + "\n" + play.format_help()
     return parser.parse_known_args(argv)
 
 
