@@ -132,6 +132,7 @@ SAMPLERS = ("random", "tpe", "grid")
 PRUNERS = ("none", "median", "hyperband")
 KINDS = ("coarse", "fine")
 REPLICATES = ("paired", "init")
+RACE_RULES = ("kn", "holm")  # kn: KN screening and an MCB stop (search/decision.py); holm: Holm-corrected t-tests
 GRID_DIMENSIONS = ("lam", "n_s", "n_s_epochs", "cycles", "augment")  # n_s_epochs: n_s = k * floor(n / n_batch)
 DEFAULT_STORAGE = "sqlite:///studies/clrsearch.db"  # Optuna storage of a study that names none
 
@@ -150,7 +151,7 @@ class StudyConfig:
     n_seeds: int = 3  # replicates per trial (the first round of a race)
     first_seed: int = 0  # replicate r starts from init seed first_seed + r
     replicates: str = "paired"  # paired: replicate r also fixes the mini-batch order; init: init seeds only
-    alpha: float = 0.05  # level of the Holm-corrected paired test against the best trial
+    alpha: float = 0.05  # error rate of the race's decision, the MCB intervals and the Holm-corrected tests
     lam_min: float = 1e-5  # coarse range, sampled log-uniformly
     lam_max: float = 1e-1
     grid: tuple = ()  # fine: (dimension, values) pairs, e.g. (("lam", (0, 0.001)), ("n_s_epochs", (2, 4)));
@@ -160,6 +161,8 @@ class StudyConfig:
     race: bool = True  # fine: more replicates for the points tied with the best, round by round
     race_seeds: int = 3  # fine: replicates added per race round
     max_seeds: int = 12  # fine: replicates of a point at which the race stops (docs/RESULTS.md: why 12)
+    race_rule: str = "kn"  # fine: kn (KN screening, MCB stop) | holm (Holm-corrected t-tests vs the best)
+    delta: float = 0.003  # fine: indifference zone of the race, accuracy as a fraction (--delta takes points)
     trials_per_population: int = 10  # trials trained together as one population
     pruner: str = "none"  # none | median | hyperband, on validation accuracy at each cycle end
     experiment: str = "clrsearch"  # MLflow experiment
@@ -194,6 +197,11 @@ class StudyConfig:
         _check(self.kind != "fine" or self.sampler == "grid", "the fine study uses the grid sampler")
         for name in ("final", "race"):
             _check(isinstance(getattr(self, name), bool), f"{name} must be true or false")
+        _check(self.race_rule in RACE_RULES, f"race_rule must be one of {', '.join(RACE_RULES)}, not {self.race_rule!r}")
+        _check_float(self.delta, "delta", minimum=0.0)
+        _check(0 < self.delta < 1, f"delta must be in (0, 1) as a fraction, not {self.delta:g}")
+        _check(self.kind != "fine" or not self.race or self.race_rule != "kn" or self.n_seeds >= 2,
+               "the kn race needs n_seeds >= 2 first-round replicates (their variance)")
 
     @property
     def seeds(self):

@@ -255,6 +255,39 @@ def race(labels, rounds, means, left, title: str | None = None) -> Figure:
     return fig
 
 
+def race_looks(looks, labels, intervals, delta=None, title: str | None = None) -> Figure:
+    """The points alive at each look of a race with their MCB intervals for mu_i - max_{j != i} mu_j.
+
+    Parameters
+    ----------
+    looks : (T,) int, the replicates each look had, e.g. [3, 6, 9]
+    labels : (L,) str, one per point
+    intervals : list of T dicts, label -> (low, high) as fractions, for the points alive at that look
+    delta : float, optional, the indifference zone (fraction), drawn as a line at -delta
+    title : str, optional
+    """
+    fig = Figure(figsize=(7.0, 4.8), layout="constrained")
+    ax = fig.subplots()
+    ax.axhline(0.0, color=BEST_COLOR, linewidth=1.0, alpha=0.6)
+    if delta is not None:
+        ax.axhline(-100.0 * delta, color=WORSE_COLOR, linewidth=1.0, linestyle="--", label=f"-δ = {-100 * delta:g}")
+    offsets = np.linspace(-0.3, 0.3, max(len(labels), 1)) if len(labels) > 1 else [0.0]
+    colors = [f"C{i % 10}" for i in range(len(labels))]
+    for i, label in enumerate(labels):
+        xs = [x for x, look in enumerate(looks) if label in intervals[x]]
+        for x in xs:
+            low, high = (100.0 * np.clip(v, -1.0, 1.0) for v in intervals[x][label])
+            ax.plot([x + offsets[i]] * 2, [low, high], "-", color=colors[i], linewidth=2.0,
+                    label=label if x == xs[0] else None)
+    ax.set_xticks(range(len(looks)), [str(n) for n in looks])
+    ax.set_xlabel("look: replicates per point")
+    ax.set_ylabel("MCB interval, μ_i − max other (accuracy points)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="best", fontsize="small", ncols=2)
+    ax.set_title(title if title is not None else "race: points alive per look, MCB intervals")
+    return fig
+
+
 def class_distribution(labels_by_split: dict[str, np.ndarray], class_names) -> Figure:
     """Grouped bars: how many images of each class every split or batch holds.
 

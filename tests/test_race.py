@@ -16,6 +16,8 @@ from clrsearch.config import DataConfig, TrainConfig
 from clrsearch.data import load_splits
 from clrsearch.nn import network
 from clrsearch.nn.trainer import train
+from clrsearch.config import StudyConfig
+from clrsearch.search import race
 from clrsearch.search.compare import compare_to_best
 from helpers import experiment_runs
 
@@ -70,7 +72,7 @@ def test_the_init_protocol_shares_one_order(tracked_tiny_cifar):
 def test_race_gives_tied_points_more_replicates_and_drops_the_worse(tracked_tiny_cifar):
     # lambda 3 collapses the network to near chance: worse after the first round; 0 and 1e-4 stay close.
     args = ["--data-dir", str(tracked_tiny_cifar), *TINY, "--grid", "0,0.0001,3", "--n-seeds", "3", "--race-seeds", "2",
-            "--max-seeds", "7", "--no-final"]
+            "--max-seeds", "7", "--no-final", "--race-rule", "holm"]
     assert fine.main(args) == 0
     study, trials = trials_of("fine")
     points = {}
@@ -103,6 +105,38 @@ def test_race_gives_tied_points_more_replicates_and_drops_the_worse(tracked_tiny
     r = longest.user_attrs["replicates"][-1]
     flipped = replace(TINY_TRAIN, augment="flip")
     assert longest.user_attrs["val_accuracies"][-1] == alone(splits, longest.params["lam"], r, flipped)
+
+
+def test_the_kn_race_follows_its_decision_round_by_round_and_records_its_end(tracked_tiny_cifar):
+    args = ["--data-dir", str(tracked_tiny_cifar), *TINY, "--grid", "0,0.0001,0.0002,3", "--n-seeds", "3",
+            "--race-seeds", "2", "--max-seeds", "7", "--no-final", "--delta", "50"]
+    assert fine.main(args) == 0
+    study, trials = trials_of("fine")
+    # delta 0.5: every W is 0 (h2 S2 / delta^2 < 3), so KN keeps the largest means only: the three small lambdas,
+    # whose networks are the same on this tiny data, and the race stops at once with all three within delta
+    cfg = StudyConfig(kind="fine", name="fine", sampler="grid", grid=(0.0,), n_seeds=3, race_seeds=2, max_seeds=7,
+                      delta=0.5)
+    points = {}
+    for t in trials:
+        points.setdefault(t.user_attrs["point"], []).append(t)
+    for ts in points.values():
+        ts.sort(key=lambda t: t.user_attrs["round"])
+    rounds = max(t.user_attrs["round"] for t in trials)
+    for k in range(1, rounds + 1):  # what each look decided, worked out again from the data the study holds
+        seen = {p: dict(zip(ts[min(k, len(ts)) - 1].user_attrs["replicates"],
+                            ts[min(k, len(ts)) - 1].user_attrs["val_accuracies"])) for p, ts in points.items()}
+        in_race = {p for p, ts in points.items() if len(ts) >= k}
+        step = race.next_step(seen, in_race, max(len(seen[p]) for p in in_race), cfg)
+        if k < rounds:
+            assert step.end == "" and set(step.going_on) == {p for p, ts in points.items() if len(ts) > k}
+        else:
+            end = study.user_attrs["race_end"]
+            assert step.end == end["reason"] and list(step.going_on) == end["points"]
+            assert end["rule"] == "kn" and end["round"] == rounds and end["delta"] == 0.5
+    assert study.user_attrs["race_left"] == {"3": 1}  # lambda 3 is screened out after round 1
+    verdicts = study.user_attrs["verdicts"]
+    assert sum(v["p_best"] for v in verdicts.values()) == pytest.approx(1.0)
+    assert any(v["best_set"] for v in verdicts.values())
 
 
 def test_augment_as_a_grid_dimension_trains_each_setting_in_its_own_population(tracked_tiny_cifar):

@@ -73,7 +73,13 @@ def test_verdicts_are_the_paired_comparisons_worked_out_by_hand(study):
     assert summary.best_row(list(rows.values()))["trial"] == 0
     verdicts = summary.verdicts(list(rows.values()))
     assert set(verdicts) == {"0", "1", "2"}
-    assert verdicts["0"] == {"delta_vs_best": 0.0, "p_vs_best": None, "verdict": "best"}
+    assert {k: verdicts["0"][k] for k in ("delta_vs_best", "p_vs_best", "verdict")} == {
+        "delta_vs_best": 0.0, "p_vs_best": None, "verdict": "best"}
+    # MCB, k = 3, t_{1 - 0.025, 2} = 4.3027: point 1 is 0.11 +- 0.0248 below point 0 (sd 0.01 of 0.10, 0.11, 0.12),
+    # out of the best set; points 0 and 2 in it (see test_decision.py for the whole interval)
+    assert verdicts["0"]["best_set"] and verdicts["2"]["best_set"] and not verdicts["1"]["best_set"]
+    assert verdicts["1"]["p_best"] == 0.0  # below point 0 on every replicate: never the best in any draw
+    assert verdicts["0"]["p_best"] + verdicts["2"]["p_best"] == pytest.approx(1.0)
 
 
 def test_a_later_round_of_a_point_stands_for_it(study):
@@ -101,3 +107,22 @@ def test_the_timer_adds_up_the_time_of_each_activity():
         time.sleep(0.01)
     assert timer.seconds["data"] == 1.75
     assert 0.01 <= timer.seconds["training"] < 1.0
+
+
+def test_compute_used_counts_what_each_trial_trained():
+    from clrsearch.config import DEFAULT_SEARCH, StudyConfig
+    from dataclasses import replace
+
+    made = optuna.create_study(direction="maximize")
+    add(made, 0.001, (0.5, 0.5, 0.5), point=0, new_replicates=[0, 1, 2])
+    add(made, 0.001, (0.5,) * 5, point=0, round_=2, new_replicates=[3, 4])
+    add(made, 0.002, state=TrialState.PRUNED, point=1, new_replicates=[0, 1, 2], last_rung=1)
+    add(made, 0.003, state=TrialState.FAIL, point=2, new_replicates=[0, 1, 2], final_failure=True,
+        reason="diverged: NaN or inf in the cost at update step 7 (replicate 0, eta_max 0.1)")
+    config = replace(DEFAULT_SEARCH["fine"], study=StudyConfig(kind="fine", name="f", sampler="grid",
+                                                               grid=(0.001, 0.002, 0.003), max_seeds=6))
+    config = replace(config, train=replace(config.train, n_s=10, cycles=2))  # 40 steps a network
+    used = summary.compute_used(made, config, n_train=1000)
+    # 5 networks x 40 + 3 pruned after cycle 1 x 20 + 3 diverged at step 7 x 7 = 200 + 60 + 21
+    assert (used.updates, used.full_equivalents, used.exhaustive) == (281, 281 / 40, 3 * 6 * 40)
+    assert used.fraction == pytest.approx(281 / 720)

@@ -20,10 +20,19 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
-from ..config import DEFAULT_SEARCH, DTYPES, GRID_DIMENSIONS, PRUNERS, SAMPLERS, SECTIONS, SearchConfig
+from ..config import DEFAULT_SEARCH, DTYPES, GRID_DIMENSIONS, PRUNERS, RACE_RULES, SAMPLERS, SECTIONS, SearchConfig
 from ..errors import UsageError
 from ..nn.schedule import MODES
 from . import args as cli
+
+
+def accuracy_points(text):
+    """``argparse`` type: accuracy points > 0 and < 100 -> a fraction, e.g. '0.3' -> 0.003."""
+    value = cli.positive_float(text)
+    if value >= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} must be accuracy points below 100, e.g. 0.3")
+    return value / 100
+
 
 # flag -> (section, field, argparse type, help); the field's default comes from the config.
 FLAGS = {
@@ -36,7 +45,8 @@ FLAGS = {
     "--first-seed": ("study", "first_seed", cli.non_negative_int, "init seed of replicate 0"),
     "--replicates": ("study", "replicates", str, "paired (replicate r fixes init and mini-batch order) or init "
                                                   "(init seeds only, one shared order)"),
-    "--alpha": ("study", "alpha", cli.positive_float, "level of the Holm-corrected paired test (default 0.05)"),
+    "--alpha": ("study", "alpha", cli.positive_float, "error rate of the race's decision, the MCB intervals and the "
+                                                      "Holm-corrected paired tests (default 0.05)"),
     "--lam-min": ("study", "lam_min", cli.positive_float, "smallest lambda of the coarse range"),
     "--lam-max": ("study", "lam_max", cli.positive_float, "largest lambda of the coarse range"),
     "--grid": ("study", "grid", None, "fine grid: lambdas 0,0.001,0.002, or one dimension as NAME=V1,V2 "
@@ -49,6 +59,10 @@ FLAGS = {
     "--experiment": ("study", "experiment", str, "MLflow experiment name"),
     "--race-seeds": ("study", "race_seeds", cli.positive_int, "replicates added per race round (fine)"),
     "--max-seeds": ("study", "max_seeds", cli.positive_int, "replicates of a point at which the race stops (fine)"),
+    "--race-rule": ("study", "race_rule", str, f"one of {', '.join(RACE_RULES)}: KN screening with an MCB stop, or "
+                                               "Holm-corrected t-tests against the best (fine)"),
+    "--delta": ("study", "delta", accuracy_points,
+                "indifference zone of the race in accuracy points (default 0.3) (fine)"),
     "--final-seeds": ("study", "final_seeds", cli.positive_int, "networks of the final model, registered as "
                                                                 "their ensemble (fine)"),
     "--final-val-size": ("study", "final_val_size", cli.positive_int, "validation images of the final run (fine)"),
@@ -95,7 +109,8 @@ def parse_grid(text):
     return name, tuple(parsed)
 
 
-FINE_ONLY = ("--grid", "--grid-points", "--coarse-study", "--race-seeds", "--max-seeds", "--final-seeds",
+FINE_ONLY = ("--grid", "--grid-points", "--coarse-study", "--race-seeds", "--max-seeds", "--race-rule", "--delta",
+             "--final-seeds",
              "--final-val-size", "--final-extra-cycles")
 
 

@@ -50,7 +50,7 @@ def best_key(accuracies):
     return max(sorted(accuracies), key=lambda key: np.mean(list(accuracies[key].values())))
 
 
-def compare_to_best(accuracies, alpha=0.05, confidence=0.95):
+def compare_to_best(accuracies, alpha=0.05, confidence=0.95, best=None):
     """Compare every entry with the best one.
 
     Parameters
@@ -58,6 +58,7 @@ def compare_to_best(accuracies, alpha=0.05, confidence=0.95):
     accuracies : dict key -> dict replicate id -> accuracy; every entry needs at least one replicate
     alpha : float, level of the Holm-corrected test
     confidence : float, level of the intervals of ``delta``
+    best : the key compared with, e.g. a race's winner (None: :func:`best_key`, the largest mean)
 
     Returns
     -------
@@ -65,7 +66,7 @@ def compare_to_best(accuracies, alpha=0.05, confidence=0.95):
     """
     if not accuracies:
         return {}
-    best = best_key(accuracies)
+    best = best_key(accuracies) if best is None else best
     raw = {key: _paired(accuracies[key], accuracies[best], confidence) for key in accuracies if key != best}
     adjusted = holm({key: p for key, (_, _, _, _, p) in raw.items()})
     out = {best: Comparison(len(accuracies[best]), 0.0, 0.0, 0.0, float("nan"), float("nan"), "best")}

@@ -267,13 +267,16 @@ class StudyRunner:
         study_cfg = self.config.study
         summary.log_lost_trials(study, self.config, self.parent, splits.train.n)
         rows = summary.trials_table(study, study_cfg.alpha)
-        self.say(summary.format_table(rows))
+        compute = summary.compute_used(study, self.config, splits.train.n)
+        notes = summary.notes(study, rows, compute, study_cfg)
+        self.say("\n".join([summary.format_table(rows), *notes]))
         with queue.study_lock(self.url):
             study.set_user_attr("verdicts", summary.verdicts(rows))
         with self.timer.timed("tracking"):
             self.parent.finish_runs()  # its drawings done before the figures are built (Optuna restyles pyplot)
             self.parent.log_summary(rows, summary.study_figures(study, rows, study_cfg.kind),
-                                    summary.markdown_table(rows, f"{study_cfg.kind} study {study_cfg.name!r}"))
+                                    summary.markdown_table(rows, f"{study_cfg.kind} study {study_cfg.name!r}", notes))
+            self.parent.log_metrics(summary.study_metrics(rows, compute))
             self.parent.mark_trials(summary.verdicts(rows))
             self.parent.finish_runs()
         result = {"study": study_cfg.name, "kind": study_cfg.kind, "storage": redact(self.url),

@@ -251,8 +251,9 @@ class StudyRun:
         del self._unfinished[since:]
 
     def mark_trials(self, verdicts: dict) -> None:
-        """Log each trial's comparison with the best on its trial run: metrics ``delta_vs_best`` and
-        ``p_vs_best``, tag ``verdict``; ``verdicts`` maps trial number (str or int) -> those three values."""
+        """Log each trial's comparison with the best on its trial run: metrics ``delta_vs_best``, ``p_vs_best``
+        and ``p_best``, tags ``verdict`` and ``best_set``; ``verdicts`` maps trial number (str or int) -> those
+        values (``p_best`` and ``best_set`` optional)."""
         with self._timed():
             runs = trial_runs(self.experiment, self.tags.get("study_name", ""))
             now = now_ms()
@@ -260,9 +261,10 @@ class StudyRun:
                 run_id = runs.get(int(number))
                 if run_id is None:
                     continue
-                log_batch(self._client, run_id, tags={"verdict": v["verdict"]},
-                          metrics=scalar_metrics({"delta_vs_best": v["delta_vs_best"], "p_vs_best": v["p_vs_best"]},
-                                                 now))
+                tags = {"verdict": v["verdict"], **({"best_set": str(v["best_set"])} if "best_set" in v else {})}
+                log_batch(self._client, run_id, tags=tags,
+                          metrics=scalar_metrics({"delta_vs_best": v["delta_vs_best"], "p_vs_best": v["p_vs_best"],
+                                                  "p_best": v.get("p_best")}, now))
 
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
         """Scalar metrics of the study run (NaN and None left out)."""
