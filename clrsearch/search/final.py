@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import plots, tracking
 from ..config import DataConfig, SearchConfig, TrainConfig
-from ..data import load_batch, load_splits
+from ..data import Splits, load_batch, load_splits
 from ..data.cifar10 import TEST_FILE
 from ..errors import UsageError
 from ..nn import network
@@ -119,7 +119,7 @@ def log_final(final: FinalResult, config: SearchConfig, splits, parent_run_id):
 def load_final_splits(config: SearchConfig, splits):
     """The splits of the final run: ``splits`` when they are the same, else loaded anew."""
     data = final_data(config)
-    if data == config.data:
+    if data == config.data and isinstance(splits, Splits):  # not the validation folds of a blocks study
         return splits
     return load_splits(data, dtype=np.dtype(config.train.dtype), download=False)  # the study's folder: it exists
 
