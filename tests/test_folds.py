@@ -122,7 +122,7 @@ def claimed(url, replicates, data):
     config = SearchConfig(
         StudyConfig(kind="fine", name="folds", sampler="grid", grid=GRID, n_seeds=4, first_seed=3,
                     replicates=replicates, race=False, trials_per_population=2),
-        data, replace(BASE, augment="none", shuffle_seed=10, evals_per_cycle=1))
+        data, replace(BASE, augment="none", shuffle_seed=10, evals_per_cycle=1, cycles=1))
     with queue.study_lock(url):
         storage = queue.open_storage(url)
         config = study.resolve_grid(config, storage)
