@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clrsearch import tracking
-from clrsearch.config import DataConfig, SearchConfig, StudyConfig, TrainConfig
+from clrsearch.config import DEFAULT_SEARCH, DataConfig, SearchConfig, StudyConfig, TrainConfig
 from clrsearch.data import Dataset, Normaliser, load_batch, load_folds, load_splits
 from clrsearch.data.cifar10 import TRAIN_FILES
 from clrsearch.errors import UsageError
@@ -208,3 +208,8 @@ def test_seed_runs_of_two_replicates_hold_their_blocks_and_the_trial_run_both(st
     assert validation[0] != validation[1]
     assert logged(trial_id) == sets(inputs[0]) | sets(inputs[1])
     assert {d[0] for d in logged(run.run_id)} == {"cifar10-full-folds-train-500"}
+
+
+def test_blocks_is_the_default_of_both_studies():
+    assert StudyConfig().replicates == "blocks"
+    assert {kind: c.study.replicates for kind, c in DEFAULT_SEARCH.items()} == {"coarse": "blocks", "fine": "blocks"}

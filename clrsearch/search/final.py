@@ -1,7 +1,8 @@
 """The final model of a fine study: the assignment's final run, tested, logged and registered.
 
 It trains on every training image but ``final_val_size`` (1,000 by default,
-split ``full``), at the winning point's settings plus ``final_extra_cycles``
+split ``full``; one fixed split, whatever the study's ``replicates``: the
+validation folds of ``blocks`` serve the search only), at the winning point's settings plus ``final_extra_cycles``
 cycles, as one population of ``final_seeds`` networks (replicates 0, 1, ...:
 init seeds ``first_seed + r``, one shared mini-batch order). The registered
 model is their ensemble, which averages the members' class probabilities
