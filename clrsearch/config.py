@@ -131,7 +131,7 @@ PRESETS = {
 SAMPLERS = ("random", "tpe", "grid")
 PRUNERS = ("none", "median", "hyperband")
 KINDS = ("coarse", "fine")
-REPLICATES = ("paired", "init")
+REPLICATES = ("blocks", "paired", "init")
 RACE_RULES = ("kn", "holm")  # kn: KN screening and an MCB stop (search/decision.py); holm: Holm-corrected t-tests
 GRID_DIMENSIONS = ("lam", "n_s", "n_s_epochs", "cycles", "augment")  # n_s_epochs: n_s = k * floor(n / n_batch)
 DEFAULT_STORAGE = "sqlite:///studies/clrsearch.db"  # Optuna storage of a study that names none
@@ -150,7 +150,8 @@ class StudyConfig:
     n_trials: int = 10  # lambda values tried (coarse)
     n_seeds: int = 3  # replicates per trial (the first round of a race)
     first_seed: int = 0  # replicate r starts from init seed first_seed + r
-    replicates: str = "paired"  # paired: replicate r also fixes the mini-batch order; init: init seeds only
+    replicates: str = "blocks"  # blocks: replicate r also fixes the mini-batch order and the validation fold
+    #                             (split "full"); paired: the order only, one fixed split; init: init seeds only
     alpha: float = 0.05  # error rate of the race's decision, the MCB intervals and the Holm-corrected tests
     lam_min: float = 1e-5  # coarse range, sampled log-uniformly
     lam_max: float = 1e-1

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow  # whole studies, several times each
 
 # 32 hidden units: from 24 rows of W1 on, a member's values do not depend on the population it trains in
 # (docs/RELIABILITY.md), whatever members were pruned or how the trials were split between workers.
-TINY = ["--n-s", "10", "--n-batch", "20", "--hidden", "32", "--eval-train-size", "100", "--val-size", "200",
-        "--evals-per-cycle", "2", "--cycles", "2", "--dtype", "float64", "--quiet"]
+TINY = ["--replicates", "paired", "--n-s", "10", "--n-batch", "20", "--hidden", "32", "--eval-train-size", "100",
+        "--val-size", "200", "--evals-per-cycle", "2", "--cycles", "2", "--dtype", "float64", "--quiet"]
 # Eight lambdas up to 30: the largest keep the network near chance and are pruned after cycle 1.
 COARSE = ["--n-trials", "8", "--n-seeds", "2", "--lam-min", "1e-4", "--lam-max", "30", "--pruner", "median"]
 STORAGE = "sqlite:///studies/clrsearch.db"

@@ -1,4 +1,4 @@
-"""Paired replicates and the race of the fine study, end to end on tiny data.
+"""Paired replicates, blocks over validation folds, and the race of the fine study, end to end on tiny data.
 
 The independent reference: replicate r of a trial is a network trained alone
 with init seed r and mini-batch order shuffle_seed + r, which must give
@@ -13,9 +13,9 @@ from mlflow.tracking import MlflowClient
 
 from clrsearch import coarse, fine
 from clrsearch.config import DataConfig, TrainConfig
-from clrsearch.data import load_splits
+from clrsearch.data import Dataset, load_folds, load_splits
 from clrsearch.nn import network
-from clrsearch.nn.trainer import train
+from clrsearch.nn.trainer import TrainingData, train
 from clrsearch.config import StudyConfig
 from clrsearch.search import race
 from clrsearch.search.compare import compare_to_best
@@ -24,7 +24,7 @@ from helpers import experiment_runs
 pytestmark = pytest.mark.slow  # whole studies, one after the other
 
 TINY = ["--n-s", "10", "--n-batch", "20", "--hidden", "8", "--eval-train-size", "100", "--val-size", "200",
-        "--evals-per-cycle", "2", "--cycles", "1", "--dtype", "float64", "--quiet"]
+        "--evals-per-cycle", "2", "--cycles", "1", "--dtype", "float64", "--quiet", "--replicates", "paired"]
 TINY_TRAIN = TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8, dtype="float64", evals_per_cycle=2,
                          eval_train_size=100)
 
@@ -56,6 +56,22 @@ def test_each_replicate_is_the_network_trained_alone(tracked_tiny_cifar):
     assert study.user_attrs["alpha"] == 0.05
     # replicates 0 and 1 saw different mini-batch orders: the same lambda gives different networks
     assert alone(splits, 0.0, 0) != alone(splits, 0.0, 1)
+
+
+def test_the_default_blocks_replicate_r_trains_and_validates_on_block_r(tracked_tiny_cifar):
+    # 1,000 images in folds of 200: 5 folds, replicate 5 validates on fold 0 again with another order
+    assert coarse.main(["--data-dir", str(tracked_tiny_cifar), *TINY, "--replicates", "blocks", "--n-trials", "1",
+                        "--n-seeds", "6"]) == 0
+    _, [trial] = trials_of("coarse")
+    folds = load_folds(DataConfig("full", val_size=200, data_dir=str(tracked_tiny_cifar)), dtype=np.float64)
+    expected = []
+    for r in range(6):
+        block = folds.block(r)
+        train_set, val = (Dataset(np.asfortranarray(s.source.X[:, s.index]), s.source.Y[:, s.index], s.y)
+                          for s in (block.train, block.val))
+        result = train(TrainingData(train_set, val), replace(TINY_TRAIN, shuffle_seed=r), [trial.params["lam"]], [r])
+        expected.append(float(np.mean(network.predict(network.member(result.params, 0), val.X) == val.y)))
+    assert trial.user_attrs["val_accuracies"] == expected
 
 
 def test_the_init_protocol_shares_one_order(tracked_tiny_cifar):

@@ -34,7 +34,7 @@ def workspace(tmp_path, monkeypatch, tiny_data, mlflow_template, optuna_template
 
     def config(kind, train=TRAIN, **study):
         sampler = "grid" if kind == "fine" else "random"
-        fields = {"kind": kind, "name": kind, "sampler": sampler, "storage": storage, **study}
+        fields = {"kind": kind, "name": kind, "sampler": sampler, "storage": storage, "replicates": "paired", **study}
         if kind == "fine":
             fields = {"race": False, "final_val_size": 200, "final_seeds": 2, **fields}
         return SearchConfig(StudyConfig(**fields), data, train)

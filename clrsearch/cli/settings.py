@@ -43,8 +43,9 @@ FLAGS = {
     "--n-trials": ("study", "n_trials", cli.positive_int, "lambda values to try (coarse)"),
     "--n-seeds": ("study", "n_seeds", cli.positive_int, "networks per lambda"),
     "--first-seed": ("study", "first_seed", cli.non_negative_int, "init seed of replicate 0"),
-    "--replicates": ("study", "replicates", str, "paired (replicate r fixes init and mini-batch order) or init "
-                                                  "(init seeds only, one shared order)"),
+    "--replicates": ("study", "replicates", str, "blocks (replicate r fixes init, mini-batch order and "
+                                                  "validation fold r mod F; the default), paired (init and order, "
+                                                  "one fixed split) or init (init seeds only, one shared order)"),
     "--alpha": ("study", "alpha", cli.positive_float, "error rate of the race's decision, the MCB intervals and the "
                                                       "Holm-corrected paired tests (default 0.05)"),
     "--lam-min": ("study", "lam_min", cli.positive_float, "smallest lambda of the coarse range"),

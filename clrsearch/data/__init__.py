@@ -8,7 +8,7 @@ Inspect a copy from the shell::
 
 from .cifar10 import C, CLASS_NAMES, D, DataError, load_batch, load_label_names, resolve_data_dir
 from .download import ensure_data, verify_data_dir, write_manifest
-from .splits import Dataset, Normaliser, Splits, load_splits
+from .splits import BlockData, Dataset, Folds, Normaliser, Splits, Subset, load_folds, load_splits
 
-__all__ = ["C", "CLASS_NAMES", "D", "DataError", "Dataset", "Normaliser", "Splits", "ensure_data", "load_batch",
-           "load_label_names", "load_splits", "resolve_data_dir", "verify_data_dir", "write_manifest"]
+__all__ = ["BlockData", "C", "CLASS_NAMES", "D", "DataError", "Dataset", "Folds", "Normaliser", "Splits", "Subset",
+           "ensure_data", "load_batch", "load_folds", "load_label_names", "load_splits", "resolve_data_dir", "verify_data_dir", "write_manifest"]

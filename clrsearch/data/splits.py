@@ -2,6 +2,11 @@
 
 Images are columns: ``X`` is ``(D, N)`` in Fortran order, ``Y`` is ``(C, N)``
 one-hot and ``y`` holds the ``N`` integer labels.
+
+:func:`load_splits` gives one fixed split; :func:`load_folds` cuts the five
+training batches into validation folds for the ``blocks`` replicates of a
+study: block r validates on fold ``r mod F`` and trains on the other images,
+each set a :class:`Subset` (column indices) of one shared normalised array.
 """
 from __future__ import annotations
 
@@ -127,6 +132,90 @@ class Splits:
     label_names: tuple[str, ...]
     data_dir: Path
 
+    @property
+    def n_train(self) -> int:
+        """Images a network trains on."""
+        return self.train.n
+
+
+@dataclass(frozen=True, eq=False)
+class Subset:
+    """The columns ``index`` of a Dataset, named by index: its pixels are not copied.
+
+    Attributes
+    ----------
+    source : Dataset, shape (D, N_all)
+    index : ndarray of int64, shape (N,), sorted, read-only
+    """
+
+    source: Dataset
+    index: np.ndarray  # (N,)
+
+    @property
+    def n(self) -> int:
+        """Number of images N."""
+        return self.index.shape[0]
+
+    @property
+    def y(self) -> np.ndarray:
+        """(N,) labels (a copy)."""
+        return self.source.y[self.index]
+
+    def columns(self) -> np.ndarray:
+        """(D, N) Fortran-order copy of the pixels, gathered image by image: the values of ``source``."""
+        return np.take(self.source.X.T, self.index, axis=0).T
+
+
+@dataclass(frozen=True, eq=False)
+class BlockData:
+    """What replicate r of a ``blocks`` study trains and validates on: the images of fold ``r mod F``
+    validate, the others train (the first ``n_train`` of them)."""
+
+    train: Subset
+    val: Subset
+    fold: int  # r mod F
+
+
+@dataclass(frozen=True, eq=False)
+class Folds:
+    """The five training batches cut into F = N_all // val_size validation folds of ``val_size`` images.
+
+    Every image is normalised once, with the statistics of all N_all training
+    images: the pixel moments use no label, and so an image has the same input
+    in every block, whether it trains or validates there; the test set is
+    normalised the same way. Images left over by the cut (N_all mod val_size)
+    validate in no fold and train in every block.
+
+    Attributes
+    ----------
+    pool : Dataset, shape (D, N_all), every training image in file order
+    folds : tuple of F read-only (val_size,) sorted column indices into ``pool``
+    n_train_kept : int or None, images kept of each block's training set (the first ones; None: all)
+    """
+
+    pool: Dataset
+    folds: tuple
+    n_train_kept: int | None
+    test: Dataset
+    normaliser: Normaliser
+    label_names: tuple[str, ...]
+    data_dir: Path
+
+    @property
+    def n_train(self) -> int:
+        """Images a network trains on, the same in every block."""
+        n = self.pool.n - self.folds[0].shape[0]
+        return n if self.n_train_kept is None else min(n, self.n_train_kept)
+
+    def block(self, r: int) -> BlockData:
+        """The training and validation sets of replicate ``r``: fold ``r mod F`` validates."""
+        fold = r % len(self.folds)
+        held = np.zeros(self.pool.n, dtype=bool)
+        held[self.folds[fold]] = True
+        train = np.flatnonzero(~held)[:self.n_train]  # (n_train,) sorted
+        train.setflags(write=False)
+        return BlockData(train=Subset(self.pool, train), val=Subset(self.pool, self.folds[fold]), fold=fold)
+
 
 def _dataset(normaliser: Normaliser, rows: np.ndarray, labels: np.ndarray, dtype) -> Dataset:
     """Normalise raw rows (N, D) into a read-only Dataset of `dtype`."""
@@ -206,3 +295,51 @@ def load_splits(config: DataConfig, dtype=np.float32, download: bool = True) -> 
     return Splits(train=train, val=val, test=test, normaliser=normaliser,
                   label_names=label_names, data_dir=folder)
 
+
+
+def load_folds(config: DataConfig, dtype=np.float32, download: bool = True) -> Folds:
+    """The five training batches as one normalised array cut into validation folds (split ``full``).
+
+    Parameters
+    ----------
+    config : DataConfig
+        ``val_size`` is the size of a fold; the folds are consecutive pieces
+        of the permutation that ``split_seed`` draws (fold 0 holds the images
+        ``load_splits`` validates on); ``n_train`` keeps the first images of
+        each block's training set. ``split`` must be ``full``.
+    dtype : numpy dtype
+        dtype of ``X`` and ``Y``.
+    download : bool
+        Download the data when the folder is missing.
+
+    Raises
+    ------
+    UsageError
+        Sizes out of range for the data, or missing / corrupt data.
+    """
+    if config.split != "full":
+        raise UsageError(f"validation folds are cut from split 'full', not {config.split!r}")
+    folder = ensure_data(config.data_dir, download=download)
+    verify_data_dir(folder, TRAIN_FILES + (TEST_FILE, META_FILE))
+    label_names = load_label_names(folder)
+    batches = [load_batch(folder / name) for name in TRAIN_FILES]
+    rows = np.concatenate([r for r, _ in batches])  # (N_all, D) uint8
+    labels = np.concatenate([lab for _, lab in batches])  # (N_all,)
+    del batches
+    n_all, val_size = labels.shape[0], config.val_size
+    if val_size >= n_all:
+        raise UsageError(f"val_size {val_size} leaves no training images: the five "
+                         f"training batches hold {n_all}; choose a smaller val_size")
+    if config.n_train is not None and config.n_train > n_all - val_size:
+        raise UsageError(f"n_train {config.n_train} exceeds the {n_all - val_size} training "
+                         f"images of a block; choose a smaller n_train")
+    perm = np.random.default_rng(config.split_seed).permutation(n_all)
+    folds = tuple(np.sort(perm[f * val_size:(f + 1) * val_size]) for f in range(n_all // val_size))
+    for fold in folds:
+        fold.setflags(write=False)
+    normaliser = Normaliser.fit(rows)
+    pool = _dataset(normaliser, rows, labels, dtype)
+    del rows
+    test = _dataset(normaliser, *load_batch(folder / TEST_FILE), dtype)
+    return Folds(pool=pool, folds=folds, n_train_kept=config.n_train, test=test, normaliser=normaliser,
+                 label_names=label_names, data_dir=folder)

@@ -12,6 +12,13 @@ that sees its own mini-batch order. A member trains exactly as it would in a
 population of its stream alone. With ``augment="flip"`` each image of a
 mini-batch is mirrored left-right with probability 1/2 (the flips belong to
 the stream's order).
+
+Each stream may also have images of its own (``data`` as a dict shuffle seed
+-> TrainingData): it trains on its own training set and each member's curves
+are measured on its stream's sets. A set may be a subset of a shared array by
+column index (an object with ``source`` and ``index``, e.g.
+:class:`clrsearch.data.Subset`): its images are gathered per mini-batch and
+per evaluation chunk, with the values a copied array would hold.
 """
 
 import time
@@ -119,7 +126,7 @@ class TrainResult:
 class TrainingData:
     """The images a population trains on, and those of its validation curves (a ``Splits`` serves too)."""
 
-    train: object  # X (D, N), Y (C, N) one-hot, y (N,)
+    train: object  # X (D, N), Y (C, N) one-hot, y (N,); or source (such a set) and index (N,): its columns index
     val: object = None  # the same, or None: no validation curves
 
 
@@ -128,7 +135,8 @@ def train(data, config, lams, seeds, *, on_eval=None, progress=None, threads=1):
 
     Parameters
     ----------
-    data : TrainingData, or any object with its ``train`` and ``val``
+    data : TrainingData, or any object with its ``train`` and ``val``; or a dict
+        shuffle seed -> such an object, the images of each stream (equal training set sizes)
     config : TrainConfig, or a sequence of K TrainConfigs, one per member, that
         differ only in the fields of ``SCHEDULE_FIELDS`` and ``STREAM_FIELD``
     lams : sequence of K floats >= 0
@@ -156,23 +164,27 @@ def train(data, config, lams, seeds, *, on_eval=None, progress=None, threads=1):
         raise UsageError(f"need one lambda per seed, got {lams.size} lambdas and {len(seeds)} seeds")
     for lam in lams:
         check_lam(float(lam))
-    train_set = data.train
-    K, n_train = len(seeds), train_set.X.shape[1]
+    K = len(seeds)
     configs = _member_configs(config, K)
     config = configs[0]  # the fields all members share
-    config.check_fits(n_train)
     dtype = np.dtype(config.dtype)
-    X = np.asfortranarray(train_set.X, dtype=dtype)  # (D, N), one image per contiguous column
-    Y = np.asarray(train_set.Y, dtype=dtype)  # (C, N)
-    D, C = X.shape[0], Y.shape[0]
+    streams = _Streams.of(configs)
+    stream_data = _stream_data(data, streams.seeds)  # TrainingData of stream s
+    arrays = _Arrays(dtype)
+    trains = [arrays.of(d.train) for d in stream_data]  # (X (D, N_all), Y (C, N_all), y, index or None) per stream
+    n_train = _training_size(trains)
+    config.check_fits(n_train)
+    D = trains[0][0].shape[0]
     if config.augment == "flip" and D != np.prod(IMAGE_SHAPE):
         raise UsageError(f"augment='flip' mirrors CIFAR-10 images of {np.prod(IMAGE_SHAPE)} values, not {D}")
-    eval_sets = _eval_sets(train_set, data.val, config, dtype)
+    by_data = {}  # id of a stream's data -> its evaluation sets, built once for the streams that share them
+    eval_sets = [by_data.setdefault(id(d), _eval_sets(train_set, None if d.val is None else arrays.of(d.val), config))
+                 for train_set, d in zip(trains, stream_data)]  # per stream
     batches_per_epoch = n_train // config.n_batch
     plan = _Plan.of(configs, batches_per_epoch)
-    streams = _Streams.of(configs)
-    batches = [_mini_batches(X, Y, config.n_batch, seed, config.augment) for seed in streams.seeds]
-    members = _Members(network.init_population(D, config.hidden, C, seeds, dtype), lams, streams)
+    batches = [_mini_batches(X, Y, config.n_batch, seed, config.augment, index)
+               for (X, Y, _, index), seed in zip(trains, streams.seeds)]
+    members = _Members(network.init_population(D, config.hidden, trains[0][1].shape[0], seeds, dtype), lams, streams)
     recorder = _Recorder(K, batches_per_epoch)
     snapshots = [[] for _ in seeds]  # member k's networks at its cycle ends, when the config asks for them
     eval_seconds = 0.0
@@ -182,10 +194,8 @@ def train(data, config, lams, seeds, *, on_eval=None, progress=None, threads=1):
         started = time.perf_counter()
         members.population.fold_scale()
         params, active = members.population.params(), members.active
-        if step == 0:  # members of one init seed start as one network: evaluate each network once
-            metrics = _evaluate_initial(params, eval_sets, lams[active], [seeds[m] for m in active], slices)
-        else:
-            metrics = _evaluate(params, eval_sets, lams[active], slices)
+        metrics = _evaluate_streams(params, eval_sets, members.population.streams, lams[active],
+                                    [seeds[m] for m in active] if step == 0 else None, slices)
         eval_seconds += time.perf_counter() - started
         point = recorder.record(step, step in plan.cycle_ends, active, metrics,
                                 [m for m in plan.cycle_ends.get(step, ()) if m in active])
@@ -235,20 +245,21 @@ def flip_rows(rows, mask):
     lines[picked] = lines[picked, :, ::-1]
 
 
-def _mini_batches(X, Y, n_batch, shuffle_seed, augment):
+def _mini_batches(X, Y, n_batch, shuffle_seed, augment, index=None):
     """Endless mini-batches (D, B), (C, B) of X (D, N), Y (C, N): a new permutation every epoch.
 
     The order comes from ``shuffle_seed`` alone; the flips of ``augment="flip"`` from a
-    generator of their own, so that augmenting leaves the order as it is.
+    generator of their own, so that augmenting leaves the order as it is. With ``index``
+    (N,) the training set is the columns ``index`` of X, Y, the order one over them.
     """
-    n_train, B = X.shape[1], n_batch
+    n_train, B = (X.shape[1] if index is None else index.shape[0]), n_batch
     order_rng = np.random.default_rng(shuffle_seed)
     flip_rng = np.random.default_rng([shuffle_seed, 1]) if augment == "flip" else None
     XT = X.T  # (N, D) C-order view of the same memory: gathering rows is contiguous
     while True:
         order = order_rng.permutation(n_train)
         for b in range(n_train // B):
-            idx = order[b * B:(b + 1) * B]
+            idx = order[b * B:(b + 1) * B] if index is None else index[order[b * B:(b + 1) * B]]
             batch_T = np.take(XT, idx, axis=0)  # (B, D)
             if flip_rng is not None:
                 flip_rows(batch_T, flip_rng.random(B) < 0.5)
@@ -374,13 +385,81 @@ class _Members:
         return network.stack([nets[m] for m in range(len(self.status))])
 
 
-def _eval_sets(train_set, val_set, config, dtype):
-    """(name, X (D, n), Y (C, n), y (n,)) for the curves; the training curve may use a subset."""
-    n = train_set.X.shape[1] if config.eval_train_size is None else min(config.eval_train_size, train_set.X.shape[1])
-    sets = [("train", train_set.X[:, :n], train_set.Y[:, :n], train_set.y[:n])]
+class _Arrays:
+    """The arrays of a set of images in the population's dtype, each array converted once however many
+    streams share it."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self._converted = {}  # id of an array -> (the array, its conversion)
+
+    def of(self, images):
+        """(X (D, N_all), Y (C, N_all), y (N_all,), index (N,) or None) of a set, or of its ``source``."""
+        index = getattr(images, "index", None)
+        source = images if index is None else images.source
+        X = self._convert(source.X, lambda a: np.asfortranarray(a, dtype=self.dtype))  # one image per column
+        return X, self._convert(source.Y, lambda a: np.asarray(a, dtype=self.dtype)), np.asarray(source.y), \
+            (None if index is None else np.asarray(index))
+
+    def _convert(self, array, how):
+        key = id(array)
+        if key not in self._converted:
+            self._converted[key] = (array, how(array))  # the array kept: its id stays its own
+        return self._converted[key][1]
+
+
+def _stream_data(data, seeds):
+    """The TrainingData of each stream (shuffle seed): ``data`` itself, or its entry for the seed."""
+    if not isinstance(data, dict):
+        return [data] * len(seeds)
+    missing = [seed for seed in seeds if seed not in data]
+    if missing:
+        raise UsageError(f"no images for the stream of shuffle seed {missing[0]}")
+    return [data[seed] for seed in seeds]
+
+
+def _training_size(trains):
+    """Images in each stream's training set, which must be one number (the epochs are shared)."""
+    sizes = {X.shape[1] if index is None else index.shape[0] for X, _, _, index in trains}
+    if len(sizes) != 1:
+        raise UsageError(f"the streams of a population must train on equally many images, not {sorted(sizes)}")
+    return sizes.pop()
+
+
+def _eval_sets(train_set, val_set, config):
+    """(name, X (D, n), Y (C, n), y (n,), index) for the curves; the training curve may use a subset.
+
+    ``index`` is None, or the (n,) columns of X, Y, y the set is made of.
+    """
+    X, Y, y, index = train_set
+    n_all = X.shape[1] if index is None else index.shape[0]
+    n = n_all if config.eval_train_size is None else min(config.eval_train_size, n_all)
+    sets = [("train", X[:, :n], Y[:, :n], y[:n], None) if index is None else ("train", X, Y, y, index[:n])]
     if val_set is not None:
-        sets.append(("val", val_set.X, val_set.Y, val_set.y))
-    return [(name, np.asarray(X, dtype=dtype), np.asarray(Y, dtype=dtype), np.asarray(y)) for name, X, Y, y in sets]
+        sets.append(("val", *val_set))
+    return sets
+
+
+def _evaluate_streams(params, eval_sets, streams, lams, seeds, threads):
+    """``_evaluate`` (``seeds`` None) or ``_evaluate_initial`` of the active members, each on its stream's
+    sets ``eval_sets[s]``; ``streams`` (K,) the stream of each row, rows of one stream adjacent."""
+    if all(sets is eval_sets[0] for sets in eval_sets):  # one set of images for all: one call
+        if seeds is None:
+            return _evaluate(params, eval_sets[0], lams, threads)
+        return _evaluate_initial(params, eval_sets[0], lams, seeds, threads)
+    K, M, _ = params["W1"].shape
+    chunk = max(1, _EVAL_ELEMENTS // (K * M))  # the whole population's chunk, whatever the stream
+    metrics = {}
+    for s in dict.fromkeys(int(s) for s in streams):
+        rows = np.flatnonzero(streams == s)  # (K_s,), adjacent
+        part = {name: value[rows[0]:rows[-1] + 1] for name, value in params.items()}
+        if seeds is None:
+            values = _evaluate(part, eval_sets[s], lams[rows], threads, chunk)
+        else:
+            values = _evaluate_initial(part, eval_sets[s], lams[rows], [seeds[i] for i in rows], threads, chunk)
+        for name, value in values.items():
+            metrics.setdefault(name, np.full(K, np.nan))[rows] = value
+    return metrics
 
 
 def _evaluate(params, eval_sets, lams, threads, chunk=None):
@@ -401,15 +480,15 @@ def _evaluate(params, eval_sets, lams, threads, chunk=None):
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
-def _evaluate_initial(params, eval_sets, lams, seeds, threads):
+def _evaluate_initial(params, eval_sets, lams, seeds, threads, chunk=None):
     """``_evaluate`` before the first step, each distinct initial network (one per seed) evaluated once."""
     _, first, of_member = np.unique(np.asarray(seeds), return_index=True, return_inverse=True)  # (S,), (K,)
     K, M, _ = params["W1"].shape
     distinct = _evaluate({name: value[first] for name, value in params.items()}, eval_sets, np.zeros(first.size),
-                         threads, chunk=max(1, _EVAL_ELEMENTS // (K * M)))  # chunks of the whole population's
+                         threads, chunk=chunk or max(1, _EVAL_ELEMENTS // (K * M)))  # chunks of the whole population's
     metrics = {name: values[of_member] for name, values in distinct.items()}
     norm = network.weight_norm(params)  # (K,)
-    for name, _, _, _ in eval_sets:
+    for name, _, _, _, _ in eval_sets:
         metrics[f"{name}_cost"] = metrics[f"{name}_loss"] + lams * norm
     return metrics
 
@@ -419,14 +498,20 @@ def _evaluate_rows(params, eval_sets, lams, chunk):
     K = params["W1"].shape[0]
     norm = network.weight_norm(params)  # (K,)
     metrics = {}
-    for name, X, Y, y in eval_sets:
-        n = X.shape[1]
+    for name, X, Y, y, index in eval_sets:
+        n = X.shape[1] if index is None else index.shape[0]
         log_loss = np.zeros(K)
         correct = np.zeros(K)
         for start in range(0, n, chunk):
-            P = network.forward(params, X[:, start:start + chunk])  # (K, C, n_chunk)
-            log_loss += network.cross_entropy(P, Y[:, start:start + chunk]) * P.shape[-1]
-            correct += np.sum(np.argmax(P, axis=1) == y[start:start + chunk], axis=-1)
+            if index is None:
+                cols = slice(start, start + chunk)
+                X_chunk = X[:, cols]  # (D, n_chunk)
+            else:
+                cols = index[start:start + chunk]
+                X_chunk = np.take(X.T, cols, axis=0).T  # (D, n_chunk), Fortran order like a slice
+            P = network.forward(params, X_chunk)  # (K, C, n_chunk)
+            log_loss += network.cross_entropy(P, Y[:, cols]) * P.shape[-1]
+            correct += np.sum(np.argmax(P, axis=1) == y[cols], axis=-1)
         metrics[f"{name}_loss"] = log_loss / n
         metrics[f"{name}_cost"] = log_loss / n + lams * norm
         metrics[f"{name}_accuracy"] = correct / n

@@ -1,7 +1,8 @@
 """The final model of a fine study: the assignment's final run, tested, logged and registered.
 
 It trains on every training image but ``final_val_size`` (1,000 by default,
-split ``full``), at the winning point's settings plus ``final_extra_cycles``
+split ``full``; one fixed split, whatever the study's ``replicates``: the
+validation folds of ``blocks`` serve the search only), at the winning point's settings plus ``final_extra_cycles``
 cycles, as one population of ``final_seeds`` networks (replicates 0, 1, ...:
 init seeds ``first_seed + r``, one shared mini-batch order). The registered
 model is their ensemble, which averages the members' class probabilities
@@ -17,7 +18,7 @@ import numpy as np
 
 from .. import plots, tracking
 from ..config import DataConfig, SearchConfig, TrainConfig
-from ..data import load_batch, load_splits
+from ..data import Splits, load_batch, load_splits
 from ..data.cifar10 import TEST_FILE
 from ..errors import UsageError
 from ..nn import network
@@ -119,7 +120,7 @@ def log_final(final: FinalResult, config: SearchConfig, splits, parent_run_id):
 def load_final_splits(config: SearchConfig, splits):
     """The splits of the final run: ``splits`` when they are the same, else loaded anew."""
     data = final_data(config)
-    if data == config.data:
+    if data == config.data and isinstance(splits, Splits):  # not the validation folds of a blocks study
         return splits
     return load_splits(data, dtype=np.dtype(config.train.dtype), download=False)  # the study's folder: it exists
 

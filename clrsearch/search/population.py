@@ -2,15 +2,20 @@
 
 A trial trains the replicates ``new_replicates`` of its point (0 .. n_seeds - 1
 in the first round, more in later rounds of a race). Replicate r starts from
-init seed ``first_seed + r``; under the ``paired`` protocol (the default) it
-also fixes the mini-batch order (shuffle seed ``train.shuffle_seed + r``, the
-flips of ``augment`` with it), identically for every trial of the study, so
-that trials can be compared replicate by replicate (:mod:`.compare`). The
-claimed trials train as one population, a *block*, in which the members of
-replicate r form one stream of mini-batches (see :mod:`clrsearch.nn.trainer`);
-a member trains exactly as it would in a population of its replicate alone.
-Under the ``init`` protocol (the original report's seeds) all replicates share
-one order. Trials that differ in ``augment`` train in blocks of their own.
+init seed ``first_seed + r``; under the ``blocks`` protocol (the default) it
+is a *block*: it also fixes the mini-batch order (shuffle seed
+``train.shuffle_seed + r``, the flips of ``augment`` with it) and the
+validation fold (fold ``r mod F`` of :func:`clrsearch.data.load_folds`
+validates, the other images train), identically for every trial of the
+study, so that trials can be compared replicate by replicate
+(:mod:`.compare`) and the race ranks points on F validation sets, not one.
+Under ``paired`` replicate r fixes the init and the order on the one fixed
+split; under ``init`` (the original report's seeds) all replicates share one
+order and one split. The claimed trials train as one population, in which
+the members of replicate r form one stream of mini-batches, over the images
+of its block (see :mod:`clrsearch.nn.trainer`); a member trains exactly as it
+would in a population of its replicate alone, and is scored on its block's
+fold. Trials that differ in ``augment`` train in populations of their own.
 
 With ``--pruner``, each trial of the first round is judged at its rungs (the
 cycle ends before its last) by its replicates' mean validation accuracy
@@ -28,6 +33,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..config import SearchConfig
+from ..data import Folds
 from ..nn import network
 from ..nn.trainer import TrainResult, train
 from . import pruning
@@ -94,6 +100,7 @@ class Block:
     members: list  # (trial index, replicate) per member
     training: TrainResult
     val_pred: np.ndarray  # (K, N_val) final predictions
+    val_true: np.ndarray  # (K, N_val) labels of each member's validation images (its block's fold)
     train_configs: list  # TrainConfig per member
     started: float = 0.0  # wall-clock time (s since the epoch) when the block began training
     ended: float = 0.0  # ... and when its last evaluation was done
@@ -233,9 +240,9 @@ def train_population(shared, trials, config: SearchConfig, splits, progress=None
     -------
     PopulationOutcome, its results not yet told (see :func:`tell`)
     """
-    claimed = _claimed(trials, config, splits.train.n)
+    claimed = _claimed(trials, config, splits.n_train)
     rule = pruning.rule_of(config.study.pruner)
-    judge = None if rule is None else _Judge(rule, shared, config, splits.train.n)
+    judge = None if rule is None else _Judge(rule, shared, config, splits.n_train)
     pruned = {}
     blocks = []
     judged = set()  # the rule judges each trial of the first round in the first block it trains in
@@ -255,7 +262,7 @@ def train_population(shared, trials, config: SearchConfig, splits, progress=None
         return _given_back(shared, trials, claimed, lost)
     results = []
     for i, c in enumerate(claimed):
-        runs = tuple(ReplicateRun(r, b, m, float(np.mean(block.val_pred[m] == splits.val.y)),
+        runs = tuple(ReplicateRun(r, b, m, float(np.mean(block.val_pred[m] == block.val_true[m])),
                                   block.training.status[m])
                      for b, block in enumerate(blocks) for m, (j, r) in enumerate(block.members) if j == i)
         state, reason = _state(c, runs, blocks, pruned.get(i))
@@ -269,9 +276,12 @@ def _train_block(claimed, members, config, splits, progress, threads, pruning):
     configs = []
     for i, r in members:
         train_config = claimed[i].train_config
-        if study_cfg.replicates == "paired":
+        if study_cfg.replicates in ("paired", "blocks"):
             train_config = replace(train_config, shuffle_seed=train_config.shuffle_seed + r)
         configs.append(train_config)
+    replicates = list(dict.fromkeys(r for _, r in members))
+    data = block_data(splits, replicates)  # replicate -> the images it trains and validates on
+    streams = {configs[k].shuffle_seed: data[r] for k, (_, r) in enumerate(members)}  # one stream per replicate
     lams = [claimed[i].params[LAM] for i, _ in members]  # (K,)
     seeds = [study_cfg.first_seed + r for _, r in members]  # (K,)
     schedule = configs[0] if all(c == configs[0] for c in configs) else tuple(configs)
@@ -283,13 +293,37 @@ def _train_block(claimed, members, config, splits, progress, threads, pruning):
 
     wall_started = time.time()
     started = time.perf_counter()
-    result = train(splits, schedule, lams, seeds, on_eval=on_eval, progress=progress, threads=threads)
+    result = train(streams if isinstance(splits, Folds) else splits, schedule, lams, seeds,
+                   on_eval=on_eval, progress=progress, threads=threads)
     evaluation = time.perf_counter()
-    with np.errstate(over="ignore", invalid="ignore"):
-        val_pred = network.predict(result.params, splits.val.X)  # (K, N_val)
+    val_pred, val_true = _validation_predictions(result.params, members, data)
     seconds = {"evaluation": result.eval_seconds + time.perf_counter() - evaluation,
                "training": evaluation - started - result.eval_seconds}
-    return Block(list(members), result, val_pred, configs, wall_started, time.time(), eval_times, seconds)
+    return Block(list(members), result, val_pred, val_true, configs, wall_started, time.time(), eval_times, seconds)
+
+
+def block_data(splits, replicates):
+    """replicate -> the images it trains and validates on: block r of ``splits`` when they are
+    :class:`clrsearch.data.Folds`, else the one fixed split for every replicate."""
+    if isinstance(splits, Folds):
+        return {r: splits.block(r) for r in replicates}
+    return {r: splits for r in replicates}
+
+
+def _validation_predictions(params, members, data):
+    """(K, N_val) final predictions of every member on its replicate's validation images, and their labels."""
+    K, n_val = len(members), next(iter(data.values())).val.n
+    val_pred, val_true = np.empty((K, n_val), dtype=np.int64), np.empty((K, n_val), dtype=np.int64)
+    groups = {}  # id of a replicate's images -> (the images, the members validated on them)
+    for k, (_, r) in enumerate(members):
+        groups.setdefault(id(data[r]), (data[r], []))[1].append(k)
+    for images, rows in groups.values():
+        val = images.val
+        X = val.columns() if hasattr(val, "columns") else val.X  # (D, N_val): a fold gathered once
+        with np.errstate(over="ignore", invalid="ignore"):
+            val_pred[rows] = network.predict({name: value[rows] for name, value in params.items()}, X)
+        val_true[rows] = val.y
+    return val_pred, val_true
 
 
 def _given_back(shared, trials, claimed, lost):

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import tracking
 from ..config import SECTIONS, RangeTest, flat_params
-from ..data import load_splits
+from ..data import load_folds, load_splits
 from ..errors import UsageError, redact
 from ..nn.lrrange import run_range_test
 from . import cores, final, queue, race, summary, workers
@@ -100,8 +100,9 @@ class StudyRunner:
             tracking.check_store(self.request.study.experiment)
         with self.timer.timed("data"):
             d = self.request.data
-            splits = load_splits(d, dtype=np.dtype(self.request.train.dtype), download=self.options.download)
-            self.request.train.check_fits(splits.train.n)
+            load = load_folds if uses_folds(self.request) else load_splits
+            splits = load(d, dtype=np.dtype(self.request.train.dtype), download=self.options.download)
+            self.request.train.check_fits(splits.n_train)
             self.inputs = tracking.describe_splits(splits, d)
         return splits
 
@@ -241,7 +242,7 @@ class StudyRunner:
             label = (f"trials {done + 1}-{done + len(trials)} of {total}" if len(trials) > 1
                      else f"trial {done + 1} of {total}")
         best = summary.best_row(summary.trials_table(study, study_cfg.alpha))
-        steps = total_steps(trials, self.config, splits.train.n)
+        steps = total_steps(trials, self.config, splits.n_train)
         with self.shared.heartbeat(trials), self.progress(steps, "step", self.quiet, label) as bar:
             if bar is not None and best is not None:
                 bar.set_postfix_str(f"best {100 * best['mean_val_accuracy']:.2f}% at lambda {best['lam']:.3g}")
@@ -265,7 +266,7 @@ class StudyRunner:
     def summarise(self, study, splits):
         """The table of a finished study, its figures in MLflow, and the final model of a fine study."""
         study_cfg = self.config.study
-        summary.log_lost_trials(study, self.config, self.parent, splits.train.n)
+        summary.log_lost_trials(study, self.config, self.parent, splits.n_train)
         rows = summary.trials_table(study, study_cfg.alpha)
         compute = summary.compute_used(study, self.config, splits.train.n)
         notes = summary.notes(study, rows, compute, study_cfg)
@@ -318,7 +319,8 @@ class StudyRunner:
         """The bounds named in ``options.auto_eta`` as an LR range test suggests them, e.g. {"eta_max": 0.05}."""
         config = self.request
         with self.progress(None, "step", self.quiet, "LR range test") as bar:
-            result = run_range_test(splits, config.train, RangeTest(), progress=bar)
+            result = run_range_test(splits.block(0) if uses_folds(config) else splits, config.train, RangeTest(),
+                                    progress=bar)
         tracking.log_range_test(result, RangeTest(), config.data, config.train, config.study.experiment,
                                 self.inputs)
         suggested = {"eta_min": result.eta_min, "eta_max": result.eta_max}
@@ -332,6 +334,12 @@ def resolved_config(config, etas, study_storage, n_workers):
     """``config`` as a study runs it: the learning-rate bounds ``etas`` of an LR range test, the fine grid
     resolved from the coarse study in ``study_storage``, and populations cut for ``n_workers`` workers."""
     return per_worker(resolve_grid(with_etas(config, etas), study_storage), n_workers)
+
+
+def uses_folds(config):
+    """Whether the study's replicates are blocks over validation folds: protocol ``blocks`` on split ``full``
+    (on ``batch1`` there is one split, and ``blocks`` is ``paired``)."""
+    return config.study.replicates == "blocks" and config.data.split == "full"
 
 
 def with_etas(config, etas):

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from .. import plots, processes, tracking
 from . import decision, pruning, queue
 from ..config import GRID_DIMENSIONS
+from ..data import Folds
 from .compare import compare_to_best
 from .queue import NEW_REPLICATES, POINT, ROUND
 from .race import race_end, race_left
@@ -357,13 +358,15 @@ def trial_records(outcome, config, splits):
             block = outcome.blocks[run.block]
             seeds.append(tracking.SeedRecord(
                 seed=run.replicate, val_accuracy=run.val_accuracy, history=block.training.history,
-                member=run.member, val_true=splits.val.y, val_pred=block.val_pred[run.member],
+                member=run.member, val_true=block.val_true[run.member], val_pred=block.val_pred[run.member],
                 class_names=splits.label_names, status=run.status, eval_times=tuple(block.eval_times),
-                started=block.started, ended=member_ended(block, run.member)))
+                started=block.started, ended=member_ended(block, run.member),
+                inputs=tracking.describe_block(splits, config.data, run.replicate)
+                if isinstance(splits, Folds) else None))
         blocks = [outcome.blocks[run.block] for run in result.runs]
         records.append(tracking.TrialRecord(
             number=result.number, lam=result.lam, state=result.state, mean=result.mean, std=result.std,
-            seeds=seeds, params=trial_params(result.params, config, splits.train.n), reason=result.reason,
+            seeds=seeds, params=trial_params(result.params, config, splits.n_train), reason=result.reason,
             tags={"point": result.point, "round": result.round},
             seed_accuracies=dict(zip(result.replicates, result.accuracies)),
             searched=searched(result.params),

@@ -10,7 +10,7 @@
 """
 
 from ..confusion import confusion_report
-from .datasets import DataInputs, SetInput, describe_splits
+from .datasets import DataInputs, SetInput, describe_block, describe_splits
 from .recovery import end_dead_runs, logged_trials
 from .registry import ALIAS, REGISTERED_NAME, FinalModel, aliased_version, load_model, log_final_model, run_metrics
 from .runs import SeedRecord, StudyRun, TrialRecord, child_runs, latest_study_run, log_range_test
@@ -18,6 +18,6 @@ from .store import EXPERIMENT, check_store, delete_experiment, find_experiment_i
 
 __all__ = ["ALIAS", "EXPERIMENT", "REGISTERED_NAME", "DataInputs", "FinalModel", "SeedRecord", "SetInput",
            "StudyRun", "TrialRecord", "aliased_version", "check_store", "child_runs", "confusion_report",
-           "delete_experiment", "describe_splits", "end_dead_runs", "find_experiment_id", "git_commit",
+           "delete_experiment", "describe_block", "describe_splits", "end_dead_runs", "find_experiment_id", "git_commit",
            "latest_study_run", "load_model", "log_final_model", "log_range_test", "logged_trials",
            "run_metrics", "source_tags"]

@@ -11,6 +11,13 @@ images share one dataset on MLflow's Datasets page.
 
 A study describes its data once (:func:`describe_splits`); each run logs the
 sets it used with their context tag, as MLflow's autologging does (:func:`log_inputs`).
+
+Under the ``blocks`` replicates (:func:`clrsearch.data.load_folds`) each
+block names its own sets, ``cifar10-full-fold<f>-train-45000`` and
+``cifar10-full-fold<f>-val-5000`` for fold f = r mod F, their digests with
+the fold (:func:`describe_block`): a seed run holds its block's sets, a trial
+run those of all its replicates, and the study run the 50,000 images the
+folds are cut from (``cifar10-full-folds-train-50000``, no validation set).
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from ..config import DataConfig
 from ..data.cifar10 import D, TEST_FILE, TRAIN_FILES
+from ..data.splits import Folds
 from ..data.download import MANIFEST_NAME, _md5
 
 TRAINING, VALIDATION, TESTING = "training", "validation", "testing"  # the context tags MLflow's UI shows
@@ -72,13 +80,13 @@ class DataInputs:
     """The training, validation and test sets of one ``load_splits`` call."""
 
     training: SetInput
-    validation: SetInput
+    validation: SetInput | None  # None: the folds of a blocks study, whose validation sets are each block's
     testing: SetInput
 
     def of(self, *contexts: str) -> list[SetInput]:
-        """The sets of the given contexts, in that order."""
-        by_context = {s.context: s for s in (self.training, self.validation, self.testing)}
-        return [by_context[context] for context in contexts]
+        """The sets of the given contexts that there are, in that order."""
+        by_context = {s.context: s for s in (self.training, self.validation, self.testing) if s is not None}
+        return [by_context[context] for context in contexts if context in by_context]
 
 
 def describe_splits(splits, data: DataConfig) -> DataInputs:
@@ -86,10 +94,13 @@ def describe_splits(splits, data: DataConfig) -> DataInputs:
 
     Parameters
     ----------
-    splits : clrsearch.data.Splits (its ``data_dir`` and the sizes of its sets are read)
+    splits : clrsearch.data.Splits (its ``data_dir`` and the sizes of its sets are read), or
+        clrsearch.data.Folds (the images the folds are cut from, and the test set)
     data : DataConfig the splits were loaded with (split, val_size, split_seed, n_train)
     """
     folder = Path(splits.data_dir)
+    if isinstance(splits, Folds):
+        return _describe_folds(splits, data, None)
     if data.split == "batch1":
         train_files, val_files = TRAIN_FILES[:1], TRAIN_FILES[1:2]
         picks = {"split": "batch1"}
@@ -108,6 +119,36 @@ def describe_splits(splits, data: DataConfig) -> DataInputs:
         training=describe(TRAINING, "train", train_files, splits.train.n, {**picks, "n_train": data.n_train}),
         validation=describe(VALIDATION, "val", val_files, splits.val.n, picks),
         testing=describe(TESTING, "test", (TEST_FILE,), splits.test.n, {}))
+
+
+def describe_block(folds: Folds, data: DataConfig, replicate: int) -> DataInputs:
+    """The datasets of block ``replicate`` of ``folds`` (loaded by ``load_folds(data)``): its training
+    images, its validation fold ``replicate mod F`` and the test set."""
+    return _describe_folds(folds, data, replicate)
+
+
+def _describe_folds(folds, data, replicate):
+    folder = Path(folds.data_dir)
+    sums = file_md5s(folder, (*TRAIN_FILES, TEST_FILE))
+    picks = {"split": "full", "val_size": data.val_size, "split_seed": data.split_seed, "folds": len(folds.folds)}
+
+    def describe(context, name, files, n, params):
+        key = json.dumps({"files": {f: sums[f] for f in files}, **params}, sort_keys=True)
+        return SetInput(name, hashlib.sha256(key.encode()).hexdigest()[:DIGEST_DIGITS], str(folder), int(n),
+                        context, tuple(files))
+
+    testing = describe(TESTING, f"cifar10-test-{folds.test.n}", (TEST_FILE,), folds.test.n, {"set": "test"})
+    if replicate is None:
+        return DataInputs(training=describe(TRAINING, f"cifar10-full-folds-train-{folds.pool.n}", TRAIN_FILES,
+                                            folds.pool.n, {**picks, "set": "folds"}),
+                          validation=None, testing=testing)
+    block = folds.block(replicate)
+    return DataInputs(
+        training=describe(TRAINING, f"cifar10-full-fold{block.fold}-train-{block.train.n}", TRAIN_FILES,
+                          block.train.n, {**picks, "set": "train", "fold": block.fold, "n_train": data.n_train}),
+        validation=describe(VALIDATION, f"cifar10-full-fold{block.fold}-val-{block.val.n}", TRAIN_FILES,
+                            block.val.n, {**picks, "set": "val", "fold": block.fold}),
+        testing=testing)
 
 
 def file_md5s(folder: Path, names) -> dict:
@@ -134,8 +175,13 @@ def _file_md5(path: str, size: int, mtime_ns: int) -> str:
     return _md5(Path(path))
 
 
-def log_inputs(client, run_id: str, inputs: DataInputs | None, contexts=(TRAINING, VALIDATION)) -> None:
-    """Log the sets of ``contexts`` as the run's dataset inputs, in one call; nothing when ``inputs`` is None."""
-    if inputs is None:
+def log_inputs(client, run_id: str, inputs, contexts=(TRAINING, VALIDATION)) -> None:
+    """Log the sets of ``contexts`` as the run's dataset inputs, in one call; nothing when ``inputs`` is None.
+
+    ``inputs`` is a DataInputs, or a sequence of them (a trial run's blocks): each set once.
+    """
+    if not inputs:
         return
-    client.log_inputs(run_id, datasets=[s.dataset_input() for s in inputs.of(*contexts)])
+    sets = [s for one in ([inputs] if isinstance(inputs, DataInputs) else inputs) for s in one.of(*contexts)]
+    unique = list(dict.fromkeys(sets))  # SetInput is frozen: equal sets once
+    client.log_inputs(run_id, datasets=[s.dataset_input() for s in unique])

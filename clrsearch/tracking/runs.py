@@ -16,7 +16,9 @@ stopped seed (and for Ctrl-C), FAILED for a failed trial, a diverged seed or an
 exception. The final model's run is :mod:`.registry`'s.
 
 Every run has MLflow's source and user tags, and the study, trial and seed
-runs the training and validation sets as dataset inputs (:mod:`.datasets`).
+runs the training and validation sets as dataset inputs (:mod:`.datasets`;
+under the ``blocks`` replicates a seed run holds its block's sets and a trial
+run those of its replicates).
 Trial and seed runs are written once their population has trained, with the
 times of that training: a seed run starts and ends with its block, a trial
 run spans the blocks of its replicates, and every point of a curve carries
@@ -72,6 +74,7 @@ class SeedRecord:
     eval_times: tuple = ()  # (P,) s since the epoch when training reached each point of ``history``
     started: float | None = None  # s since the epoch: when its population began training (None: unknown)
     ended: float | None = None  # ... and when it was done
+    inputs: DataInputs | None = None  # the images of its block, when they are its own (None: the study's)
 
 
 @dataclass
@@ -314,7 +317,7 @@ class StudyRun:
             values.update({f"val_accuracy_seed_{s.seed}": s.val_accuracy for s in trial.seeds})
             log_batch(client, run.run_id, metrics=scalar_metrics(values, to_ms(trial.ended) or now_ms()),
                        params={"lam": trial.lam, **trial.params})
-            log_inputs(client, run.run_id, self.inputs)
+            log_inputs(client, run.run_id, [s.inputs for s in trial.seeds if s.inputs is not None] or self.inputs)
             for seed, files in zip(trial.seeds, seed_files):
                 self._log_seed(trial, seed, run.run_id, files)
         except BaseException as error:  # the trial's runs end now, as the error ends them
@@ -334,7 +337,7 @@ class StudyRun:
             metrics = timed_curves(seed.history, seed.member, seed.eval_times, seed.started, seed.ended)
             metrics += scalar_metrics({"final_val_accuracy": seed.val_accuracy}, to_ms(seed.ended) or now_ms())
             log_batch(client, run.run_id, metrics=metrics)
-            log_inputs(client, run.run_id, self.inputs)
+            log_inputs(client, run.run_id, seed.inputs or self.inputs)
         except BaseException as error:
             end_run(client, run.run_id, error_status(error), quiet=True)
             raise
