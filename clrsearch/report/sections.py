@@ -239,6 +239,9 @@ def lambda_search(tracked, kind: str) -> Section:
                                   best_lam=None if best is None else best["lam"],
                                   title=f"{kind} search: mean validation accuracy ± 3σ")
         section.add(picture(figure_png(fig), "mean validation accuracy ± 3σ per λ, drawn from trials.csv"))
+    png = tracked.artifact(run, "paired_differences.png")
+    if png is not None:
+        section.add(picture(png, "each point's paired difference to the best, 95% interval (paired_differences.png)"))
     return section
 
 
