@@ -152,7 +152,7 @@ def tiny_splits(monkeypatch):
 
 
 def test_cli_prints_a_table_per_scenario(tiny_splits, capsys):
-    assert command.main(["--data-dir", "somewhere"]) == 0
+    assert command.main(["--data-dir", "somewhere", "--no-mlflow"]) == 0
     out = capsys.readouterr().out
     assert "scenario 1: D = 20, N = 1, M = 50" in out
     assert "scenario 2: D = 24, N = 5, M = 50" in out and "lam = 0.01" in out
@@ -163,7 +163,7 @@ def test_cli_prints_a_table_per_scenario(tiny_splits, capsys):
 def test_cli_json(tiny_splits, monkeypatch, capsys):
     clock = itertools.count(100.0, 1.25)  # s; each reading 1.25 s after the one before
     monkeypatch.setattr(gradcheck, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
-    assert command.main(["--json", "--scenario", "2", "--lam", "0.1", "--seed", "3"]) == 0
+    assert command.main(["--json", "--scenario", "2", "--lam", "0.1", "--seed", "3", "--no-mlflow"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] is True and list(report["scenarios"]) == ["2"]
     scenario = report["scenarios"]["2"]
@@ -174,7 +174,7 @@ def test_cli_json(tiny_splits, monkeypatch, capsys):
 
 
 def test_cli_exits_1_when_an_error_is_too_large(tiny_splits, capsys):
-    assert command.main(["--scenario", "1", "--h", "0.5"]) == 1
+    assert command.main(["--scenario", "1", "--h", "0.5", "--no-mlflow"]) == 1
     assert "FAILED" in capsys.readouterr().out
 
 
@@ -189,6 +189,6 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny_splits, monkeypatch, capsys):
 
     monkeypatch.setattr(cli_gradcheck, "load_splits", missing)
     with pytest.raises(SystemExit) as bad_data:
-        command.main(["--data-dir", "/nowhere"])
+        command.main(["--data-dir", "/nowhere", "--no-mlflow"])
     assert bad_data.value.code == 2
     assert capsys.readouterr().err == "error: no CIFAR-10 data at /nowhere\n"

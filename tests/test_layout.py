@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "clrsearch"
 MAX_PARAMETERS = 7
 COMMANDS = {"clrsearch.coarse", "clrsearch.fine", "clrsearch.evaluate", "clrsearch.train", "clrsearch.lrrange",
-            "clrsearch.gradcheck", "clrsearch.data.__main__"}
+            "clrsearch.gradcheck", "clrsearch.data.__main__", "clrsearch.report.__main__"}
 LAYOUT_PAGE = ROOT / "docs" / "DEVELOPMENT.md"
 # The pages written by hand; docs/PERFORMANCE.md, RELIABILITY.md and RESULTS.md are written by the tools.
 GUIDES = [ROOT / "README.md"] + [ROOT / "docs" / name for name in
@@ -172,7 +172,8 @@ def test_layout_table_matches_the_tree():
     assert named == rooms
 
 
-PROGRAMS = sorted(COMMANDS - {"clrsearch.data.__main__"} | {"clrsearch.data"}) + [
+PACKAGE_COMMANDS = {"clrsearch.data": "clrsearch.cli.data", "clrsearch.report": "clrsearch.cli.report"}  # __main__
+PROGRAMS = sorted(COMMANDS - {f"{name}.__main__" for name in PACKAGE_COMMANDS} | set(PACKAGE_COMMANDS)) + [
     f"tools/{path.stem}" for path in sorted((ROOT / "tools").glob("*.py"))]
 
 
@@ -205,7 +206,7 @@ _HELP = {}
 def accepted_flags(program, capsys):
     """The flags ``program --help`` lists: a command of the package, or a tool of ``tools/``."""
     if program not in _HELP:
-        name = {"clrsearch.data": "clrsearch.cli.data"}.get(program, program)
+        name = PACKAGE_COMMANDS.get(program, program)
         module = importlib.import_module(name.removeprefix("tools/"))
         with pytest.raises(SystemExit) as done:
             module.main(["--help"])

@@ -18,7 +18,7 @@ from clrsearch.nn import network
 from clrsearch.nn.experiment import run_experiment
 from helpers import write_tiny_cifar
 
-SMALL = ["--n-s", "10", "--n-batch", "20", "--hidden", "8", "--quiet"]
+SMALL = ["--n-s", "10", "--n-batch", "20", "--hidden", "8", "--quiet", "--no-mlflow"]
 PLOTS = ("learning_curves", "eta", "confusion_test", "class_distribution")
 # A proxy on a closed local port: a download attempt fails at once instead of reaching the network.
 NO_NETWORK = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
@@ -87,7 +87,8 @@ def test_run_experiment_measures_the_trained_network_on_every_split(tiny_cifar):
 @pytest.mark.parametrize("case", BAD_INPUT)
 def test_bad_input_exits_2_with_one_line(case, tiny_cifar, tmp_path, capsys, offline):
     flags, name = BAD_INPUT[case]
-    argv = ["--data-dir", str(tiny_cifar), "--out", str(tmp_path / "plots"), "--n-s", "2", "--quiet", *flags]
+    argv = ["--data-dir", str(tiny_cifar), "--out", str(tmp_path / "plots"), "--n-s", "2", "--quiet", "--no-mlflow",
+            *flags]
     status, out, err = run_main(argv, capsys)
     assert status == 2
     assert len(err.strip().splitlines()) == 1 and name in err, err

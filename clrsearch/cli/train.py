@@ -5,20 +5,24 @@
 Prints the final training, validation and test accuracy (one JSON object with
 ``--json``) and writes the SPEC plots as PNG files into the output folder
 (default ``out/<preset>``): learning curves, eta per step, the test confusion
-matrix and the class distribution of the splits.
+matrix and the class distribution of the splits. The run, its curves and
+plots are logged to MLflow (:mod:`clrsearch.tracking.single`) unless
+``--no-mlflow``.
 """
 
 import json
 import sys
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
-from .. import plots
+from .. import plots, tracking
 from ..config import PRESETS
 from ..data import load_splits
 from ..nn.experiment import ExperimentResult, run_experiment
+from ..tracking.single import CLASS_COUNTS_JSON, CONFUSION_TEST_JSON
 from . import args as cli
 from . import environment
 from .progress import progress_bar
@@ -36,6 +40,27 @@ def figures(outcome: ExperimentResult):
         "class_distribution": plots.class_distribution(
             {"training": splits.train.y, "validation": splits.val.y, "test": splits.test.y}, splits.label_names),
     }
+
+
+def run_record(preset, outcome: ExperimentResult, pictures, training) -> tracking.ExperimentRun:
+    """What the run of ``outcome`` logs: its settings, curves, accuracies, ``pictures`` (PNG paths), the test
+    confusion matrix and the class counts of each split; ``training`` is (start, end), s since the epoch."""
+    splits, experiment = outcome.splits, outcome.experiment
+    params = {"lam": experiment.lam, "seed": experiment.seed,
+              **{f"{section}.{name}": value for section in ("data", "train")
+                 for name, value in asdict(getattr(experiment, section)).items()}}
+    names = list(splits.label_names)
+    counts = {"class_names": names, **{split: np.bincount(np.asarray(labels), minlength=len(names)).tolist()
+                                       for split, labels in (("training", splits.train.y),
+                                                             ("validation", splits.val.y), ("test", splits.test.y))}}
+    summary = outcome.summary()
+    return tracking.ExperimentRun(
+        preset, params, outcome.result.history,
+        {name: summary[name] for name in ("train_accuracy", "val_accuracy", "test_accuracy")},
+        status=summary["status"], pictures=list(pictures),
+        documents={CONFUSION_TEST_JSON: tracking.confusion_report(splits.test.y, outcome.test_predictions, names),
+                   CLASS_COUNTS_JSON: counts},
+        inputs=tracking.describe_splits(splits, experiment.data), started=training[0], ended=training[1])
 
 
 def save_figures(figs, folder):
@@ -68,6 +93,8 @@ def parse_experiment(argv=None):
     parser.add_argument("--val-size", type=cli.positive_int, help="validation images held out (full split)")
     parser.add_argument("--data-dir", help="folder of cifar-10-batches-py (default $CLRSEARCH_DATA or the cache)")
     parser.add_argument("--out", help="folder for the PNG plots (default out/<preset>)")
+    parser.add_argument("--experiment", default=tracking.EXPERIMENT, help="MLflow experiment")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -95,11 +122,18 @@ def parse_experiment(argv=None):
 def main(argv=None):
     experiment, args = parse_experiment(argv)
     splits = load_splits(experiment.data, dtype=np.dtype(experiment.train.dtype))
+    if not args.no_mlflow:
+        tracking.check_store(args.experiment)
+    started = time.time()
     with progress_bar(experiment.train.total_steps, "updates", quiet=args.quiet or args.json) as bar:
         outcome = run_experiment(experiment, splits, progress=bar)
+    training = (started, time.time())
     out = Path(args.out or Path("out") / args.preset)
     paths = save_figures(figures(outcome), out)
     summary = outcome.summary()
+    if not args.no_mlflow:
+        summary["mlflow_run_id"] = tracking.log_experiment_run(
+            run_record(args.preset, outcome, paths, training), args.experiment)
     if args.json:
         summary["preset"] = args.preset
         summary["config"] = asdict(experiment)
@@ -112,6 +146,6 @@ def main(argv=None):
             print(f"  {split:5s} accuracy {100 * summary[f'{split}_accuracy']:6.2f}%")
         if summary["status"] != "finished":
             print(f"  training {summary['status']} at step {outcome.result.stopped_at[0]}", file=sys.stderr)
-        print(f"  plots in {out}/")
+        print(f"  plots in {out}/" + (f", MLflow run {summary['mlflow_run_id']}" if "mlflow_run_id" in summary else ""))
     return 0 if summary["status"] == "finished" else 1
 
