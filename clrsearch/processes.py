@@ -1,9 +1,12 @@
 """Which process is alive: a worker's name, whether it still runs, and the heartbeat that says so.
 
-A worker is named ``host:pid:start`` (start: the process's start time in
-clock ticks since boot, so that a recycled pid is not taken for the dead
-process). On the same host a worker is alive while that process runs; on
-another host only its heartbeats tell (:func:`dead` is the one rule).
+A worker is named ``host:pid:start:table`` (start: the process's start time
+in clock ticks since boot, so that a recycled pid is not taken for the dead
+process; table: which process table the pid belongs to, :func:`process_table`).
+In the same process table a worker is alive while that process runs; in
+another one (another machine, container or pod, even of the same hostname)
+only its heartbeats tell (:func:`dead` is the one rule). The hostname is in
+the name for people to read (:func:`label`), never to judge by.
 
 The timing, in seconds, is a :class:`clrsearch.config.WorkerTiming` the
 command builds (``$CLRSEARCH_HEARTBEAT_SECONDS``, ``$CLRSEARCH_GRACE_SECONDS``)
@@ -27,19 +30,42 @@ def cpus() -> int:
         return os.cpu_count() or 1
 
 
+def process_table():
+    """What names the process table this process's pids belong to: the kernel's boot id and the inode of its PID
+    namespace (``<boot id>.<inode>``), or the hostname where /proc shows neither.
+
+    Two containers sharing the host's network, or two pods of one hostname,
+    have one hostname but two process tables: a pid of one means nothing in
+    the other.
+    """
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino  # the inode of readlink's "pid:[inode]"
+    except OSError:
+        return socket.gethostname()
+    return f"{boot}.{namespace}" if boot else socket.gethostname()
+
+
 def identity(pid=None):
-    """``host:pid:start`` of this process (or of ``pid`` on this host)."""
+    """``host:pid:start:table`` of this process (or of ``pid`` in this process table)."""
     pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or 0}"
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or 0}:{process_table()}"
+
+
+def label(worker):
+    """A worker's name as people read it: ``host:pid``."""
+    return ":".join(str(worker).split(":")[:2])
 
 
 def alive(worker):
-    """True or False for a worker of this host; None for one elsewhere (only heartbeats tell)."""
-    parts = str(worker).rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
+    """True or False for a worker of this process table; None for one of another (only heartbeats tell), or
+    for a name that does not say its table."""
+    parts = str(worker).split(":", 3)
+    if len(parts) != 4 or not parts[1].isdigit():
         return None
-    host, pid, start = parts[0], int(parts[1]), parts[2]
-    if host != socket.gethostname():
+    pid, start, table = int(parts[1]), parts[2], parts[3]
+    if table != process_table():
         return None
     try:
         os.kill(pid, 0)
@@ -58,7 +84,7 @@ def alive(worker):
 def dead(worker, silent_since, grace):
     """Whether the process named ``worker`` is dead.
 
-    On this host: when that process is gone. Elsewhere, or unnamed (None):
+    In this process table: when that process is gone. In another, or unnamed (None):
     when its last sign of life, ``silent_since`` (seconds since the epoch),
     is older than ``grace`` seconds; without such a sign (None) it is not
     taken for dead.

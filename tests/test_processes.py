@@ -20,18 +20,39 @@ def start_ticks(pid):
         return f.read().rsplit(")", 1)[1].split()[19]
 
 
-def test_identity_is_host_pid_and_start_time():
-    assert processes.identity() == f"{socket.gethostname()}:{os.getpid()}:{start_ticks(os.getpid())}"
-    assert processes.identity(1) == f"{socket.gethostname()}:1:{start_ticks(1)}"
+def process_table():
+    """The boot id and the PID namespace's inode, read here independently (readlink gives "pid:[inode]")."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot = f.read().strip()
+    return f"{boot}.{os.readlink('/proc/self/ns/pid')[5:-1]}"
+
+
+def test_identity_is_host_pid_start_time_and_process_table():
+    table = process_table()
+    assert processes.identity() == f"{socket.gethostname()}:{os.getpid()}:{start_ticks(os.getpid())}:{table}"
+    assert processes.identity(1) == f"{socket.gethostname()}:1:{start_ticks(1)}:{table}"
+    assert processes.label(processes.identity()) == f"{socket.gethostname()}:{os.getpid()}"
+
+
+def test_the_process_table_is_the_hostname_where_proc_does_not_say(monkeypatch):
+    real_open = open
+
+    def no_boot_id(path, *args, **kwargs):
+        if str(path).startswith("/proc/sys/kernel/random"):
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_boot_id)
+    assert processes.process_table() == socket.gethostname()
 
 
 def test_a_running_worker_of_this_host_is_alive_and_a_gone_or_recycled_one_is_not():
     me = processes.identity()
     assert processes.alive(me) is True
     assert processes.alive(processes.identity(dead_pid())) is False
-    host, pid, start = me.rsplit(":", 2)
-    assert processes.alive(f"{host}:{pid}:{int(start) + 1}") is False  # the same pid, started at another time
-    assert processes.alive(f"{host}:{pid}:0") is True  # start unknown: the pid decides
+    host, pid, start, table = me.split(":", 3)
+    assert processes.alive(f"{host}:{pid}:{int(start) + 1}:{table}") is False  # the same pid, started at another time
+    assert processes.alive(f"{host}:{pid}:0:{table}") is True  # start unknown: the pid decides
 
 
 def test_a_killed_child_not_yet_reaped_is_dead():
@@ -46,9 +67,53 @@ def test_a_killed_child_not_yet_reaped_is_dead():
         child.wait()
 
 
-@pytest.mark.parametrize("worker", ["elsewhere:12:34", "not a worker", None, "host:pid:1"])
-def test_workers_of_other_hosts_or_unreadable_names_are_unknown(worker):
+@pytest.mark.parametrize("worker", ["elsewhere:12:34:other-table", "not a worker", None, "host:pid:1:table"])
+def test_workers_of_other_process_tables_or_unreadable_names_are_unknown(worker):
     assert processes.alive(worker) is None
+
+
+def test_a_worker_of_this_hostname_and_pid_in_another_process_table_is_unknown():
+    host, pid, start, table = processes.identity().split(":", 3)
+    assert processes.alive(f"{host}:{pid}:{start}:{table}0") is None  # e.g. a container with the host's network
+    assert processes.alive(f"{host}:{pid}:{start}") is None  # a name that does not say its table
+    assert processes.dead(f"{host}:{dead_pid()}:1:{table}0", None, 20) is False  # only heartbeats tell
+
+
+UNSHARE = ["unshare", "--uts", "--pid", "--fork", "--mount-proc"]
+
+
+def unshare_permitted():
+    try:
+        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not unshare_permitted(), reason="unshare of a PID namespace is not permitted here")
+def test_two_pid_namespaces_of_one_hostname_do_not_take_each_others_workers_for_dead():
+    code = ("import sys, time; from clrsearch import processes\n"
+            "print(processes.identity(), flush=True)\n"
+            "other = sys.stdin.readline().strip()\n"
+            "print(processes.alive(other), processes.dead(other, None, 20), flush=True)\n")
+    started = []
+    for _ in range(2):  # one after the other: the second's pid 1 started later than the first's
+        started.append(subprocess.Popen([*UNSHARE, sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True))
+        time.sleep(0.1)
+    first, second = started
+    try:
+        names = [p.stdout.readline().strip() for p in (first, second)]
+        assert [name.split(":")[0] for name in names] == [socket.gethostname()] * 2
+        assert [name.split(":")[1] for name in names] == ["1", "1"]  # each the first process of its namespace
+        answers = [p.communicate(other + "\n", timeout=60)[0].strip() for p, other in zip((first, second),
+                                                                                          reversed(names))]
+        assert answers == ["None False", "None False"]
+    finally:
+        for p in (first, second):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def test_dead_is_the_process_on_this_host_and_the_silence_elsewhere():

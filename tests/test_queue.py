@@ -221,3 +221,125 @@ def test_trials_given_back_are_enqueued_again_and_not_counted_as_deaths(study_ur
     assert first.suggest_float("lam", 0.1, 0.2) == 0.1
     assert [queue.is_final(t) for t in trials[:3]] == [False, True, False]
     assert [queue.is_live(t) for t in trials] == [False, False] + [False] * (len(trials) - 3) + [True]
+
+
+def die(shared, trials):
+    """The worker of ``trials`` is killed: they name a process that is gone, and recovery fails them."""
+    for trial in trials:
+        shared.storage.set_trial_system_attr(shared.trial_id(trial.number), queue.WORKER_ATTR,
+                                             processes.identity(dead_pid()))
+    shared.recover()
+
+
+def test_a_lost_slot_is_listed_with_its_point_and_tried_anew_when_a_command_starts_again(study_url):
+    shared = new_queue(study_url, 0.1, 0.2)
+    for _ in range(queue.WORKER_TIMING.max_deaths + 1):  # six deaths: the first trial and its five copies
+        die(shared, [t for t in claim(shared, 2) if t.user_attrs["slot"] == 0])
+    [lost] = queue.lost_slots(shared.study)
+    assert (lost.slot, lost.point, lost.params, lost.deaths) == (0, 0, {"lam": 0.1}, 6)
+    reason = lost.last.user_attrs["reason"]  # the worker as people read it: host:pid
+    assert reason.startswith(f"worker {processes.socket.gethostname()}:") and reason.endswith(" died")
+    assert reason.count(":") == 1
+    assert [(s.slot, s.deaths) for s in shared.retry_lost()] == [(0, 6)]
+    assert queue.lost_slots(shared.study) == []
+    for _ in range(queue.WORKER_TIMING.max_deaths):  # as many tries again
+        die(shared, claim(shared, 1))
+    assert [t.state for t in shared.study.get_trials()][-1] == TrialState.WAITING
+    die(shared, claim(shared, 1))
+    assert [(s.slot, s.deaths) for s in queue.lost_slots(shared.study)] == [(0, 6)]
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   optuna.exceptions.StorageInternalError("database is locked"),
+                                   RuntimeError("a bug")])
+def test_trials_given_back_on_any_error_are_no_deaths(study_url, error):
+    shared = new_queue(study_url, 0.1)
+    for _ in range(queue.WORKER_TIMING.max_deaths + 3):
+        shared.give_back(claim(shared, 1), queue.give_back_reason(error))
+    trials = shared.study.get_trials()
+    assert trials[-1].state == TrialState.WAITING and queue.lost_slots(shared.study) == []
+    expected = {OSError: "infrastructure: [Errno 28] No space left on device",
+                RuntimeError: "error: RuntimeError: a bug"}.get(type(error), "infrastructure: database is locked")
+    assert trials[0].user_attrs["reason"] == expected
+
+
+def test_trials_taken_over_from_a_worker_that_still_ran_are_no_deaths(study_url):
+    shared = new_queue(study_url, 0.1)
+    for _ in range(queue.WORKER_TIMING.max_deaths + 3):
+        [trial] = claim(shared, 1)
+        with shared.lock():  # another worker fails it, as it fails a trial whose heartbeat stalled
+            shared.storage.set_trial_state_values(shared.trial_id(trial.number), TrialState.FAIL)
+            queue._retry(shared.study, shared.storage.get_trial(shared.trial_id(trial.number)))
+    trials = shared.study.get_trials()
+    assert trials[-1].state == TrialState.WAITING  # its worker, this process, was alive each time
+    assert trials[-1].user_attrs[queue.SPARED] == list(range(len(trials) - 1))
+
+
+def test_a_worker_that_finds_its_trial_taken_over_spares_it(study_url):
+    shared = new_queue(study_url, 0.1)
+    for _ in range(queue.WORKER_TIMING.max_deaths + 1):  # taken over from a machine whose worker ran on
+        [trial] = claim(shared, 1)
+        shared.storage.set_trial_system_attr(shared.trial_id(trial.number), queue.WORKER_ATTR, "far:1:1:other")
+        with shared.lock():
+            shared.storage.set_trial_state_values(shared.trial_id(trial.number), TrialState.FAIL)
+            queue._retry(shared.study, shared.storage.get_trial(shared.trial_id(trial.number)))
+    [lost] = queue.lost_slots(shared.study)
+    assert lost.deaths == queue.WORKER_TIMING.max_deaths + 1
+    shared.spare([0, 2])  # the far worker's tell found two of them taken over: the slot gets a copy again
+    trials = shared.study.get_trials()
+    assert trials[-1].state == TrialState.WAITING and trials[-1].user_attrs[queue.SPARED] == [0, 2]
+    shared.spare([1])
+    assert shared.study.get_trials()[-1].user_attrs[queue.SPARED] == [0, 1, 2]
+
+
+UNSHARE = ["unshare", "--uts", "--pid", "--fork", "--mount-proc"]
+# A worker in a PID namespace of its own: claims the one trial, beats until its stdin closes.
+CLAIMER = """\
+import sys
+from dataclasses import replace
+from types import SimpleNamespace as N
+import optuna
+from clrsearch.search import queue
+url = sys.argv[1]
+timing = replace(queue.WORKER_TIMING, heartbeat_seconds=0.3, grace_seconds=1.0)
+with queue.study_lock(url):
+    storage = queue.open_storage(url, timing)
+shared = queue.TrialQueue(optuna.load_study(study_name="s", storage=storage), storage, url, timing)
+trials = shared.claim(N(study=N(trials_per_population=1, sampler="random", n_trials=0)))
+with shared.heartbeat(trials):
+    print(trials[0].number, flush=True)
+    sys.stdin.read()
+"""
+RECOVERER = """\
+import sys
+import optuna
+from clrsearch.search import queue
+url = sys.argv[1]
+with queue.study_lock(url):
+    storage = queue.open_storage(url)
+queue.TrialQueue(optuna.load_study(study_name="s", storage=storage), storage, url).recover()
+"""
+
+
+def unshare_permitted():
+    try:
+        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not unshare_permitted(), reason="unshare of a PID namespace is not permitted here")
+def test_a_worker_of_another_pid_namespace_of_the_same_hostname_keeps_its_live_trial(study_url):
+    shared = new_queue(study_url, 0.1)
+    claimer = subprocess.Popen([*UNSHARE, sys.executable, "-c", CLAIMER, study_url], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert claimer.stdout.readline().strip() == "0"
+        time.sleep(0.1)  # the recovering worker's pid 1 starts later than the claimer's
+        subprocess.run([*UNSHARE, sys.executable, "-c", RECOVERER, study_url], check=True, timeout=120)
+        [trial] = shared.study.get_trials()
+        assert trial.state == TrialState.RUNNING
+        assert trial.system_attrs[queue.WORKER_ATTR].split(":")[:2] == [processes.socket.gethostname(), "1"]
+    finally:
+        claimer.communicate("", timeout=60)

@@ -3,6 +3,8 @@ temporary study storage and tracking store; checked against networks trained one
 coarse study made by hand, and the registered model loaded back from MLflow."""
 
 import math
+import re
+import socket
 from dataclasses import replace
 
 import mlflow.pyfunc
@@ -14,12 +16,13 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from clrsearch import coarse as coarse_command
+from clrsearch import processes
 from clrsearch.config import DataConfig, SearchConfig, StudyConfig, TrainConfig
 from clrsearch.data import load_batch, load_splits
 from clrsearch.nn.trainer import train
-from clrsearch.search import population, runner
+from clrsearch.search import population, queue, runner
 from clrsearch.search.runner import RunOptions, StudyRunner
-from helpers import copy_storage, copy_store, experiment_runs, log_uniform_draws
+from helpers import copy_storage, copy_store, dead_pid, experiment_runs, log_uniform_draws
 
 TRAIN = TrainConfig(n_batch=20, cycles=2, n_s=10, hidden=8, evals_per_cycle=2, eval_train_size=100)
 
@@ -211,3 +214,32 @@ def test_json_dumps_writes_numpy_numbers_as_numbers():
 
 def test_json_dumps_writes_nan_as_null():
     assert runner.json_dumps({"c": float("nan"), "d": np.float32("nan")}) == '{"c": null, "d": null}'
+
+
+@pytest.mark.slow
+def test_a_point_whose_workers_keep_dying_fails_the_command_in_one_line_until_tried_again(workspace, monkeypatch,
+                                                                                         capsys):
+    config = workspace("coarse", n_trials=2, trials_per_population=1)
+    config = replace(config, timing=replace(config.timing, heartbeat_seconds=0.2, grace_seconds=1.0))
+    claim = queue.TrialQueue.claim
+
+    def slot_1_kills_its_worker(shared, config):
+        trials = claim(shared, config)
+        for trial in [t for t in trials if t.user_attrs["slot"] == 1]:  # claimed by a process that died at once
+            shared.storage.set_trial_system_attr(shared.trial_id(trial.number), queue.WORKER_ATTR,
+                                                 processes.identity(dead_pid()))
+        return [t for t in trials if t.user_attrs["slot"] != 1]
+
+    monkeypatch.setattr(queue.TrialQueue, "claim", slot_1_kills_its_worker)
+    assert run(config, command="python -m clrsearch.coarse --n-trials 2") == 1
+    lam = log_uniform_draws(0, 2, 1e-5, 1e-1)[1]
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and re.fullmatch(
+        f"error: point 1 \\(lambda {lam:.4g}\\) was given up: its workers died 6 times \\(last: worker "
+        f"{socket.gethostname()}:[0-9]+ died\\); to try it again, run the same command again: "
+        f"python -m clrsearch.coarse --n-trials 2", errors[0]), errors
+    assert [t.state for t in load(config).get_trials()] == [TrialState.COMPLETE] + [TrialState.FAIL] * 6
+
+    monkeypatch.setattr(queue.TrialQueue, "claim", claim)
+    assert run(config) == 0
+    assert [t.state for t in load(config).get_trials()][-1] == TrialState.COMPLETE

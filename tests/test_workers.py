@@ -89,3 +89,15 @@ def running(pid):
             return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
     except FileNotFoundError:
         return False
+
+
+def test_ctrl_c_within_a_deferred_block_is_raised_at_its_end():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with workers.deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs between bytecodes: here it only takes note
+                pass
+            done.append("the block ran to its end")
+    assert done == ["the block ran to its end"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

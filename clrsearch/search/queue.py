@@ -18,14 +18,21 @@ Running trials beat Optuna's heartbeat. A trial whose worker died is failed
 (at once when the worker was on this machine, after the grace period through
 ``optuna.storages.fail_stale_trials`` otherwise) and Optuna's
 ``RetryHeartbeatStaleTrialCallback`` enqueues a copy of it, with the same
-lambda, up to ``WORKER_TIMING.max_deaths`` times per slot. A trial given back
-on Ctrl-C is failed with the reason "interrupted" and copied the same way;
-that does not count as a death.
+lambda, up to ``WORKER_TIMING.max_deaths`` times per slot; a slot whose
+workers died more often is *lost* (:func:`lost_slots`) until a study command
+starts again and gives it as many tries anew (:meth:`TrialQueue.retry_lost`).
+Only deaths count: a trial given back on Ctrl-C (reason "interrupted"), on an
+infrastructure error such as a full disk or a storage out of reach (reason
+"infrastructure: ..."), or on another error is copied the same way without
+counting, and so is a trial taken over while its worker still ran (its
+heartbeat stalled, e.g. on a slow storage): those are listed in the user attr
+``spared`` that a slot's copies carry.
 """
 
 import contextlib
 import copy
 import warnings
+from dataclasses import dataclass
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -40,9 +47,13 @@ from . import workers
 SCHEMES = ("sqlite", "postgresql")
 # SQLAlchemy picks the driver of postgresql:// URLs (psycopg2 before 2.1, psycopg 3 since); +psycopg2 names one.
 DRIVERS = {"psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'"}
-WORKER_ATTR = "clrsearch:worker"  # host:pid:start of the process running a trial
+WORKER_ATTR = "clrsearch:worker"  # host:pid:start:table of the process running a trial (processes.identity)
 SLOT = "slot"  # user attr: which lambda of the study a trial evaluates
 INTERRUPTED = "interrupted"  # reason of a trial given back on Ctrl-C
+INFRASTRUCTURE = "infrastructure"  # first word of the reason of a trial given back on a disk or storage error
+# User attrs a slot's copies carry: the numbers of its failed trials that were no death (their worker lived), and
+# the number from which its deaths count (a study command started again gives a lost slot its tries anew).
+SPARED, DEATHS_FROM = "spared", "deaths_from"
 # User attrs of an enqueued trial, carried to the copies of its slot: the point of the study it evaluates,
 # the round of the race it belongs to (1 for the first) and the replicates it trains.
 POINT, ROUND, NEW_REPLICATES = "point", "round", "new_replicates"
@@ -53,7 +64,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # study with heartbeats is asked outside ``optimize``; here the heartbeat is beaten by :meth:`TrialQueue.heartbeat`.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-CARRIED = (SLOT, POINT, ROUND, NEW_REPLICATES)  # user attrs a copy of a failed trial keeps
+CARRIED = (SLOT, POINT, ROUND, NEW_REPLICATES, SPARED, DEATHS_FROM)  # user attrs a copy of a failed trial keeps
 _RETRY = RetryHeartbeatStaleTrialCallback()  # the copy itself; :func:`_retry` decides whether one is due
 
 
@@ -185,6 +196,48 @@ def enqueue_missing(study, entries):
     return len(missing)
 
 
+@dataclass(frozen=True)
+class LostSlot:
+    """A slot left without a live or final trial: its workers died more than ``max_deaths`` times."""
+
+    slot: int
+    point: int  # the point of the study it evaluates
+    params: dict  # the point: lam, and any schedule dimension of the grid
+    deaths: int
+    last: object  # its last trial (FrozenTrial)
+
+
+def lost_slots(study):
+    """The slots of ``study`` given up after too many deaths, by slot."""
+    by_slot = {}
+    for frozen in study.get_trials(deepcopy=False):
+        by_slot.setdefault(frozen.user_attrs.get(SLOT), []).append(frozen)
+    lost = []
+    for slot, trials in sorted((item for item in by_slot.items() if item[0] is not None), key=lambda item: item[0]):
+        if any(is_live(t) or is_final(t) for t in trials):
+            continue
+        last = max(trials, key=lambda t: t.number)
+        params = last.params or last.system_attrs.get("fixed_params") or {}
+        lost.append(LostSlot(slot, last.user_attrs.get(POINT, slot), dict(params), _deaths(trials), last))
+    return lost
+
+
+def infrastructure(error):
+    """Whether ``error`` comes from the machine rather than the trial: a disk (e.g. full), a network, the storage."""
+    import sqlalchemy
+
+    return isinstance(error, (OSError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError))
+
+
+def give_back_reason(error):
+    """The reason recorded for a trial given back on ``error``: none of them counts as a death."""
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        return INTERRUPTED
+    if infrastructure(error):
+        return f"{INFRASTRUCTURE}: {first_line(error)}"
+    return f"error: {type(error).__name__}: {first_line(error)}"
+
+
 def is_live(frozen):
     """Whether a trial may still produce a result: waiting or running."""
     return frozen.state in (TrialState.WAITING, TrialState.RUNNING)
@@ -230,23 +283,37 @@ class TrialQueue:
         WAITING trials (enqueued points, copies of lost trials) come first, in
         the order they were enqueued; an adaptive sampler is then asked for as
         many new trials as the study still lacks. Each claimed trial beats once
-        and names this process as its worker.
+        and names this process as its worker. Should the claim fail half-way
+        (e.g. the storage), the trials it asked for are given back.
         """
         study, study_cfg = self.study, config.study
         limit = study_cfg.trials_per_population
+        trials = []
         with self.lock():
             n = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
             if study_cfg.sampler not in ("random", "grid"):
                 missing = study_cfg.n_trials - len(finished_trials(study)) - self.running() - n
                 n += max(0, missing)
-            trials = [study.ask() for _ in range(min(limit, n))]
-            for trial in trials:
-                if SLOT not in trial.user_attrs:
-                    trial.set_user_attr(SLOT, trial.number)
-                trial_id = self.trial_id(trial.number)
-                self.storage.record_heartbeat(trial_id)
-                self.storage.set_trial_system_attr(trial_id, WORKER_ATTR, processes.identity())
+            try:
+                for _ in range(min(limit, n)):
+                    trials.append(study.ask())
+                    trial = trials[-1]
+                    if SLOT not in trial.user_attrs:
+                        trial.set_user_attr(SLOT, trial.number)
+                    trial_id = self.trial_id(trial.number)
+                    self.storage.record_heartbeat(trial_id)
+                    self.storage.set_trial_system_attr(trial_id, WORKER_ATTR, processes.identity())
+            except BaseException as error:
+                with workers.no_interrupt(), contextlib.suppress(Exception):
+                    for trial in trials:
+                        self._fail(trial.number, give_back_reason(error))
+                raise
         return trials
+
+    def states(self):
+        """(number, state) of every trial of the study, read under the lock: one moment of the whole study."""
+        with self.lock():
+            return tuple((t.number, t.state) for t in self.study.get_trials(deepcopy=False))
 
     def heartbeat(self, trials):
         """A :class:`processes.Heartbeat` of the given trials while they run."""
@@ -260,7 +327,8 @@ class TrialQueue:
         with self.lock():
             for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if worker_dead(frozen, self.timing.grace_seconds):
-                    self._fail(frozen.number, f"worker {frozen.system_attrs.get(WORKER_ATTR, '(unknown)')} died")
+                    worker = frozen.system_attrs.get(WORKER_ATTR)
+                    self._fail(frozen.number, f"worker {processes.label(worker) if worker else '(unknown)'} died")
             optuna.storages.fail_stale_trials(self.study)  # workers elsewhere, silent too long: calls _retry
             by_slot = {}
             for frozen in self.study.get_trials(deepcopy=False):
@@ -269,12 +337,44 @@ class TrialQueue:
                 if slot is not None and not any(is_live(t) or is_final(t) for t in trials):
                     _retry(self.study, max(trials, key=lambda t: t.number))
 
-    def give_back(self, trials):
-        """Fail the trials this process cannot finish (e.g. on Ctrl-C) and copy them; finished ones are left
-        alone. Ctrl-C and SIGTERM are ignored meanwhile, so that a second one does not half give a trial back."""
+    def give_back(self, trials, reason=INTERRUPTED):
+        """Fail the trials this process cannot finish (e.g. on Ctrl-C) with ``reason`` (see
+        :func:`give_back_reason`) and copy them; finished ones are left alone. Ctrl-C and SIGTERM are ignored
+        meanwhile, so that a second one does not half give a trial back."""
         with workers.no_interrupt(), self.lock():
             for trial in trials:
-                self._fail(trial.number, INTERRUPTED)
+                self._fail(trial.number, reason)
+
+    def spare(self, numbers):
+        """Take the failed trials ``numbers`` off their slots' deaths: this process ran them until another worker
+        took them over (their heartbeat stalled). A slot lost by those deaths gets its copy."""
+        if not numbers:
+            return
+        with self.lock():
+            for number in numbers:
+                trials = self.study.get_trials(deepcopy=False)
+                failed = trials[number]
+                if failed.state != TrialState.FAIL or is_final(failed):
+                    continue
+                same_slot = [t for t in trials if t.user_attrs.get(SLOT) == failed.user_attrs.get(SLOT)]
+                spared = sorted(_spared(same_slot) | {number})
+                live = [t for t in same_slot if is_live(t)]
+                for t in live:
+                    self.storage.set_trial_user_attr(self.trial_id(t.number), SPARED, spared)
+                if not live:
+                    failed = copy.deepcopy(failed)
+                    failed.user_attrs[SPARED] = spared
+                    _retry(self.study, failed)
+
+    def retry_lost(self):
+        """Give every lost slot (:func:`lost_slots`) a copy whose deaths count anew; returns those slots."""
+        with self.lock():
+            lost = lost_slots(self.study)
+            for slot in lost:
+                last = copy.deepcopy(slot.last)
+                last.user_attrs[DEATHS_FROM] = last.number + 1
+                _retry(self.study, last)
+        return lost
 
     def _fail(self, number, reason):
         """Fail trial ``number`` with ``reason`` if it still runs, and copy it."""
@@ -286,9 +386,25 @@ class TrialQueue:
 
 
 def _deaths(trials):
-    """How many of a slot's trials were lost with their worker (given back on Ctrl-C does not count)."""
-    return sum(1 for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("final_failure")
-               and t.user_attrs.get("reason") != INTERRUPTED)
+    """How many of a slot's trials were lost with their worker, since its deaths count (:data:`DEATHS_FROM`).
+
+    A death is a trial failed for no reason of its own (not ``final_failure``)
+    and not given back: its worker was found dead, or silent past the grace
+    period, and was not seen alive after (:data:`SPARED`).
+    """
+    start = max((t.user_attrs.get(DEATHS_FROM, 0) for t in trials), default=0)
+    spared = _spared(trials)
+    return sum(1 for t in trials if t.number >= start and t.number not in spared and t.state == TrialState.FAIL
+               and not t.user_attrs.get("final_failure") and not _given_back(t.user_attrs.get("reason")))
+
+
+def _given_back(reason):
+    return reason is not None and (reason == INTERRUPTED or reason.startswith((f"{INFRASTRUCTURE}:", "error:")))
+
+
+def _spared(trials):
+    """The numbers of a slot's failed trials that were no death, as its trials carry them."""
+    return {number for t in trials for number in t.user_attrs.get(SPARED, ())}
 
 
 def _retry(study, failed):
@@ -300,11 +416,18 @@ def _retry(study, failed):
     (an asked trial: the sampler asks again).
     """
     slot = failed.user_attrs.get(SLOT)
-    same_slot = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(SLOT) == slot]
+    failed = copy.deepcopy(failed)
+    if failed.user_attrs.get("reason") is None and processes.alive(failed.system_attrs.get(WORKER_ATTR)):
+        # failed as stale (fail_stale_trials) while its worker, in this process table, still ran: no death
+        failed.user_attrs[SPARED] = sorted({*failed.user_attrs.get(SPARED, ()), failed.number})
+    same_slot = [failed if t.number == failed.number else t
+                 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(SLOT) == slot]
     if (slot is None or not (failed.params or failed.system_attrs.get("fixed_params"))
             or any(is_live(t) or is_final(t) for t in same_slot) or _deaths(same_slot) > WORKER_TIMING.max_deaths):
         return
-    failed = copy.deepcopy(failed)
     failed.user_attrs = {key: failed.user_attrs[key] for key in CARRIED if key in failed.user_attrs}
+    spared = _spared(same_slot)
+    if spared:
+        failed.user_attrs[SPARED] = sorted(spared)
     failed.system_attrs = {key: value for key, value in failed.system_attrs.items() if key != WORKER_ATTR}
     _RETRY(study, failed)

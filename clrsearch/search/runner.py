@@ -10,6 +10,7 @@ model. A helper only claims, trains and tells trials under its leader's run.
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -18,11 +19,12 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from optuna.trial import TrialState
 
 from .. import tracking
 from ..config import SECTIONS, RangeTest, flat_params
 from ..data import load_folds, load_splits
-from ..errors import UsageError, redact
+from ..errors import UsageError, first_line, redact
 from ..nn.lrrange import run_range_test
 from . import cores, final, queue, race, summary, workers
 from .population import tell, total_steps, train_population
@@ -140,10 +142,13 @@ class StudyRunner:
             self.parent = parent
             helpers = []
             try:
+                self.retry_lost()
                 helpers = self.start_helpers()
                 self.train_all(study, splits)
                 status = self.wait_for(helpers)
-                result = self.summarise(study, splits)
+                lost = queue.lost_slots(study)
+                result = self.summarise(study, splits, final_model=not lost)
+                status = self.report_lost(lost) or status
             except KeyboardInterrupt:
                 workers.interrupt(helpers)
                 self.report_interrupted(study)
@@ -183,6 +188,21 @@ class StudyRunner:
                       f"its unfinished trials were run again", file=sys.stderr)
         return status
 
+    def retry_lost(self):
+        """Give the points lost in an earlier run (their workers died too often) their tries anew."""
+        for lost in self.shared.retry_lost():
+            self.say(f"point {lost.point} ({point_settings(lost.params)}), given up after {lost.deaths} deaths of "
+                     f"its workers, is tried again")
+
+    def report_lost(self, lost):
+        """One line per point given up after its workers died too often; the exit status, 1 if any."""
+        for slot in lost:
+            print(f"error: point {slot.point} ({point_settings(slot.params)}) was given up: its workers died "
+                  f"{slot.deaths} times (last: {slot.last.user_attrs.get('reason') or 'silent too long'}); to try it "
+                  f"again, run the same command again: {redact(self.options.command) or 'the same command'}",
+                  file=sys.stderr)
+        return 1 if lost else 0
+
     def report_interrupted(self, study):
         study_cfg = self.config.study
         done = len(queue.finished_trials(study))
@@ -197,34 +217,81 @@ class StudyRunner:
         """Claim and train populations until no trial is left; wait while other workers finish theirs.
 
         Trials of dead workers are failed and enqueued again before each
-        claim. On any exception (Ctrl-C included) the trials of the
-        population in hand that are not recorded yet are given back.
+        claim. The study is over when one look at it under its lock finds no
+        trial waiting or running, and the race adds no round after that look
+        (:meth:`study_over`).
         """
         waiting_said = False
         while True:
             self.shared.recover()
-            trials = self.shared.claim(self.config)
-            if not trials:
-                running = self.shared.running()
-                if not running and race.advance(self.shared, self.config):
-                    continue
-                if not running:
-                    return  # the runs of the last population are finished in summarise
-                with self.timer.timed("tracking"):
-                    self.parent.finish_runs()
-                if not waiting_said:
-                    self.say(f"waiting for {running} trial(s) running in other workers")
-                    waiting_said = True
-                time.sleep(min(1.0, self.config.timing.heartbeat_seconds))
+            if self.claim_and_train(study, splits):
+                waiting_said = False
                 continue
-            waiting_said = False
+            states = self.shared.states()
+            if any(state == TrialState.WAITING for _, state in states):
+                continue  # enqueued since the claim, e.g. the copy of a trial another machine found dead
+            running = sum(1 for _, state in states if state == TrialState.RUNNING)
+            if not running:
+                if self.study_over(states):
+                    return  # the runs of the last population are finished in summarise
+                continue
+            with self.timer.timed("tracking"):
+                self.parent.finish_runs()
+            if not waiting_said:
+                self.say(f"waiting for {running} trial(s) running in other workers")
+                waiting_said = True
+            time.sleep(min(1.0, self.config.timing.heartbeat_seconds))
+
+    def study_over(self, states):
+        """Whether the study, whose trials were ``states`` (none live) at one moment under the lock, is over: the
+        race adds no round (race.advance) and no trial changed since. States only move forward and trials
+        are only added, so an unchanged study was the same when the race judged it."""
+        if race.advance(self.shared, self.config):
+            return False
+        return self.shared.states() == states
+
+    def claim_and_train(self, study, splits):
+        """Claim a population, train it and tell it; False when there was nothing to claim.
+
+        From the claim to the tell the trials beat, and on any exception
+        (Ctrl-C included) those not recorded yet are given back, with the
+        reason of the exception (:func:`queue.give_back_reason`): a Ctrl-C
+        during the claim waits for it to end.
+        """
+        trials, heartbeat = [], None
+        try:
+            with workers.deferred_interrupt():
+                trials = self.shared.claim(self.config)
+                if trials:
+                    heartbeat = self.shared.heartbeat(trials).start()
+            if not trials:
+                return False
             with self.timer.timed("tracking"):
                 self.parent.finish_runs()  # the runs of the population before, their matrices drawn meanwhile
-            try:
-                self.train_and_tell(study, trials, splits)
-            except BaseException:
-                self.shared.give_back(trials)
-                raise
+            self.train_and_tell(study, trials, splits)
+            return True
+        except BaseException as error:
+            if trials:
+                self.give_back(trials, error)
+            raise
+        finally:
+            if heartbeat is not None:
+                heartbeat.stop()
+
+    def give_back(self, trials, error):
+        """Give ``trials`` back on ``error``; an error of the disk or the storage becomes one line and exit 1."""
+        if not queue.infrastructure(error):
+            self.shared.give_back(trials, queue.give_back_reason(error))
+            return
+        numbers = ", ".join(str(t.number) for t in trials)
+        try:
+            self.shared.give_back(trials, queue.give_back_reason(error))
+            fate = f"trial(s) {numbers} were given back, not counted as deaths of their points"
+        except Exception:
+            fate = (f"trial(s) {numbers} could not be given back and wait for another worker to take them over "
+                    f"({self.config.timing.grace_seconds:g} s)")
+        raise SystemExit(f"error: {infrastructure_problem(error, self.url)}; {fate}; "
+                         f"fix it and run the same command again") from error
 
     def threads(self):
         """The threads training may use now: this process's share of the cores, counted again when due."""
@@ -243,13 +310,14 @@ class StudyRunner:
                      else f"trial {done + 1} of {total}")
         best = summary.best_row(summary.trials_table(study, study_cfg.alpha))
         steps = total_steps(trials, self.config, splits.n_train)
-        with self.shared.heartbeat(trials), self.progress(steps, "step", self.quiet, label) as bar:
+        with self.progress(steps, "step", self.quiet, label) as bar:
             if bar is not None and best is not None:
                 bar.set_postfix_str(f"best {100 * best['mean_val_accuracy']:.2f}% at lambda {best['lam']:.3g}")
             outcome = train_population(self.shared, trials, self.config, splits, progress=bar, timer=self.timer,
                                        threads=self.threads)
             self.parent.draw_ahead(summary.trial_records(outcome, self.config, splits))  # while the study records
             outcome.results = tell(self.shared, outcome, study_cfg.alpha)
+        self.shared.spare([r.number for r in outcome.results if not r.recorded])
         with self.timer.timed("tracking"):
             self.parent.log_trials(summary.trial_records(outcome, self.config, splits))
         for result in outcome.results:
@@ -263,8 +331,9 @@ class StudyRunner:
 
     # ------------------------------------------------------------------ summary and final model
 
-    def summarise(self, study, splits):
-        """The table of a finished study, its figures in MLflow, and the final model of a fine study."""
+    def summarise(self, study, splits, final_model=True):
+        """The table of a finished study, its figures in MLflow, and the final model of a fine study (unless
+        ``final_model`` is False: a point of the grid was given up)."""
         study_cfg = self.config.study
         summary.log_lost_trials(study, self.config, self.parent, splits.n_train)
         rows = summary.trials_table(study, study_cfg.alpha)
@@ -282,7 +351,7 @@ class StudyRunner:
             self.parent.finish_runs()
         result = {"study": study_cfg.name, "kind": study_cfg.kind, "storage": redact(self.url),
                   "trials": rows, "best": summary.best_row(rows), "mlflow_run_id": self.parent.run_id}
-        if study_cfg.kind == "fine" and study_cfg.final:
+        if study_cfg.kind == "fine" and study_cfg.final and final_model:
             result["final"] = self.final_model(result["best"], splits)
         self.timer.seconds["total"] = time.perf_counter() - self.started
         self.parent.log_metrics({f"seconds_{name}": value for name, value in self.timer.seconds.items()})
@@ -294,8 +363,7 @@ class StudyRunner:
         params = {name: best[name] for name in self.config.study.grid_dimensions if name in best}
         final_splits = final.load_final_splits(self.config, splits)
         train = final.final_train_config(self.config, params, final_splits.train.n)
-        settings = ", ".join(f"{k} {v:.4g}" if k == "lam" else f"{k} {v}" for k, v in params.items())
-        self.say(f"final model: {settings.replace('lam ', 'lambda ', 1)}; {self.config.study.final_seeds} networks "
+        self.say(f"final model: {point_settings(params)}; {self.config.study.final_seeds} networks "
                  f"on {final_splits.train.n} images, {train.cycles} cycles of 2 x {train.n_s} steps")
         with self.timer.timed("final model"), \
                 self.progress(train.total_steps, "step", self.quiet, "final model") as bar:
@@ -328,6 +396,20 @@ class StudyRunner:
         self.say("LR range test: " + ", ".join(f"{name} = {value:g}" for name, value in etas.items()))
         with_etas(config, etas)  # refused here, before the study exists, when a bound does not fit the other
         return etas
+
+
+def point_settings(params):
+    """A point's settings as people read them, e.g. "lambda 0.0011, n_s_epochs 4"."""
+    return ", ".join(f"lambda {v:.4g}" if k == "lam" else f"{k} {v}" for k, v in params.items())
+
+
+def infrastructure_problem(error, url):
+    """What went wrong with the disk or the storage, in a few words without a password."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return f"no space left on the device{f' of {error.filename}' if error.filename else ''}"
+    if not isinstance(error, OSError):
+        return f"the storage {redact(url)} failed: {redact(first_line(error))}"
+    return redact(first_line(error))
 
 
 def resolved_config(config, etas, study_storage, n_workers):

@@ -99,3 +99,23 @@ def no_interrupt():
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Within the block, Ctrl-C and SIGTERM wait for its end (the main thread only), e.g. while trials are claimed:
+    the handlers from before the block then receive them, so that what the block took is in hand when they run."""
+    received = []
+    try:
+        previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(received):
+            signal.raise_signal(s)
