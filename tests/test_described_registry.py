@@ -3,6 +3,8 @@ description, each version's description and tags, the logged model's metrics lin
 final run's times and dataset inputs; the tiny ensemble of ``conftest.tiny_ensemble`` logged into a
 temporary MLflow store."""
 
+import json
+
 import mlflow
 import numpy as np
 import pytest
@@ -43,7 +45,9 @@ def test_the_registered_model_says_what_goes_in_and_out_and_how_to_serve_it(stor
 def test_each_version_is_described_and_tagged_with_its_study_settings_and_accuracy(store, version):
     v = store.get_model_version(NAME, version["version"])
     final = version["final"]
-    assert v.tags == {"lam": "0.01", "cycles": "1", "n_s": "10", "clr_mode": "triangular",
+    tags = dict(v.tags)
+    assert "cifar_classifier.py" in json.loads(tags.pop("files_sha256"))  # tests/test_verify.py checks the digests
+    assert tags == {"lam": "0.01", "cycles": "1", "n_s": "10", "clr_mode": "triangular",
                       "test_accuracy": f"{final.test_accuracy:.4f}", "members": "2", "study_name": "tiny",
                       "study_run_id": version["parent"], "run_id": version["run_id"]}
     assert v.run_id == version["run_id"]

@@ -22,7 +22,6 @@ from clrsearch.data import D, load_batch, load_splits
 from clrsearch.errors import UsageError
 from clrsearch.nn import network
 from clrsearch.nn.trainer import train
-from clrsearch.tracking import registry
 from helpers import steps_and_values, write_tiny_cifar
 
 NAME = tracking.REGISTERED_NAME
@@ -132,7 +131,7 @@ def test_a_fresh_process_loads_the_champion_with_the_installed_package_only(stor
 
 
 @pytest.mark.slow
-def test_a_single_network_given_as_a_dict_is_a_model_of_one_network(store, registered):
+def test_a_single_network_given_as_a_dict_is_a_model_of_one_network(store, registered, tmp_path):
     raw, X = registered["raw"], registered["X"]
     net = registered["nets"][1]
     final = tracking.FinalModel(
@@ -144,15 +143,15 @@ def test_a_single_network_given_as_a_dict_is_a_model_of_one_network(store, regis
     assert store.get_run(run_id).data.params == {"n_networks": "1"}
     assert store.get_run(run_id).data.tags["registered_model"] == f"clrsearch-dict/{version}"
     assert str(store.get_model_version_by_alias("clrsearch-dict", "only").version) == version
-    loaded = tracking.load_model("models:/clrsearch-dict@only")
+    _, loaded = tracking.load_verified("models:/clrsearch-dict@only", tmp_path)
     np.testing.assert_array_equal(loaded.predict(raw), network.predict(net, X))
     assert str(store.get_model_version_by_alias(NAME, "champion").version) == "2"  # the champion stays
 
 
 @pytest.mark.slow
-def test_load_model_of_an_unknown_model_is_a_usage_error_naming_the_fix(store, registered):
+def test_load_model_of_an_unknown_model_is_a_usage_error_naming_the_fix(store, registered, tmp_path):
     with pytest.raises(UsageError) as error:
-        tracking.load_model(f"models:/{NAME}@no-such-alias")
+        tracking.load_verified(f"models:/{NAME}@no-such-alias", tmp_path)
     message = str(error.value)
     assert "\n" not in message and message.startswith(f"cannot load model models:/{NAME}@no-such-alias (")
     assert message.endswith("train and register one with python -m clrsearch.fine first")
@@ -163,7 +162,7 @@ def test_load_model_without_a_store_creates_none(tmp_path, monkeypatch):
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(UsageError, match=re.escape(f"no MLflow store at {tmp_path}/mlflow.db to load")):
-        registry.load_model(f"models:/{NAME}@champion")
+        tracking.verify_model(f"models:/{NAME}@champion", tmp_path / "copy")
     assert list(tmp_path.iterdir()) == []
 
 

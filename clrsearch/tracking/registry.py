@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -31,14 +32,13 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from .. import plots
-from ..errors import UsageError, first_line
-from ..files import sqlite_path
 from ..confusion import confusion_report
 from .artifacts import FIGURE_DPI, curve_metrics, point_timestamps, scalar_metrics, timed_curves, write_json
 from .client import create_run, ended, log_batch, now_ms, to_ms
 from .datasets import TESTING, TRAINING, VALIDATION, DataInputs, log_inputs
 from .pyfunc import WEIGHTS_ARTIFACT, Classifier, signature, write_model_code
 from .store import EXPERIMENT, experiment_id, git_commit
+from .verify import DIGEST_TAG, digest_tag
 
 REGISTERED_NAME = "clrsearch-cifar10"
 ALIAS = "champion"
@@ -126,12 +126,13 @@ def log_final_model(final: FinalModel, experiment: str = EXPERIMENT, parent_run_
         log_batch(client, run_id, params=params)
         log_inputs(client, run_id, final.inputs, (TRAINING, VALIDATION, TESTING))
         model_id = _log_model(client, run_id, classifier, final.input_example, folder / "model", params)
+        files = stored_digests(client, model_id, folder / "stored")
         # Logged once the model exists, for the run and the model at once, each linked to its set. A final
         # value named like a curve (val_accuracy, ...) gets the prefix final_: same key, one history.
         extra = {"val_accuracy": final.val_accuracy, "test_accuracy": final.test_accuracy, **final.extra_metrics}
         summary = {f"final_{key}" if key in final.history.metrics else key: value for key, value in extra.items()}
         log_batch(client, run_id, metrics=_of_model(scalar_metrics(summary, end or now_ms()), model_id, final.inputs))
-        version = _register(client, registered_name, model_id, run_id, final, parent_run_id)
+        version = _register(client, registered_name, model_id, run_id, final, parent_run_id, files)
         client.set_registered_model_alias(registered_name, alias, version)
 
         curves = timed_curves(final.history, final.member, final.eval_times, final.started, final.ended)
@@ -180,8 +181,16 @@ def _log_model(client, run_id, classifier, input_example, folder: Path, params) 
     return logged.model_id
 
 
-def _register(client, name, model_id, run_id, final: FinalModel, parent_run_id) -> str:
-    """A new version of the registered model ``name`` (created when missing), described and tagged."""
+def stored_digests(client, model_id: str, folder: Path) -> str:
+    """The tag ``files_sha256`` of the logged model ``model_id``: the digests of its files as the artifact store
+    holds them, downloaded into ``folder``."""
+    location = client.get_logged_model(model_id).artifact_location
+    return digest_tag(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(folder)))
+
+
+def _register(client, name, model_id, run_id, final: FinalModel, parent_run_id, files: str) -> str:
+    """A new version of the registered model ``name`` (created when missing), described and tagged, ``files``
+    its tag ``files_sha256``."""
     try:
         client.create_registered_model(name, description=model_description(final))
     except MlflowException as error:
@@ -191,7 +200,7 @@ def _register(client, name, model_id, run_id, final: FinalModel, parent_run_id) 
     members = len(final.classifier().networks)
     tags = {key: final.params[key] for key in VERSION_SETTINGS if key in final.params}
     tags.update({"test_accuracy": f"{final.test_accuracy:.4f}", "members": members, "study_name": final.study_name,
-                 "study_run_id": parent_run_id or "", "run_id": run_id})
+                 "study_run_id": parent_run_id or "", "run_id": run_id, DIGEST_TAG: files})
     version = client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
                                           tags={key: str(value) for key, value in tags.items()},
                                           description=version_description(final, run_id, parent_run_id, members),
@@ -230,26 +239,6 @@ def version_description(final: FinalModel, run_id: str, parent_run_id: str | Non
                      f"(from {final.inputs.testing.source})")
     lines.append(f"- **runs**: final run `{run_id}`" + (f" of study run `{parent_run_id}`" if parent_run_id else ""))
     return "\n".join(lines)
-
-
-def load_model(model_uri: str):
-    """The pyfunc model at ``model_uri``.
-
-    Raises
-    ------
-    UsageError
-        No such model, alias or version, or no MLflow store where MLflow looks.
-    """
-    hint = "train and register one with python -m clrsearch.fine first"
-    store_uri = mlflow.get_registry_uri() if model_uri.startswith("models:") else mlflow.get_tracking_uri()
-    path = sqlite_path(store_uri)
-    if path is not None and not path.is_file():  # MLflow would create an empty store there; say where it looked
-        raise UsageError(f"no MLflow store at {path} to load {model_uri} from; "
-                         f"{hint}, or point MLFLOW_TRACKING_URI at the store that has it")
-    try:
-        return mlflow.pyfunc.load_model(model_uri)
-    except (MlflowException, OSError) as error:
-        raise UsageError(f"cannot load model {model_uri} ({first_line(error)}); {hint}") from error
 
 
 def aliased_version(name: str = REGISTERED_NAME, alias: str = ALIAS,
