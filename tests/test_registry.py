@@ -29,7 +29,7 @@ NAME = tracking.REGISTERED_NAME
 
 @pytest.fixture(scope="module")
 def registered(store, tmp_path_factory):
-    """Version 1: an ensemble of two networks; version 2, the champion: one network."""
+    """Version 1: an ensemble of two networks; version 2, made champion with ``promote``: one network."""
     folder = write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=60)
     splits = load_splits(DataConfig("batch1", data_dir=str(folder)))
     result = train(splits, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8),
@@ -40,21 +40,21 @@ def registered(store, tmp_path_factory):
     with tracking.StudyRun("final", "fine:tiny", {}, {}) as parent:
         pass
     logged = []
-    for version_nets in (nets, nets[:1]):
+    for version_nets, promote in ((nets, False), (nets[:1], True)):
         pred = network.ensemble_predict(version_nets, X)
         final = tracking.FinalModel(
             run_name="final:tiny", params={"lam": 0.01, "cycles": 1}, history=result.history, member=0,
             val_accuracy=0.25, test_accuracy=float(np.mean(pred == labels)), test_true=labels, test_pred=pred,
             class_names=splits.label_names, networks=version_nets, normaliser=splits.normaliser, dtype="float32",
             input_example=raw[:3], extra_metrics={"train_accuracy": 0.5},
-            figures={"eta": plots.eta_curve(result.history.eta_of(0))})
-        logged.append(tracking.log_final_model(final, "final", parent_run_id=parent.run_id))
+            figures={"eta": plots.eta_curve(result.history.eta_of(0))}, test_rows=raw)
+        logged.append(tracking.log_final_model(final, "final", parent_run_id=parent.run_id, promote=promote))
     return {"splits": splits, "result": result, "nets": nets, "raw": raw, "labels": labels, "X": X,
             "logged": logged, "parent": parent.run_id}
 
 
 @pytest.mark.slow
-def test_each_registration_adds_a_version_and_moves_the_alias(store, registered):
+def test_each_registration_adds_a_version_and_promote_moves_the_alias(store, registered):
     (run1, v1), (run2, v2) = registered["logged"]
     assert (v1, v2) == ("1", "2")
     assert str(store.get_model_version_by_alias(NAME, "champion").version) == "2"

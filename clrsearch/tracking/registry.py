@@ -1,12 +1,18 @@
-"""The final model's run and the model registry: log, register, describe, alias, load.
+"""The final model's run and the model registry: log, register, describe, alias.
 
 The final model run holds the curves, test_accuracy and final_val_accuracy,
 the test confusion matrix (confusion_test.png, .json), the training,
 validation and test sets as dataset inputs, and the model, a pyfunc
 (:mod:`.pyfunc`, its own NumPy code and weights, requirements numpy, pandas and
-mlflow) registered as ``clrsearch-cifar10`` with the alias ``champion`` moved
-to the new version. The run starts and ends with the final training, and its
-curves carry the times training reached their points.
+mlflow) registered as a new version of ``clrsearch-cifar10``. The run starts
+and ends with the final training, and its curves carry the times training
+reached their points.
+
+The version records the SHA-256 of every file of the model as the artifact
+store holds it (tag ``files_sha256``, :mod:`.verify`); its predictions of the
+test images come from loading those verified files, and once the run has ended
+it is compared with the ``@champion`` version and takes the alias
+``champion`` or ``challenger`` (:mod:`.challenge`).
 
 The registered model and each version have a Markdown description
 (:func:`model_description`, :func:`version_description`), a version the tags
@@ -38,7 +44,8 @@ from .client import create_run, ended, log_batch, now_ms, to_ms
 from .datasets import TESTING, TRAINING, VALIDATION, DataInputs, log_inputs
 from .pyfunc import WEIGHTS_ARTIFACT, Classifier, signature, write_model_code
 from .store import EXPERIMENT, experiment_id, git_commit
-from .verify import DIGEST_TAG, digest_tag
+from .challenge import TestImages, settle
+from .verify import DIGEST_TAG, digest_tag, load_verified
 
 REGISTERED_NAME = "clrsearch-cifar10"
 ALIAS = "champion"
@@ -71,6 +78,8 @@ class FinalModel:
     started, ended : float, optional, s since the epoch: the final training's interval, the run's times
     eval_times : (P,) float, s since the epoch when training reached each point of ``history``
     study_name : str, the study the model comes from, in the version's description and tags
+    test_rows : (N_test, 3072) uint8, optional, the raw test images of ``test_true``: the registered version
+        and the champion predict them from their verified files (:mod:`.challenge`); needed once a champion exists
     """
 
     run_name: str
@@ -94,6 +103,7 @@ class FinalModel:
     ended: float | None = None
     eval_times: tuple = ()
     study_name: str = ""
+    test_rows: np.ndarray | None = None  # (N_test, 3072) uint8
 
     def classifier(self) -> Classifier:
         """The model that is logged: the networks with the normaliser and class names."""
@@ -102,11 +112,14 @@ class FinalModel:
 
 
 def log_final_model(final: FinalModel, experiment: str = EXPERIMENT, parent_run_id: str | None = None,
-                    registered_name: str = REGISTERED_NAME, alias: str = ALIAS) -> tuple[str, str]:
+                    registered_name: str = REGISTERED_NAME, alias: str = ALIAS,
+                    promote: bool = False) -> tuple[str, str]:
     """The final model's run: curves, accuracies, test confusion matrix, and the registered model.
 
-    ``parent_run_id`` nests the run under a study run; ``alias`` moves to the
-    new version of ``registered_name``.
+    ``parent_run_id`` nests the run under a study run. Once the run has
+    ended, the new version of ``registered_name`` is compared with the version
+    holding ``alias`` and takes the alias or becomes ``challenger``
+    (:func:`.challenge.settle`; ``promote`` forces the move).
 
     Returns
     -------
@@ -133,7 +146,7 @@ def log_final_model(final: FinalModel, experiment: str = EXPERIMENT, parent_run_
         summary = {f"final_{key}" if key in final.history.metrics else key: value for key, value in extra.items()}
         log_batch(client, run_id, metrics=_of_model(scalar_metrics(summary, end or now_ms()), model_id, final.inputs))
         version = _register(client, registered_name, model_id, run_id, final, parent_run_id, files)
-        client.set_registered_model_alias(registered_name, alias, version)
+        test = _verified_test_images(client, registered_name, version, final, folder / "verified")
 
         curves = timed_curves(final.history, final.member, final.eval_times, final.started, final.ended)
         points = point_timestamps(final.history.steps, final.eval_times, final.started, final.ended)  # (P,) ms
@@ -150,7 +163,18 @@ def log_final_model(final: FinalModel, experiment: str = EXPERIMENT, parent_run_
         for stem, fig in final.figures.items():
             fig.savefig(artifacts / f"{stem}.png", dpi=FIGURE_DPI)
         client.log_artifacts(run_id, str(artifacts))
+    settle(client, registered_name, version, test, alias, promote)
     return run_id, version
+
+
+def _verified_test_images(client, name, version, final: FinalModel, folder: Path) -> TestImages:
+    """The test images with the predictions of ``version`` loaded from its verified files (the package's own,
+    ``final.test_pred``, when there are no raw rows to give it)."""
+    if final.test_rows is None:
+        return TestImages(None, np.asarray(final.test_true), np.asarray(final.test_pred))
+    _, model = load_verified(f"models:/{name}/{version}", folder, client)
+    predictions = np.asarray(model.predict(np.asarray(final.test_rows, dtype=np.uint8)), dtype=np.int64)  # (N,)
+    return TestImages(final.test_rows, np.asarray(final.test_true), predictions)
 
 
 def _of_model(metrics: list[Metric], model_id: str, inputs: DataInputs | None) -> list[Metric]:
@@ -216,7 +240,9 @@ def model_description(final: FinalModel) -> str:
             f"- **input**: raw CIFAR-10 rows, a tensor (-1, 3072) of uint8 pixels: 1024 red, then 1024 green, "
             f"then 1024 blue values per image\n"
             f"- **output**: class indices (-1,) int64: {classes}\n"
-            f"- **alias** `{ALIAS}`: the latest final model of a fine study\n"
+            f"- **aliases** `{ALIAS}`: the final model that classified at least as many test images right as the "
+            f"champion before it (or was forced with `--promote`); `challenger`: the latest one that did not; each "
+            f"version's description says how it compared\n"
             f"- **load**: `mlflow.pyfunc.load_model(\"models:/{REGISTERED_NAME}@{ALIAS}\")` (needs numpy, pandas, "
             f"mlflow)\n"
             f"- **serve**: `mlflow models serve -m models:/{REGISTERED_NAME}@{ALIAS} --env-manager local`, "
