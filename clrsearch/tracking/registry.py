@@ -1,8 +1,9 @@
 """The final model's run and the model registry: log, register, describe, alias.
 
 The final model run holds the curves, test_accuracy and final_val_accuracy,
-the test confusion matrix (confusion_test.png, .json), the training,
-validation and test sets as dataset inputs, and the model, a pyfunc
+MLflow's evaluation of the test predictions (:func:`evaluate_on_test_set`:
+per-class metrics and the confusion matrix), the
+training, validation and test sets as dataset inputs, and the model, a pyfunc
 (:mod:`.pyfunc`, its own NumPy code and weights, requirements numpy, pandas and
 mlflow) registered as a new version of ``clrsearch-cifar10``. The run starts
 and ends with the final training, and its curves carry the times training
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import mlflow
 import mlflow.artifacts
+import mlflow.data
+import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -37,9 +40,7 @@ from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from .. import plots
-from ..confusion import confusion_report
-from .artifacts import FIGURE_DPI, curve_metrics, point_timestamps, scalar_metrics, timed_curves, write_json
+from .artifacts import FIGURE_DPI, curve_metrics, point_timestamps, scalar_metrics, timed_curves
 from .client import create_run, ended, log_batch, now_ms, to_ms
 from .datasets import TESTING, TRAINING, VALIDATION, DataInputs, log_inputs
 from .pyfunc import WEIGHTS_ARTIFACT, Classifier, signature, write_model_code
@@ -114,7 +115,7 @@ class FinalModel:
 def log_final_model(final: FinalModel, experiment: str = EXPERIMENT, parent_run_id: str | None = None,
                     registered_name: str = REGISTERED_NAME, alias: str = ALIAS,
                     promote: bool = False) -> tuple[str, str]:
-    """The final model's run: curves, accuracies, test confusion matrix, and the registered model.
+    """The final model's run: curves, accuracies, MLflow's evaluation on the test set, and the registered model.
 
     ``parent_run_id`` nests the run under a study run. Once the run has
     ended, the new version of ``registered_name`` is compared with the version
@@ -140,13 +141,15 @@ def log_final_model(final: FinalModel, experiment: str = EXPERIMENT, parent_run_
         log_inputs(client, run_id, final.inputs, (TRAINING, VALIDATION, TESTING))
         model_id = _log_model(client, run_id, classifier, final.input_example, folder / "model", params)
         files = stored_digests(client, model_id, folder / "stored")
-        # Logged once the model exists, for the run and the model at once, each linked to its set. A final
-        # value named like a curve (val_accuracy, ...) gets the prefix final_: same key, one history.
-        extra = {"val_accuracy": final.val_accuracy, "test_accuracy": final.test_accuracy, **final.extra_metrics}
-        summary = {f"final_{key}" if key in final.history.metrics else key: value for key, value in extra.items()}
-        log_batch(client, run_id, metrics=_of_model(scalar_metrics(summary, end or now_ms()), model_id, final.inputs))
         version = _register(client, registered_name, model_id, run_id, final, parent_run_id, files)
         test = _verified_test_images(client, registered_name, version, final, folder / "verified")
+        evaluated = evaluate_on_test_set(run_id, model_id, test, final)
+        # Logged once the model exists, for the run and the model at once, each linked to its set. A final
+        # value named like a curve (val_accuracy, ...) gets the prefix final_: same key, one history.
+        extra = {"val_accuracy": final.val_accuracy, "test_accuracy": evaluated["accuracy_score"],
+                 **final.extra_metrics}
+        summary = {f"final_{key}" if key in final.history.metrics else key: value for key, value in extra.items()}
+        log_batch(client, run_id, metrics=_of_model(scalar_metrics(summary, end or now_ms()), model_id, final.inputs))
 
         curves = timed_curves(final.history, final.member, final.eval_times, final.started, final.ended)
         points = point_timestamps(final.history.steps, final.eval_times, final.started, final.ended)  # (P,) ms
@@ -156,15 +159,35 @@ def log_final_model(final: FinalModel, experiment: str = EXPERIMENT, parent_run_
         log_batch(client, run_id, metrics=curves, tags={"registered_model": f"{registered_name}/{version}"})
         artifacts = folder / "artifacts"
         artifacts.mkdir()
-        cm = plots.confusion_matrix(final.test_true, final.test_pred, final.class_names, title="test set")
-        cm.savefig(artifacts / "confusion_test.png", dpi=FIGURE_DPI)
-        write_json(artifacts / "confusion_test.json",
-                   confusion_report(final.test_true, final.test_pred, final.class_names))
         for stem, fig in final.figures.items():
             fig.savefig(artifacts / f"{stem}.png", dpi=FIGURE_DPI)
         client.log_artifacts(run_id, str(artifacts))
     settle(client, registered_name, version, test, alias, promote)
     return run_id, version
+
+
+def evaluate_on_test_set(run_id: str, model_id: str, test: TestImages, final: FinalModel) -> dict:
+    """MLflow's classifier evaluation of the version's test predictions, logged to the run and the logged model.
+
+    ``mlflow.models.evaluate`` (model_type ``classifier``) on the test labels and predictions, as class names,
+    in an MLflow dataset linked to the logged model ``model_id``: the metrics ``accuracy_score``,
+    ``precision_score``, ``recall_score``, ``f1_score`` (weighted over the classes) and ``example_count``, and
+    the artifacts ``per_class_metrics.csv`` (precision, recall, F1 and support of each class) and
+    ``confusion_matrix.png`` (rows normalised, classes named). The predictions are given, not recomputed: the
+    model has no class probabilities, so there are no ROC, PR or calibration curves, and model explainability
+    (SHAP) is off. Returns the metrics.
+    """
+    names = np.asarray(final.class_names)
+    frame = pd.DataFrame({"label": names[test.labels], "prediction": names[test.challenger_pred]})  # (N, 2)
+    testing = final.inputs.testing if final.inputs is not None else None
+    name = f"{testing.name if testing else f'cifar10-test-{len(frame)}'}-predictions"
+    dataset = mlflow.data.from_pandas(frame, source=testing.source if testing else None, targets="label",
+                                      predictions="prediction", name=name)
+    config = {"log_model_explainability": False, "label_list": list(names)}
+    with mlflow.start_run(run_id=run_id):  # evaluate logs to the active run; the run's end time is set after
+        result = mlflow.models.evaluate(data=dataset, model_type="classifier", model_id=model_id,
+                                        evaluator_config=config)
+    return dict(result.metrics)
 
 
 def _verified_test_images(client, name, version, final: FinalModel, folder: Path) -> TestImages:
