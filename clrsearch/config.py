@@ -171,6 +171,7 @@ class StudyConfig:
     final_seeds: int = 5  # fine: networks of the final model (replicates 0, 1, ...), registered as their ensemble
     final_val_size: int = 1000  # fine: validation images held out of the final model's training set
     final_extra_cycles: int = 1  # fine: cycles the final model trains beyond the winning point's
+    promote: bool = False  # fine: the final model becomes champion even when it is less accurate than the champion
 
     def __post_init__(self):
         _check(self.kind in KINDS, f"kind must be coarse or fine, not {self.kind!r}")
@@ -196,7 +197,7 @@ class StudyConfig:
                "experiment must be a non-empty string")
         _check(self.sampler != "grid" or self.kind == "fine", "the grid sampler belongs to the fine study")
         _check(self.kind != "fine" or self.sampler == "grid", "the fine study uses the grid sampler")
-        for name in ("final", "race"):
+        for name in ("final", "race", "promote"):
             _check(isinstance(getattr(self, name), bool), f"{name} must be true or false")
         _check(self.race_rule in RACE_RULES, f"race_rule must be one of {', '.join(RACE_RULES)}, not {self.race_rule!r}")
         _check_float(self.delta, "delta", minimum=0.0)

@@ -3,6 +3,8 @@ description, each version's description and tags, the logged model's metrics lin
 final run's times and dataset inputs; the tiny ensemble of ``conftest.tiny_ensemble`` logged into a
 temporary MLflow store."""
 
+import json
+
 import mlflow
 import numpy as np
 import pytest
@@ -43,9 +45,12 @@ def test_the_registered_model_says_what_goes_in_and_out_and_how_to_serve_it(stor
 def test_each_version_is_described_and_tagged_with_its_study_settings_and_accuracy(store, version):
     v = store.get_model_version(NAME, version["version"])
     final = version["final"]
-    assert v.tags == {"lam": "0.01", "cycles": "1", "n_s": "10", "clr_mode": "triangular",
+    tags = dict(v.tags)
+    assert "cifar_classifier.py" in json.loads(tags.pop("files_sha256"))  # tests/test_verify.py checks the digests
+    assert tags == {"lam": "0.01", "cycles": "1", "n_s": "10", "clr_mode": "triangular",
                       "test_accuracy": f"{final.test_accuracy:.4f}", "members": "2", "study_name": "tiny",
-                      "study_run_id": version["parent"], "run_id": version["run_id"]}
+                      "study_run_id": version["parent"], "run_id": version["run_id"],
+                      "champion_decision": "champion (first version)"}
     assert v.run_id == version["run_id"]
     assert f"test accuracy **{100 * final.test_accuracy:.2f} %** on 60 test images" in v.description
     assert "study `tiny`" in v.description and "2 networks" in v.description
@@ -70,7 +75,7 @@ def test_the_final_run_spans_its_training_and_holds_the_three_sets(store, versio
     assert (run.info.start_time, run.info.end_time) == (1_700_000_000_000, 1_700_000_030_000)
     contexts = {i.dataset.name: [t.value for t in i.tags] for i in run.inputs.dataset_inputs}
     assert contexts == {"cifar10-batch1-train-100": ["training"], "cifar10-batch1-val-100": ["validation"],
-                        "cifar10-test-60": ["testing"]}
+                        "cifar10-test-60": ["testing"], "cifar10-test-60-predictions": []}  # MLflow's evaluation
     steps = sorted(store.get_metric_history(run.info.run_id, "val_accuracy"), key=lambda m: m.step)
     times = [m.timestamp for m in steps]  # no eval_times given: spread over the 30 s by step
     assert times[0] == 1_700_000_000_000 and times[-1] == 1_700_000_030_000 and times == sorted(times)

@@ -2,7 +2,6 @@
 temporary store: the alias follows the newest version, and what MLflow loads back predicts, from raw
 rows in any of the accepted forms, exactly what the network functions predict."""
 
-import json
 import os
 import re
 import subprocess
@@ -22,7 +21,6 @@ from clrsearch.data import load_batch, load_splits
 from clrsearch.errors import UsageError
 from clrsearch.nn import network
 from clrsearch.nn.trainer import train
-from clrsearch.tracking import registry
 from helpers import steps_and_values, write_tiny_cifar
 
 NAME = tracking.REGISTERED_NAME
@@ -30,7 +28,7 @@ NAME = tracking.REGISTERED_NAME
 
 @pytest.fixture(scope="module")
 def registered(store, tmp_path_factory):
-    """Version 1: an ensemble of two networks; version 2, the champion: one network."""
+    """Version 1: an ensemble of two networks; version 2, made champion with ``promote``: one network."""
     folder = write_tiny_cifar(tmp_path_factory.mktemp("data"), n_per_batch=100, n_test=60)
     splits = load_splits(DataConfig("batch1", data_dir=str(folder)))
     result = train(splits, TrainConfig(n_batch=20, cycles=1, n_s=10, hidden=8),
@@ -41,21 +39,21 @@ def registered(store, tmp_path_factory):
     with tracking.StudyRun("final", "fine:tiny", {}, {}) as parent:
         pass
     logged = []
-    for version_nets in (nets, nets[:1]):
+    for version_nets, promote in ((nets, False), (nets[:1], True)):
         pred = network.ensemble_predict(version_nets, X)
         final = tracking.FinalModel(
             run_name="final:tiny", params={"lam": 0.01, "cycles": 1}, history=result.history, member=0,
             val_accuracy=0.25, test_accuracy=float(np.mean(pred == labels)), test_true=labels, test_pred=pred,
             class_names=splits.label_names, networks=version_nets, normaliser=splits.normaliser, dtype="float32",
             input_example=raw[:3], extra_metrics={"train_accuracy": 0.5},
-            figures={"eta": plots.eta_curve(result.history.eta_of(0))})
-        logged.append(tracking.log_final_model(final, "final", parent_run_id=parent.run_id))
+            figures={"eta": plots.eta_curve(result.history.eta_of(0))}, test_rows=raw)
+        logged.append(tracking.log_final_model(final, "final", parent_run_id=parent.run_id, promote=promote))
     return {"splits": splits, "result": result, "nets": nets, "raw": raw, "labels": labels, "X": X,
             "logged": logged, "parent": parent.run_id}
 
 
 @pytest.mark.slow
-def test_each_registration_adds_a_version_and_moves_the_alias(store, registered):
+def test_each_registration_adds_a_version_and_promote_moves_the_alias(store, registered):
     (run1, v1), (run2, v2) = registered["logged"]
     assert (v1, v2) == ("1", "2")
     assert str(store.get_model_version_by_alias(NAME, "champion").version) == "2"
@@ -103,10 +101,21 @@ def test_final_run_holds_accuracies_curves_confusion_matrix_and_the_model(store,
     np.testing.assert_allclose(values, history.metrics["val_accuracy"][:, 0])
 
     folder = Path(store.download_artifacts(run_id, ""))
-    report = json.loads((folder / "confusion_test.json").read_text())
-    assert report["class_names"] == list(registered["splits"].label_names)
-    assert np.trace(report["confusion_matrix"]) == np.sum(network.predict(registered["nets"][0], X) == labels)
-    for name in ("confusion_test.png", "eta.png"):
+    # MLflow's evaluation: per-class precision and recall, weighted F1, against counts made here.
+    pred = network.predict(registered["nets"][0], X)
+    names = list(registered["splits"].label_names)
+    per_class = pd.read_csv(folder / "per_class_metrics.csv")
+    assert per_class["positive_class"].tolist() == names
+    tp = np.array([np.sum((pred == k) & (labels == k)) for k in range(len(names))])
+    predicted, actual = np.bincount(pred, minlength=len(names)), np.bincount(labels, minlength=len(names))
+    precision = np.divide(tp, predicted, out=np.zeros(len(names)), where=predicted > 0)
+    recall = tp / actual
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(len(names)), where=precision + recall > 0)
+    np.testing.assert_allclose(per_class["precision_score"], precision)
+    np.testing.assert_allclose(per_class["recall_score"], recall)
+    assert run.data.metrics["f1_score"] == pytest.approx(np.sum(f1 * actual) / labels.size)
+    assert run.data.metrics["accuracy_score"] == run.data.metrics["test_accuracy"]
+    for name in ("confusion_matrix.png", "eta.png"):
         with Image.open(folder / name) as image:
             assert image.format == "PNG"
 
@@ -132,7 +141,7 @@ def test_a_fresh_process_loads_the_champion_with_the_installed_package_only(stor
 
 
 @pytest.mark.slow
-def test_a_single_network_given_as_a_dict_is_a_model_of_one_network(store, registered):
+def test_a_single_network_given_as_a_dict_is_a_model_of_one_network(store, registered, tmp_path):
     raw, X = registered["raw"], registered["X"]
     net = registered["nets"][1]
     final = tracking.FinalModel(
@@ -144,15 +153,15 @@ def test_a_single_network_given_as_a_dict_is_a_model_of_one_network(store, regis
     assert store.get_run(run_id).data.params == {"n_networks": "1"}
     assert store.get_run(run_id).data.tags["registered_model"] == f"clrsearch-dict/{version}"
     assert str(store.get_model_version_by_alias("clrsearch-dict", "only").version) == version
-    loaded = tracking.load_model("models:/clrsearch-dict@only")
+    _, loaded = tracking.load_verified("models:/clrsearch-dict@only", tmp_path)
     np.testing.assert_array_equal(loaded.predict(raw), network.predict(net, X))
     assert str(store.get_model_version_by_alias(NAME, "champion").version) == "2"  # the champion stays
 
 
 @pytest.mark.slow
-def test_load_model_of_an_unknown_model_is_a_usage_error_naming_the_fix(store, registered):
+def test_load_model_of_an_unknown_model_is_a_usage_error_naming_the_fix(store, registered, tmp_path):
     with pytest.raises(UsageError) as error:
-        tracking.load_model(f"models:/{NAME}@no-such-alias")
+        tracking.load_verified(f"models:/{NAME}@no-such-alias", tmp_path)
     message = str(error.value)
     assert "\n" not in message and message.startswith(f"cannot load model models:/{NAME}@no-such-alias (")
     assert message.endswith("train and register one with python -m clrsearch.fine first")
@@ -163,7 +172,7 @@ def test_load_model_without_a_store_creates_none(tmp_path, monkeypatch):
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(UsageError, match=re.escape(f"no MLflow store at {tmp_path}/mlflow.db to load")):
-        registry.load_model(f"models:/{NAME}@champion")
+        tracking.verify_model(f"models:/{NAME}@champion", tmp_path / "copy")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,7 +1,9 @@
 """What every command shares: a parser and argument types whose errors are one line and exit status 2."""
 
 import argparse
+import contextlib
 import functools
+import os
 import sys
 
 from ..errors import UsageError
@@ -14,18 +16,35 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+QUIET_MLFLOW = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # a command's output is its own; a user's value wins
+
+
 def entry_point(main):
-    """Wrap ``main(argv=None)`` so that a :class:`UsageError` becomes one line and exit 2."""
+    """Wrap ``main(argv=None)`` so that a :class:`UsageError` becomes one line and exit 2, and MLflow's
+    artifact download bars stay off while it runs (:data:`QUIET_MLFLOW`)."""
 
     @functools.wraps(main)
     def wrapper(argv=None):
         try:
-            return main(argv)
+            with _defaults(os.environ, QUIET_MLFLOW):
+                return main(argv)
         except UsageError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _defaults(environ, values):
+    """``values`` set in ``environ`` where it has none, while the block runs."""
+    added = {name: value for name, value in values.items() if name not in environ}
+    environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            environ.pop(name, None)
 
 
 def positive_int(text):

@@ -131,6 +131,9 @@ def search_parser(kind, description):
     if kind == "fine":
         parser.add_argument("--no-final", dest="study.final", action="store_const", const=False,
                             help="skip the final model")
+        parser.add_argument("--promote", dest="study.promote", action="store_const", const=True,
+                            help="make the final model the champion even when it is less accurate than the current "
+                                 "one (recorded on the version)")
         parser.add_argument("--no-race", dest="study.race", action="store_const", const=False,
                             help="the fixed protocol: n_seeds replicates per grid point, no race")
     parser.add_argument("--workers", type=cli.positive_int, default=1,

@@ -90,7 +90,10 @@ def train_final(config: SearchConfig, params, splits, progress=None, threads=1) 
 
 
 def log_final(final: FinalResult, config: SearchConfig, splits, parent_run_id):
-    """Log the final run under the study run and register the model; returns (run_id, version)."""
+    """Log the final run under the study run and register the model; returns (run_id, version).
+
+    The version becomes champion, or challenger when it classifies fewer test images right than the champion
+    (``config.study.promote`` forces champion): :mod:`clrsearch.tracking.challenge`."""
     train_config, data = final.train_config, final_data(config)
     members = np.array(final.member_test_accuracies)
     raw_test, _ = load_batch(splits.data_dir / TEST_FILE)
@@ -113,8 +116,10 @@ def log_final(final: FinalResult, config: SearchConfig, splits, parent_run_id):
                                                           title=f"final model, lambda = {final.params[LAM]:.4g}"),
                  "eta": plots.eta_curve(final.training.history.eta_of(0))},
         members=tuple(range(len(final.networks))), inputs=tracking.describe_splits(splits, data),
-        started=final.started, ended=final.ended, eval_times=final.eval_times, study_name=config.study.name)
-    return tracking.log_final_model(record, config.study.experiment, parent_run_id=parent_run_id)
+        started=final.started, ended=final.ended, eval_times=final.eval_times, study_name=config.study.name,
+        test_rows=raw_test)
+    return tracking.log_final_model(record, config.study.experiment, parent_run_id=parent_run_id,
+                                    promote=config.study.promote)
 
 
 def load_final_splits(config: SearchConfig, splits):

@@ -1,12 +1,19 @@
-"""The final model's run and the model registry: log, register, describe, alias, load.
+"""The final model's run and the model registry: log, register, describe, alias.
 
 The final model run holds the curves, test_accuracy and final_val_accuracy,
-the test confusion matrix (confusion_test.png, .json), the training,
-validation and test sets as dataset inputs, and the model, a pyfunc
+MLflow's evaluation of the test predictions (:func:`evaluate_on_test_set`:
+per-class metrics and the confusion matrix), the
+training, validation and test sets as dataset inputs, and the model, a pyfunc
 (:mod:`.pyfunc`, its own NumPy code and weights, requirements numpy, pandas and
-mlflow) registered as ``clrsearch-cifar10`` with the alias ``champion`` moved
-to the new version. The run starts and ends with the final training, and its
-curves carry the times training reached their points.
+mlflow) registered as a new version of ``clrsearch-cifar10``. The run starts
+and ends with the final training, and its curves carry the times training
+reached their points.
+
+The version records the SHA-256 of every file of the model as the artifact
+store holds it (tag ``files_sha256``, :mod:`.verify`); its predictions of the
+test images come from loading those verified files, and once the run has ended
+it is compared with the ``@champion`` version and takes the alias
+``champion`` or ``challenger`` (:mod:`.challenge`).
 
 The registered model and each version have a Markdown description
 (:func:`model_description`, :func:`version_description`), a version the tags
@@ -20,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+import mlflow.artifacts
+import mlflow.data
+import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -30,15 +40,13 @@ from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from .. import plots
-from ..errors import UsageError, first_line
-from ..files import sqlite_path
-from ..confusion import confusion_report
-from .artifacts import FIGURE_DPI, curve_metrics, point_timestamps, scalar_metrics, timed_curves, write_json
+from .artifacts import FIGURE_DPI, curve_metrics, point_timestamps, scalar_metrics, timed_curves
 from .client import create_run, ended, log_batch, now_ms, to_ms
 from .datasets import TESTING, TRAINING, VALIDATION, DataInputs, log_inputs
 from .pyfunc import WEIGHTS_ARTIFACT, Classifier, signature, write_model_code
 from .store import EXPERIMENT, experiment_id, git_commit
+from .challenge import TestImages, settle
+from .verify import DIGEST_TAG, digest_tag, load_verified
 
 REGISTERED_NAME = "clrsearch-cifar10"
 ALIAS = "champion"
@@ -71,6 +79,8 @@ class FinalModel:
     started, ended : float, optional, s since the epoch: the final training's interval, the run's times
     eval_times : (P,) float, s since the epoch when training reached each point of ``history``
     study_name : str, the study the model comes from, in the version's description and tags
+    test_rows : (N_test, 3072) uint8, optional, the raw test images of ``test_true``: the registered version
+        and the champion predict them from their verified files (:mod:`.challenge`); needed once a champion exists
     """
 
     run_name: str
@@ -94,6 +104,7 @@ class FinalModel:
     ended: float | None = None
     eval_times: tuple = ()
     study_name: str = ""
+    test_rows: np.ndarray | None = None  # (N_test, 3072) uint8
 
     def classifier(self) -> Classifier:
         """The model that is logged: the networks with the normaliser and class names."""
@@ -102,11 +113,14 @@ class FinalModel:
 
 
 def log_final_model(final: FinalModel, experiment: str = EXPERIMENT, parent_run_id: str | None = None,
-                    registered_name: str = REGISTERED_NAME, alias: str = ALIAS) -> tuple[str, str]:
-    """The final model's run: curves, accuracies, test confusion matrix, and the registered model.
+                    registered_name: str = REGISTERED_NAME, alias: str = ALIAS,
+                    promote: bool = False) -> tuple[str, str]:
+    """The final model's run: curves, accuracies, MLflow's evaluation on the test set, and the registered model.
 
-    ``parent_run_id`` nests the run under a study run; ``alias`` moves to the
-    new version of ``registered_name``.
+    ``parent_run_id`` nests the run under a study run. Once the run has
+    ended, the new version of ``registered_name`` is compared with the version
+    holding ``alias`` and takes the alias or becomes ``challenger``
+    (:func:`.challenge.settle`; ``promote`` forces the move).
 
     Returns
     -------
@@ -126,13 +140,16 @@ def log_final_model(final: FinalModel, experiment: str = EXPERIMENT, parent_run_
         log_batch(client, run_id, params=params)
         log_inputs(client, run_id, final.inputs, (TRAINING, VALIDATION, TESTING))
         model_id = _log_model(client, run_id, classifier, final.input_example, folder / "model", params)
+        files = stored_digests(client, model_id, folder / "stored")
+        version = _register(client, registered_name, model_id, run_id, final, parent_run_id, files)
+        test = _verified_test_images(client, registered_name, version, final, folder / "verified")
+        evaluated = evaluate_on_test_set(run_id, model_id, test, final)
         # Logged once the model exists, for the run and the model at once, each linked to its set. A final
         # value named like a curve (val_accuracy, ...) gets the prefix final_: same key, one history.
-        extra = {"val_accuracy": final.val_accuracy, "test_accuracy": final.test_accuracy, **final.extra_metrics}
+        extra = {"val_accuracy": final.val_accuracy, "test_accuracy": evaluated["accuracy_score"],
+                 **final.extra_metrics}
         summary = {f"final_{key}" if key in final.history.metrics else key: value for key, value in extra.items()}
         log_batch(client, run_id, metrics=_of_model(scalar_metrics(summary, end or now_ms()), model_id, final.inputs))
-        version = _register(client, registered_name, model_id, run_id, final, parent_run_id)
-        client.set_registered_model_alias(registered_name, alias, version)
 
         curves = timed_curves(final.history, final.member, final.eval_times, final.started, final.ended)
         points = point_timestamps(final.history.steps, final.eval_times, final.started, final.ended)  # (P,) ms
@@ -142,14 +159,45 @@ def log_final_model(final: FinalModel, experiment: str = EXPERIMENT, parent_run_
         log_batch(client, run_id, metrics=curves, tags={"registered_model": f"{registered_name}/{version}"})
         artifacts = folder / "artifacts"
         artifacts.mkdir()
-        cm = plots.confusion_matrix(final.test_true, final.test_pred, final.class_names, title="test set")
-        cm.savefig(artifacts / "confusion_test.png", dpi=FIGURE_DPI)
-        write_json(artifacts / "confusion_test.json",
-                   confusion_report(final.test_true, final.test_pred, final.class_names))
         for stem, fig in final.figures.items():
             fig.savefig(artifacts / f"{stem}.png", dpi=FIGURE_DPI)
         client.log_artifacts(run_id, str(artifacts))
+    settle(client, registered_name, version, test, alias, promote)
     return run_id, version
+
+
+def evaluate_on_test_set(run_id: str, model_id: str, test: TestImages, final: FinalModel) -> dict:
+    """MLflow's classifier evaluation of the version's test predictions, logged to the run and the logged model.
+
+    ``mlflow.models.evaluate`` (model_type ``classifier``) on the test labels and predictions, as class names,
+    in an MLflow dataset linked to the logged model ``model_id``: the metrics ``accuracy_score``,
+    ``precision_score``, ``recall_score``, ``f1_score`` (weighted over the classes) and ``example_count``, and
+    the artifacts ``per_class_metrics.csv`` (precision, recall, F1 and support of each class) and
+    ``confusion_matrix.png`` (rows normalised, classes named). The predictions are given, not recomputed: the
+    model has no class probabilities, so there are no ROC, PR or calibration curves, and model explainability
+    (SHAP) is off. Returns the metrics.
+    """
+    names = np.asarray(final.class_names)
+    frame = pd.DataFrame({"label": names[test.labels], "prediction": names[test.challenger_pred]})  # (N, 2)
+    testing = final.inputs.testing if final.inputs is not None else None
+    name = f"{testing.name if testing else f'cifar10-test-{len(frame)}'}-predictions"
+    dataset = mlflow.data.from_pandas(frame, source=testing.source if testing else None, targets="label",
+                                      predictions="prediction", name=name)
+    config = {"log_model_explainability": False, "label_list": list(names)}
+    with mlflow.start_run(run_id=run_id):  # evaluate logs to the active run; the run's end time is set after
+        result = mlflow.models.evaluate(data=dataset, model_type="classifier", model_id=model_id,
+                                        evaluator_config=config)
+    return dict(result.metrics)
+
+
+def _verified_test_images(client, name, version, final: FinalModel, folder: Path) -> TestImages:
+    """The test images with the predictions of ``version`` loaded from its verified files (the package's own,
+    ``final.test_pred``, when there are no raw rows to give it)."""
+    if final.test_rows is None:
+        return TestImages(None, np.asarray(final.test_true), np.asarray(final.test_pred))
+    _, model = load_verified(f"models:/{name}/{version}", folder, client)
+    predictions = np.asarray(model.predict(np.asarray(final.test_rows, dtype=np.uint8)), dtype=np.int64)  # (N,)
+    return TestImages(final.test_rows, np.asarray(final.test_true), predictions)
 
 
 def _of_model(metrics: list[Metric], model_id: str, inputs: DataInputs | None) -> list[Metric]:
@@ -180,8 +228,16 @@ def _log_model(client, run_id, classifier, input_example, folder: Path, params) 
     return logged.model_id
 
 
-def _register(client, name, model_id, run_id, final: FinalModel, parent_run_id) -> str:
-    """A new version of the registered model ``name`` (created when missing), described and tagged."""
+def stored_digests(client, model_id: str, folder: Path) -> str:
+    """The tag ``files_sha256`` of the logged model ``model_id``: the digests of its files as the artifact store
+    holds them, downloaded into ``folder``."""
+    location = client.get_logged_model(model_id).artifact_location
+    return digest_tag(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(folder)))
+
+
+def _register(client, name, model_id, run_id, final: FinalModel, parent_run_id, files: str) -> str:
+    """A new version of the registered model ``name`` (created when missing), described and tagged, ``files``
+    its tag ``files_sha256``."""
     try:
         client.create_registered_model(name, description=model_description(final))
     except MlflowException as error:
@@ -191,7 +247,7 @@ def _register(client, name, model_id, run_id, final: FinalModel, parent_run_id) 
     members = len(final.classifier().networks)
     tags = {key: final.params[key] for key in VERSION_SETTINGS if key in final.params}
     tags.update({"test_accuracy": f"{final.test_accuracy:.4f}", "members": members, "study_name": final.study_name,
-                 "study_run_id": parent_run_id or "", "run_id": run_id})
+                 "study_run_id": parent_run_id or "", "run_id": run_id, DIGEST_TAG: files})
     version = client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
                                           tags={key: str(value) for key, value in tags.items()},
                                           description=version_description(final, run_id, parent_run_id, members),
@@ -207,7 +263,9 @@ def model_description(final: FinalModel) -> str:
             f"- **input**: raw CIFAR-10 rows, a tensor (-1, 3072) of uint8 pixels: 1024 red, then 1024 green, "
             f"then 1024 blue values per image\n"
             f"- **output**: class indices (-1,) int64: {classes}\n"
-            f"- **alias** `{ALIAS}`: the latest final model of a fine study\n"
+            f"- **aliases** `{ALIAS}`: the final model that classified at least as many test images right as the "
+            f"champion before it (or was forced with `--promote`); `challenger`: the latest one that did not; each "
+            f"version's description says how it compared\n"
             f"- **load**: `mlflow.pyfunc.load_model(\"models:/{REGISTERED_NAME}@{ALIAS}\")` (needs numpy, pandas, "
             f"mlflow)\n"
             f"- **serve**: `mlflow models serve -m models:/{REGISTERED_NAME}@{ALIAS} --env-manager local`, "
@@ -230,26 +288,6 @@ def version_description(final: FinalModel, run_id: str, parent_run_id: str | Non
                      f"(from {final.inputs.testing.source})")
     lines.append(f"- **runs**: final run `{run_id}`" + (f" of study run `{parent_run_id}`" if parent_run_id else ""))
     return "\n".join(lines)
-
-
-def load_model(model_uri: str):
-    """The pyfunc model at ``model_uri``.
-
-    Raises
-    ------
-    UsageError
-        No such model, alias or version, or no MLflow store where MLflow looks.
-    """
-    hint = "train and register one with python -m clrsearch.fine first"
-    store_uri = mlflow.get_registry_uri() if model_uri.startswith("models:") else mlflow.get_tracking_uri()
-    path = sqlite_path(store_uri)
-    if path is not None and not path.is_file():  # MLflow would create an empty store there; say where it looked
-        raise UsageError(f"no MLflow store at {path} to load {model_uri} from; "
-                         f"{hint}, or point MLFLOW_TRACKING_URI at the store that has it")
-    try:
-        return mlflow.pyfunc.load_model(model_uri)
-    except (MlflowException, OSError) as error:
-        raise UsageError(f"cannot load model {model_uri} ({first_line(error)}); {hint}") from error
 
 
 def aliased_version(name: str = REGISTERED_NAME, alias: str = ALIAS,
