@@ -337,7 +337,7 @@ class StudyRunner:
         study_cfg = self.config.study
         summary.log_lost_trials(study, self.config, self.parent, splits.n_train)
         rows = summary.trials_table(study, study_cfg.alpha)
-        compute = summary.compute_used(study, self.config, splits.train.n)
+        compute = summary.compute_used(study, self.config, splits.n_train)
         notes = summary.notes(study, rows, compute, study_cfg)
         self.say("\n".join([summary.format_table(rows), *notes]))
         with queue.study_lock(self.url):
