@@ -264,7 +264,7 @@ def bad_inputs(data_dir, folder, base_argv=()):
              expect="MLflow tracking store nowhere://tracking"),
         Case("deleted MLflow experiment", "coarse", [*base, "--experiment", "gone"], prepare=delete_experiment,
              expect="experiment 'gone' is deleted"),
-        Case("fine grid without a coarse study", "fine", base, expect="no coarse study"),
+        Case("fine grid without a coarse study", "fine", [*base, "--n-seeds", "2"], expect="no coarse study"),
     ]
     return cases
 
