@@ -211,3 +211,37 @@ def test_a_new_store_is_built_beside_it_and_renamed_into_place(tmp_path, monkeyp
     assert path.read_bytes() == mlflow_template.read_bytes()
     store.check_store()  # an existing store is not built again
     assert len(built) == 1
+
+
+# A child that opens the new study storage argv[1] as a study does and dies (as under SIGKILL) right after the
+# first statement that starts with argv[2].
+CRASH_IN_OPTUNA_CREATION = textwrap.dedent("""
+    import os, sys
+    import sqlalchemy
+    from clrsearch.search import queue
+
+    @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "after_cursor_execute")
+    def die(connection, cursor, statement, *rest):
+        if " ".join(statement.split()).startswith(sys.argv[2]):
+            os._exit(9)
+
+    url = "sqlite:///" + sys.argv[1]
+    with queue.study_lock(url):
+        queue.open_storage(url)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("statement", ["CREATE TABLE studies", "CREATE TABLE trial_values", "INSERT INTO version_info",
+                                       "CREATE TABLE alembic_version"])
+def test_a_study_storage_whose_creation_was_killed_is_completed_by_the_next_command(tmp_path, statement):
+    path = tmp_path / "studies.db"
+    crashed = subprocess.run([sys.executable, "-c", CRASH_IN_OPTUNA_CREATION, str(path), statement],
+                             capture_output=True, text=True, timeout=120)
+    assert crashed.returncode == 9, crashed.stderr  # Optuna creates its tables statement by statement
+    url = f"sqlite:///{path}"
+    with queue.study_lock(url):
+        created = optuna.create_study(study_name="after", storage=queue.open_storage(url))
+    created.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    assert [t.state for t in optuna.load_study(study_name="after", storage=url).get_trials()] == [
+        TrialState.COMPLETE] * 2
