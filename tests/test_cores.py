@@ -100,3 +100,68 @@ def test_the_share_is_checked_again_only_when_due(slots):
         now[0] = cores.RECHECK_SECONDS
         share.check_if_due()
         assert checks == [cores.RECHECK_SECONDS]
+
+
+def refused(folder, *parts):
+    """The one-line error of CoreShare in ``folder``, checked to name each of ``parts``."""
+    with pytest.raises(UsageError) as raised:
+        with cores.CoreShare(folder=folder):
+            pass
+    message = str(raised.value)
+    assert "\n" not in message and all(part in message for part in parts), message
+
+
+def test_a_new_slot_folder_is_the_users_alone(tmp_path):
+    os.umask(previous := os.umask(0o002))  # a umask that lets the group write
+    try:
+        with cores.CoreShare(folder=tmp_path / "slots"):
+            pass
+    finally:
+        os.umask(previous)
+    info = (tmp_path / "slots").stat()
+    assert oct(info.st_mode & 0o777) == oct(0o700) and info.st_uid == os.getuid()
+
+
+def test_a_slot_folder_that_is_a_symbolic_link_is_refused(tmp_path):
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "slots").symlink_to(tmp_path / "real")
+    refused(tmp_path / "slots", f"slots in {tmp_path / 'slots'}: it is a symbolic link", "$CLRSEARCH_CORE_SLOTS")
+    assert list((tmp_path / "real").iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707, 0o1777], ids=lambda mode: f"{mode:04o}")
+def test_a_slot_folder_others_may_write_to_is_refused(tmp_path, mode):
+    folder = tmp_path / "slots"
+    folder.mkdir()
+    folder.chmod(mode)
+    refused(folder, f"others may write to it (mode {mode:04o}; chmod go-w it)")
+    assert list(folder.iterdir()) == []
+
+
+def test_a_slot_folder_of_another_user_is_refused(tmp_path):
+    if os.getuid() == 0:
+        folder = tmp_path / "slots"
+        folder.mkdir(mode=0o755)
+        os.chown(folder, 65534, 65534)
+    else:
+        folder = tmp_path.anchor  # "/", the superuser's
+    refused(folder, "it belongs to uid", f"not to you (uid {os.getuid()})")
+
+
+def test_slot_files_that_are_links_or_fifos_are_refused_without_waiting(tmp_path):
+    folder = tmp_path / "slots"
+    folder.mkdir(mode=0o700)
+    target = tmp_path / "elsewhere"
+    (folder / "slot-0.lock").symlink_to(target)
+    refused(folder, "not a regular file", str(folder / "slot-0.lock"))
+    assert not target.exists()  # the link was not followed
+    (folder / "slot-0.lock").unlink()
+    os.mkfifo(folder / "slot-0.lock")  # opened for writing without a reader, a FIFO would block forever
+    refused(folder, "not a regular file", str(folder / "slot-0.lock"))
+
+
+def test_a_fifo_among_the_slots_held_is_refused_when_counted(tmp_path):
+    folder = tmp_path / "slots"
+    folder.mkdir(mode=0o700)
+    os.mkfifo(folder / "slot-5.lock")
+    refused(folder, "not a regular file", str(folder / "slot-5.lock"))

@@ -7,13 +7,16 @@ database, a folder in the store's place) is still one line naming the file, with
 import contextlib
 import fcntl
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from clrsearch.errors import UsageError
@@ -151,3 +154,94 @@ def test_a_study_storage_lock_that_cannot_be_created_is_one_line(tmp_path):
     with pytest.raises(UsageError) as raised, queue.study_lock(url):
         pass
     assert_one_line_naming(raised, f"cannot create the lock file {tmp_path}/studies.db.lock", url)
+
+
+# A child that checks the MLflow store of argv[1] and dies (as a SIGKILL would: no exit handler, no rollback)
+# right after MLflow's migration has made its first scratch table ``_alembic_tmp_<table>``: the moment a
+# kill left a new store that no later command could open.
+CRASH_MID_MIGRATION = textwrap.dedent("""
+    import os, sys
+    import sqlalchemy
+    from clrsearch.tracking import store
+
+    @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "after_cursor_execute")
+    def die(connection, cursor, statement, *rest):
+        if "_alembic_tmp_" in statement:
+            os._exit(9)
+
+    os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + sys.argv[1]
+    store.check_store()
+""")
+
+
+@pytest.mark.slow
+def test_a_store_creation_killed_mid_migration_leaves_no_store_and_the_next_check_creates_it(tmp_path, monkeypatch):
+    path = tmp_path / "mlflow.db"
+    crashed = subprocess.run([sys.executable, "-c", CRASH_MID_MIGRATION, str(path)], capture_output=True, text=True,
+                             timeout=120)
+    assert crashed.returncode == 9, crashed.stderr
+    assert not path.exists()  # no store rather than half of one
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
+    store.check_store()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.lock"]  # the leftover removed
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "runs" in tables and not any(name.startswith("_alembic_tmp_") for name in tables)
+    client = MlflowClient(tracking_uri=f"sqlite:///{path}")
+    run = client.create_run(client.create_experiment("after"))
+    client.set_terminated(run.info.run_id)
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_a_new_store_is_built_beside_it_and_renamed_into_place(tmp_path, monkeypatch, mlflow_template):
+    path = tmp_path / "mlflow.db"
+    (tmp_path / "mlflow.db.creating").write_bytes(b"half a store left by a killed creation")
+    (tmp_path / "mlflow.db.creating-journal").write_bytes(b"its journal")
+    built = []
+
+    def migrated(uri, temporary):  # MLflow's migration, as a copy of the migrated template
+        built.append((temporary, path.exists()))
+        shutil.copyfile(mlflow_template, temporary)
+
+    monkeypatch.setattr(store, "_migrated", migrated)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
+    store.check_store()
+    assert built == [(tmp_path / "mlflow.db.creating", False)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.lock"]
+    assert path.read_bytes() == mlflow_template.read_bytes()
+    store.check_store()  # an existing store is not built again
+    assert len(built) == 1
+
+
+# A child that opens the new study storage argv[1] as a study does and dies (as under SIGKILL) right after the
+# first statement that starts with argv[2].
+CRASH_IN_OPTUNA_CREATION = textwrap.dedent("""
+    import os, sys
+    import sqlalchemy
+    from clrsearch.search import queue
+
+    @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "after_cursor_execute")
+    def die(connection, cursor, statement, *rest):
+        if " ".join(statement.split()).startswith(sys.argv[2]):
+            os._exit(9)
+
+    url = "sqlite:///" + sys.argv[1]
+    with queue.study_lock(url):
+        queue.open_storage(url)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("statement", ["CREATE TABLE studies", "CREATE TABLE trial_values", "INSERT INTO version_info",
+                                       "CREATE TABLE alembic_version"])
+def test_a_study_storage_whose_creation_was_killed_is_completed_by_the_next_command(tmp_path, statement):
+    path = tmp_path / "studies.db"
+    crashed = subprocess.run([sys.executable, "-c", CRASH_IN_OPTUNA_CREATION, str(path), statement],
+                             capture_output=True, text=True, timeout=120)
+    assert crashed.returncode == 9, crashed.stderr  # Optuna creates its tables statement by statement
+    url = f"sqlite:///{path}"
+    with queue.study_lock(url):
+        created = optuna.create_study(study_name="after", storage=queue.open_storage(url))
+    created.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    assert [t.state for t in optuna.load_study(study_name="after", storage=url).get_trials()] == [
+        TrialState.COMPLETE] * 2

@@ -145,6 +145,50 @@ def test_a_fine_study_resumed_with_another_grid_is_refused(storage_url):
         open_study(fine((0.0, 0.002)), storage_url)
 
 
+class Killed(BaseException):
+    """A process killed at this moment: nothing after it runs, nothing catches it."""
+
+
+@pytest.mark.parametrize("writes", [0, 1, 2, 3, 5])
+def test_a_study_whose_creation_was_killed_between_its_identity_writes_is_resumed(storage_url, monkeypatch, writes):
+    config = coarse(n_trials=3)
+    done, write = [], optuna.Study.set_user_attr
+
+    def cut_short(self, key, value):  # the process dies after ``writes`` user attrs
+        if len(done) == writes:
+            raise Killed
+        done.append(key)
+        write(self, key, value)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(optuna.Study, "set_user_attr", cut_short)
+        with pytest.raises(Killed):
+            open_study(config, storage_url)
+    left = optuna.load_study(study_name="coarse", storage=storage_url)
+    assert set(left.user_attrs) == set(done) and left.get_trials() == []
+
+    _, resumed = open_study(config, storage_url)  # the same command again
+    assert resumed.user_attrs["seeds"] == [0, 1, 2] and resumed.user_attrs["alpha"] == config.study.alpha
+    assert resumed.user_attrs["protocol"] == study.protocol_params(config)
+    assert [t.user_attrs[queue.SLOT] for t in resumed.get_trials()] == [0, 1, 2]
+    with pytest.raises(UsageError, match="already exists with another seeds"):
+        open_study(coarse(n_trials=3, n_seeds=2), storage_url)
+
+
+def test_a_study_cut_short_is_still_refused_for_an_identity_it_has(storage_url, monkeypatch):
+    write = optuna.Study.set_user_attr
+    with monkeypatch.context() as patch:
+        patch.setattr(optuna.Study, "set_user_attr", lambda self, key, value: (
+            write(self, key, value) if key == "kind" else None))
+        open_study(coarse(n_trials=2), storage_url)  # only "kind" was written, and the points enqueued
+    with pytest.raises(UsageError, match="already exists with another sampler"):
+        open_study(coarse(n_trials=2), storage_url)  # it has trials: a study of another version, not cut short
+    optuna.delete_study(study_name="coarse", storage=storage_url)
+    optuna.create_study(study_name="coarse", storage=storage_url).set_user_attr("kind", "fine")
+    with pytest.raises(UsageError, match="already exists with another kind"):
+        open_study(coarse(n_trials=2), storage_url)
+
+
 def test_samplers_follow_the_config():
     assert isinstance(study.make_sampler(coarse()), optuna.samplers.RandomSampler)
     assert isinstance(study.make_sampler(coarse(sampler="tpe")), optuna.samplers.TPESampler)

@@ -3,6 +3,7 @@
     python tools/faults.py --data-dir /tmp/cifar --kills 16 [--seed 0] [--storage URL] [--json]
     python tools/faults.py --data-dir /tmp/cifar --race --kills 8 [--seed 0]
     python tools/faults.py --data-dir /tmp/cifar --pruning --kills 8 [--seed 0]
+    python tools/faults.py --data-dir /tmp/cifar --fresh-kills 50 [--seed 0]
 
 1. A reference study runs once, uninterrupted.
 2. The same study, under other names, is started again and again; each start
@@ -50,6 +51,16 @@ rungs too: every slot's state (PRUNED or COMPLETE), value and intermediate
 values must be the reference's. The reference runs once more with
 ``--workers 2`` and must give the same; it must prune some trials and not all.
 
+With ``--fresh-kills N`` the first command on new stores is killed instead
+(and no bad input is fed): ``python -m clrsearch.coarse`` (4 lambdas, 2
+seeds, ``FreshKillSettings.toml``) in a folder with no MLflow store and no
+study storage, SIGKILLed at a random moment of its first 15 s, which is
+while it creates both stores, its study and its first trials; N times, each
+in a new folder. Each is then resumed by the same command, which must end
+normally, and its study checked: no slot without a result or with more than
+one, no trial or MLflow run left RUNNING, no finished trial without its run,
+no temporary store file left.
+
 Everything runs in a temporary folder (``--workdir`` to keep it), on small
 settings of the real protocol (``batch1`` split, ``n_train`` 2000, 2 seeds,
 8 lambdas in populations of 2; ``FaultSettings.study_toml``). The result is a
@@ -66,6 +77,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -721,6 +733,136 @@ def race(data_dir, workdir, kills, seed, storage, say):
     return figures
 
 
+# ----------------------------------------------------------------------------- kills on fresh stores
+
+
+@dataclass(frozen=True)
+class FreshKillSettings:
+    """The first command on new stores, killed by ``--fresh-kills``: its study and when it is killed."""
+
+    toml: str = """\
+[study]
+n_trials = 4
+n_seeds = 2
+trials_per_population = 2
+[data]
+split = "batch1"
+n_train = 2000
+[train]
+n_batch = 50
+cycles = 2
+n_s = 80
+hidden = 16
+evals_per_cycle = 2
+eval_train_size = 1000
+"""  # the study definition (TOML) of every command killed on fresh stores: FaultSettings.study_toml, 4 lambdas
+    window_seconds: float = 15.0  # seconds, kill moments are uniform in [0, window_seconds] after the start
+    resume_timeout: float = 900.0  # seconds the resuming command may run before it counts as hung
+
+
+FRESH = FreshKillSettings()
+FRESH_NAME = "fresh"  # the study name of every command killed on fresh stores
+# What the resumed studies are checked for; all but "kills", "starts", "starts that ended before their kill",
+# "slots" and "... trained again" must be 0 (FRESH_PROBLEMS).
+FRESH_KEYS = ("kills", "starts", "starts that ended before their kill", "slots", "commands that cannot resume",
+              "trials lost", "trials trained twice", "trials left RUNNING", "finished trials without their MLflow run",
+              "MLflow runs left RUNNING", "temporary store files left", "trials lost with their worker and trained again",
+              "trials given back on Ctrl-C and trained again")
+FRESH_PROBLEMS = ("commands that cannot resume", "trials lost", "trials trained twice", "trials left RUNNING",
+                  "finished trials without their MLflow run", "MLflow runs left RUNNING", "temporary store files left")
+
+
+def fresh_kills(data_dir, workdir, kills, seed, say, fresh=FRESH):
+    """Kill the first command on new stores ``kills`` times, resume each and count what was lost; returns the
+    figures (``FRESH_KEYS``) and the error lines of the commands that could not resume.
+
+    Each start gets a folder of its own, with no MLflow store and no study storage, and is killed with SIGKILL
+    at a moment drawn uniformly from the first ``fresh.window_seconds``; a start that ends before its moment
+    counts in "starts that ended before their kill" and another folder is tried. The same command then runs
+    once more, to its end, and the study is checked: every slot has one result, no trial is left RUNNING, every
+    finished trial has its MLflow run, no run is left RUNNING, and no ``*.creating`` file is left.
+    """
+    rng = random.Random(seed)
+    n_slots = tomllib.loads(fresh.toml)["study"]["n_trials"]
+    figures, errors = dict.fromkeys(FRESH_KEYS, 0), []
+    while figures["kills"] < kills:
+        folder = Path(workdir) / f"start-{figures['starts']}"
+        folder.mkdir(parents=True)
+        starts = Starts("coarse", fresh.toml, folder, data_dir, None, say)
+        figures["starts"] += 1
+        moment = rng.uniform(0, fresh.window_seconds)
+        process = starts.start(FRESH_NAME)
+        try:
+            process.wait(moment)
+            figures["starts that ended before their kill"] += 1
+        except subprocess.TimeoutExpired:
+            process.kill()
+            figures["kills"] += 1
+            say(f"{folder.name}: SIGKILL after {moment:.1f} s")
+        process.communicate()
+        error = resume_fresh(starts, fresh.resume_timeout)
+        if error is not None:
+            figures["commands that cannot resume"] += 1
+            errors.append(f"{folder.name} (killed after {moment:.1f} s): {error}")
+            say(f"{folder.name}: cannot resume: {error}")
+            continue
+        check_fresh(folder, starts.storage, n_slots, figures)
+    return figures, errors
+
+
+def resume_fresh(starts, timeout):
+    """Run the study of ``starts`` once more, to its end; returns None, or the last line of its error."""
+    process = starts.start(FRESH_NAME)
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        return f"still running after {timeout:g} s"
+    lines = err.strip().splitlines()
+    return None if process.returncode == 0 else f"exit status {process.returncode}: {lines[-1] if lines else ''}"
+
+
+def check_fresh(folder, storage, n_slots, figures):
+    """Add what the resumed study in ``folder`` lost to ``figures``: slots 0..n_slots-1 without a result or with
+    more than one, trials left RUNNING, finished trials without their MLflow run, runs left RUNNING, temporary
+    store files."""
+    results, numbers, failed = slot_results(storage, FRESH_NAME)
+    figures["slots"] += n_slots
+    for slot in range(n_slots):
+        figures["trials lost"] += not results.get(slot)
+        figures["trials trained twice"] += max(0, len(results.get(slot, [])) - 1)
+    figures["trials left RUNNING"] += sum(t.state.name == "RUNNING" for t in queue.read_trials(storage, FRESH_NAME))
+    figures["finished trials without their MLflow run"] += len(numbers - logged_trials(folder, FRESH_NAME))
+    figures["MLflow runs left RUNNING"] += running_runs(folder)
+    figures["temporary store files left"] += sum(1 for _ in folder.rglob("*.creating*"))
+    count_retrained(figures, failed)
+
+
+def fresh_report(figures, errors, seconds, window):
+    """The Markdown table of the kills on fresh stores, and the error of each command that could not resume."""
+    lines = ["| what | count |", "|---|---|"] + [f"| {key} | {figures[key]} |" for key in FRESH_KEYS]
+    lines += ["", *(f"- {error}" for error in errors)] if errors else []
+    lines += ["", f"{seconds:.0f} s in all; kills uniform in the first {window:g} s of the first command."]
+    return "\n".join(lines)
+
+
+def fresh_main(args):
+    """``--fresh-kills``: the kills on fresh stores, their report, and the exit status (0: nothing lost)."""
+    data_dir = ensure_data(environment.data_dir(args.data_dir))
+    say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="clrsearch-faults-") as tmp:
+        workdir = Path(args.workdir or tmp).absolute() / "fresh"
+        workdir.mkdir(parents=True, exist_ok=True)
+        figures, errors = fresh_kills(data_dir, workdir, args.fresh_kills, args.seed, say)
+    if args.json:
+        print(json.dumps({**figures, "errors": errors}))
+    else:
+        print(fresh_report(figures, errors, time.perf_counter() - started, FRESH.window_seconds))
+    return 0 if all(figures[key] == 0 for key in FRESH_PROBLEMS) else 1
+
+
 # ----------------------------------------------------------------------------- the report
 
 COARSE_KEYS = ("kills", "starts", "studies", "slots", "trials lost with their worker and trained again",
@@ -802,6 +944,10 @@ def main(argv=None):
     parser.add_argument("--pruning", action="store_true",
                         help="kill coarse studies that prune (--pruner median) and check their rungs too, instead of "
                              "the plain coarse studies and the bad inputs")
+    parser.add_argument("--fresh-kills", type=non_negative_int, default=0, metavar="N",
+                        help=f"kill the first coarse command on fresh stores N times, each at a random moment of its "
+                             f"first {FRESH.window_seconds:g} s, resume each and count what could not resume or was "
+                             f"lost, instead of the other studies and the bad inputs")
     parser.add_argument("--seed", type=non_negative_int, default=SETTINGS.seed,
                         help=f"seed of the kill moments (default {SETTINGS.seed})")
     parser.add_argument("--storage", help="study storage URL (default: SQLite in the work folder)")
@@ -810,6 +956,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.race and args.pruning:
         parser.error("--race and --pruning kill different studies: give one of them")
+    if args.fresh_kills:
+        if args.race or args.pruning or args.storage:
+            parser.error("--fresh-kills kills coarse commands on fresh SQLite stores: give it without --race, "
+                         "--pruning and --storage")
+        return fresh_main(args)
     data_dir = ensure_data(environment.data_dir(args.data_dir))
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
     started = time.perf_counter()

@@ -2,9 +2,11 @@
 
 Each process that trains holds one *slot*: a :func:`clrsearch.files.file_lock`
 on ``slot-<i>.lock`` in a folder every clrsearch process of the user sees
-(``$CLRSEARCH_CORE_SLOTS``, else ``<tempdir>/clrsearch-cores-<uid>``). The
-kernel drops a slot when its process ends, however it ends, so the slots held
-are the processes training now. A process uses
+(``$CLRSEARCH_CORE_SLOTS``, else ``<tempdir>/clrsearch-cores-<uid>``), which
+must be the user's own folder, not a link and not writable by others, with
+regular files as slots. The kernel drops a slot when its process ends,
+however it ends, so the slots held are the processes training now. A
+process uses
 
     threads = max(1, cores // slots held)
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -100,16 +103,39 @@ class CoreShare:
 def _take_slot(folder: Path):
     """Lock the first free ``slot-<i>`` in ``folder``; returns the ExitStack holding the lock (released when it
     closes) and the slot's lock file."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise _refuse(error) from None
+    _own_folder(folder)
     for i in range(4 * cpus() + 64):
         slot = contextlib.ExitStack()
         if slot.enter_context(file_lock(folder / f"slot-{i}", _refuse, blocking=False)):
             return slot, folder / f"slot-{i}.lock"
         slot.close()
     raise UsageError(f"every core-sharing slot in {folder} is taken; set ${THREADS_VARIABLE} to run anyway")
+
+
+def _own_folder(folder: Path) -> None:
+    """Make the slot folder (mode 0700) when missing; refuse one that is a symbolic link or not a folder, is not
+    the user's, or that others may write to (they could plant links or FIFOs among the slots, or take them).
+
+    Slot files themselves are opened without following links and must be regular files
+    (:func:`clrsearch.files.file_lock`).
+    """
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise _refuse(error) from None
+    info = folder.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        problem = "it is a symbolic link"
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = "it is not a folder"
+    elif info.st_uid != os.getuid():
+        problem = f"it belongs to uid {info.st_uid}, not to you (uid {os.getuid()})"
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"others may write to it (mode {stat.S_IMODE(info.st_mode):04o}; chmod go-w it)"
+    else:
+        return
+    raise UsageError(f"cannot use the core-sharing slots in {folder}: {problem}; point ${SLOTS_VARIABLE} at a "
+                     f"folder of your own, or set ${THREADS_VARIABLE}")
 
 
 def _held(own: Path) -> int:

@@ -42,6 +42,12 @@ def create_or_load(config: SearchConfig, study_storage):
     Call it under :func:`queue.study_lock`, with ``study_storage`` opened there by
     :func:`queue.open_storage` (which creates Optuna's tables in a new storage), so that
     commands and workers started together create the storage and the study once.
+
+    Optuna writes a study and each of its user attrs in a commit of its own, so a process
+    killed while it creates one may leave a study with part of its identity and no trial
+    (none is enqueued before the identity is whole). Under the lock no other process is
+    creating it, so such a study is one whose creation was cut short: the identity it has
+    must be this config's, the rest is written now (:func:`_check_same_study`).
     """
     study_cfg = config.study
     try:
@@ -50,13 +56,10 @@ def create_or_load(config: SearchConfig, study_storage):
                                     load_if_exists=True)
     except optuna.exceptions.OptunaError as error:
         raise UsageError(f"cannot open study {study_cfg.name!r}: {error}") from None
-    if not study.user_attrs:
-        for key, value in study_identity(config).items():
+    _check_same_study(study, config)
+    for key, value in {**study_identity(config), "paired_test": PAIRED_TEST, "alpha": study_cfg.alpha}.items():
+        if key not in study.user_attrs:  # a new study, or one whose creation was cut short
             study.set_user_attr(key, value)
-        study.set_user_attr("paired_test", PAIRED_TEST)
-        study.set_user_attr("alpha", study_cfg.alpha)
-    else:
-        _check_same_study(study, config)
     if study_cfg.sampler in ("random", "grid"):
         queue.enqueue_missing(study, first_round(study_cfg))
     return study
@@ -73,9 +76,12 @@ def study_identity(config):
 
 
 def _check_same_study(study, config):
+    """Refuse ``study`` unless its identity is ``config``'s; a key it lacks is refused only when it has trials
+    (a study made by another version), else left to be written (a creation cut short)."""
     attrs = study.user_attrs
+    created = bool(study.get_trials(deepcopy=False))
     for key, value in study_identity(config).items():
-        if attrs.get(key) != value:
+        if (key in attrs or created) and attrs.get(key) != value:
             raise UsageError(f"study {study.study_name!r} already exists with another {key} "
                              f"({attrs.get(key)!r}, not {value!r}); pick a new --study-name or the same settings")
 

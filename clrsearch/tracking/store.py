@@ -6,7 +6,7 @@ else ``sqlite:///mlflow.db`` in the working directory with artifacts under
 
 Before a study, :func:`check_store` asks the store once: a tracking server is
 probed with short timeouts, and a new SQLite store is created under a lock, by
-one of the processes started together (:func:`_creating_store`).
+one of the processes started together, whole or not at all (:func:`_creating_store`).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 
 from ..errors import UsageError, first_line, redact
-from ..files import file_lock, sqlite_path
+from ..files import create_whole, file_lock, missing, sqlite_path
 
 EXPERIMENT = "clrsearch"
 PROBE_SECONDS = 3.0  # connect and read timeout of the probe of a tracking server
@@ -245,9 +245,12 @@ def _creating_store(uri: str):
     A SQLite file store is opened under an exclusive lock on ``<file>.lock``
     (:func:`clrsearch.files.file_lock`, as the study storage is), its folder
     created as MLflow would create it; a folder in place of the file is
-    refused at once (MLflow would retry it for over a minute). MLflow's INFO
-    lines about creating a new store are left out, so that an error after them
-    stays one line.
+    refused at once (MLflow would retry it for over a minute). A missing store
+    is made whole, migrated by MLflow in a temporary file beside it and then
+    renamed into place (:func:`clrsearch.files.create_whole`): MLflow migrates
+    a new store table by table, and a process killed halfway would leave one
+    that no later command can open. MLflow's INFO lines about creating a new
+    store are left out, so that an error after them stays one line.
     """
     path = sqlite_path(uri)
     lock = contextlib.nullcontext()
@@ -262,7 +265,22 @@ def _creating_store(uri: str):
             raise _unusable(uri, f"cannot create the folder {path.parent}: {error.strerror}") from None
         lock = file_lock(path, lambda error: _unusable(uri, f"cannot create {path}.lock: {error.strerror}"))
     with lock, _quiet_store_creation():
+        if path is not None and missing(path):
+            try:
+                create_whole(path, lambda temporary: _migrated(uri, temporary))
+            except UsageError:
+                raise
+            except Exception as error:  # OSError of the folder, or MLflow's own
+                raise _unusable(uri, f"cannot create {path}: {first_line(error).split('. ')[0]}") from None
         yield
+
+
+def _migrated(uri: str, temporary: Path) -> None:
+    """Create and migrate an MLflow store in the file ``temporary``, with the query of ``uri`` (MLflow makes its
+    tables and its default experiment on the first request)."""
+    query = uri.partition("?")[2]
+    MlflowClient(tracking_uri=f"sqlite:///{temporary}" + (f"?{query}" if query else "")).search_experiments(
+        max_results=1)
 
 
 @contextlib.contextmanager
