@@ -118,7 +118,7 @@ class StudyRunner:
         """A helper's part: train trials under the leader's run, leave the summary to it."""
         with tracking.StudyRun(self.config.study.experiment, tags={"study_name": self.config.study.name},
                                run_id=self.helper["parent_run_id"], inputs=self.inputs,
-                               heartbeat_seconds=self.config.timing.heartbeat_seconds) as parent:
+                               timing=self.config.timing) as parent:
             self.parent = parent
             try:
                 self.train_all(study, splits)
@@ -135,7 +135,7 @@ class StudyRunner:
         status = 0
         with tracking.StudyRun(study_cfg.experiment, f"{study_cfg.kind}:{study_cfg.name}",
                                flat_params(self.config), tags, inputs=self.inputs,
-                               heartbeat_seconds=self.config.timing.heartbeat_seconds) as parent:
+                               timing=self.config.timing) as parent:
             self.parent = parent
             helpers = []
             try:
@@ -201,10 +201,10 @@ class StudyRunner:
         """
         waiting_said = False
         while True:
-            self.shared.recover()
-            trials = self.shared.claim(self.config)
+            self.stored(self.shared.recover)
+            trials = self.stored(lambda: self.shared.claim(self.config))
             if not trials:
-                running = self.shared.running()
+                running = self.stored(self.shared.running)
                 if not running and race.advance(self.shared, self.config):
                     continue
                 if not running:
@@ -224,6 +224,11 @@ class StudyRunner:
             except BaseException:
                 self.shared.give_back(trials)
                 raise
+
+    def stored(self, call):
+        """``call()`` of the storage, tried again while the server is out of reach (:mod:`clrsearch.outages`):
+        a claim or a tell cut short is made again once the storage is back."""
+        return self.shared.patience.ride_out(call, f"the storage {self.url}")
 
     def threads(self):
         """The threads training may use now: this process's share of the cores, counted again when due."""
@@ -248,7 +253,7 @@ class StudyRunner:
             outcome = train_population(self.shared, trials, self.config, splits, progress=bar, timer=self.timer,
                                        threads=self.threads)
             self.parent.draw_ahead(summary.trial_records(outcome, self.config, splits))  # while the study records
-            outcome.results = tell(self.shared, outcome, study_cfg.alpha)
+            outcome.results = self.stored(lambda: tell(self.shared, outcome, study_cfg.alpha))
         with self.timer.timed("tracking"):
             self.parent.log_trials(summary.trial_records(outcome, self.config, splits))
         for result in outcome.results:
