@@ -18,6 +18,7 @@ under it), and :class:`PatientClient` (every call of an ``MlflowClient``).
 
 import contextlib
 import errno
+import re
 import sqlite3
 import sys
 import time
@@ -63,7 +64,7 @@ def is_outage(error):
             return True
         if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
             return True
-        if isinstance(e, MlflowException) and str(e).startswith("API request to ") and " failed with " in str(e):
+        if isinstance(e, MlflowException) and re.match(r"API request to \S+ failed with exception ", str(e)):
             return True
     return False
 
