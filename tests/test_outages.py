@@ -164,8 +164,11 @@ def states(url):
 
 
 def start_study(tmp_path, tiny_data, storage, tracking_uri):
-    env = {"MLFLOW_TRACKING_URI": tracking_uri, "CLRSEARCH_HEARTBEAT_SECONDS": "1", "CLRSEARCH_GRACE_SECONDS": "3"}
+    """The tiny study, started; MLflow itself does not retry a request (the study must ride the outage out)."""
     import os
+
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, "CLRSEARCH_HEARTBEAT_SECONDS": "1", "CLRSEARCH_GRACE_SECONDS": "3",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
 
     return subprocess.Popen([sys.executable, "-m", "clrsearch.coarse", "--data-dir", str(tiny_data), "--storage",
                              storage, *STUDY], cwd=tmp_path, env={**os.environ, **env}, stdout=subprocess.PIPE,
