@@ -854,11 +854,11 @@ def outage_figures(starts, name, expected, figures):
                                           if t.state.name == "RUNNING")
 
 
-def run_through(starts, name, during, say):
+def run_through(starts, name, during, say, reruns=2):
     """Start study ``name``, call ``during()`` once a trial trains (the fault), and run the same command again
-    until it ends by itself (at most twice more); returns the exit statuses and the one-line errors seen."""
+    until it ends by itself (at most ``reruns`` more times); returns the exit statuses and the one-line errors."""
     statuses, lines = [], []
-    for attempt in range(3):
+    for attempt in range(1 + reruns):
         process = starts.start(name)
         if attempt == 0 and wait_running(process, "SIGKILL", starts.storage, name):
             during()
@@ -876,9 +876,12 @@ def outages(data_dir, workdir, count, down, say):
     seconds mid-study, within the bound and (once each) past it; fill its disk once; returns the figures."""
     figures = {kind: dict.fromkeys(OUTAGE_KEYS, 0) for kind in ("PostgreSQL", "tracking server", "disk full")}
     bound = ["--outage-seconds", f"{3 * down:g}"]
-    with postgres_cluster(workdir / "pg") as cluster, tracking_server(workdir / "mlflow") as server:
+    # The cluster's folder of its own, not in the work folder: the server's user must reach it.
+    with postgres_cluster(tempfile.mkdtemp(prefix="clrsearch-outages-pg-")) as cluster, \
+            tracking_server(workdir / "mlflow") as server:
         starts = Starts("coarse", SETTINGS.study_toml, workdir, data_dir, cluster.database("outages"), say)
-        starts.env["MLFLOW_TRACKING_URI"] = server.url
+        # MLflow retries no request itself: the outage past the bound is past it, not within MLflow's retries.
+        starts.env.update({"MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
         starts.uninterrupted("reference")
         expected, _, _ = slot_results(starts.storage, "reference")
         for k in range(count + 1):
@@ -933,13 +936,11 @@ def disk_full(data_dir, folder, say, size="64m"):
                     f.flush()
 
         starts.argv_extra = []
-        statuses, lines = run_through(starts, "full", fill, lambda *a: None)
-        if len(statuses) > 1 or lines:
-            filler.unlink(missing_ok=True)
+        statuses, lines = run_through(starts, "full", fill, say, reruns=0)
+        filler.unlink(missing_ok=True)  # space freed: the same command again
         if statuses[-1] != 0:
-            filler.unlink(missing_ok=True)
-            statuses, more = run_through(starts, "full", lambda: None, say)
-            lines += more
+            more_statuses, more = run_through(starts, "full", lambda: None, say)
+            statuses, lines = statuses + more_statuses, lines + more
         say(f"disk full: exit statuses {statuses}, said {lines[:1]}")
         figures["outages"] = 1
         figures["commands that could not resume"] = int(statuses[-1] != 0 or not lines
