@@ -88,9 +88,9 @@ def ride_out(call, bound, what, retry_on=is_outage, clock=time.monotonic, sleep=
             if deadline is None:
                 since, deadline = now, now + bound
                 if bound > 0:
-                    _say(f"{redact(what)} unreachable ({redact(first_line(error))}), retrying for up to {bound:g} s")
+                    _say(f"{redact(what)} unreachable ({redact(first_line(error))}), retrying for up to {bound:.3g} s")
             if now >= deadline:
-                waited = f" for {bound:g} s" if bound > 0 else ""
+                waited = f" for {bound:.3g} s" if bound > 0 else ""
                 raise UsageError(f"cannot reach {redact(what)}{waited} ({redact(first_line(error))}); once it is "
                                  f"back, run the same command again: the study resumes") from None
             sleep(min(wait, deadline - now))
@@ -149,7 +149,7 @@ class PatientClient:
         """``call()`` (any call to the tracking server, e.g. an artifact upload) under this client's patience."""
         what = f"the tracking server {self.client.tracking_uri}"
         if self.patience.gave_up:
-            raise MlflowException(f"not sent: {redact(what)} was out of reach for {self.patience.bound:g} s")
+            raise MlflowException(f"not sent: {redact(what)} was out of reach for {self.patience.bound:.3g} s")
         return self.patience.ride_out(call, what)
 
     def __getattr__(self, name):
