@@ -943,8 +943,8 @@ def disk_full(data_dir, folder, say, size="64m"):
             statuses, lines = statuses + more_statuses, lines + more
         say(f"disk full: exit statuses {statuses}, said {lines[:1]}")
         figures["outages"] = 1
-        figures["commands that could not resume"] = int(statuses[-1] != 0 or not lines
-                                                        or "free space, then run the same command again" not in lines[0])
+        said = bool(lines) and "free space, then run the same command again" in lines[0]
+        figures["commands that could not resume"] = int(statuses[-1] != 0 or not said)
         outage_figures(starts, "full", {slot: [] for slot in range(8)}, figures)
         figures["trials trained again"] = 0  # the population in hand when the disk filled trains again
         figures["MLflow runs left RUNNING"] = running_runs(folder)
