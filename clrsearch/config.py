@@ -264,13 +264,15 @@ class WorkerTiming:
     """How workers sharing a study tell each other they are alive, in seconds.
 
     A study command sets the first two from ``$CLRSEARCH_HEARTBEAT_SECONDS``
-    and ``$CLRSEARCH_GRACE_SECONDS`` (see :mod:`clrsearch.processes`).
+    and ``$CLRSEARCH_GRACE_SECONDS`` (see :mod:`clrsearch.processes`), and
+    ``outage_seconds`` from ``--outage-seconds`` (see :mod:`clrsearch.outages`).
     """
 
     heartbeat_seconds: float = 5.0  # how often a running trial and a study's MLflow run say they are alive
     grace_seconds: float = 20.0  # silence after which a worker on another host is taken for dead
     stop_seconds: float = 30.0  # a helper's time to give its trials back after SIGINT, before SIGKILL
     max_deaths: int = 5  # copies enqueued for a slot whose workers died
+    outage_seconds: float = 300.0  # how long a study waits for its storage or tracking server (--outage-seconds)
 
 
 WORKER_TIMING = WorkerTiming()

@@ -2,6 +2,8 @@
 
     python tests/pgcluster.py start DIR    # prints postgresql://postgres@127.0.0.1:PORT/postgres
     python tests/pgcluster.py stop DIR
+    python tests/pgcluster.py pause DIR     # stop the server, keep its data (an outage)
+    python tests/pgcluster.py resume DIR    # start it again on its port
 
 Uses Debian's server binaries (``/usr/lib/postgresql/<version>/bin``, package
 ``postgresql``) or those on PATH. ``initdb`` refuses to run as root, so as
@@ -43,13 +45,31 @@ def start(folder):
     port = _free_port()
     subprocess.run([*as_user, str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
                     "--no-sync", "--no-instructions"], check=True, capture_output=True)
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"),
-                    "-w", "-t", "60", "start"], check=True, capture_output=True)
     (folder / "port").write_text(str(port))
+    return resume(folder)
+
+
+def resume(folder):
+    """Start the server of the cluster in ``folder`` on its port; returns the URL of its ``postgres`` database."""
+    folder = Path(folder).absolute()
+    binaries = bin_dir()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    port = int((folder / "port").read_text())
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-o", options, "-l",
+                    str(folder / "log"), "-w", "-t", "60", "start"], check=True, capture_output=True)
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     _wait_ready(url)
     return url
+
+
+def pause(folder):
+    """Stop the server of the cluster in ``folder`` as an administrator restarting it would (fast shutdown: open
+    sessions are cut), keeping its data for :func:`resume`."""
+    folder = Path(folder).absolute()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*as_user, str(bin_dir() / "pg_ctl"), "-D", str(folder / "data"), "-m", "fast", "-w", "stop"],
+                   check=True, capture_output=True)
 
 
 def stop(folder):
@@ -101,9 +121,9 @@ def _wait_ready(url, seconds=30):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop"):
-        sys.exit("usage: python tests/pgcluster.py start|stop DIR")
-    if sys.argv[1] == "start":
-        print(start(sys.argv[2]))
+    if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop", "pause", "resume"):
+        sys.exit("usage: python tests/pgcluster.py start|stop|pause|resume DIR")
+    if sys.argv[1] in ("start", "resume"):
+        print((start if sys.argv[1] == "start" else resume)(sys.argv[2]))
     else:
-        stop(sys.argv[2])
+        (stop if sys.argv[1] == "stop" else pause)(sys.argv[2])

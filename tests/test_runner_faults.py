@@ -113,7 +113,7 @@ def test_a_full_disk_while_training_is_one_line_and_no_death(study_url):
         study_runner(shared, train_and_tell=disk_full).train_all(shared.study, None)
     message = str(stopped.value.code)
     assert message == ("error: no space left on the device of /data/mlruns/x.png; trial(s) 0 were given back, not "
-                       "counted as deaths of their points; fix it and run the same command again")
+                       "counted as deaths of their points; free space, then run the same command again")
     trials = shared.study.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     assert trials[0].user_attrs["reason"] == "infrastructure: [Errno 28] No space left on device: '/data/mlruns/x.png'"

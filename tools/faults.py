@@ -4,6 +4,7 @@
     python tools/faults.py --data-dir /tmp/cifar --race --kills 8 [--seed 0]
     python tools/faults.py --data-dir /tmp/cifar --pruning --kills 8 [--seed 0]
     python tools/faults.py --data-dir /tmp/cifar --fresh-kills 50 [--seed 0]
+    python tools/faults.py --data-dir /tmp/cifar --outages 2 [--down-seconds 10]
 
 1. A reference study runs once, uninterrupted.
 2. The same study, under other names, is started again and again; each start
@@ -60,6 +61,19 @@ in a new folder. Each is then resumed by the same command, which must end
 normally, and its study checked: no slot without a result or with more than
 one, no trial or MLflow run left RUNNING, no finished trial without its run,
 no temporary store file left.
+With ``--outages N`` nothing is killed: the coarse study runs on the
+throwaway PostgreSQL server of the tests (``tests/pgcluster.py``) and logs to
+a loopback ``mlflow server`` (SQLite store, a free port). N times each, a
+study has its PostgreSQL server stopped, or its tracking server killed, for
+``--down-seconds`` while a trial trains, within ``--outage-seconds`` (three
+times the outage); it must finish by itself. Once more each, the outage
+outlasts the bound (a third of it): the study must stop with one line, exit
+status 2, and the same command must finish it. Last, the stores of a study
+live on a small tmpfs (``mount -t tmpfs``, root only: skipped otherwise)
+that is filled up mid-study: one line naming the folder, then the same
+command, once space is freed, finishes the study. Each counts commands that
+could not resume, trials lost, duplicated, trained again (within the bound)
+and left RUNNING, and MLflow runs left RUNNING.
 
 Everything runs in a temporary folder (``--workdir`` to keep it), on small
 settings of the real protocol (``batch1`` split, ``n_train`` 2000, 2 seeds,
@@ -83,7 +97,7 @@ from pathlib import Path
 
 from clrsearch import tracking
 from clrsearch.cli import environment
-from clrsearch.cli.args import ArgumentParser, entry_point, non_negative_int, positive_int
+from clrsearch.cli.args import ArgumentParser, entry_point, non_negative_int, positive_float, positive_int
 from clrsearch.data import ensure_data
 from clrsearch.data.cifar10 import DATA_FILES, FOLDER_NAME, TEST_FILE
 from clrsearch.data.download import MANIFEST_NAME
@@ -168,6 +182,7 @@ eval_train_size = 1000
     mid_trial_delay: float = 0.3  # seconds, largest random wait after a trial is seen training, before a kill
     mid_race_delay: float = 4.0  # seconds, largest random wait after a race round is seen training, before a kill
     bad_input_timeout: float = 300.0  # seconds a bad-input command may run before it counts as hung
+    down_seconds: float = 10.0  # default of --down-seconds: how long a server of --outages is down
 
 
 SETTINGS = FaultSettings()
@@ -415,10 +430,12 @@ class Starts:
                     "CLRSEARCH_HEARTBEAT_SECONDS": f"{SETTINGS.heartbeat_seconds:g}",
                     "CLRSEARCH_GRACE_SECONDS": f"{SETTINGS.grace_seconds:g}"}
         self.estimate = None  # seconds a start is expected to run: the first reference's, then the latest starts'
+        self.argv_extra = []  # more flags of every start (the outages: --outage-seconds)
 
     def start(self, name, workers=1):
         argv = ["--config", self.config.name, "--data-dir", str(self.data_dir), "--storage", self.storage,
                 "--study-name", name, "--quiet"] + (["--workers", str(workers)] if workers > 1 else [])
+        argv += self.argv_extra
         return subprocess.Popen([sys.executable, "-m", f"clrsearch.{self.command}", *argv], cwd=self.workdir,
                                 env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -863,6 +880,229 @@ def fresh_main(args):
     return 0 if all(figures[key] == 0 for key in FRESH_PROBLEMS) else 1
 
 
+# ----------------------------------------------------------------------------- outages and a full disk
+
+
+class PostgresCluster:
+    """The throwaway PostgreSQL server of the tests (``tests/pgcluster.py``) in ``folder``: ``url`` of its
+    ``postgres`` database, ``pause()`` (fast shutdown, data kept) and ``resume()`` on the same port."""
+
+    def __init__(self, folder):
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        import pgcluster
+
+        self.pg, self.folder = pgcluster, Path(folder)
+        self.url = pgcluster.start(self.folder)
+
+    def pause(self):
+        self.pg.pause(self.folder)
+
+    def resume(self):
+        self.pg.resume(self.folder)
+
+    def database(self, name):
+        return self.pg.create_database(self.url, name)
+
+
+@contextlib.contextmanager
+def postgres_cluster(folder):
+    """A :class:`PostgresCluster` for the block, stopped and deleted after it."""
+    cluster = PostgresCluster(folder)
+    try:
+        yield cluster
+    finally:
+        cluster.pg.stop(cluster.folder)
+
+
+class TrackingServer:
+    """A loopback ``mlflow server`` on a free port, its SQLite store and artifacts in ``folder``, that can be
+    killed (SIGKILL) and started again on the same port."""
+
+    def __init__(self, folder):
+        import socket
+
+        self.folder = Path(folder).absolute()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self, timeout=180.0):
+        import urllib.request
+
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        log = open(self.folder / "server.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.folder}/mlflow.db",
+             "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1", "--port",
+             str(self.port), "--workers", "1"], cwd=self.folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+            process_group=0)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1):
+                    return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the MLflow server did not start: "
+                                       + (self.folder / "server.log").read_text()[-2000:])
+                time.sleep(0.25)
+
+    def kill(self):
+        """SIGKILL to the server and its workers (its process group)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def tracking_server(folder):
+    """A started :class:`TrackingServer` for the block, killed after it."""
+    server = TrackingServer(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def server_runs(server):
+    """Runs left RUNNING in the store of ``server`` and its trial runs, read from its SQLite file."""
+    import sqlite3
+
+    with sqlite3.connect(server.folder / "mlflow.db") as db:
+        running = db.execute("SELECT COUNT(*) FROM runs WHERE status = 'RUNNING'").fetchone()[0]
+        trials = db.execute("SELECT COUNT(*) FROM tags WHERE key = 'level' AND value = 'trial'").fetchone()[0]
+    return {"RUNNING": running, "trial runs": trials}
+
+
+OUTAGE_KEYS = ("outages", "commands that could not resume", "trials lost", "trials duplicated",
+               "trials trained again", "trials left RUNNING", "MLflow runs left RUNNING")
+
+
+def outage_figures(starts, name, expected, figures):
+    """Add the study ``name``'s trials lost, duplicated, trained again and left RUNNING to ``figures``."""
+    got, _, failed = slot_results(starts.storage, name)
+    for slot in expected:
+        figures["trials lost"] += len(got.get(slot, [])) == 0
+        figures["trials duplicated"] += max(0, len(got.get(slot, [])) - 1)
+    figures["trials trained again"] += len(failed)
+    figures["trials left RUNNING"] += sum(1 for t in queue.read_trials(starts.storage, name)
+                                          if t.state.name == "RUNNING")
+
+
+def run_through(starts, name, during, say, reruns=2):
+    """Start study ``name``, call ``during()`` once a trial trains (the fault), and run the same command again
+    until it ends by itself (at most ``reruns`` more times); returns the exit statuses and the one-line errors."""
+    statuses, lines = [], []
+    for attempt in range(1 + reruns):
+        process = starts.start(name)
+        if attempt == 0 and wait_running(process, "SIGKILL", starts.storage, name):
+            during()
+        _, err = process.communicate()
+        statuses.append(process.returncode)
+        if process.returncode == 0:
+            break
+        lines.append(err.strip().splitlines()[-1] if err.strip() else "")
+        say(f"{name}: exit {process.returncode}: {lines[-1]}")
+    return statuses, lines
+
+
+def outages(data_dir, workdir, count, down, say):
+    """Restart the study's PostgreSQL server and its MLflow tracking server ``count`` times each, ``down``
+    seconds mid-study, within the bound and (once each) past it; fill its disk once; returns the figures."""
+    figures = {kind: dict.fromkeys(OUTAGE_KEYS, 0) for kind in ("PostgreSQL", "tracking server", "disk full")}
+    bound = ["--outage-seconds", f"{3 * down:g}"]
+    # The cluster's folder of its own, not in the work folder: the server's user must reach it.
+    with postgres_cluster(tempfile.mkdtemp(prefix="clrsearch-outages-pg-")) as cluster, \
+            tracking_server(workdir / "mlflow") as server:
+        starts = Starts("coarse", SETTINGS.study_toml, workdir, data_dir, cluster.database("outages"), say)
+        # MLflow retries no request itself: the outage past the bound is past it, not within MLflow's retries.
+        starts.env.update({"MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+        starts.uninterrupted("reference")
+        expected, _, _ = slot_results(starts.storage, "reference")
+        for k in range(count + 1):
+            for kind, stop, resume in (("PostgreSQL", cluster.pause, cluster.resume),
+                                       ("tracking server", server.kill, server.start)):
+                past = k == count  # the last one outlasts the bound: one line, exit 2, the same command resumes
+                name = f"{kind.split()[0].lower()}-{k}"
+                starts.argv_extra = ["--outage-seconds", f"{down / 3:g}"] if past else bound
+
+                def outage():
+                    stop()
+                    time.sleep(down)
+                    resume()
+
+                statuses, lines = run_through(starts, name, outage, say)
+                f = figures[kind]
+                f["outages"] += 1
+                f["commands that could not resume"] += statuses[-1] != 0
+                if past and not (len(statuses) == 2 and statuses[0] == 2 and "run the same command" in lines[0]):
+                    f["commands that could not resume"] += 1
+                counts = dict.fromkeys(OUTAGE_KEYS, 0)
+                outage_figures(starts, name, expected, counts)
+                if past:  # the population in hand when the study gave up trains again on resuming
+                    counts["trials trained again"] = 0
+                for key, n in counts.items():
+                    f[key] += n
+                say(f"{name}: {kind} down {down:g} s, exit statuses {statuses}")
+        figures["tracking server"]["MLflow runs left RUNNING"] = server_runs(server)["RUNNING"]
+    figures["disk full"] = disk_full(data_dir, workdir / "full", say)
+    return figures
+
+
+def disk_full(data_dir, folder, say, size="64m"):
+    """A study whose stores live on a small tmpfs filled up mid-study (root only; None when mounting is not
+    permitted): it must stop with one line and resume once space is freed."""
+    figures = dict.fromkeys(OUTAGE_KEYS, 0)
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        say(f"disk full: skipped, cannot mount a tmpfs ({mounted.stderr.strip()})")
+        return None
+    try:
+        starts = Starts("coarse", SETTINGS.study_toml, folder, data_dir, None, say)
+        starts.env["TMPDIR"] = str(folder)  # the drawings of the runs too
+        filler = folder / "filler"
+
+        def fill():
+            with contextlib.suppress(OSError), open(filler, "wb") as f:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+
+        starts.argv_extra = []
+        statuses, lines = run_through(starts, "full", fill, say, reruns=0)
+        filler.unlink(missing_ok=True)  # space freed: the same command again
+        if statuses[-1] != 0:
+            more_statuses, more = run_through(starts, "full", lambda: None, say)
+            statuses, lines = statuses + more_statuses, lines + more
+        say(f"disk full: exit statuses {statuses}, said {lines[:1]}")
+        figures["outages"] = 1
+        said = bool(lines) and "free space, then run the same command again" in lines[0]
+        figures["commands that could not resume"] = int(statuses[-1] != 0 or not said)
+        outage_figures(starts, "full", {slot: [] for slot in range(8)}, figures)
+        figures["trials trained again"] = 0  # the population in hand when the disk filled trains again
+        figures["MLflow runs left RUNNING"] = running_runs(folder)
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+    return figures
+
+
+def outage_report(figures, seconds):
+    kinds = [kind for kind, f in figures.items() if f is not None]
+    lines = ["| what | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for key in OUTAGE_KEYS:
+        lines.append(f"| {key} | " + " | ".join(str(figures[kind][key]) for kind in kinds) + " |")
+    lines += ["", f"{seconds:.0f} s in all."]
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- the report
 
 COARSE_KEYS = ("kills", "starts", "studies", "slots", "trials lost with their worker and trained again",
@@ -948,6 +1188,12 @@ def main(argv=None):
                         help=f"kill the first coarse command on fresh stores N times, each at a random moment of its "
                              f"first {FRESH.window_seconds:g} s, resume each and count what could not resume or was "
                              f"lost, instead of the other studies and the bad inputs")
+    parser.add_argument("--outages", type=non_negative_int, default=None, metavar="N",
+                        help="instead of kills: restart the study's PostgreSQL server and its MLflow tracking "
+                             "server N times each mid-study within --outage-seconds, once more past it, and fill "
+                             "its disk once (a tmpfs, as root)")
+    parser.add_argument("--down-seconds", type=positive_float, default=SETTINGS.down_seconds,
+                        help=f"how long each outage of --outages lasts (default {SETTINGS.down_seconds:g} s)")
     parser.add_argument("--seed", type=non_negative_int, default=SETTINGS.seed,
                         help=f"seed of the kill moments (default {SETTINGS.seed})")
     parser.add_argument("--storage", help="study storage URL (default: SQLite in the work folder)")
@@ -964,6 +1210,8 @@ def main(argv=None):
     data_dir = ensure_data(environment.data_dir(args.data_dir))
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
     started = time.perf_counter()
+    if args.outages is not None:
+        return outage_main(args, data_dir, say, started)
     with tempfile.TemporaryDirectory(prefix="clrsearch-faults-") as tmp:
         workdir = Path(args.workdir or tmp).absolute()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -991,6 +1239,17 @@ def main(argv=None):
     problems = RACE_PROBLEMS if args.race else PRUNING_PROBLEMS if args.pruning else COARSE_PROBLEMS
     clean = all(figures[k] == 0 for k in problems)
     return 0 if clean and not any(p for _, p, _ in bad) else 1
+
+
+def outage_main(args, data_dir, say, started):
+    """``--outages N``: the report of :func:`outages`; status 1 when any count but the outages is not 0."""
+    with tempfile.TemporaryDirectory(prefix="clrsearch-outages-") as tmp:
+        workdir = Path(args.workdir or tmp).absolute()
+        workdir.mkdir(parents=True, exist_ok=True)
+        figures = outages(data_dir, workdir, args.outages, args.down_seconds, say)
+    print(json.dumps(figures) if args.json else outage_report(figures, time.perf_counter() - started))
+    clean = all(n == 0 for f in figures.values() if f is not None for key, n in f.items() if key != "outages")
+    return 0 if clean else 1
 
 
 def feed_bad_inputs(data_dir, workdir, say):

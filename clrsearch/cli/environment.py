@@ -3,7 +3,9 @@
 - ``CLRSEARCH_DATA``, else ``XDG_CACHE_HOME`` (or ``~/.cache``): where CIFAR-10 is when no ``--data-dir`` names it;
 - ``CLRSEARCH_HEARTBEAT_SECONDS``, ``CLRSEARCH_GRACE_SECONDS``: a study's :class:`~clrsearch.config.WorkerTiming`;
 - ``CLRSEARCH_BLAS_THREADS``, ``CLRSEARCH_CORE_SLOTS``: how a study shares the cores (:mod:`clrsearch.search.cores`);
-- ``CLRSEARCH_HELPER``: what a helper of ``--workers N`` got from its parent (read by :mod:`.study`).
+- ``CLRSEARCH_HELPER``: what a helper of ``--workers N`` got from its parent (read by :mod:`.study`);
+- MLflow's ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``: set, unless the user
+  set them, to a short budget per request (:func:`tracking_retries`).
 
 A bad value is a :class:`~clrsearch.errors.UsageError`: one line and exit status 2.
 """
@@ -18,6 +20,10 @@ from ..errors import UsageError
 from ..search.cores import SLOTS_VARIABLE, THREADS_VARIABLE
 
 HEARTBEAT_VARIABLE = "CLRSEARCH_HEARTBEAT_SECONDS"
+# MLflow's retries of one HTTP request, waits of 0, 1 and 2 s (and jitter): a study rides out a longer outage of
+# the tracking server itself, up to --outage-seconds (clrsearch.outages.PatientClient), and once it gave up,
+# each later request (ending its runs on the way out) fails within seconds instead of MLflow's 4 minutes.
+TRACKING_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 GRACE_VARIABLE = "CLRSEARCH_GRACE_SECONDS"
 
 
@@ -29,6 +35,22 @@ def data_dir(given=None, environ=os.environ) -> str:
     if environ.get(ENV_VAR):
         return environ[ENV_VAR]
     return str(Path(environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()) / "clrsearch")
+
+
+def store_folders(storage, environ=os.environ) -> list:
+    """The folders a study writes its stores in: the Optuna storage's file (``storage``, None: the default),
+    the MLflow store's (``$MLFLOW_TRACKING_URI``) when a file, else the working folder."""
+    from ..config import DEFAULT_STORAGE
+    from ..files import sqlite_path
+
+    paths = [sqlite_path(storage or DEFAULT_STORAGE), sqlite_path(environ.get("MLFLOW_TRACKING_URI") or "")]
+    folders = [str(p.absolute().parent) for p in paths if p is not None]
+    return list(dict.fromkeys(folders)) or [str(Path.cwd())]
+
+
+def tracking_retries(environ=os.environ) -> dict:
+    """The variables of :data:`TRACKING_RETRIES` the environment does not set, to be set."""
+    return {name: value for name, value in TRACKING_RETRIES.items() if name not in environ}
 
 
 def worker_timing(environ=os.environ):

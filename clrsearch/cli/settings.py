@@ -136,6 +136,9 @@ def search_parser(kind, description):
                                  "one (recorded on the version)")
         parser.add_argument("--no-race", dest="study.race", action="store_const", const=False,
                             help="the fixed protocol: n_seeds replicates per grid point, no race")
+    parser.add_argument("--outage-seconds", type=cli.non_negative_float, default=None,
+                        help="how long the study waits for its storage or tracking server when it is out of reach, "
+                             "in seconds (default 300); past it, the same command resumes the study")
     parser.add_argument("--workers", type=cli.positive_int, default=1,
                         help="processes on this machine sharing the study (default 1)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")

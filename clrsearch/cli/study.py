@@ -40,27 +40,35 @@ def run(kind, description, argv=None):
         auto_eta = frozenset(take_auto_eta(args))
         config = load_search_config(kind, args)
     download = config.data.data_dir is None  # not into a folder the definition names
+    timing = environment.worker_timing()
+    if args.outage_seconds is not None:
+        timing = replace(timing, outage_seconds=args.outage_seconds)
     config = replace(config, data=replace(config.data, data_dir=environment.data_dir(config.data.data_dir)),
-                     timing=environment.worker_timing())
+                     timing=timing)
+    os.environ.update(environment.tracking_retries())  # before helpers copy the environment
     machine = {"blas_threads": environment.blas_threads(), "core_slots": environment.core_slots(),
                "environ": dict(os.environ)}
     try:
+        from ..outages import disk_full_in_one_line
         from ..search.runner import RunOptions, StudyRunner
         from .progress import progress_bar
     except KeyboardInterrupt:
         print("\ninterrupted before the study started", file=sys.stderr)
         raise SystemExit(130)
+    one_line = disk_full_in_one_line(environment.store_folders(config.study.storage))
     if helper is not None:
         try:
             options = RunOptions(quiet=True, as_json=helper["as_json"], **machine)
-            return StudyRunner(config, options, helper, progress_bar).run()
+            with one_line:
+                return StudyRunner(config, options, helper, progress_bar).run()
         except KeyboardInterrupt:  # the parent stopped before this helper claimed a trial
             raise SystemExit(130)
     command = shlex.join(["python", "-m", f"clrsearch.{kind}", *argv])
     options = RunOptions(quiet=args.quiet or args.json, as_json=args.json, n_workers=args.workers, argv=tuple(argv),
                          command=command, auto_eta=auto_eta, download=download, **machine)
     try:
-        return StudyRunner(config, options, progress=progress_bar).run()
+        with one_line:
+            return StudyRunner(config, options, progress=progress_bar).run()
     except KeyboardInterrupt:  # before any trial ran: the study, if created, resumes from its queue
         print(f"\ninterrupted before any trial ran; to start the study, run the same command again: {redact(command)}",
               file=sys.stderr)

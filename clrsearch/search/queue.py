@@ -38,7 +38,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from .. import processes
+from .. import outages, processes
 from ..config import DEFAULT_STORAGE, WORKER_TIMING
 from ..errors import UsageError, first_line, redact
 from ..files import file_lock, sqlite_path
@@ -112,8 +112,9 @@ def storage_url(url=None):
 
 
 @contextlib.contextmanager
-def study_lock(url):
-    """Serialise, among all workers sharing ``url``, what changes who owns which trial.
+def study_lock(url, patience=None):
+    """Serialise, among all workers sharing ``url``, what changes who owns which trial; a PostgreSQL server
+    out of reach is waited for as the :class:`~clrsearch.outages.Patience` ``patience`` says (None: not).
 
     SQLite: an exclusive lock on a file beside the database. PostgreSQL: a
     session-level advisory lock, taken on its own connection before any table
@@ -132,9 +133,11 @@ def study_lock(url):
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    if patience is not None:
+        patience.retry_connects(engine, f"the storage {url}")
     try:
         connection = engine.connect()
-    except sqlalchemy.exc.OperationalError as error:
+    except sqlalchemy.exc.OperationalError as error:  # no patience, or not an outage
         engine.dispose()
         raise UsageError(f"cannot reach the storage {redact(url)}: {first_line(error.orig or error)}; "
                          f"check the server runs and the URL names an existing database") from None
@@ -260,14 +263,18 @@ def worker_dead(frozen, grace):
 
 class TrialQueue:
     """A study shared with other workers, in the storage this process opened for it (:func:`open_storage`),
-    with the ``timing`` of its heartbeats."""
+    with the ``timing`` of its heartbeats; from here on a PostgreSQL server out of reach is waited for up to
+    ``timing.outage_seconds`` (``patience``, see :mod:`clrsearch.outages`)."""
 
     def __init__(self, study, storage, url, timing=WORKER_TIMING):
         self.study, self.storage, self.url, self.timing = study, storage, url, timing
         self.study_id = storage.get_study_id_from_name(study.study_name)
+        self.patience = outages.Patience(timing.outage_seconds if sqlite_path(url) is None else 0)
+        if sqlite_path(url) is None:
+            self.patience.retry_connects(storage.engine, f"the storage {url}")
 
     def lock(self):
-        return study_lock(self.url)
+        return study_lock(self.url, self.patience)
 
     def trial_id(self, number):
         """The storage's id of trial ``number``."""

@@ -121,7 +121,7 @@ class StudyRunner:
         """A helper's part: train trials under the leader's run, leave the summary to it."""
         with tracking.StudyRun(self.config.study.experiment, tags={"study_name": self.config.study.name},
                                run_id=self.helper["parent_run_id"], inputs=self.inputs,
-                               heartbeat_seconds=self.config.timing.heartbeat_seconds) as parent:
+                               timing=self.config.timing) as parent:
             self.parent = parent
             try:
                 self.train_all(study, splits)
@@ -138,7 +138,7 @@ class StudyRunner:
         status = 0
         with tracking.StudyRun(study_cfg.experiment, f"{study_cfg.kind}:{study_cfg.name}",
                                flat_params(self.config), tags, inputs=self.inputs,
-                               heartbeat_seconds=self.config.timing.heartbeat_seconds) as parent:
+                               timing=self.config.timing) as parent:
             self.parent = parent
             helpers = []
             try:
@@ -223,11 +223,11 @@ class StudyRunner:
         """
         waiting_said = False
         while True:
-            self.shared.recover()
+            self.stored(self.shared.recover)
             if self.claim_and_train(study, splits):
                 waiting_said = False
                 continue
-            states = self.shared.states()
+            states = self.stored(self.shared.states)
             if any(state == TrialState.WAITING for _, state in states):
                 continue  # enqueued since the claim, e.g. the copy of a trial another machine found dead
             running = sum(1 for _, state in states if state == TrialState.RUNNING)
@@ -248,7 +248,7 @@ class StudyRunner:
         are only added, so an unchanged study was the same when the race judged it."""
         if race.advance(self.shared, self.config):
             return False
-        return self.shared.states() == states
+        return self.stored(self.shared.states) == states
 
     def claim_and_train(self, study, splits):
         """Claim a population, train it and tell it; False when there was nothing to claim.
@@ -261,7 +261,7 @@ class StudyRunner:
         trials, heartbeat = [], None
         try:
             with workers.deferred_interrupt():
-                trials = self.shared.claim(self.config)
+                trials = self.stored(lambda: self.shared.claim(self.config))
                 if trials:
                     heartbeat = self.shared.heartbeat(trials).start()
             if not trials:
@@ -290,8 +290,14 @@ class StudyRunner:
         except Exception:
             fate = (f"trial(s) {numbers} could not be given back and wait for another worker to take them over "
                     f"({self.config.timing.grace_seconds:g} s)")
+        full = isinstance(error, OSError) and error.errno == errno.ENOSPC
         raise SystemExit(f"error: {infrastructure_problem(error, self.url)}; {fate}; "
-                         f"fix it and run the same command again") from error
+                         f"{'free space' if full else 'fix it'}, then run the same command again") from error
+
+    def stored(self, call):
+        """``call()`` of the storage, tried again while the server is out of reach (:mod:`clrsearch.outages`):
+        a claim or a tell cut short is made again once the storage is back."""
+        return self.shared.patience.ride_out(call, f"the storage {self.url}")
 
     def threads(self):
         """The threads training may use now: this process's share of the cores, counted again when due."""
@@ -316,7 +322,7 @@ class StudyRunner:
             outcome = train_population(self.shared, trials, self.config, splits, progress=bar, timer=self.timer,
                                        threads=self.threads)
             self.parent.draw_ahead(summary.trial_records(outcome, self.config, splits))  # while the study records
-            outcome.results = tell(self.shared, outcome, study_cfg.alpha)
+            outcome.results = self.stored(lambda: tell(self.shared, outcome, study_cfg.alpha))
         self.shared.spare([r.number for r in outcome.results if not r.recorded])
         with self.timer.timed("tracking"):
             self.parent.log_trials(summary.trial_records(outcome, self.config, splits))

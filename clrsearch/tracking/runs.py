@@ -45,7 +45,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from .. import plots
-from ..config import WORKER_TIMING
+from ..config import WORKER_TIMING, WorkerTiming
+from ..outages import PatientClient
 from ..confusion import CONFUSION_DPI, ConfusionFigure, seed_files
 from .artifacts import FIGURE_DPI, scalar_metrics, timed_curves, write_csv
 from .client import (HEARTBEAT_TAG, beat, create_run_info, end_run, error_status, log_artifacts, log_batch,
@@ -121,7 +122,9 @@ class StudyRun:
     inputs : tracking.DataInputs, optional, the study's data: the training and
         validation sets become dataset inputs of the study run and of every
         trial and seed run
-    heartbeat_seconds : float, how often the study run's heartbeat tag is refreshed
+    timing : config.WorkerTiming, how often the study run's heartbeat tag is refreshed (``heartbeat_seconds``)
+        and how long a tracking server out of reach is waited for (``outage_seconds``, see
+        :class:`clrsearch.outages.PatientClient`)
 
     Attributes
     ----------
@@ -131,12 +134,12 @@ class StudyRun:
 
     def __init__(self, experiment: str = EXPERIMENT, run_name: str | None = None,
                  params: dict | None = None, tags: dict | None = None, run_id: str | None = None,
-                 inputs: DataInputs | None = None, heartbeat_seconds: float = WORKER_TIMING.heartbeat_seconds):
+                 inputs: DataInputs | None = None, timing: WorkerTiming = WORKER_TIMING):
         self.experiment = experiment
         self._drawing = None  # TemporaryDirectory of the files drawn for the runs (matrices, summary figures)
         self._drawn = {}  # (trial number, seed) -> Future of the folder drawn ahead
         self.inputs = inputs
-        self.heartbeat_seconds = heartbeat_seconds
+        self.timing = timing
         self.run_name = run_name
         self.params = dict(params or {})
         self.tags = dict(tags or {})
@@ -155,7 +158,7 @@ class StudyRun:
 
     def __enter__(self):
         with self._timed():
-            self._client = MlflowClient()
+            self._client = PatientClient(MlflowClient(), self.timing.outage_seconds)
             if self._attached:
                 self._info = self._client.get_run(self.run_id).info
                 self.experiment_id = self._info.experiment_id
@@ -172,7 +175,7 @@ class StudyRun:
             except BaseException as error:
                 end_run(self._client, self.run_id, error_status(error), quiet=True)
                 raise
-            self._heartbeat = run_heartbeat(self.run_id, self.heartbeat_seconds)
+            self._heartbeat = run_heartbeat(self.run_id, self.timing.heartbeat_seconds)
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -238,7 +241,7 @@ class StudyRun:
                     for drawing in run.drawings:
                         drawing.result()
                     if run.folder is not None:
-                        log_artifacts(self._client, run.info, run.folder)
+                        self._client.ride_out(lambda: log_artifacts(self._client, run.info, run.folder))
                     if run.status is not None:
                         end_run(self._client, run.info.run_id, run.status, end_time=run.end_time)
                     self._unfinished.pop(0)
