@@ -10,6 +10,8 @@ in percent.
 - ``confusion_matrix``: 10x10 counts with the accuracy in the title (``set_confusion_counts`` writes
   other counts into it);
 - ``lambda_search``: lambda against mean validation accuracy with ±3σ error bars;
+- ``lambda_search_series``: the same, one line per schedule of a fine grid, the best set ringed and each
+  point's replicate count written beside it;
 - ``class_distribution``: class counts per split or batch;
 - ``lr_range``: the LR range test (Smith 2015) with the chosen eta_min, eta_max.
 """
@@ -191,6 +193,50 @@ def lambda_search(lams, means, stds, log_x: bool = True, best_lam=None, title: s
     ax.grid(True, which="minor", alpha=0.1)
     ax.legend(loc="best")
     ax.set_title(title if title is not None else "λ search: mean validation accuracy ± 3σ")
+    return fig
+
+
+def lambda_search_series(series, winner=None, title: str | None = None) -> Figure:
+    """Mean validation accuracy ± 3σ against λ (linear axis), one line per schedule of a grid.
+
+    Parameters
+    ----------
+    series : list of (label, lams (L,), means (L,), stds (L,), n (L,) int, in_best_set (L,) bool), one per
+        schedule; accuracies as fractions
+    winner : (label, lam), optional, the point to mark with a star
+    title : str, optional
+
+    Returns
+    -------
+    Figure with one axes: each point's replicate count beside it, the best set's points ringed.
+    """
+    fig = Figure(figsize=(7.5, 5.0), layout="constrained")
+    ax = fig.subplots()
+    ringed = False
+    for label, lams, means, stds, n, best_set in series:
+        lams, means, stds = (np.asarray(a, dtype=float) for a in (lams, means, stds))
+        order = np.argsort(lams)
+        lams, means, stds = lams[order], 100.0 * means[order], 100.0 * stds[order]  # (L,), percent
+        n, best_set = np.asarray(n)[order], np.asarray(best_set, bool)[order]  # (L,)
+        line = ax.errorbar(lams, means, yerr=3.0 * stds, fmt="o-", capsize=3, markersize=5, linewidth=1.2,
+                           label=f"{label}: mean ± 3σ")
+        for x, y, count in zip(lams, means, n):
+            ax.annotate(f"{count}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7,
+                        color=line[0].get_color())
+        if best_set.any():
+            ax.plot(lams[best_set], means[best_set], marker="o", markersize=11, markerfacecolor="none",
+                    markeredgewidth=1.6, color=TIED_COLOR, linestyle="none", zorder=3,
+                    label=None if ringed else "best set (MCB, 95%)")
+            ringed = True
+        if winner is not None and winner[0] == label:
+            i = int(np.argmin(np.abs(lams - winner[1])))
+            ax.plot(lams[i], means[i], marker="*", markersize=16, color=BEST_COLOR, linestyle="none", zorder=4,
+                    label=f"chosen: {label}, λ = {lams[i]:.3g} ({means[i]:.2f}%)")
+    ax.set_xlabel("λ (L2 strength); the numbers: replicates trained")
+    ax.set_ylabel("mean validation accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title if title is not None else "fine search: mean validation accuracy ± 3σ")
     return fig
 
 

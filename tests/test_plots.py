@@ -234,3 +234,20 @@ def test_confusion_counts_match_scikit_learn():
     counts = plots.confusion_counts(y_true, y_pred, 12)  # two classes never seen
     assert counts.shape == (12, 12) and counts.sum() == 2000
     assert np.array_equal(counts, sklearn_confusion_matrix(y_true, y_pred, labels=np.arange(12)))
+
+
+def test_lambda_search_series_draws_one_line_per_schedule_with_counts_and_the_best_set():
+    series = [("n_s_epochs 2", [0.002, 0.0], [0.50, 0.52], [0.01, 0.0], [3, 6], [False, True]),
+              ("n_s_epochs 4", [0.0, 0.002], [0.53, 0.51], [0.002, 0.003], [12, 3], [True, False])]
+    fig = plots.lambda_search_series(series, winner=("n_s_epochs 4", 0.0))
+    ax = fig.axes[0]
+    lines = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    assert [list(line.get_xdata()) for line in lines] == [[0.0, 0.002], [0.0, 0.002]]  # sorted by λ
+    assert np.allclose(lines[0].get_ydata(), [52.0, 50.0]) and np.allclose(lines[1].get_ydata(), [53.0, 51.0])
+    assert sorted(t.get_text() for t in ax.texts) == ["12", "3", "3", "6"]
+    rings = [line for line in ax.get_lines() if line.get_markerfacecolor() == "none"]
+    assert sorted((float(x), float(y)) for line in rings for x, y in zip(line.get_xdata(), line.get_ydata())) \
+        == [(0.0, 52.0), (0.0, 53.0)]
+    star = [line for line in ax.get_lines() if line.get_marker() == "*"]
+    assert len(star) == 1 and (star[0].get_xdata()[0], star[0].get_ydata()[0]) == (0.0, 53.0)
+    assert any("chosen: n_s_epochs 4, λ = 0 (53.00%)" == t.get_text() for t in ax.get_legend().get_texts())

@@ -301,6 +301,8 @@ def study_figures(study, rows, kind):
             best_lam=next((r["lam"] for r in group if r["verdict"] == "best"), None),
             title=f"{kind} search{suffix.replace('_', ' ')}: mean validation accuracy ± 3σ",
             tied=[r["verdict"] == "tied" for r in group])
+    if dims:
+        figures["lambda_search"] = lambda_series_figure(groups, dims, kind)
     figures["paired_differences"] = plots.paired_differences(
         [_label(r, dims) for r in complete], [r["delta_vs_best"] for r in complete],
         [r["ci_low"] for r in complete], [r["ci_high"] for r in complete], [r["verdict"] for r in complete],
@@ -310,6 +312,18 @@ def study_figures(study, rows, kind):
         figures["race_mcb"] = race_looks_figure(study, rows, dims)
     figures.update(plots.optuna_figures(study))
     return figures
+
+
+def lambda_series_figure(groups, dims, kind):
+    """λ ± 3σ of every schedule of the grid on one axes, the best set ringed, replicate counts written."""
+    series, winner = [], None
+    for key, group in groups.items():
+        label = ", ".join(f"{k} {v}" for k, v in zip(dims, key))
+        series.append((label, [r["lam"] for r in group], [r["mean_val_accuracy"] for r in group],
+                       [r["std_val_accuracy"] for r in group], [r["replicates"] for r in group],
+                       [bool(r.get("best_set")) for r in group]))
+        winner = next(((label, r["lam"]) for r in group if r["verdict"] == "best"), winner)
+    return plots.lambda_search_series(series, winner, f"{kind} search: mean validation accuracy ± 3σ")
 
 
 def _label(row, dims):
