@@ -433,9 +433,8 @@ def comparison(tracked) -> Section:
     if challenger is not None:
         compared.append((f"challenger, version {challenger.version}", challenger))
     if COMPARED_TAG not in version.tags:
-        section.lack(f"the champion, version {version.version}, was compared with no previous champion "
-                     f"({version.tags.get(DECISION_TAG, 'no decision recorded')}); a new final model is",
-                     study_command("fine"))
+        section.lack(f"a champion before version {version.version} to compare it with (its decision: "
+                     f"{version.tags.get(DECISION_TAG, 'none recorded')})", study_command("fine"))
     rows = []
     for label, v in compared:
         if COMPARED_TAG not in v.tags:
