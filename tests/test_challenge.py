@@ -157,13 +157,32 @@ def test_fine_leaves_a_worse_final_model_as_challenger_unless_promoted(tracked_t
     from mlflow.tracking import MlflowClient
 
     args = ["--data-dir", str(tracked_tiny_cifar), "--storage", study_url, *TINY_STUDY, *TINY_FINE]
+    name = tracking.REGISTERED_NAME
+
+    def registered_line(version):
+        """The line the command printed about the version it registered."""
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("registered as ")]
+        assert len(lines) == 1 and lines[0].startswith(f"registered as models:/{name}/{version} (alias ")
+        return lines[0]
+
     assert fine.main(args + ["--study-name", "good", "--grid", "0.01"]) == 0
+    assert "(alias champion: the first version of clrsearch-cifar10, nothing to compare with)" in registered_line(1)
     assert fine.main(args + ["--study-name", "worse", "--grid", "5"]) == 0  # lambda 5: all weight decay
     client = MlflowClient()
-    name = tracking.REGISTERED_NAME
     accuracy = {v: float(client.get_model_version(name, v).tags["test_accuracy"]) for v in ("1", "2")}
     assert accuracy["2"] < accuracy["1"]
     assert aliases(client, name) == {"champion": "1", "challenger": "2"}
+    second = client.get_model_version(name, "2")
+    reason = second.tags["champion_reason"]
+    assert f"(alias challenger: {reason})" in registered_line(2) and "\n" not in reason
+    assert reason.startswith("Version 2 is ") and reason.endswith("it is challenger, and version 1 stays champion.")
+    assert reason in second.description.replace("`", "")
     assert fine.main(args + ["--study-name", "forced", "--grid", "5", "--promote"]) == 0
     assert aliases(client, name) == {"champion": "3", "challenger": "2"}
     assert client.get_model_version(name, "3").tags["forced_promotion"] == "true"
+    assert "(alias champion: Version 3 is " in registered_line(3) and "promotion forced with --promote" in reason_of(
+        client, name, "3")
+
+
+def reason_of(client, name, version):
+    return client.get_model_version(name, version).tags["champion_reason"]

@@ -50,7 +50,8 @@ def test_each_version_is_described_and_tagged_with_its_study_settings_and_accura
     assert tags == {"lam": "0.01", "cycles": "1", "n_s": "10", "clr_mode": "triangular",
                       "test_accuracy": f"{final.test_accuracy:.4f}", "members": "2", "study_name": "tiny",
                       "study_run_id": version["parent"], "run_id": version["run_id"],
-                      "champion_decision": "champion (first version)"}
+                      "champion_decision": "champion (first version)",
+                    "champion_reason": f"the first version of {NAME}, nothing to compare with"}
     assert v.run_id == version["run_id"]
     assert f"test accuracy **{100 * final.test_accuracy:.2f} %** on 60 test images" in v.description
     assert "study `tiny`" in v.description and "2 networks" in v.description

@@ -1,5 +1,6 @@
 """Commands started together on new stores share them: the MLflow SQLite store and the Optuna SQLite
-storage are each created once, under a lock on a file beside them, and every command of one study name
+storage are each created once, whole (built beside the file, renamed into place), under a lock on a file
+beside them, and every command of one study name
 succeeds with each planned lambda trained once. A store that is broken for good (a file that is no
 database, a folder in the store's place) is still one line naming the file, with a fix about the file.
 """
@@ -234,14 +235,42 @@ CRASH_IN_OPTUNA_CREATION = textwrap.dedent("""
 @pytest.mark.slow
 @pytest.mark.parametrize("statement", ["CREATE TABLE studies", "CREATE TABLE trial_values", "INSERT INTO version_info",
                                        "CREATE TABLE alembic_version"])
-def test_a_study_storage_whose_creation_was_killed_is_completed_by_the_next_command(tmp_path, statement):
+def test_a_study_storage_whose_creation_was_killed_is_not_there_and_the_next_command_makes_it(tmp_path, statement):
     path = tmp_path / "studies.db"
     crashed = subprocess.run([sys.executable, "-c", CRASH_IN_OPTUNA_CREATION, str(path), statement],
                              capture_output=True, text=True, timeout=120)
     assert crashed.returncode == 9, crashed.stderr  # Optuna creates its tables statement by statement
+    assert not path.exists()  # no storage rather than part of one
     url = f"sqlite:///{path}"
     with queue.study_lock(url):
         created = optuna.create_study(study_name="after", storage=queue.open_storage(url))
     created.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
     assert [t.state for t in optuna.load_study(study_name="after", storage=url).get_trials()] == [
         TrialState.COMPLETE] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["studies.db", "studies.db.lock"]  # the leftover removed
+
+
+def test_a_study_storage_whose_creation_failed_is_not_there_and_the_next_open_makes_it(tmp_path, monkeypatch):
+    path = tmp_path / "studies.db"
+    url = f"sqlite:///{path}?timeout=30"
+    built = []
+
+    def fails_halfway(url, temporary):  # one of Optuna's tables, then an error
+        built.append(temporary)
+        with contextlib.closing(sqlite3.connect(temporary)) as connection:
+            connection.execute("CREATE TABLE studies (study_id INTEGER PRIMARY KEY)")
+        raise RuntimeError("disk I/O error")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(queue, "_built", fails_halfway)
+        with queue.study_lock(url), pytest.raises(UsageError, match="cannot open the storage .*: disk I/O error"):
+            queue.open_storage(url)
+    assert built == [tmp_path / "studies.db.creating"] and built[0].exists() and not path.exists()
+    with queue.study_lock(url):
+        study = optuna.create_study(study_name="after", storage=queue.open_storage(url))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    assert [t.state for t in optuna.load_study(study_name="after", storage=url).get_trials()] == [TrialState.COMPLETE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["studies.db", "studies.db.lock"]
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"studies", "trials", "version_info", "alembic_version"} <= tables

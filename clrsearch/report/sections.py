@@ -3,8 +3,12 @@ numbers (SPEC), and what is missing with the command that makes it.
 
 The original report: the class distribution (its figure 1), the gradient check, the sanity, fig3 and fig4
 runs (learning curves, test confusion matrix), the eta schedule, the coarse and fine lambda searches (± 3σ),
-the best parametrisation. What clrsearch adds: the race, the best set and P(best), the champion, and its
-comparison with the previous champion.
+the best parametrisation. What clrsearch adds: the race, the best set and P(best), the compute spent, the
+champion, and its comparison with the previous champion.
+
+Each reads the names its writer defines: the race's study user attrs (:mod:`..search.race`), the columns of the
+study run's ``trials.csv`` and its metrics (:mod:`..search.summary`), the version tags of
+:mod:`..tracking.challenge`.
 """
 from __future__ import annotations
 
@@ -15,9 +19,12 @@ import math
 import numpy as np
 
 from .. import plots
+from ..config import GRID_DIMENSIONS
 from ..nn.gradcheck import share
-from ..search.race import RACE_ROUNDS
-from ..search.study import RACE_LEFT
+from ..search.race import RACE_ROUNDS, race_end, race_left
+from ..search.summary import COMPUTE_METRICS
+from ..tracking.challenge import (CHALLENGER, COMPARED_TAG, DECISION_TAG, DIFFERENCE_TAG, FORCED_TAG, MCNEMAR_P_TAG,
+                                  REASON_TAG)
 from ..tracking.single import CLASS_COUNTS_JSON, GRADCHECK_JSON
 from .page import Section, figure_png, paragraph, picture, table
 
@@ -34,19 +41,11 @@ ORIGINAL_GRADCHECK = {"1": "first 20 dimensions of 1 image, λ = 0: all absolute
                       "2": "3072 dimensions of 5 images, λ > 0: all absolute errors < 1e-6, the largest ~1e-7"}
 ORIGINAL_SCHEDULE = {"eta_min": 1e-5, "eta_max": 1e-1, "fig3": (500, 1), "fig4": (800, 3)}  # (n_s, cycles)
 
-# What the fine study and the registry record beyond the race, under these names; a section shows what it
-# finds and says "missing" otherwise.
-BEST_SET_ATTR = "best_set"  # fine study user attr (or study-run tag): the points the best cannot be told from
-P_BEST_ATTR = "p_best"  # fine study user attr: trial -> probability of being the best
-P_BEST_METRIC_PREFIX = "p_best_"  # or fine study-run metrics p_best_<trial>
-PREVIOUS_CHAMPION_TAG = "previous_champion"  # champion version tag: the version it was compared with
-MCNEMAR_P_TAG = "mcnemar_p"  # champion version tag: McNemar's p-value against the previous champion
-MCNEMAR_WORD = "mcnemar"  # every champion version tag whose name holds it is shown in the comparison
-
+TEXT_COLUMNS = ("state", "verdict", "val_accuracies", "reason", "left_race", "augment")  # of trials.csv
+RACE_FIGURES = {"race.png": "each point's mean after every round", "race_mcb.png": "the points alive at each look "
+                "of the race, with their MCB intervals among them then, and δ"}  # of the fine study run
 PRESET_TITLES = {"sanity": "sanity: overfit 100 training images", "fig3": "fig3: 1 cycle, n_s = 500",
                  "fig4": "fig4: 3 cycles, n_s = 800"}
-TRIAL_COLUMNS = ("trial", "point", "state", "mean_val_accuracy", "std_val_accuracy", "replicates", "val_accuracies",
-                 "delta_vs_best", "ci_low", "ci_high", "p_vs_best", "verdict", "rounds", "left_race", "reason")
 
 
 def train_command(preset: str) -> str:
@@ -192,16 +191,36 @@ def eta_schedule(tracked) -> Section:
 
 
 def trial_rows(data: bytes) -> list[dict]:
-    """The rows of a study run's trials.csv, numbers as floats."""
+    """The rows of a study run's trials.csv (:func:`..search.summary.trials_table`), numbers as floats and
+    ``best_set`` as a bool."""
     rows = list(csv.DictReader(io.StringIO(data.decode())))
     for row in rows:
         for key, value in row.items():
-            if key not in ("state", "verdict", "val_accuracies", "reason", "left_race"):
+            if key == "best_set":
+                row[key] = value == "True"
+            elif key not in TEXT_COLUMNS:
                 try:
                     row[key] = float(value)
                 except ValueError:
                     pass
     return rows
+
+
+def dimensions(rows) -> list[str]:
+    """The columns of trials.csv that name a point (lam first)."""
+    return [k for k in GRID_DIMENSIONS if rows and k in rows[0]]
+
+
+def settings(row, dims) -> str:
+    """A point's settings, e.g. "lam = 0.001, n_s_epochs = 2"."""
+    return ", ".join(f"{k} = {row[k]:g}" if isinstance(row[k], float) else f"{k} = {row[k]}" for k in dims)
+
+
+def fine_trials(tracked):
+    """The latest finished fine study run and the rows of its trials.csv, (run, None) without it."""
+    run = tracked.study_run(tracked.sources.fine_study)
+    data = None if run is None else tracked.artifact(run, "trials.csv")
+    return run, None if data is None else trial_rows(data)
 
 
 def lambda_search(tracked, kind: str) -> Section:
@@ -214,20 +233,20 @@ def lambda_search(tracked, kind: str) -> Section:
         section.lack(f"no finished run of the {kind} study {name!r} with its trials.csv", study_command(kind))
         return section
     rows = trial_rows(data)
-    dims = [k for k in rows[0] if k not in TRIAL_COLUMNS] if rows else []
+    dims = dimensions(rows)
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     best = next((r for r in rows if r["verdict"] == "best"), None)
     lams = [r["lam"] for r in complete]
     found = f"{len(lams)} λ from {min(lams):.3g} to {max(lams):.3g}" if lams else "none completed"
     original = ((ORIGINAL_COARSE_LAMBDAS, ORIGINAL_COARSE_FINDING) if kind == "coarse"
                 else (ORIGINAL_FINE_LAMBDAS, f"best λ = {ORIGINAL_FINE_BEST_LAM:g}"))
-    settings = "" if best is None else ", ".join(f"{k} = {best[k]:g}" for k in dims)
     section.add(table(["", f"ours (run {short(run)})", "original report"],
                       [["λ tried", found, original[0]],
-                       ["best", "—" if best is None else f"{settings}: {mean_std_row(best)}", original[1]]],
-                      original_column=2))
+                       ["best", "—" if best is None else f"{settings(best, dims)}: {mean_std_row(best)}",
+                        original[1]]], original_column=2))
     section.add(table(["trial", *dims, "validation accuracy", "Δ vs best [95% CI], points", "p (Holm)", "verdict"],
-                      [[f"{r['trial']:g}", *(f"{r[k]:g}" for k in dims), mean_std_row(r), delta_cell(r),
+                      [[f"{r['trial']:g}", *(f"{r[k]:g}" if isinstance(r[k], float) else r[k] for k in dims),
+                        mean_std_row(r), delta_cell(r),
                         "" if math.isnan(r["p_vs_best"]) else f"{r['p_vs_best']:.3g}", r["verdict"] or r["state"]]
                        for r in rows]))
     names = sorted(n for n in tracked.artifact_names(run) if n.startswith("lambda_search") and n.endswith(".png"))
@@ -277,7 +296,8 @@ def best_parametrisation(tracked) -> Section:
                        ["validation accuracy", pct(m.get("final_val_accuracy")), pct(ORIGINAL_BEST_VAL_ACCURACY)],
                        ["training accuracy", pct(m.get("final_train_accuracy")), "—"]], original_column=2))
     pictures(section, tracked, final, {"learning_curves.png": "cost, loss and accuracy by update step",
-                                       "eta.png": "η per update step", "confusion_test.png": "test confusion matrix"},
+                                       "eta.png": "η per update step",
+                                       "confusion_matrix.png": "test confusion matrix, MLflow's evaluation"},
              study_command("fine"))
     return section
 
@@ -286,94 +306,160 @@ def best_parametrisation(tracked) -> Section:
 
 
 def race(tracked) -> Section:
-    """The rounds of the fine study's race and when each point left it."""
+    """The fine study's race as it recorded it (user attrs ``race_rounds``, ``race_left``, ``race_end``), and its
+    figures on the fine study run."""
     section = Section("race", "The race")
     study = tracked.study(tracked.sources.fine_study)
     if study is None:
         section.lack(f"no fine study {tracked.sources.fine_study!r} in the Optuna storage", study_command("fine"))
         return section
-    rounds, left = study.user_attrs.get(RACE_ROUNDS, {}), study.user_attrs.get(RACE_LEFT, {})
-    if not rounds and not left:
+    end, left, rounds = race_end(study), race_left(study), study.user_attrs.get(RACE_ROUNDS, {})
+    if not end and not rounds:
         section.lack("the fine study did not race (it ran with --no-race)", study_command("fine"))
         return section
+    run, rows = fine_trials(tracked)
+    named = point_names(rows)
+    if end:
+        rule = "KN screening, MCB stop" if end["rule"] == "kn" else "Holm-corrected t-tests"
+        section.add(paragraph(f"Rule: {rule}; δ = {100 * end['delta']:g} accuracy points, α = {end['alpha']:g}. "
+                              f"The race stopped after round {end['round']} at {end['replicates']} replicates: "
+                              f"{end['reason']}. Left in it: {', '.join(named(p) for p in end['points'])}; the "
+                              f"winner is the largest mean among them."))
+    else:
+        section.lack("the race has not ended (the study was interrupted)", study_command("fine"))
     first = study.user_attrs.get("seeds", [])
-    rows = [["1", "every point", f"{len(first)} ({', '.join(map(str, first))})"]]
-    rows += [[r, ", ".join(map(str, d["points"])), f"{len(d['replicates'])} ({', '.join(map(str, d['replicates']))})"]
-             for r, d in sorted(rounds.items(), key=lambda item: int(item[0]))]
-    section.add(paragraph(f"{len(rows)} round(s); a point leaves the race once it is worse than the best."))
-    section.add(table(["round", "points", "new replicates"], rows))
-    section.add(table(["point", "left after round"], [[p, r] for p, r in sorted(left.items(), key=lambda i: int(i[0]))]))
-    run = tracked.study_run(tracked.sources.fine_study)
-    png = None if run is None else tracked.artifact(run, "race.png")
-    if png is not None:
-        section.add(picture(png, f"each point's mean after every round (run {short(run)}, race.png)"))
+    table_rows = [["1", "every point", f"{len(first)} ({', '.join(map(str, first))})"]]
+    table_rows += [[r, ", ".join(named(p) for p in d["points"]),
+                    f"{len(d['replicates'])} ({', '.join(map(str, d['replicates']))})"]
+                   for r, d in sorted(rounds.items(), key=lambda item: int(item[0]))]
+    section.add(table(["round", "points", "new replicates"], table_rows))
+    if left:
+        section.add(table(["point", "left after round"], [[named(p), r] for p, r in sorted(left.items())]))
+    if rounds:  # the figures of a race that went past its first round
+        if run is None:
+            section.lack("no finished fine study run with the race's figures", study_command("fine"))
+        else:
+            pictures(section, tracked, run, RACE_FIGURES, study_command("fine"))
     return section
 
 
+def point_names(rows):
+    """A function naming a point by its settings in the rows of trials.csv (by its number without them)."""
+    dims = dimensions(rows or [])
+    names = {int(r["point"]): settings(r, dims) for r in rows or [] if "point" in r}
+    return lambda point: f"{point} ({names[int(point)]})" if int(point) in names else str(point)
+
+
 def best_set(tracked) -> Section:
-    """The points the best cannot be told from, and each point's probability of being the best."""
+    """The points the best cannot be told from by MCB, and each point's P(best), from the fine study run's
+    trials.csv (:func:`..search.summary.trials_table`)."""
     section = Section("best-set", "The best set and P(best)")
-    study, run = tracked.study(tracked.sources.fine_study), tracked.study_run(tracked.sources.fine_study)
-    attrs = {} if study is None else study.user_attrs
-    members = attrs.get(BEST_SET_ATTR, None if run is None else run.data.tags.get(BEST_SET_ATTR))
-    p_best = attrs.get(P_BEST_ATTR) or ({} if run is None else {
-        key[len(P_BEST_METRIC_PREFIX):]: value for key, value in run.data.metrics.items()
-        if key.startswith(P_BEST_METRIC_PREFIX)})
-    if members is None:
-        section.lack(f"the fine study records no best set (study user attr or study-run tag {BEST_SET_ATTR!r})",
-                     study_command("fine"))
-    else:
-        shown = members if isinstance(members, str) else ", ".join(map(str, members))
-        section.add(paragraph(f"Best set: {shown}."))
-    if not p_best:
-        section.lack(f"the fine study records no P(best) (study user attr {P_BEST_ATTR!r} or study-run metrics "
-                     f"{P_BEST_METRIC_PREFIX}<trial>)", study_command("fine"))
-    else:
-        ranked = sorted(p_best.items(), key=lambda item: -float(item[1]))
-        section.add(table(["trial", "P(best)"], [[k, f"{float(v):.3f}"] for k, v in ranked]))
+    run, rows = fine_trials(tracked)
+    if rows is None:
+        section.lack("no finished run of the fine study with its trials.csv", study_command("fine"))
+        return section
+    rows = [r for r in rows if r["state"] == "COMPLETE"]
+    if not rows or "p_best" not in rows[0]:
+        section.lack(f"the trials.csv of run {short(run)} has no completed point with P(best)", study_command("fine"))
+        return section
+    dims = dimensions(rows)
+    members = [r for r in rows if r["best_set"]]
+    study = tracked.study(tracked.sources.fine_study)
+    level = "" if study is None else f", simultaneous {100 * (1 - study.user_attrs.get('alpha', 0.05)):g}%"
+    section.add(paragraph(f"Run {short(run)}. Best set (MCB{level}): "
+                          + "; ".join(f"trial {r['trial']:g} ({settings(r, dims)})" for r in members)
+                          + ". MCB: interval for the point's mean minus the best other's, in accuracy points; "
+                            "P(best): Bayesian bootstrap over replicates."))
+    ranked = sorted(rows, key=lambda r: (-r["p_best"], r["trial"]))
+    section.add(table(["trial", *dims, "validation accuracy", "MCB [interval], points", "best set", "P(best)"],
+                      [[f"{r['trial']:g}", *(settings(r, [k]).split(" = ")[1] for k in dims), mean_std_row(r),
+                        f"[{100 * r['mcb_low']:+.2f}, {100 * r['mcb_high']:+.2f}]", "yes" if r["best_set"] else "no",
+                        f"{r['p_best']:.3f}"] for r in ranked]))
+    return section
+
+
+def compute(tracked) -> Section:
+    """The network updates each study trained, in full trainings and as a fraction of an exhaustive study (its
+    study run's metrics, :func:`..search.summary.compute_used`)."""
+    section = Section("compute", "The compute spent")
+    table_rows = []
+    for kind, name in (("coarse", tracked.sources.coarse_study), ("fine", tracked.sources.fine_study)):
+        run = tracked.study_run(name)
+        m = {} if run is None else run.data.metrics
+        if not all(key in m for key in COMPUTE_METRICS):
+            section.lack(f"no finished run of the {kind} study {name!r} with its compute metrics", study_command(kind))
+            continue
+        updates, full, fraction = (m[key] for key in COMPUTE_METRICS)
+        table_rows.append([f"{kind} {name!r}", short(run), f"{updates:,.0f}", f"{full:.1f}", f"{100 * fraction:.1f} %"])
+    if table_rows:
+        section.add(table(["study", "run", "network updates", "full trainings", "of an exhaustive study"],
+                          table_rows))
     return section
 
 
 def champion(tracked) -> Section:
-    """The version the alias points to, its tags, and every version of the registered model."""
+    """The version the alias points to, why it holds it, and every version of the registered model."""
     name, alias = tracked.sources.registered_name, tracked.sources.alias
     section = Section("champion", f"The champion: {name}@{alias}")
     version = tracked.champion()
     if version is None:
         section.lack(f"no version of {name} with the alias {alias}", study_command("fine"))
         return section
-    section.add(paragraph(f"Version {version.version}: test accuracy {pct(float(version.tags['test_accuracy']))} "
-                          if "test_accuracy" in version.tags else f"Version {version.version}."))
+    accuracy = _tag_float(version, "test_accuracy")
+    section.add(paragraph(f"Version {version.version}"
+                          + ("" if accuracy is None else f": test accuracy {pct(accuracy)}")
+                          + f"; {version.tags.get(DECISION_TAG, 'no decision recorded')}: "
+                          + f"{version.tags.get(REASON_TAG, '—')}"))
     section.add(table(["tag", "value"], sorted(version.tags.items())))
-    section.add(table(["version", "aliases", "test accuracy", "study", "run"],
-                      [[v.version, ", ".join(v.aliases), pct(float(v.tags["test_accuracy"]))
-                        if "test_accuracy" in v.tags else "—", v.tags.get("study_name", ""),
+    section.add(table(["version", "aliases", "test accuracy", "decision", "compared with", "study", "run"],
+                      [[v.version, ", ".join(v.aliases), pct(_tag_float(v, "test_accuracy")),
+                        v.tags.get(DECISION_TAG, ""), v.tags.get(COMPARED_TAG, ""), v.tags.get("study_name", ""),
                         (v.run_id or "")[:8]] for v in tracked.versions()]))
     return section
 
 
 def comparison(tracked) -> Section:
-    """The champion against the champion before it: test accuracies and McNemar's test, as its tags record."""
+    """The champion against the version it was compared with (the previous champion), and the challenger against
+    the champion of its day: test accuracies, the difference, McNemar's p, the decision, as the version tags and
+    descriptions record them."""
     section = Section("comparison", "The champion against the previous champion")
     version = tracked.champion()
     if version is None:
         section.lack(f"no version of {tracked.sources.registered_name} with the alias {tracked.sources.alias}",
                      study_command("fine"))
         return section
-    previous = version.tags.get(PREVIOUS_CHAMPION_TAG)
-    tests = {k: v for k, v in version.tags.items() if MCNEMAR_WORD in k.lower()}
-    if previous is None and not tests:
-        section.lack(f"the champion version {version.version} has no tag {PREVIOUS_CHAMPION_TAG!r} or "
-                     f"{MCNEMAR_P_TAG!r}", study_command("fine"))
-        return section
-    rows = [[f"champion, version {version.version}", pct(_tag_float(version, "test_accuracy"))]]
-    before = None if previous is None else tracked.version(previous)
-    if before is not None:
-        rows.append([f"previous champion, version {before.version}", pct(_tag_float(before, "test_accuracy"))])
-    section.add(table(["model", "test accuracy"], rows))
-    if tests:
-        section.add(table(["McNemar", "value"], sorted(tests.items())))
+    compared = [(f"champion, version {version.version}", version)]
+    challenger = tracked.version_by_alias(CHALLENGER)
+    if challenger is not None:
+        compared.append((f"challenger, version {challenger.version}", challenger))
+    if COMPARED_TAG not in version.tags:
+        section.lack(f"a champion before version {version.version} to compare it with (its decision: "
+                     f"{version.tags.get(DECISION_TAG, 'none recorded')})", study_command("fine"))
+    rows = []
+    for label, v in compared:
+        if COMPARED_TAG not in v.tags:
+            continue
+        before = tracked.version(v.tags[COMPARED_TAG])
+        difference = _tag_float(v, DIFFERENCE_TAG)
+        rows.append([label, pct(_tag_float(v, "test_accuracy")), f"version {v.tags[COMPARED_TAG]}",
+                     pct(None if before is None else _tag_float(before, "test_accuracy")),
+                     "—" if difference is None else f"{100 * difference:+.2f}", v.tags.get(MCNEMAR_P_TAG, "—"),
+                     v.tags.get(DECISION_TAG, "") + (" (forced)" if v.tags.get(FORCED_TAG) == "true"
+                                                     and "forced" not in v.tags.get(DECISION_TAG, "") else ""),
+                     v.tags.get(REASON_TAG, "")])
+        for text in comparison_paragraphs(v.description):
+            section.add(paragraph(f"{label}: {text}"))
+    if rows:
+        section.add(table(["version", "test accuracy", "compared with", "its test accuracy",
+                           "difference, points", "McNemar p", "decision", "why"], rows))
     return section
+
+
+def comparison_paragraphs(description) -> list[str]:
+    """The paragraphs of a version's description that :mod:`..tracking.challenge` wrote (they open in bold), as
+    plain text."""
+    paragraphs = (description or "").split("\n\n")
+    return [p.replace("**", "").replace("`", "") for p in paragraphs[1:] if p.startswith("**")]
 
 
 def _tag_float(version, key):
@@ -389,4 +475,5 @@ def build(tracked) -> list:
                                      *(experiment(tracked, p) for p in ("sanity", "fig3", "fig4")),
                                      eta_schedule(tracked), lambda_search(tracked, "coarse"),
                                      lambda_search(tracked, "fine"), best_parametrisation(tracked)]),
-            ("What clrsearch adds", [race(tracked), best_set(tracked), champion(tracked), comparison(tracked)])]
+            ("What clrsearch adds", [race(tracked), best_set(tracked), compute(tracked), champion(tracked),
+                                     comparison(tracked)])]

@@ -41,7 +41,7 @@ from optuna.trial import TrialState
 from .. import outages, processes
 from ..config import DEFAULT_STORAGE, WORKER_TIMING
 from ..errors import UsageError, first_line, redact
-from ..files import file_lock, sqlite_path
+from ..files import create_whole, file_lock, missing, sqlite_path
 from . import workers
 
 SCHEMES = ("sqlite", "postgresql")
@@ -159,15 +159,27 @@ def study_lock(url, patience=None):
 
 def open_storage(url, timing=WORKER_TIMING):
     """An RDB storage with heartbeats every ``timing.heartbeat_seconds``, whose trials silent for
-    ``timing.grace_seconds`` get a copy (:func:`_retry`). Call it under study_lock."""
+    ``timing.grace_seconds`` get a copy (:func:`_retry`). Call it under study_lock.
+
+    A missing SQLite file is made whole first: Optuna's tables are created in a file beside it, then renamed
+    into place (:func:`clrsearch.files.create_whole`), so that a process killed meanwhile leaves no storage."""
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    path = sqlite_path(url)
     try:
+        if path is not None and missing(path):
+            create_whole(path, lambda temporary: _built(url, temporary))
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=timing.heartbeat_seconds,
                           grace_period=timing.grace_seconds, heartbeat_stale_trial_callback=_retry)
     except UsageError:
         raise
     except Exception as error:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
         raise UsageError(f"cannot open the storage {redact(url)}: {first_line(error)}") from None
+
+
+def _built(url, temporary):
+    """Optuna's tables in the new SQLite file ``temporary``, opened with the query of ``url``."""
+    query = url.partition("?")[2]
+    RDBStorage(f"sqlite:///{temporary}" + (f"?{query}" if query else "")).engine.dispose()
 
 
 def read_trials(url, name):

@@ -381,11 +381,13 @@ class StudyRunner:
                  f"{100 * members.mean():.2f} ± {100 * members.std():.2f} %, snapshot ensemble "
                  f"{100 * trained.snapshot_accuracy:.2f}%; validation {100 * trained.val_accuracy:.2f}%, "
                  f"train {100 * trained.train_accuracy:.2f}%")
-        self.say(f"registered as models:/{tracking.REGISTERED_NAME}/{version} (alias champion), run {run_id}")
+        settled = tracking.version_settled(version)
+        self.say(f"registered as models:/{tracking.REGISTERED_NAME}/{version} (alias {settled.alias or 'none'}: "
+                 f"{settled.reason}), run {run_id}")
         return {**params, "train_accuracy": trained.train_accuracy, "val_accuracy": trained.val_accuracy,
                 "test_accuracy": trained.test_accuracy, "member_test_accuracies": trained.member_test_accuracies,
                 "snapshot_ensemble_test_accuracy": trained.snapshot_accuracy, "model_version": version,
-                "run_id": run_id}
+                "alias": settled.alias, "alias_reason": settled.reason, "run_id": run_id}
 
     # ------------------------------------------------------------------ before the study
 

@@ -274,11 +274,15 @@ def notes(study, rows, compute, study_cfg):
     return said
 
 
+# The study run's metrics of its compute (decision.Compute's updates, full_equivalents, fraction).
+COMPUTE_METRICS = ("network_updates", "full_training_equivalents", "fraction_of_exhaustive")
+
+
 def study_metrics(rows, compute):
     """The study run's metrics of its decision and compute."""
     best = best_row(rows)
-    return {"network_updates": compute.updates, "full_training_equivalents": compute.full_equivalents,
-            "fraction_of_exhaustive": compute.fraction, "best_set_size": sum(bool(r.get("best_set")) for r in rows),
+    return {**dict(zip(COMPUTE_METRICS, (compute.updates, compute.full_equivalents, compute.fraction))),
+            "best_set_size": sum(bool(r.get("best_set")) for r in rows),
             "p_best_of_winner": best["p_best"] if best is not None and "p_best" in best else None}
 
 

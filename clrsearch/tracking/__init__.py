@@ -14,7 +14,8 @@
 from ..confusion import confusion_report
 from .datasets import DataInputs, SetInput, describe_block, describe_splits
 from .recovery import end_dead_runs, logged_trials
-from .registry import ALIAS, REGISTERED_NAME, FinalModel, aliased_version, log_final_model, run_metrics
+from .registry import (ALIAS, REGISTERED_NAME, FinalModel, aliased_version, log_final_model, run_metrics,
+                       version_settled)
 from .runs import SeedRecord, StudyRun, TrialRecord, child_runs, latest_study_run, log_range_test
 from .single import ExperimentRun, log_experiment_run, log_gradient_check
 from .store import EXPERIMENT, check_store, delete_experiment, find_experiment_id, git_commit, source_tags
@@ -25,4 +26,4 @@ __all__ = ["ALIAS", "DIGEST_TAG", "EXPERIMENT", "REGISTERED_NAME", "DataInputs",
            "child_runs", "confusion_report", "delete_experiment", "describe_block", "describe_splits",
            "end_dead_runs", "find_experiment_id", "git_commit", "latest_study_run", "load_verified",
            "log_experiment_run", "log_final_model", "log_gradient_check", "log_range_test", "logged_trials",
-           "run_metrics", "source_tags", "verify_model"]
+           "run_metrics", "source_tags", "verify_model", "version_settled"]

@@ -22,7 +22,8 @@ it gets the alias ``challenger``. ``promote`` (``python -m clrsearch.fine
 tag ``forced_promotion`` and description record it. The first version of a
 registered model becomes champion. Each decision is written into both
 versions' descriptions (accuracies, difference and interval, b, c, p) and
-into the new version's tags ``champion_decision``, ``compared_with_version``,
+into the new version's tags ``champion_decision`` (the alias it got, see
+:func:`settle`), ``champion_reason`` (why, one line), ``compared_with_version``,
 ``mcnemar_p``, ``accuracy_difference``.
 """
 from __future__ import annotations
@@ -38,6 +39,9 @@ from ..errors import UsageError
 from .verify import load_verified
 
 CHALLENGER = "challenger"
+# The new version's tags (see the module docstring).
+DECISION_TAG, REASON_TAG, FORCED_TAG = "champion_decision", "champion_reason", "forced_promotion"
+COMPARED_TAG, MCNEMAR_P_TAG, DIFFERENCE_TAG = "compared_with_version", "mcnemar_p", "accuracy_difference"
 ALPHA = 0.05  # level of the McNemar test
 CONFIDENCE = 0.95  # of the interval of the accuracy difference
 
@@ -119,7 +123,8 @@ def settle(client, name: str, version: str, test: TestImages, alias: str, promot
     current = _aliased(client, name, alias)
     if current is None or current == version:
         client.set_registered_model_alias(name, alias, version)
-        client.set_model_version_tag(name, version, "champion_decision", f"{alias} (first version)")
+        _tag(client, name, version, {DECISION_TAG: f"{alias} (first version)",
+                                     REASON_TAG: f"the first version of {name}, nothing to compare with"})
         return alias
     if test.rows is None:
         raise ValueError("comparing a version with the champion needs the raw test rows (FinalModel.test_rows)")
@@ -134,18 +139,32 @@ def settle(client, name: str, version: str, test: TestImages, alias: str, promot
     winner = alias if wins or promote else CHALLENGER
     client.set_registered_model_alias(name, winner, version)
     decision = alias if wins else f"{alias} (forced)" if promote else CHALLENGER
-    tags = {"champion_decision": decision, "compared_with_version": current, "mcnemar_p": f"{comparison.p_value:.4g}",
-            "accuracy_difference": f"{comparison.difference:+.4f}"}
-    if promote and not wins:
-        tags["forced_promotion"] = "true"
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
     verdict = _verdict(comparison, current, version, alias, promote)
+    tags = {DECISION_TAG: decision, REASON_TAG: verdict.replace("`", ""), COMPARED_TAG: current,
+            MCNEMAR_P_TAG: f"{comparison.p_value:.4g}", DIFFERENCE_TAG: f"{comparison.difference:+.4f}"}
+    if promote and not wins:
+        tags[FORCED_TAG] = "true"
+    _tag(client, name, version, tags)
     _append(client, name, version, f"**Against the {alias}, version {current}**: "
                                     f"{describe(comparison, version, current)} {verdict}")
     _append(client, name, current, f"**Challenged by version {version}**: "
                                    f"{describe(comparison, version, current)} {verdict}")
     return winner
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What :func:`settle` made of a version: the aliases it holds (``champion``, ``challenger``; "" for none, once
+    another version took its alias) and why, in one line (its tag ``champion_reason``)."""
+
+    alias: str
+    reason: str
+
+
+def settled(client, name: str, version: str) -> Settled:
+    """The alias and the reason :func:`settle` gave ``version`` of ``name``, as the registry holds them."""
+    found = client.get_model_version(name, version)
+    return Settled(", ".join(sorted(found.aliases)), found.tags.get(REASON_TAG, ""))
 
 
 def describe(comparison: Comparison, version: str, champion: str) -> str:
@@ -177,19 +196,26 @@ def _unverified_champion(client, name, versions, alias, promote, error) -> str:
     current, version = versions
     if promote:
         client.set_registered_model_alias(name, alias, version)
-        for key, value in {"champion_decision": f"{alias} (forced)", "forced_promotion": "true",
-                           "compared_with_version": current}.items():
-            client.set_model_version_tag(name, version, key, value)
+        _tag(client, name, version, {
+            DECISION_TAG: f"{alias} (forced)", FORCED_TAG: "true", COMPARED_TAG: current,
+            REASON_TAG: f"promotion forced with --promote, not compared with the {alias}, version {current}, whose "
+                        f"files fail verification"})
         _append(client, name, version, f"**Promotion forced with --promote**: not compared with the {alias}, "
                                        f"version {current}, whose files fail verification ({error}).")
         return alias
     client.set_registered_model_alias(name, CHALLENGER, version)
-    client.set_model_version_tag(name, version, "champion_decision", CHALLENGER)
+    _tag(client, name, version, {DECISION_TAG: CHALLENGER, COMPARED_TAG: current,
+                                 REASON_TAG: f"not compared: the {alias}, version {current}, fails verification"})
     _append(client, name, version, f"**Not compared**: the {alias}, version {current}, fails verification "
                                    f"({error}); version {version} is `{CHALLENGER}`.")
     raise UsageError(f"version {version} of {name} is registered as {CHALLENGER}: it could not be compared with "
                      f"the {alias}, version {current}, whose files fail verification ({error}); check the store, "
                      f"or make version {version} the {alias} with --promote") from error
+
+
+def _tag(client, name, version, tags: dict):
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
 
 
 def _aliased(client, name, alias) -> str | None:

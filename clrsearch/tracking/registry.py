@@ -45,7 +45,7 @@ from .client import create_run, ended, log_batch, now_ms, to_ms
 from .datasets import TESTING, TRAINING, VALIDATION, DataInputs, log_inputs
 from .pyfunc import WEIGHTS_ARTIFACT, Classifier, signature, write_model_code
 from .store import EXPERIMENT, experiment_id, git_commit
-from .challenge import TestImages, settle
+from .challenge import Settled, TestImages, settle, settled
 from .verify import DIGEST_TAG, digest_tag, load_verified
 
 REGISTERED_NAME = "clrsearch-cifar10"
@@ -300,6 +300,11 @@ def aliased_version(name: str = REGISTERED_NAME, alias: str = ALIAS,
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
+
+
+def version_settled(version: str, name: str = REGISTERED_NAME, client: MlflowClient | None = None) -> Settled:
+    """The alias ``version`` of ``name`` got against the champion, and why (:func:`.challenge.settled`)."""
+    return settled(client or MlflowClient(), name, version)
 
 
 def run_metrics(run_id: str | None) -> dict:
