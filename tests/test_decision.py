@@ -3,6 +3,7 @@ P(best), checked against values worked out by hand from the formulas, not agains
 
 import math
 
+import numpy as np
 import pytest
 
 from clrsearch.config import StudyConfig
@@ -105,6 +106,24 @@ def test_p_best_is_seeded_and_splits_a_close_race():
     data = {"a": {0: 0.50, 1: 0.53, 2: 0.51}, "b": {0: 0.52, 1: 0.50, 2: 0.515}}
     first = decision.p_best(data)
     assert first == decision.p_best(data) and 0.0 < first["a"] < 1.0 and sum(first.values()) == pytest.approx(1.0)
+
+
+def test_p_best_compares_points_on_the_blocks_both_have():
+    # blocks 3..6 are harder folds: "early" left the race after blocks 0..2, where "late" beat it every time;
+    # over each point's own blocks "early" has the larger mean (74.5 against 68.6), on the common ones it loses
+    early = {0: 0.695, 1: 0.805, 2: 0.72}
+    late = {0: 0.70, 1: 0.81, 2: 0.725, 3: 0.64, 4: 0.64, 5: 0.685, 6: 0.595}
+    assert decision.p_best({"early": early, "late": late}) == {"early": 0.0, "late": 1.0}
+
+
+def test_p_best_on_equal_blocks_is_the_largest_weighted_mean():
+    # the same draws by hand: the point with the largest Dirichlet-weighted mean wins each one
+    data = {"a": {0: 0.50, 1: 0.53, 2: 0.51}, "b": {0: 0.52, 1: 0.50, 2: 0.515}, "c": {0: 0.51, 1: 0.515, 2: 0.52}}
+    weights = np.random.default_rng(decision.P_BEST_SEED).dirichlet(np.ones(3), size=decision.P_BEST_DRAWS)
+    means = weights @ np.array([[data[p][r] for p in "abc"] for r in range(3)])  # (D, 3)
+    expected = np.bincount(means.argmax(axis=1), minlength=3) / decision.P_BEST_DRAWS
+    chances = decision.p_best(data)
+    assert [chances[p] for p in "abc"] == pytest.approx(list(expected))
 
 
 def test_compute_used():

@@ -172,10 +172,16 @@ def largest_mean(accuracies):
 def p_best(accuracies, draws=P_BEST_DRAWS, seed=P_BEST_SEED):
     """Each point's probability of being the best under a Bayesian bootstrap over whole blocks.
 
-    A draw gives the blocks (replicate ids) Dirichlet(1, ..., 1) weights; a
-    point's mean is its weighted mean over the replicates it has, the weights
-    renormalised over them; the points tied with the largest mean of a draw
-    share it equally. ``numpy.random.default_rng(seed)``.
+    A draw gives the blocks (replicate ids) Dirichlet(1, ..., 1) weights. Two
+    points are compared, as the race compares them, on the blocks both have:
+    i beats j when the weighted mean of X_i - X_j over those blocks (the
+    weights renormalised over them) is > 0, and a difference of exactly 0 is
+    half a win. The best of a draw is the point with the most wins (every
+    other point beaten, when one does), the points tied for most sharing it.
+    Comparing on common blocks matters in a race: blocks differ in difficulty
+    (their validation folds), and a point that left early has only the first
+    blocks. With every point on the same blocks this is the point with the
+    largest weighted mean. ``numpy.random.default_rng(seed)``.
 
     Returns
     -------
@@ -192,8 +198,18 @@ def p_best(accuracies, draws=P_BEST_DRAWS, seed=P_BEST_SEED):
         for b, a in accuracies[p].items():
             values[i, index[b]], has[i, index[b]] = a, 1.0
     weights = np.random.default_rng(seed).dirichlet(np.ones(len(blocks)), size=draws)  # (D, B)
-    means = (weights @ (values * has).T) / (weights @ has.T)  # (D, P)
-    top = np.isclose(means, means.max(axis=1, keepdims=True), rtol=0.0, atol=1e-12)  # (D, P)
+    wins = np.zeros((draws, len(points)))  # (D, P)
+    for i in range(len(points)):
+        for j in range(i + 1, len(points)):
+            common = has[i] * has[j]  # (B,)
+            if not common.any():
+                wins[:, [i, j]] += 0.5
+                continue
+            diff = (weights @ ((values[i] - values[j]) * common)) / (weights @ common)  # (D,)
+            diff[np.isclose(diff, 0.0, rtol=0.0, atol=1e-12)] = 0.0
+            wins[:, i] += (diff > 0) + 0.5 * (diff == 0)
+            wins[:, j] += (diff < 0) + 0.5 * (diff == 0)
+    top = wins == wins.max(axis=1, keepdims=True)  # (D, P)
     share = (top / top.sum(axis=1, keepdims=True)).mean(axis=0)  # (P,)
     return {p: float(s) for p, s in zip(points, share)}
 
