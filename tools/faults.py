@@ -5,6 +5,7 @@
     python tools/faults.py --data-dir /tmp/cifar --pruning --kills 8 [--seed 0]
     python tools/faults.py --data-dir /tmp/cifar --fresh-kills 50 [--seed 0]
     python tools/faults.py --data-dir /tmp/cifar --outages 2 [--down-seconds 10]
+    python tools/faults.py --data-dir /tmp/cifar --namespaces 8 [--seed 0]
 
 1. A reference study runs once, uninterrupted.
 2. The same study, under other names, is started again and again; each start
@@ -74,6 +75,17 @@ that is filled up mid-study: one line naming the folder, then the same
 command, once space is freed, finishes the study. Each counts commands that
 could not resume, trials lost, duplicated, trained again (within the bound)
 and left RUNNING, and MLflow runs left RUNNING.
+
+With ``--namespaces N`` the coarse study runs on two workers, each pid 1 of
+UTS, PID and mount namespaces of its own (``unshare``, root only: skipped
+with one line otherwise) of one hostname, sharing loopback and the work
+folder (SQLite storage, MLflow store); N times one of them is SIGKILLed,
+namespace and all, at a random moment after a trial of it is seen running
+(``NamespaceSettings``), the other must finish the study, and the same
+command once more must end normally. Each counts workers and commands that
+did not end normally, trials lost, trained twice, left RUNNING, without
+their MLflow run, MLflow runs left RUNNING, and live trials taken over by
+the other namespace (:func:`taken_over`).
 
 Everything runs in a temporary folder (``--workdir`` to keep it), on small
 settings of the real protocol (``batch1`` split, ``n_train`` 2000, 2 seeds,
