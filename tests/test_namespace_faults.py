@@ -96,10 +96,11 @@ def test_a_worker_killed_namespace_and_all_loses_nothing_and_takes_nothing_from_
     said = []
     figures = faults.namespaces(tiny_data, tmp_path, 2, 0, said.append, settings)
     assert all(figures[key] == 0 for key in faults.NAMESPACE_PROBLEMS), (figures, said)
-    assert figures["kills"] == 2 and figures["rounds"] >= 2 and figures["slots"] == 4 * figures["rounds"]
-    assert sum(line.startswith(f"namespaces-{k}: killed namespace") for k in (1, 2) for line in said) == 2
+    assert figures["rounds"] == 2 and figures["slots"] == 8
+    assert figures["kills"] == sum(line.startswith(f"namespaces-{k}: killed namespace") for k in (1, 2)
+                                   for line in said) >= 1
     failed = 0
-    for k in range(1, figures["rounds"] + 1):  # read back independently: one complete trial a slot
+    for k in (1, 2):  # read back independently: one complete trial a slot
         study = optuna.load_study(study_name=f"namespaces-{k}", storage=f"sqlite:///{tmp_path}/studies.db")
         trials = study.get_trials()
         complete = [t for t in trials if t.state == TrialState.COMPLETE]

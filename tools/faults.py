@@ -81,8 +81,8 @@ UTS, PID and mount namespaces of its own (``unshare``, root only: skipped
 with one line otherwise) of one hostname, sharing loopback and the work
 folder (SQLite storage, MLflow store); N times one of them is SIGKILLed,
 namespace and all, at a random moment after a trial of it is seen running
-(``NamespaceSettings``), the other must finish the study, and the same
-command once more must end normally. Each counts workers and commands that
+(``NamespaceSettings``; no kill when it ends first), the other must finish
+the study, and the same command once more must end normally. Each counts workers and commands that
 did not end normally, trials lost, trained twice, left RUNNING, without
 their MLflow run, MLflow runs left RUNNING, and live trials taken over by
 the other namespace (:func:`taken_over`).
@@ -1129,7 +1129,6 @@ class NamespaceSettings:
     start_offset: float = 1.0
     kill_delay: float = 2.0  # seconds, largest random wait after a trial of the victim is seen running
     timeout: float = 900.0  # seconds a command may run before it counts as hung
-    max_rounds_per_kill: int = 5  # rounds without a kill (the victim ended first) tolerated per kill asked
 
 
 NAMESPACES = NamespaceSettings()
@@ -1294,21 +1293,18 @@ def worker_label(frozen):
     return f"{host}:{pid}@{table.rsplit('.', 1)[-1]}"
 
 
-def namespaces(data_dir, workdir, kills, seed, say, settings=NAMESPACES):
-    """Run the coarse study of ``settings`` on two workers in PID namespaces of one hostname, sharing the work
-    folder (SQLite storage and MLflow store) and loopback, and SIGKILL one of them, namespace and all, while a
-    trial of it runs, until ``kills`` kills have landed; returns the figures (``NAMESPACE_KEYS``). Needs
-    :func:`namespaces_refused` to say None."""
+def namespaces(data_dir, workdir, rounds, seed, say, settings=NAMESPACES):
+    """Run the coarse study of ``settings`` ``rounds`` times on two workers in PID namespaces of one hostname,
+    sharing the work folder (SQLite storage and MLflow store) and loopback, and SIGKILL one of them, namespace
+    and all, while a trial of it runs (a round whose victim ended first has no kill); returns the figures
+    (``NAMESPACE_KEYS``). Needs :func:`namespaces_refused` to say None."""
     rng = random.Random(seed)
     starts = NamespaceStarts("coarse", settings.toml, workdir, data_dir, None, say)
     starts.hostname = settings.hostname
     figures = dict.fromkeys(NAMESPACE_KEYS, 0)
-    while figures["kills"] < kills:
-        if figures["rounds"] >= settings.max_rounds_per_kill * kills:
-            raise RuntimeError(f"{figures['rounds']} rounds landed {figures['kills']} kills: the victim ends before "
-                               "a trial of it is seen running; give NamespaceSettings.toml a longer study")
+    for k in range(1, rounds + 1):
         figures["rounds"] += 1
-        namespace_round(starts, f"namespaces-{figures['rounds']}", rng, settings, figures)
+        namespace_round(starts, f"namespaces-{k}", rng, settings, figures)
     figures["MLflow runs left RUNNING"] = running_runs(workdir)
     return figures
 
@@ -1424,8 +1420,8 @@ def main(argv=None):
                              "server N times each mid-study within --outage-seconds, once more past it, and fill "
                              "its disk once (a tmpfs, as root)")
     parser.add_argument("--namespaces", type=positive_int, default=None, metavar="N",
-                        help="instead of kills: run a coarse study on two workers in PID namespaces of one "
-                             "hostname and SIGKILL one of them, namespace and all, N times (root only)")
+                        help="instead of kills: N times, run a coarse study on two workers in PID namespaces of "
+                             "one hostname and SIGKILL one of them, namespace and all, mid-trial (root only)")
     parser.add_argument("--down-seconds", type=positive_float, default=SETTINGS.down_seconds,
                         help=f"how long each outage of --outages lasts (default {SETTINGS.down_seconds:g} s)")
     parser.add_argument("--seed", type=non_negative_int, default=SETTINGS.seed,
