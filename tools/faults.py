@@ -5,6 +5,7 @@
     python tools/faults.py --data-dir /tmp/cifar --pruning --kills 8 [--seed 0]
     python tools/faults.py --data-dir /tmp/cifar --fresh-kills 50 [--seed 0]
     python tools/faults.py --data-dir /tmp/cifar --outages 2 [--down-seconds 10]
+    python tools/faults.py --data-dir /tmp/cifar --namespaces 8 [--seed 0]
 
 1. A reference study runs once, uninterrupted.
 2. The same study, under other names, is started again and again; each start
@@ -74,6 +75,17 @@ that is filled up mid-study: one line naming the folder, then the same
 command, once space is freed, finishes the study. Each counts commands that
 could not resume, trials lost, duplicated, trained again (within the bound)
 and left RUNNING, and MLflow runs left RUNNING.
+
+With ``--namespaces N`` the coarse study runs on two workers, each pid 1 of
+UTS, PID and mount namespaces of its own (``unshare``, root only: skipped
+with one line otherwise) of one hostname, sharing loopback and the work
+folder (SQLite storage, MLflow store); N times one of them is SIGKILLed,
+namespace and all, at a random moment after a trial of it is seen running
+(``NamespaceSettings``; no kill when it ends first), the other must finish
+the study, and the same command once more must end normally. Each counts workers and commands that
+did not end normally, trials lost, trained twice, left RUNNING, without
+their MLflow run, MLflow runs left RUNNING, and live trials taken over by
+the other namespace (:func:`taken_over`).
 
 Everything runs in a temporary folder (``--workdir`` to keep it), on small
 settings of the real protocol (``batch1`` split, ``n_train`` 2000, 2 seeds,
@@ -1103,6 +1115,221 @@ def outage_report(figures, seconds):
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- two PID namespaces of one hostname
+
+
+@dataclass(frozen=True)
+class NamespaceSettings:
+    """The two workers of ``--namespaces``: their study, their one hostname, and when one of them is killed."""
+
+    toml: str = FaultSettings.study_toml  # the study definition (TOML) both workers run
+    hostname: str = "clrsearch-same-host"  # the hostname of every namespace (`hostname` in its UTS namespace)
+    # seconds, largest random wait between the two starts: pid 1 of either namespace then started at another
+    # clock tick, so that a worker judged by host, pid and start time alone would take the other's for dead
+    start_offset: float = 1.0
+    kill_delay: float = 2.0  # seconds, largest random wait after a trial of the victim is seen running
+    timeout: float = 900.0  # seconds a command may run before it counts as hung
+
+
+NAMESPACES = NamespaceSettings()
+UNSHARE = ("unshare", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child")
+NAMESPACE_KEYS = ("rounds", "kills", "slots", "surviving workers that did not end normally",
+                  "commands that cannot resume", "trials lost", "trials trained twice", "trials left RUNNING",
+                  "finished trials without their MLflow run", "MLflow runs left RUNNING",
+                  "live trials taken over by the other namespace", "trials lost with their worker and trained again",
+                  "trials given back on Ctrl-C and trained again")
+NAMESPACE_PROBLEMS = NAMESPACE_KEYS[3:11]  # the counts that must be 0
+
+
+def in_namespace(argv, hostname):
+    """``argv`` run as pid 1 of new UTS, PID and mount (a /proc of its own) namespaces, named ``hostname``."""
+    return [*UNSHARE, "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *argv]
+
+
+def namespaces_refused(hostname):
+    """None when this process may start a command in namespaces of its own (root); else why not, in one line."""
+    try:
+        done = subprocess.run(in_namespace(["true"], hostname), capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return str(error)
+    lines = done.stderr.strip().splitlines()
+    return None if done.returncode == 0 else (lines[-1] if lines else f"exit status {done.returncode}")
+
+
+class NamespaceStarts(Starts):
+    """:class:`Starts` whose every start is the command in namespaces of its own, of the hostname ``hostname``;
+    all of them share the work folder and loopback."""
+
+    hostname = NAMESPACES.hostname
+
+    def start(self, name, workers=1):
+        argv = ["--config", self.config.name, "--data-dir", str(self.data_dir), "--storage", self.storage,
+                "--study-name", name, "--quiet"]
+        command = [sys.executable, "-m", f"clrsearch.{self.command}", *argv]
+        return subprocess.Popen(in_namespace(command, self.hostname), cwd=self.workdir, env=self.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def namespace_table(process):
+    """The process table (as :func:`clrsearch.processes.process_table` names it) of the namespace ``process``
+    (an ``unshare``) made, once its child runs; None if it ended first."""
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    while process.poll() is None:
+        for child in children(process.pid):
+            with contextlib.suppress(OSError):
+                return f"{boot}.{os.stat(f'/proc/{child}/ns/pid').st_ino}"
+        time.sleep(0.01)
+    return None
+
+
+def worker_table(frozen):
+    """The process table in a trial's worker name (``host:pid:start:table``), or None."""
+    parts = str(frozen.system_attrs.get(queue.WORKER_ATTR)).split(":", 3)
+    return parts[3] if len(parts) == 4 else None
+
+
+def wait_namespace_running(process, table, storage, name):
+    """Wait until a trial of the namespace of process table ``table`` runs in study ``name``; returns whether one
+    did before ``process`` ended."""
+    while process.poll() is None:
+        if any(t.state.name == "RUNNING" and worker_table(t) == table for t in queue.read_trials(storage, name)):
+            return True
+        time.sleep(SETTINGS.poll_seconds)
+    return False
+
+
+def kill_namespace(process):
+    """SIGKILL the namespace's pid 1 (the kernel kills every process in it) and its ``unshare``."""
+    for child in children(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+
+
+def finish(process, timeout):
+    """Wait for ``process`` to end (killed, namespace and all, after ``timeout`` seconds); returns its exit status
+    and the last line of its stderr."""
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_namespace(process)
+        _, err = process.communicate()
+        err += f"\nstill running after {timeout:g} s"
+    lines = err.strip().splitlines()
+    return exit_status(process.returncode), (lines[-1] if lines else "")
+
+
+def taken_over(trials, victim, killed_at):
+    """Numbers of the trials failed as lost while their worker ran: a trial failed for no reason of its own and
+    not given back, of any namespace but the killed one (process table ``victim``), or of the killed one before
+    it was killed (``killed_at``, seconds since the epoch; None: it was not); and every trial a worker said it
+    ran until another took it over (:data:`clrsearch.search.queue.SPARED`)."""
+    found = {number for t in trials for number in t.user_attrs.get(queue.SPARED, ())}
+    for t in trials:
+        reason = t.user_attrs.get("reason")
+        if t.state.name != "FAIL" or queue.is_final(t) or not (reason is None or reason.startswith("worker ")):
+            continue
+        table = worker_table(t)
+        mine = table is None or table == victim
+        if not mine or killed_at is None or t.datetime_complete.timestamp() < killed_at:
+            found.add(t.number)
+    return found
+
+
+def namespace_round(starts, name, rng, settings, figures):
+    """Start study ``name`` in two namespaces of one hostname, kill one of them while a trial of it runs, let
+    the other finish, run the same command once more, and add what it lost to ``figures``."""
+    pair = [starts.start(name)]
+    try:
+        time.sleep(rng.uniform(0, settings.start_offset))
+        pair.append(starts.start(name))
+        tables = [namespace_table(p) for p in pair]
+        victim, killed_at = rng.randrange(2), None
+        if wait_namespace_running(pair[victim], tables[victim], starts.storage, name):
+            time.sleep(rng.uniform(0, settings.kill_delay))
+            if pair[victim].poll() is None:
+                killed_at = time.time()
+                kill_namespace(pair[victim])
+                figures["kills"] += 1
+        survivor, said = finish(pair[1 - victim], settings.timeout)
+    finally:
+        for process in pair:
+            if process.poll() is None:
+                kill_namespace(process)
+            if not process.stderr.closed:
+                process.communicate()
+    resumed, error = finish(starts.start(name), settings.timeout)
+    figures["surviving workers that did not end normally"] += survivor != 0
+    figures["commands that cannot resume"] += resumed != 0
+    workers = check_namespace_round(starts, name, (tables[victim], killed_at), settings, figures)
+    starts.say(f"{name}: {'killed' if killed_at else 'no kill in'} namespace {victim} of {workers}; survivor exit "
+               f"{survivor}{': ' + said if survivor else ''}; same command again: exit {resumed}"
+               f"{': ' + error if resumed else ''}")
+
+
+def check_namespace_round(starts, name, killed, settings, figures):
+    """Add to ``figures`` what study ``name`` lost: slots without a result or with more than one, trials left
+    RUNNING, finished trials without their MLflow run, live trials taken over (``killed``: the process table
+    of the killed namespace and when it was killed, see :func:`taken_over`), trials trained again; returns its
+    workers as people read them."""
+    trials = queue.read_trials(starts.storage, name)
+    results, numbers, failed = slot_results(starts.storage, name)
+    n_slots = tomllib.loads(settings.toml)["study"]["n_trials"]
+    figures["slots"] += n_slots
+    for slot in range(n_slots):
+        figures["trials lost"] += not results.get(slot)
+        figures["trials trained twice"] += max(0, len(results.get(slot, [])) - 1)
+    figures["trials left RUNNING"] += sum(t.state.name == "RUNNING" for t in trials)
+    figures["finished trials without their MLflow run"] += len(numbers - logged_trials(starts.workdir, name))
+    figures["live trials taken over by the other namespace"] += len(taken_over(trials, *killed))
+    count_retrained(figures, failed)
+    return sorted({worker_label(t) for t in trials if worker_table(t) is not None})
+
+
+def worker_label(frozen):
+    """``host:pid@table`` of a trial's worker: the name as people read it, and which process table."""
+    host, pid, _, table = str(frozen.system_attrs.get(queue.WORKER_ATTR)).split(":", 3)
+    return f"{host}:{pid}@{table.rsplit('.', 1)[-1]}"
+
+
+def namespaces(data_dir, workdir, rounds, seed, say, settings=NAMESPACES):
+    """Run the coarse study of ``settings`` ``rounds`` times on two workers in PID namespaces of one hostname,
+    sharing the work folder (SQLite storage and MLflow store) and loopback, and SIGKILL one of them, namespace
+    and all, while a trial of it runs (a round whose victim ended first has no kill); returns the figures
+    (``NAMESPACE_KEYS``). Needs :func:`namespaces_refused` to say None."""
+    rng = random.Random(seed)
+    starts = NamespaceStarts("coarse", settings.toml, workdir, data_dir, None, say)
+    starts.hostname = settings.hostname
+    figures = dict.fromkeys(NAMESPACE_KEYS, 0)
+    for k in range(1, rounds + 1):
+        figures["rounds"] += 1
+        namespace_round(starts, f"namespaces-{k}", rng, settings, figures)
+    figures["MLflow runs left RUNNING"] = running_runs(workdir)
+    return figures
+
+
+def namespace_main(args, data_dir, say, started):
+    """``--namespaces N``: the report of :func:`namespaces`; status 1 when a count that must be 0 is not, 0 with
+    one line when namespaces cannot be made here."""
+    refused = namespaces_refused(NAMESPACES.hostname)
+    if refused is not None:
+        line = f"namespaces: skipped, this process cannot start a command in namespaces of its own ({refused})"
+        print(json.dumps({"skipped": line}) if args.json else line)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="clrsearch-namespaces-") as tmp:
+        workdir = Path(args.workdir or tmp).absolute() / "namespaces"
+        workdir.mkdir(parents=True, exist_ok=True)
+        figures = namespaces(data_dir, workdir, args.namespaces, args.seed, say)
+    seconds = time.perf_counter() - started
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        lines = ["| what | count |", "|---|---|"] + [f"| {key} | {figures[key]} |" for key in NAMESPACE_KEYS]
+        print("\n".join([*lines, "", f"{seconds:.0f} s in all, {seconds / figures['rounds']:.0f} s a round."]))
+    return 0 if all(figures[key] == 0 for key in NAMESPACE_PROBLEMS) else 1
+
+
 # ----------------------------------------------------------------------------- the report
 
 COARSE_KEYS = ("kills", "starts", "studies", "slots", "trials lost with their worker and trained again",
@@ -1192,6 +1419,9 @@ def main(argv=None):
                         help="instead of kills: restart the study's PostgreSQL server and its MLflow tracking "
                              "server N times each mid-study within --outage-seconds, once more past it, and fill "
                              "its disk once (a tmpfs, as root)")
+    parser.add_argument("--namespaces", type=positive_int, default=None, metavar="N",
+                        help="instead of kills: N times, run a coarse study on two workers in PID namespaces of "
+                             "one hostname and SIGKILL one of them, namespace and all, mid-trial (root only)")
     parser.add_argument("--down-seconds", type=positive_float, default=SETTINGS.down_seconds,
                         help=f"how long each outage of --outages lasts (default {SETTINGS.down_seconds:g} s)")
     parser.add_argument("--seed", type=non_negative_int, default=SETTINGS.seed,
@@ -1202,6 +1432,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.race and args.pruning:
         parser.error("--race and --pruning kill different studies: give one of them")
+    others = args.race or args.pruning or args.storage or args.fresh_kills or args.outages is not None
+    if args.namespaces and others:
+        parser.error("--namespaces runs a coarse study of its own on SQLite: give it without the other studies "
+                     "and --storage")
     if args.fresh_kills:
         if args.race or args.pruning or args.storage:
             parser.error("--fresh-kills kills coarse commands on fresh SQLite stores: give it without --race, "
@@ -1212,6 +1446,8 @@ def main(argv=None):
     started = time.perf_counter()
     if args.outages is not None:
         return outage_main(args, data_dir, say, started)
+    if args.namespaces:
+        return namespace_main(args, data_dir, say, started)
     with tempfile.TemporaryDirectory(prefix="clrsearch-faults-") as tmp:
         workdir = Path(args.workdir or tmp).absolute()
         workdir.mkdir(parents=True, exist_ok=True)
