@@ -87,18 +87,23 @@ def sigterm_as_interrupt():
 
 
 @contextlib.contextmanager
-def no_interrupt():
-    """Ignore Ctrl-C and SIGTERM within the block (the main thread only), e.g. while giving trials back."""
+def _stops_handled_by(handler):
+    """Ctrl-C and SIGTERM go to ``handler`` within the block (the main thread only; elsewhere nothing changes)."""
     try:
-        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:
         yield
         return
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        for s, before in previous.items():
+            signal.signal(s, before)
+
+
+def no_interrupt():
+    """Ignore Ctrl-C and SIGTERM within the block (the main thread only), e.g. while giving trials back."""
+    return _stops_handled_by(signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -107,15 +112,8 @@ def deferred_interrupt():
     the handlers from before the block then receive them, so that what the block took is in hand when they run."""
     received = []
     try:
-        previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
-                    for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:
-        yield
-        return
-    try:
-        yield
+        with _stops_handled_by(lambda signum, frame: received.append(signum)):
+            yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         for s in dict.fromkeys(received):
             signal.raise_signal(s)
