@@ -27,3 +27,20 @@ def test_no_private_optuna_or_mlflow_attribute_in_the_package():
     found = {str(path.relative_to(PACKAGE)): uses for path in sorted(PACKAGE.rglob("*.py"))
              if (uses := private_uses(path.read_text()))}
     assert found == {}
+
+
+ANY_PRIVATE = re.compile(r"(?<![\w.])(?!self\b|cls\b)\w+(\(\))?\._[a-z]\w*")  # obj._name, obj()._name; not self
+
+
+def code_uses_private(line):
+    """Whether ``line``, its string literals left out, reads a private attribute of an object other than self."""
+    return ANY_PRIVATE.search(re.sub(r"\"[^\"]*\"|'[^']*'", "", line)) is not None
+
+
+def test_no_private_attribute_of_any_object_but_its_own():
+    assert ANY_PRIVATE.search("source_type=source._get_source_type()")
+    assert code_uses_private('x = f()._resolve()') and not code_uses_private('names = ("numpy._core.x", "y")')
+    assert not ANY_PRIVATE.search("self._drawer.submit(x)") and not ANY_PRIVATE.search("cls._cache")
+    found = [f"{path.relative_to(PACKAGE.parent)}: {line.strip()}" for path in sorted(PACKAGE.rglob("*.py"))
+             for line in path.read_text().splitlines() if code_uses_private(line)]
+    assert found == []

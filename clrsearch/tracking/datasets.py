@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from mlflow.data.schema import TensorDatasetSchema
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.types import Schema, TensorSpec
@@ -69,9 +70,9 @@ class SetInput:
         schema = TensorDatasetSchema(features=Schema([TensorSpec(np.dtype(np.uint8), (-1, D), "image")]),
                                      targets=Schema([TensorSpec(np.dtype(np.int64), (-1,), "label")]))
         profile = {"num_rows": self.n_images, "features_shape": [self.n_images, D], "files": list(self.files)}
-        source = LocalArtifactDatasetSource(self.source)
-        dataset = Dataset(name=self.name, digest=self.digest, source_type=source._get_source_type(),
-                          source=source.to_json(), schema=json.dumps(schema.to_dict()), profile=json.dumps(profile))
+        described = MetaDataset(LocalArtifactDatasetSource(self.source), name=self.name, digest=self.digest).to_dict()
+        dataset = Dataset(name=self.name, digest=self.digest, source_type=described["source_type"],
+                          source=described["source"], schema=json.dumps(schema.to_dict()), profile=json.dumps(profile))
         return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, self.context)])
 
 

@@ -22,6 +22,8 @@ linked to the dataset it was measured on (:func:`_of_model`).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
@@ -181,13 +184,25 @@ def evaluate_on_test_set(run_id: str, model_id: str, test: TestImages, final: Fi
     frame = pd.DataFrame({"label": names[test.labels], "prediction": names[test.challenger_pred]})  # (N, 2)
     testing = final.inputs.testing if final.inputs is not None else None
     name = f"{testing.name if testing else f'cifar10-test-{len(frame)}'}-predictions"
-    dataset = mlflow.data.from_pandas(frame, source=testing.source if testing else None, targets="label",
-                                      predictions="prediction", name=name)
+    source = LocalArtifactDatasetSource(testing.source) if testing else None
+    dataset = mlflow.data.from_pandas(frame, source=source, targets="label", predictions="prediction", name=name)
     config = {"log_model_explainability": False, "label_list": list(names)}
-    with mlflow.start_run(run_id=run_id):  # evaluate logs to the active run; the run's end time is set after
+    with mlflow.start_run(run_id=run_id), _quiet("mlflow"):  # evaluate logs to the active run
         result = mlflow.models.evaluate(data=dataset, model_type="classifier", model_id=model_id,
                                         evaluator_config=config)
     return dict(result.metrics)
+
+
+@contextlib.contextmanager
+def _quiet(logger_name):
+    """The logger's INFO lines (MLflow's evaluation narrating its steps) left out within the block."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _verified_test_images(client, name, version, final: FinalModel, folder: Path) -> TestImages:
