@@ -17,6 +17,9 @@ headless Chromium through Playwright and writes
     optuna_history.png    the study's page in optuna-dashboard: the history of its trials
     optuna_trial.png      the trial closest to the best there: its value and user attributes (verdict, p_vs_best)
 
+and with ``--report HTML`` only ``report.png``, the first screen of the report of
+``python -m clrsearch.report``.
+
 The browser is Debian's ``chromium`` package; Playwright only drives it (``pip
 install playwright``, no browser download); optuna-dashboard is the
 ``dashboard`` extra. The server and browser helpers here are also those of the
@@ -594,6 +597,17 @@ def reading_from(url: str):
                 os.environ[name] = value
 
 
+def take_report(browser, html, out) -> Path:
+    """``report.png``: the report's first screen, its figures loaded."""
+    page = new_page(browser)
+    page.goto(Path(html).absolute().as_uri())
+    page.wait_for_function("Array.from(document.images).every(img => img.complete)")
+    path = Path(out) / "report.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path))
+    return path
+
+
 @entry_point
 def main(argv=None):
     parser = ArgumentParser(prog="python tools/screenshots.py", description=__doc__.split("\n\n")[0])
@@ -604,8 +618,15 @@ def main(argv=None):
     parser.add_argument("--out", default="docs/images", help="folder of the PNG files (default docs/images)")
     parser.add_argument("--chromium", default=SETTINGS.chromium,
                         help=f"Chromium executable (default {SETTINGS.chromium})")
+    parser.add_argument("--report", metavar="HTML",
+                        help="instead: the top of the report written by python -m clrsearch.report, as report.png")
     args = parser.parse_args(argv)
 
+    if args.report:
+        with chromium(args.chromium) as browser:
+            path = take_report(browser, args.report, args.out)
+        print(f"{path}  ({path.stat().st_size / 1000:.0f} kB)")
+        return 0
     try:
         with chromium(args.chromium) as browser, server_for(args.tracking_uri) as url, reading_from(url), \
                 dashboard_for(args.storage) as dashboard:
