@@ -12,6 +12,7 @@ or Playwright is missing.
 """
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,3 +136,24 @@ def test_readme_screenshots_show_the_runs_table_study_confusion_matrix_model_and
         with Image.open(path) as png:
             assert png.format == "PNG" and png.width == screenshots.SETTINGS.viewport_width
             assert 300 < png.height <= screenshots.SETTINGS.viewport_height
+
+
+def test_the_report_opens_from_the_fine_study_run_in_the_ui(ui, request):
+    """Last in this file: it logs report.html to the fine study run of the shared tiny store."""
+    from clrsearch.report import Sources, write_report
+
+    studies = request.getfixturevalue("tiny_studies")
+    report = write_report(Sources(studies.store, storage=studies.storage), ui.artifacts / "report.html")
+    assert report.run_id == ui.seen.study_run_id
+    experiment = ui.client.get_run(report.run_id).info.experiment_id
+    ui.page.goto(f"{ui.url}/#/experiments/{experiment}/runs/{report.run_id}/artifacts/report.html")
+    title = "clrsearch: the report, regenerated from what is tracked"
+
+    def shown():
+        return any(title in frame.content() for frame in ui.page.frames if frame != ui.page.main_frame)
+
+    deadline = time.monotonic() + screenshots.SETTINGS.wait_ms / 1000
+    while not shown() and time.monotonic() < deadline:
+        ui.page.wait_for_timeout(250)
+    assert shown(), "the artifact view shows no frame holding the report"
+    ui.page.screenshot(path=str(ui.artifacts / "mlflow_report.png"))
