@@ -109,11 +109,27 @@ def test_a_full_disk_while_training_is_one_line_and_no_death(study_url):
     def disk_full(trials):
         raise OSError(errno.ENOSPC, "No space left on device", "/data/mlruns/x.png")
 
-    with pytest.raises(SystemExit) as stopped:
+    with pytest.raises(OSError) as raised:  # said in one line by the command (outages.disk_full_in_one_line)
         study_runner(shared, train_and_tell=disk_full).train_all(shared.study, None)
-    message = str(stopped.value.code)
-    assert message == ("error: no space left on the device of /data/mlruns/x.png; trial(s) 0 were given back, not "
-                       "counted as deaths of their points; free space, then run the same command again")
+    assert raised.value.errno == errno.ENOSPC
     trials = shared.study.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     assert trials[0].user_attrs["reason"] == "infrastructure: [Errno 28] No space left on device: '/data/mlruns/x.png'"
+
+
+def test_sqlite_full_behind_optunas_storage_error_is_a_full_disk_too(study_url):
+    import sqlite3
+
+    import optuna
+    import sqlalchemy
+
+    shared = new_queue(study_url, 0.1, timing=TIMING)
+
+    def disk_full(trials):
+        try:
+            raise sqlalchemy.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError("database or disk is full"))
+        except sqlalchemy.exc.OperationalError as error:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from error
+
+    with pytest.raises(optuna.exceptions.StorageInternalError):  # not a SystemExit of a storage failure
+        study_runner(shared, train_and_tell=disk_full).train_all(shared.study, None)

@@ -25,6 +25,7 @@ from .. import tracking
 from ..config import SECTIONS, RangeTest, flat_params
 from ..data import load_folds, load_splits
 from ..errors import UsageError, first_line, redact
+from ..outages import full_disk
 from ..nn.lrrange import run_range_test
 from . import cores, final, queue, race, summary, workers
 from .population import tell, total_steps, train_population
@@ -279,7 +280,8 @@ class StudyRunner:
                 heartbeat.stop()
 
     def give_back(self, trials, error):
-        """Give ``trials`` back on ``error``; an error of the disk or the storage becomes one line and exit 1."""
+        """Give ``trials`` back on ``error``; an error of the storage becomes one line and exit 1, a full disk is
+        raised again for the command to say in one line."""
         if not queue.infrastructure(error):
             self.shared.give_back(trials, queue.give_back_reason(error))
             return
@@ -290,9 +292,10 @@ class StudyRunner:
         except Exception:
             fate = (f"trial(s) {numbers} could not be given back and wait for another worker to take them over "
                     f"({self.config.timing.grace_seconds:g} s)")
-        full = isinstance(error, OSError) and error.errno == errno.ENOSPC
+        if full_disk(error) is not None:
+            raise error  # the command's one line of a full disk (outages.disk_full_in_one_line) names the folder
         raise SystemExit(f"error: {infrastructure_problem(error, self.url)}; {fate}; "
-                         f"{'free space' if full else 'fix it'}, then run the same command again") from error
+                         f"fix it, then run the same command again") from error
 
     def stored(self, call):
         """``call()`` of the storage, tried again while the server is out of reach (:mod:`clrsearch.outages`):
