@@ -122,7 +122,7 @@ def race(name):
 def test_a_point_pruned_by_cycles_leaves_the_race_and_race_rounds_are_never_pruned(tracked_tiny_cifar):
     # lambda 3 keeps the network near chance; the five small lambdas stay close and race
     args = ["--data-dir", str(tracked_tiny_cifar), *TINY, "--grid", "0,0.0001,0.0002,0.0005,0.001,3", "--n-seeds", "3",
-            "--race-seeds", "2", "--max-seeds", "7", "--augment", "none", "--no-final"]
+            "--race-seeds", "2", "--max-seeds", "7", "--augment", "none", "--no-final", "--race-rule", "holm"]
     assert fine.main([*args, "--study-name", "unpruned"]) == 0
     assert fine.main([*args, "--study-name", "pruned", "--pruner", "median"]) == 0
     unpruned, unpruned_left = race("unpruned")

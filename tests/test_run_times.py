@@ -114,7 +114,7 @@ def test_a_coarse_study_writes_its_runs_with_the_times_and_datasets_of_their_blo
         return blocks[-1]
 
     monkeypatch.setattr(population, "_train_block", keep)
-    config = SearchConfig(StudyConfig(kind="coarse", name="times", sampler="random", n_trials=2,
+    config = SearchConfig(StudyConfig(kind="coarse", name="times", sampler="random", n_trials=2, replicates="paired",
                                       storage=copy_storage(optuna_template, tmp_path / "studies.db")),
                           DataConfig("full", val_size=200, data_dir=str(folder)),
                           TrainConfig(n_batch=20, cycles=1, n_s=20, hidden=8, evals_per_cycle=2))

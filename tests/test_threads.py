@@ -56,9 +56,11 @@ def test_slices_are_adjacent_runs_of_members_as_many_as_the_cores_and_at_most_K(
 def test_slices_run_on_threads_of_their_own_with_a_single_threaded_blas(cifar):
     seen = {}
     before = blas_threads()
+    together = threading.Barrier(3, timeout=30)  # the three slices must run at the same time to pass it
 
     def work(i, start, stop):
         seen[i] = (threading.get_ident(), blas_threads(), start, stop)
+        together.wait()
         return i
 
     with MemberThreads(lambda: 3) as threads:

@@ -92,7 +92,16 @@ def running(pid):
 
 
 def test_ctrl_c_within_a_deferred_block_is_raised_at_its_end():
+    # Python's own Ctrl-C handler, also where the tests run as a background job (SIGINT ignored from the start)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     done = []
+    try:
+        interrupted_at_the_end(done)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def interrupted_at_the_end(done):
     with pytest.raises(KeyboardInterrupt):
         with workers.deferred_interrupt():
             os.kill(os.getpid(), signal.SIGINT)
