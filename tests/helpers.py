@@ -309,3 +309,14 @@ def serve_model(mlflow_script, model_uri, folder, env, seconds=180):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+UNSHARE = ["unshare", "--uts", "--pid", "--fork", "--mount-proc"]  # a UTS and PID namespace of its own
+
+
+def unshare_permitted():
+    """Whether this process may start one (root, or user namespaces allowed)."""
+    try:
+        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False

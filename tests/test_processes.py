@@ -11,7 +11,7 @@ import time
 import pytest
 
 from clrsearch import processes
-from helpers import dead_pid
+from helpers import UNSHARE, dead_pid, unshare_permitted
 
 
 def start_ticks(pid):
@@ -79,14 +79,6 @@ def test_a_worker_of_this_hostname_and_pid_in_another_process_table_is_unknown()
     assert processes.dead(f"{host}:{dead_pid()}:1:{table}0", None, 20) is False  # only heartbeats tell
 
 
-UNSHARE = ["unshare", "--uts", "--pid", "--fork", "--mount-proc"]
-
-
-def unshare_permitted():
-    try:
-        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from clrsearch import processes
 from clrsearch.errors import UsageError
 from clrsearch.search import queue
-from helpers import dead_pid, running_pids
+from helpers import UNSHARE, dead_pid, running_pids, unshare_permitted
 
 
 def lambdas(*values):
@@ -292,7 +292,6 @@ def test_a_worker_that_finds_its_trial_taken_over_spares_it(study_url):
     assert shared.study.get_trials()[-1].user_attrs[queue.SPARED] == [0, 1, 2]
 
 
-UNSHARE = ["unshare", "--uts", "--pid", "--fork", "--mount-proc"]
 # A worker in a PID namespace of its own: claims the one trial, beats until its stdin closes.
 CLAIMER = """\
 import sys
@@ -321,11 +320,6 @@ queue.TrialQueue(optuna.load_study(study_name="s", storage=storage), storage, ur
 """
 
 
-def unshare_permitted():
-    try:
-        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 @pytest.mark.slow
