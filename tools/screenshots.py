@@ -14,6 +14,7 @@ headless Chromium through Playwright and writes
     mlflow_confusion.png  the validation confusion matrix of a seed of that study's best trial
     mlflow_model.png      the registered model clrsearch-cifar10, its versions' tags and the alias champion
     mlflow_version.png    the champion version's page: its description and tags
+    mlflow_report.png     the study run's report.html (python -m clrsearch.report) in MLflow's artifact view
     optuna_history.png    the study's page in optuna-dashboard: the history of its trials
     optuna_trial.png      the trial closest to the best there: its value and user attributes (verdict, p_vs_best)
 
@@ -41,6 +42,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from mlflow import MlflowClient
 
 from clrsearch import tracking
 from clrsearch.cli.args import ArgumentParser, entry_point
@@ -523,8 +526,29 @@ def take(browser, url: str, out, seen: Tour) -> list:
     paths.append(save(page, out / "mlflow_model.png", row))
     rows = open_version(page, url, tracking.REGISTERED_NAME, seen.model_version)
     paths.append(save(page, out / "mlflow_version.png", rows))
+    if open_report(page, url, seen.experiment_id, seen.study_run_id):
+        page.screenshot(path=str(out / "mlflow_report.png"))
+        paths.append(out / "mlflow_report.png")
     page.context.close()
     return paths
+
+
+REPORT_TITLE = "clrsearch: the report, regenerated from what is tracked"
+
+
+def open_report(page, url: str, experiment_id: str, run_id: str) -> bool:
+    """The study run's artifact view of ``report.html`` (python -m clrsearch.report), once a frame shows the
+    report; False when the run has none."""
+    if "report.html" not in {a.path for a in MlflowClient().list_artifacts(run_id)}:
+        return False
+    page.goto(f"{url}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/report.html")
+    deadline = time.monotonic() + SETTINGS.wait_ms / 1000
+    while time.monotonic() < deadline:
+        if any(REPORT_TITLE in frame.content() for frame in page.frames if frame != page.main_frame):
+            close_assistant(page)
+            return True
+        page.wait_for_timeout(250)
+    raise RuntimeError("the MLflow UI shows no frame holding report.html")
 
 
 def take_dashboard(browser, url: str, out, seen: Tour) -> list:
