@@ -539,7 +539,7 @@ REPORT_TITLE = "clrsearch: the report, regenerated from what is tracked"
 def open_report(page, url: str, experiment_id: str, run_id: str) -> bool:
     """The study run's artifact view of ``report.html`` (python -m clrsearch.report), once a frame shows the
     report; False when the run has none."""
-    if "report.html" not in {a.path for a in MlflowClient().list_artifacts(run_id)}:
+    if "report.html" not in {a.path for a in MlflowClient(tracking_uri=url).list_artifacts(run_id)}:
         return False
     page.goto(f"{url}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/report.html")
     deadline = time.monotonic() + SETTINGS.wait_ms / 1000
