@@ -275,8 +275,9 @@ def model_description(final: FinalModel) -> str:
     classes = ", ".join(f"{k} {name}" for k, name in enumerate(final.class_names))
     return (f"Two-layer NumPy networks classifying CIFAR-10 images, trained with cyclical learning rates by "
             f"clrsearch; the L2 strength λ is chosen by a coarse random and a fine grid search (Optuna).\n\n"
-            f"- **input**: raw CIFAR-10 rows, a tensor (-1, 3072) of uint8 pixels: 1024 red, then 1024 green, "
-            f"then 1024 blue values per image\n"
+            f"- **input**: raw CIFAR-10 rows (N, 3072) of whole pixel values 0-255 in any integer or float dtype "
+            f"(1024 red, then 1024 green, then 1024 blue values per image); anything else, normalised pixels "
+            f"among it, is refused\n"
             f"- **output**: class indices (-1,) int64: {classes}\n"
             f"- **aliases** `{ALIAS}`: the final model that classified at least as many test images right as the "
             f"champion before it (or was forced with `--promote`); `challenger`: the latest one that did not; each "
