@@ -24,7 +24,7 @@ from .cifar10 import (ARCHIVE_URL, DATA_FILES, ENV_VAR, FOLDER_NAME, DataError, 
 MANIFEST_NAME = "clrsearch-md5.json"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 DOWNLOAD_TIMEOUT = 20.0  # s, per socket operation
-_CHUNK_BYTES = 1 << 20  # read size when hashing or downloading
+_CHUNK_BYTES = 1 << 20  # read size when downloading
 
 
 def ensure_data(data_dir: str | os.PathLike, download: bool = True,
@@ -131,11 +131,8 @@ def _progress_bar(total: int | None, show: bool) -> tqdm:
 
 
 def _md5(path: Path) -> str:
-    md5 = hashlib.md5()
     with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK_BYTES):
-            md5.update(chunk)
-    return md5.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def write_manifest(path: str | os.PathLike) -> Path:

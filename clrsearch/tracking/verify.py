@@ -38,7 +38,6 @@ from ..files import sqlite_path
 
 DIGEST_TAG = "files_sha256"  # the version's tag: JSON {relative path: sha256 hex} of every file of the model
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/@]+))/?$")
-_CHUNK = 1 << 20  # bytes hashed at a time
 HINT = "train and register one with python -m clrsearch.fine first"
 
 
@@ -47,11 +46,8 @@ def file_digests(folder) -> dict:
     folder = Path(folder)
     digests = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        sha = hashlib.sha256()
         with path.open("rb") as f:
-            while block := f.read(_CHUNK):
-                sha.update(block)
-        digests[path.relative_to(folder).as_posix()] = sha.hexdigest()
+            digests[path.relative_to(folder).as_posix()] = hashlib.file_digest(f, "sha256").hexdigest()
     return digests
 
 
