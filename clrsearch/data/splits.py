@@ -229,6 +229,28 @@ def _dataset(normaliser: Normaliser, rows: np.ndarray, labels: np.ndarray, dtype
     return Dataset(X=X, Y=Y, y=y)
 
 
+def _five_batches(folder: Path, val_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The five training batches as one array: raw rows (N_all, D) uint8 and labels (N_all,), in file order.
+
+    Raises
+    ------
+    UsageError
+        ``val_size`` leaves no training images.
+    """
+    batches = [load_batch(folder / name) for name in TRAIN_FILES]
+    n_all = sum(labels.shape[0] for _, labels in batches)
+    if val_size >= n_all:
+        raise UsageError(f"val_size {val_size} leaves no training images: the five "
+                         f"training batches hold {n_all}; choose a smaller val_size")
+    return np.concatenate([r for r, _ in batches]), np.concatenate([lab for _, lab in batches])
+
+
+def _split_permutation(config: DataConfig, n_all: int) -> np.ndarray:
+    """(N_all,) the order ``split_seed`` draws the training images in: its first ``val_size`` validate in
+    ``load_splits``, and they are fold 0 of ``load_folds``."""
+    return np.random.default_rng(config.split_seed).permutation(n_all)
+
+
 def load_splits(config: DataConfig, dtype=np.float32, download: bool = True) -> Splits:
     """Training, validation and test sets, normalised with training statistics.
 
@@ -266,15 +288,8 @@ def load_splits(config: DataConfig, dtype=np.float32, download: bool = True) -> 
         train_rows, train_y = load_batch(folder / TRAIN_FILES[0])
         val_rows, val_y = load_batch(folder / TRAIN_FILES[1])
     else:
-        batches = [load_batch(folder / name) for name in TRAIN_FILES]
-        n_all = sum(labels.shape[0] for _, labels in batches)
-        if val_size >= n_all:
-            raise UsageError(f"val_size {val_size} leaves no training images: the five "
-                             f"training batches hold {n_all}; choose a smaller val_size")
-        rows = np.concatenate([r for r, _ in batches])  # (n_all, D) uint8
-        labels = np.concatenate([lab for _, lab in batches])  # (n_all,)
-        del batches
-        perm = np.random.default_rng(config.split_seed).permutation(n_all)
+        rows, labels = _five_batches(folder, val_size)  # (n_all, D) uint8, (n_all,)
+        perm = _split_permutation(config, labels.shape[0])
         val_idx, train_idx = np.sort(perm[:val_size]), np.sort(perm[val_size:])
         val_rows, val_y = rows[val_idx], labels[val_idx]
         train_rows, train_y = rows[train_idx], labels[train_idx]
@@ -322,18 +337,13 @@ def load_folds(config: DataConfig, dtype=np.float32, download: bool = True) -> F
     folder = ensure_data(config.data_dir, download=download)
     verify_data_dir(folder, TRAIN_FILES + (TEST_FILE, META_FILE))
     label_names = load_label_names(folder)
-    batches = [load_batch(folder / name) for name in TRAIN_FILES]
-    rows = np.concatenate([r for r, _ in batches])  # (N_all, D) uint8
-    labels = np.concatenate([lab for _, lab in batches])  # (N_all,)
-    del batches
-    n_all, val_size = labels.shape[0], config.val_size
-    if val_size >= n_all:
-        raise UsageError(f"val_size {val_size} leaves no training images: the five "
-                         f"training batches hold {n_all}; choose a smaller val_size")
+    val_size = config.val_size
+    rows, labels = _five_batches(folder, val_size)  # (N_all, D) uint8, (N_all,)
+    n_all = labels.shape[0]
     if config.n_train is not None and config.n_train > n_all - val_size:
         raise UsageError(f"n_train {config.n_train} exceeds the {n_all - val_size} training "
                          f"images of a block; choose a smaller n_train")
-    perm = np.random.default_rng(config.split_seed).permutation(n_all)
+    perm = _split_permutation(config, n_all)
     folds = tuple(np.sort(perm[f * val_size:(f + 1) * val_size]) for f in range(n_all // val_size))
     for fold in folds:
         fold.setflags(write=False)
