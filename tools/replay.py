@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from clrsearch.config import StudyConfig  # noqa: E402
 from clrsearch.search import decision, race  # noqa: E402
+from clrsearch.search.compare import best_key  # noqa: E402
 
 COLUMNS = ("point", "params", "replicate", "val_accuracy", "update_steps")
 RULES = ("kn", "holm", "fixed")
@@ -136,7 +137,7 @@ def run_rule(rule, data, steps, study_cfg: StudyConfig, best):
             have = min(have + cfg.race_seeds, budget)
             counts.update({p: have for p in in_race})
     seen = {p: {r: a for r, a in data[p].items() if r < counts[p]} for p in data}
-    winner = decision.largest_mean({p: seen[p] for p in survivors} or seen)
+    winner = best_key({p: seen[p] for p in survivors} or seen)
     covered = best in decision.best_set(decision.mcb(seen, study_cfg.alpha)) if rule == "kn" else None
     return Outcome(winner, covered, float(np.mean(list(seen[winner].values()))),
                    sum(counts[p] * steps[p] for p in data))
@@ -152,7 +153,7 @@ def replay(table: Table, study_cfg: StudyConfig, replays=2000, seed=0):
     rng = np.random.default_rng(seed)
     blocks, means = table.blocks, table.means
     top = max(means.values())
-    best = decision.largest_mean({p: {r: table.accuracies[p][r] for r in blocks} for p in table.accuracies})
+    best = best_key({p: {r: table.accuracies[p][r] for r in blocks} for p in table.accuracies})
     exhaustive = sum(study_cfg.max_seeds * s for s in table.steps.values())
     tallies = {rule: [] for rule in RULES}
     for _ in range(replays):

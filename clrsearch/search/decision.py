@@ -164,11 +164,6 @@ def all_within(intervals, delta):
     return all(interval.low >= -delta for interval in intervals.values())
 
 
-def largest_mean(accuracies):
-    """The declared winner among several points: the largest mean over its replicates (smallest key among equals)."""
-    return max(sorted(accuracies), key=lambda p: np.mean(list(accuracies[p].values())))
-
-
 def p_best(accuracies, draws=P_BEST_DRAWS, seed=P_BEST_SEED):
     """Each point's probability of being the best under a Bayesian bootstrap over whole blocks.
 

@@ -29,7 +29,7 @@ depend on the number of workers or machines.
 
 Among several points left at the end, the declared winner is the largest
 mean validation accuracy over all their replicates
-(:func:`.decision.largest_mean`).
+(:func:`.compare.best_key`).
 """
 
 from dataclasses import dataclass

@@ -22,7 +22,7 @@ from .. import plots, processes, tracking
 from . import decision, pruning, queue
 from ..config import GRID_DIMENSIONS
 from ..data import Folds
-from .compare import compare_to_best
+from .compare import best_key, compare_to_best
 from .queue import NEW_REPLICATES, POINT, ROUND
 from .race import race_end, race_left
 from .study import ACCURACIES, LAM, REPLICATES, latest_trials, point_train_config, protocol_params, replicate_accuracies
@@ -59,7 +59,7 @@ def trials_table(study, alpha=0.05):
                   if t.state == TrialState.COMPLETE and t.user_attrs.get(REPLICATES)}
     points = {t.number: _point(t) for t in trials}
     contenders = {n: a for n, a in accuracies.items() if points[n] not in left}
-    winner = decision.largest_mean(contenders or accuracies) if accuracies else None
+    winner = best_key(contenders or accuracies) if accuracies else None
     comparisons = compare_to_best(accuracies, alpha, best=winner)  # see .compare
     intervals = decision.mcb(accuracies, alpha) if accuracies else {}
     members = decision.best_set(intervals)
