@@ -37,7 +37,7 @@ def version(store, tiny_ensemble):
 @pytest.mark.slow
 def test_the_registered_model_says_what_goes_in_and_out_and_how_to_serve_it(store, version):
     description = store.get_registered_model(NAME).description
-    assert "(-1, 3072) of uint8" in description and "0 airplane" in description and "9 truck" in description
+    assert "raw CIFAR-10 rows (N, 3072) of whole pixel values 0-255 in any integer or float dtype" in description and "0 airplane" in description and "9 truck" in description
     assert "mlflow models serve -m models:/clrsearch-cifar10@champion --env-manager local" in description
 
 
